@@ -1,0 +1,186 @@
+"""The ``mimii-due`` command: thin commands over library functions.
+
+Package errors become a one-line message and exit code 1 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mimii_due.errors import MimiiDueError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+plot_app = typer.Typer(no_args_is_help=True, help="Draw the paper's figures.")
+app.add_typer(plot_app, name="plot")
+console = Console(stderr=True)
+out = Console()
+_DEBUG = False
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    global _DEBUG
+    _DEBUG = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+def progress_bar(transient: bool = False, download: bool = False) -> Progress:
+    cols = [TextColumn("{task.description}"), BarColumn()]
+    cols += [DownloadColumn()] if download else [TextColumn("{task.completed}/{task.total}")]
+    cols += [TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    return Progress(*cols, console=console, transient=transient)
+
+
+def _machines(value: str | None) -> list[str] | None:
+    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+@app.command()
+def info(
+    path: Path = typer.Argument(..., help="A dataset folder (dev_data/, eval_data/, a machine folder...)."),
+    strict: bool = typer.Option(False, help="Exit non-zero when any count differs from Table 1."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip unreadable clips."),
+) -> None:
+    """Count the clips found and compare them with the paper's Table 1."""
+    from mimii_due.data.index import index
+    from mimii_due.data.table1 import compare
+
+    table = index(path, on_error="skip" if skip_bad else "raise")
+    cmp = compare(table)
+    t = Table(title=f"{len(table)} clips in {path} (found / Table 1)")
+    for col in ("machine", "section", "domain", "train", "test normal", "test anomaly", "test total", "differs"):
+        t.add_column(col)
+    for r in cmp.itertuples(index=False):
+        def pair(k: str) -> str:
+            paper = getattr(r, f"paper_{k}")
+            return f"{getattr(r, f'found_{k}')} / {'-' if paper is None or paper != paper else int(paper)}"
+
+        t.add_row(r.machine, f"{r.section:02d}", r.domain, pair("train"), pair("test_normal"),
+                  pair("test_anomaly"), pair("test_total"),
+                  f"[red]{r.differs}[/red]" if r.differences else "[green]ok[/green]")
+    out.print(t)
+    n_diff = int((cmp.differences != "").sum())
+    rates = sorted(table.sample_rate.unique())
+    out.print(f"{n_diff} of {len(cmp)} machine/section/domain rows differ from Table 1; "
+              f"sample rates (Hz): {', '.join(map(str, rates))}", markup=False)
+    for p, msg in table.attrs.get("skipped", []):
+        console.print(f"[yellow]skipped[/yellow] {msg}")
+    if strict and n_diff:
+        raise typer.Exit(2)
+
+
+@app.command()
+def download(
+    dest: Path = typer.Option(..., "--dest", help="Folder to download and unpack into."),
+    machines: str = typer.Option(None, help="Comma-separated machine types, e.g. fan,valve (default all)."),
+    part: str = typer.Option("dev", help="dev, eval or all."),
+    source: str = typer.Option("mimii-due", help="mimii-due (Zenodo 4740355) or dcase2021."),
+    base_url: str = typer.Option("https://zenodo.org", help="Zenodo address (for mirrors and tests)."),
+    keep_archives: bool = typer.Option(False, help="Keep the zip files after unpacking."),
+) -> None:
+    """Download the dataset from Zenodo: resumable, verified, unpacked, safe to rerun."""
+    from mimii_due.data.download import download as _download
+
+    with progress_bar(download=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def cb(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total or None, info="")
+            bar.update(tasks[name], completed=done)
+
+        names = _download(dest, machines=_machines(machines), part=part, source=source,
+                          base_url=base_url, keep_archives=keep_archives, progress=cb)
+    out.print(f"{len(names)} archive(s) ready in {dest}: {', '.join(names)}")
+
+
+# ------------------------------------------------------------------------------------ synthetic
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Output folder (gets dev_data/, eval_data/, ground_truth/)."),
+    machines: str = typer.Option(None, help="Comma-separated machine types (default: all five)."),
+    sections: str = typer.Option(None, help="Comma-separated section numbers, e.g. 0,1,2 (default: 0-5)."),
+    scale: float = typer.Option(1.0, help="Fraction of Table 1's clip counts (1 = about 42,000 clips)."),
+    seed: int = typer.Option(0, help="Same seed, same bytes, whatever the number of workers."),
+    severity: float = typer.Option(1.0, help="Scales every anomaly's size (1 = the default, hard mix)."),
+    workers: int = typer.Option(1, help="Worker processes."),
+) -> None:
+    """Generate a synthetic MIMII-DUE-like dataset in the real layout, with its ground truth."""
+    from mimii_due.data.table1 import MACHINES, SECTIONS
+    from mimii_due.synth.generate import generate
+
+    ms = _machines(machines) or list(MACHINES)
+    ss = [int(s) for s in sections.split(",")] if sections else list(SECTIONS)
+    with progress_bar() as bar:
+        task = bar.add_task("synth", total=None, info="")
+        generate(out, machines=ms, sections=ss, scale=scale, seed=seed, severity=severity, workers=workers,
+                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    out_console_done(f"dataset written to {out}")
+
+
+@app.command()
+def mix(
+    out: Path = typer.Argument(..., help="Output folder (the clean folder's layout is kept)."),
+    clean: Path = typer.Option(..., "--clean", help="Folder of clean machine recordings (one section)."),
+    noise: Path = typer.Option(..., "--noise", help="Folder of background-noise recordings."),
+    snr: float = typer.Option(..., "--snr", help="SNR centre c in dB (Table 1)."),
+    spread: float = typer.Option(0.0, "--spread", help="SNR spread d: uniform over [c-d, c+d]."),
+    rt60: float = typer.Option(None, "--rt60", help="Convolve with a room impulse response of this RT60 (s)."),
+    seed: int = typer.Option(0, help="Seed of the SNR and noise draws."),
+) -> None:
+    """Apply the paper's section 2.2 mixing to your own clean and noise recordings."""
+    from mimii_due.synth.generate import mix_folder
+
+    with progress_bar() as bar:
+        task = bar.add_task("mix", total=None, info="")
+        recs = mix_folder(clean, noise, out, snr=snr, spread=spread, rt60=rt60, seed=seed,
+                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+    clipped = sum(r["clipped"] for r in recs)
+    out_console_done(f"{len(recs)} clips mixed into {out}" + (f" ({clipped} clipped at full scale)" if clipped else ""))
+
+
+def out_console_done(msg: str) -> None:
+    out.print(msg)
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except MimiiDueError as e:
+        if _DEBUG:
+            raise
+        console.print(f"[red]error:[/red] {e}")
+        sys.exit(1)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

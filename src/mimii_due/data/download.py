@@ -1,0 +1,184 @@
+"""Download MIMII DUE / DCASE 2021 Task 2 from Zenodo: resumable, verified, unpacked, idempotent.
+
+Each archive is fetched to ``<dest>/.downloads/<name>.part`` with HTTP Range requests (an
+interrupted transfer continues where it stopped), checked against the MD5 the Zenodo record lists,
+unpacked into the layout :func:`mimii_due.data.index.index` reads (``dev_data/<machine>/...``,
+``eval_data/<machine>/...``), and marked done (``<dest>/.downloads/<name>.done``) so a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from mimii_due.errors import DownloadError
+
+log = logging.getLogger(__name__)
+
+ZENODO = "https://zenodo.org"
+# Public Zenodo records (brief and issue #2).
+RECORDS = {
+    "mimii-due": {"dev": [4740355], "eval": [4740355]},
+    "dcase2021": {"dev": [4562016], "eval": [4660992, 4884786]},
+}
+_CHUNK = 1 << 20
+
+Progress = Callable[[str, int, int], None]  # (archive name, bytes done, bytes total)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    url: str
+    size: int
+    md5: str
+
+
+def record_files(record: int, *, base_url: str = ZENODO, timeout: float = 60) -> list[RemoteFile]:
+    """The files of a Zenodo record, from its JSON API (``/api/records/<id>``)."""
+    url = f"{base_url.rstrip('/')}/api/records/{record}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            meta = json.load(r)
+    except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
+        raise DownloadError(f"cannot read Zenodo record {record} at {url}: {e}") from e
+    files = []
+    for f in meta.get("files", []):
+        algo, _, digest = f.get("checksum", "").partition(":")
+        if algo != "md5":
+            raise DownloadError(f"record {record}: file {f.get('key')} has no MD5 checksum")
+        link = f["links"].get("self") or f["links"]["content"]
+        files.append(RemoteFile(f["key"], link, int(f.get("size", 0)), digest))
+    return files
+
+
+def _wanted(name: str, part: str, machines: list[str] | None) -> bool:
+    stem = name.removesuffix(".zip")
+    if not name.endswith(".zip"):
+        return False
+    if part != "all" and not stem.startswith(f"{part}_data"):
+        return False
+    return machines is None or any(m in stem.split("_") for m in machines)
+
+
+def fetch(remote: RemoteFile, target: Path, *, progress: Progress | None = None, timeout: float = 60) -> Path:
+    """Download ``remote`` to ``target`` (resuming ``target.part``) and verify its MD5.
+
+    A checksum mismatch deletes the partial file and raises :class:`DownloadError`.
+    """
+    part = target.with_name(target.name + ".part")
+    done = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(remote.url)
+    if done:
+        req.add_header("Range", f"bytes={done}-")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            if done and r.status != 206:  # server ignored the range: start again
+                done = 0
+            mode = "ab" if done else "wb"
+            total = remote.size or done + int(r.headers.get("Content-Length", 0))
+            with open(part, mode) as f:
+                while chunk := r.read(_CHUNK):
+                    f.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(remote.name, done, total)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and done:  # range not satisfiable: we already hold every byte
+            pass
+        else:
+            raise DownloadError(f"HTTP {e.code} for {remote.url}") from e
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        raise DownloadError(f"transfer of {remote.name} stopped at {done} bytes ({e}); rerun to resume") from e
+    if remote.size and part.stat().st_size < remote.size:
+        raise DownloadError(
+            f"transfer of {remote.name} stopped at {part.stat().st_size} of {remote.size} bytes; rerun to resume"
+        )
+    md5 = hashlib.md5()
+    with open(part, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            md5.update(chunk)
+    if md5.hexdigest() != remote.md5:
+        part.unlink()
+        raise DownloadError(
+            f"checksum mismatch (md5 {md5.hexdigest()}, record says {remote.md5}); the file was deleted",
+            target,
+        )
+    part.replace(target)
+    return target
+
+
+def unpack(archive: Path, dest: Path) -> None:
+    """Unpack a dataset archive into ``dest`` in the index's layout.
+
+    Archives whose entries start with ``dev_data/`` or ``eval_data/`` unpack into ``dest``; the
+    Zenodo archives (``<machine>/train/...``) unpack into ``dest/dev_data`` or ``dest/eval_data``
+    by the archive's name.
+    """
+    try:
+        with zipfile.ZipFile(archive) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+            top = {PurePosixPath(n).parts[0] for n in names}
+            root = dest if top <= {"dev_data", "eval_data"} else dest / (
+                "eval_data" if archive.name.startswith("eval_data") else "dev_data")
+            for n in names:
+                p = PurePosixPath(n)
+                if p.is_absolute() or ".." in p.parts:
+                    raise DownloadError(f"unsafe path in archive: {n}", archive)
+                out = root.joinpath(*p.parts)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = out.with_name(out.name + ".tmp")
+                with z.open(n) as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                tmp.replace(out)
+    except zipfile.BadZipFile as e:
+        raise DownloadError(f"not a valid zip archive: {e}", archive) from e
+
+
+def download(
+    dest: str | Path,
+    *,
+    machines: list[str] | None = None,
+    part: str = "dev",
+    source: str = "mimii-due",
+    base_url: str = ZENODO,
+    keep_archives: bool = False,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Download, verify and unpack the chosen archives into ``dest``; return their names.
+
+    Archives already marked done are skipped, so running it again is safe and cheap.
+    """
+    if part not in ("dev", "eval", "all"):
+        raise DownloadError(f"part must be dev, eval or all, not {part!r}")
+    if source not in RECORDS:
+        raise DownloadError(f"source must be one of {', '.join(RECORDS)}, not {source!r}")
+    dest = Path(dest)
+    work = dest / ".downloads"
+    work.mkdir(parents=True, exist_ok=True)
+    records = sorted({r for p in (("dev", "eval") if part == "all" else (part,)) for r in RECORDS[source][p]})
+    wanted = [f for r in records for f in record_files(r, base_url=base_url) if _wanted(f.name, part, machines)]
+    if not wanted:
+        raise DownloadError(f"no archive in records {records} matches part={part} machines={machines}")
+    for f in wanted:
+        marker = work / f"{f.name}.done"
+        if marker.exists() and marker.read_text().strip() == f.md5:
+            log.info("%s already downloaded and unpacked", f.name)
+            continue
+        archive = work / f.name
+        if not archive.exists():
+            fetch(f, archive, progress=progress)
+        unpack(archive, dest)
+        marker.write_text(f.md5 + "\n")
+        if not keep_archives:
+            archive.unlink()
+    return [f.name for f in wanted]

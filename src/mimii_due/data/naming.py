@@ -1,0 +1,131 @@
+"""Parse and format the file names of MIMII DUE / DCASE 2021 Task 2 and DCASE 2020 Task 2.
+
+Patterns (examples from the real data):
+
+- training, MIMII DUE / DCASE 2021: ``section_00_source_train_normal_0000_strength_1_ambient.wav``
+- development test: ``section_01_target_test_anomaly_0042.wav``
+- evaluation test, no label: ``section_03_source_test_0123.wav``
+- DCASE 2020: ``normal_id_00_00000000.wav``, ``anomaly_id_02_00000012.wav``
+
+Attributes are the ``_``-separated tokens after the clip index. They are kept in order: a token
+followed by a value-like token (one holding a digit) forms a ``(key, value)`` pair; any other token
+is kept on its own as ``(token, None)``. ``format_name(parse_name(n)) == n`` for every valid name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mimii_due.errors import FileNameError
+
+DOMAINS = ("source", "target")
+LABELS = ("normal", "anomaly")
+
+_DCASE2021 = re.compile(
+    r"^section_(?P<section>\d{2})_(?P<domain>source|target)_(?P<split>train|test)"
+    r"(?:_(?P<label>normal|anomaly))?_(?P<index>\d+)(?P<attrs>(?:_[^_]+)*)\.wav$"
+)
+_DCASE2020 = re.compile(r"^(?P<label>normal|anomaly)_id_(?P<section>\d{2})_(?P<index>\d+)\.wav$")
+
+Attributes = tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True)
+class ClipName:
+    """The attributes a file name carries.
+
+    ``label`` is ``None`` for unlabelled evaluation clips; ``index_digits`` keeps the zero padding so
+    that formatting gives the same name back.
+    """
+
+    section: int
+    domain: str
+    split: str
+    label: str | None
+    index: int
+    index_digits: int = 4
+    attributes: Attributes = ()
+    scheme: str = "dcase2021"  # or "dcase2020"
+
+    @property
+    def attribute_string(self) -> str:
+        """Attributes as they appear in the name, e.g. ``strength_1_ambient`` (empty if none)."""
+        return "_".join(t for pair in self.attributes for t in pair if t is not None)
+
+
+def _looks_like_value(token: str) -> bool:
+    return any(c.isdigit() for c in token)
+
+
+def parse_attributes(tokens: list[str]) -> Attributes:
+    """Group attribute tokens into ordered ``(key, value)`` pairs, lone tokens as ``(token, None)``."""
+    out: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(tokens):
+        if i + 1 < len(tokens) and not _looks_like_value(tokens[i]) and _looks_like_value(tokens[i + 1]):
+            out.append((tokens[i], tokens[i + 1]))
+            i += 2
+        else:
+            out.append((tokens[i], None))
+            i += 1
+    return tuple(out)
+
+
+def parse_name(name: str | Path) -> ClipName:
+    """Parse a clip's file name (a bare name or a path; only the name is used).
+
+    Raises
+    ------
+    FileNameError
+        When the name fits no pattern; the message names the path given.
+    """
+    base = Path(name).name
+    m = _DCASE2021.match(base)
+    if m:
+        tokens = m["attrs"].split("_")[1:] if m["attrs"] else []
+        label = m["label"]
+        if m["split"] == "train" and label is None:
+            raise FileNameError("training clip names must say normal or anomaly", name)
+        return ClipName(
+            section=int(m["section"]),
+            domain=m["domain"],
+            split=m["split"],
+            label=label,
+            index=int(m["index"]),
+            index_digits=len(m["index"]),
+            attributes=parse_attributes(tokens),
+            scheme="dcase2021",
+        )
+    m = _DCASE2020.match(base)
+    if m:
+        return ClipName(
+            section=int(m["section"]),
+            domain="source",
+            split="",  # DCASE 2020 names do not carry the split; the folder does
+            label=m["label"],
+            index=int(m["index"]),
+            index_digits=len(m["index"]),
+            scheme="dcase2020",
+        )
+    raise FileNameError(
+        "file name fits no MIMII DUE / DCASE pattern (expected e.g. "
+        "'section_00_source_train_normal_0000.wav' or 'normal_id_00_00000000.wav')",
+        name,
+    )
+
+
+def format_name(clip: ClipName) -> str:
+    """The file name of ``clip``; the inverse of :func:`parse_name`."""
+    index = f"{clip.index:0{clip.index_digits}d}"
+    if clip.scheme == "dcase2020":
+        return f"{clip.label}_id_{clip.section:02d}_{index}.wav"
+    parts = [f"section_{clip.section:02d}", clip.domain, clip.split]
+    if clip.label is not None:
+        parts.append(clip.label)
+    parts.append(index)
+    attrs = clip.attribute_string
+    if attrs:
+        parts.append(attrs)
+    return "_".join(parts) + ".wav"

@@ -1,0 +1,314 @@
+"""Write a synthetic MIMII-DUE-like dataset in the real layout, and mix users' own recordings.
+
+``generate(out, ...)`` plans every clip of Table 1 (scaled), renders each from its own seed (so the
+bytes do not depend on the number of worker processes), applies section 2.2 exactly (two passes
+per section: the section power ``a``, then the mixing) and writes 10 s, 16 kHz, mono, 16-bit WAV
+files in the real names, with ``synth_meta.csv`` (every clip's recipe: anomaly, severity,
+attribute, SNR, noise clip) and the ground truth of the unlabelled evaluation test clips.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import multiprocessing as mp
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mimii_due.data import audio
+from mimii_due.data.naming import ClipName, format_name
+from mimii_due.data.table1 import MACHINES, SECTIONS, TABLE1
+from mimii_due.errors import ConfigError
+from mimii_due.synth.machines import MODELS, REVERBERATED
+from mimii_due.synth.mixing import (
+    RT60, draw_snr, factory_noise, fit_length, mix, reverberate, room_impulse_response, scale_noise,
+)  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+SR = 16_000
+DURATION = 10.0  # Section 2.1: 10-second clips
+N_NOISE_CLIPS = 24  # background-noise clips recorded per factory
+OUTPUT_RMS = 0.05  # level of the written mixtures (about -26 dBFS), one gain per section
+JITTER = 0.02  # relative clip-to-clip spread of every physical parameter
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ClipTask:
+    machine: str
+    section: int
+    domain: str
+    split: str
+    label: str  # ground truth, also for unlabelled evaluation clips
+    index: int  # running number within (section, domain, split, label)
+    name_index: int  # the number in the file name (shuffled for unlabelled evaluation clips)
+    part: str
+    attribute: str  # the shifted attribute's value
+    anomaly: str  # "" for normal clips
+    severity: float
+
+    @property
+    def relpath(self) -> str:
+        folder = "train" if self.split == "train" else f"{self.domain}_test"
+        shift = MODELS[self.machine].SHIFTS[self.section]
+        unlabelled = self.part == "eval" and self.split == "test"
+        name = ClipName(
+            section=self.section, domain=self.domain, split=self.split,
+            label=None if unlabelled else self.label, index=self.name_index,
+            attributes=((shift.key, self.attribute),) if self.split == "train" else (),
+        )  # fmt: skip
+        return f"{self.part}_data/{self.machine}/{folder}/{format_name(name)}"
+
+
+def _scaled(n: int, scale: float, minimum: int) -> int:
+    return max(minimum, int(round(n * scale)))
+
+
+def plan(
+    *, machines: Iterable[str] = MACHINES, sections: Iterable[int] = SECTIONS, scale: float = 1.0,
+    seed: int = 0, severity: float = 1.0,
+) -> list[ClipTask]:
+    """Every clip to make: Table 1's counts times ``scale`` (target training stays 3 clips; every
+    section keeps at least 2 test clips per label and domain)."""
+    if scale <= 0:
+        raise ConfigError("scale must be positive")
+    tasks = []
+    for machine in machines:
+        if machine not in MODELS:
+            raise ConfigError(f"unknown machine type {machine!r}; choose from {', '.join(MACHINES)}")
+        model = MODELS[machine]
+        for section in sections:
+            if (machine, section) not in TABLE1:
+                raise ConfigError(f"section {section} is not in Table 1 (sections are 0 to 5)")
+            row, shift = TABLE1[(machine, section)], model.SHIFTS[section]
+            part = "dev" if section <= 2 else "eval"
+            for domain in ("source", "target"):
+                d = row.domain(domain)
+                values = shift.source if domain == "source" else shift.target
+                rng = np.random.default_rng([seed, 11, MACHINES.index(machine), section, domain == "target"])
+                n_train = 3 if domain == "target" else _scaled(d.train, scale, 3)
+                nrm = d.test_normal if d.test_normal is not None else (d.test_total + 1) // 2
+                abn = d.test_anomaly if d.test_anomaly is not None else d.test_total // 2
+                counts = [("train", "normal", n_train), ("test", "normal", _scaled(nrm, scale, 2)),
+                          ("test", "anomaly", _scaled(abn, scale, 2))]  # fmt: skip
+                n_test = counts[1][2] + counts[2][2]
+                names = rng.permutation(n_test)  # unlabelled evaluation names hide the label
+                k_test = 0
+                for split, label, count in counts:
+                    for i in range(count):
+                        anomalous = label == "anomaly"
+                        name_index = i
+                        if part == "eval" and split == "test":
+                            name_index, k_test = int(names[k_test]), k_test + 1
+                        tasks.append(ClipTask(
+                            machine, section, domain, split, label, i, name_index, part,
+                            attribute=values[i % len(values)],
+                            anomaly=model.anomalies[i % len(model.anomalies)] if anomalous else "",
+                            severity=float(rng.uniform(0.3, 1.0) * severity) if anomalous else 0.0,
+                        ))  # fmt: skip
+    return tasks
+
+
+def _clip_rng(task: ClipTask, seed: int, stream: int) -> np.random.Generator:
+    key = [seed, stream, MACHINES.index(task.machine), task.section, task.domain == "target",
+           task.split == "test", task.label == "anomaly", task.index]  # fmt: skip
+    return np.random.default_rng(key)
+
+
+@functools.lru_cache(maxsize=32)
+def _rir(machine: str, section: int, seed: int) -> np.ndarray:
+    return room_impulse_response(rt60=RT60, sr=SR, seed=seed * 1000 + MACHINES.index(machine) * 10 + section)
+
+
+@functools.lru_cache(maxsize=4 * N_NOISE_CLIPS)
+def _noise(factory: int, clip: int, seed: int) -> np.ndarray:
+    return factory_noise(factory, clip, seed=seed, n=int(DURATION * SR), sr=SR)
+
+
+def clip_params(task: ClipTask, seed: int) -> dict:
+    """The physical parameters of a clip: its section's product, the domain's attribute value,
+    a small clip-to-clip spread, and the anomaly."""
+    model = MODELS[task.machine]
+    p = model.product(np.random.default_rng([seed, 101, MACHINES.index(task.machine), task.section]))
+    model.SHIFTS[task.section].apply(p, task.attribute)
+    rng = _clip_rng(task, seed, 202)
+    for k, v in p.items():
+        if isinstance(v, float):
+            p[k] = v * (1 + JITTER * rng.standard_normal())
+    if task.anomaly:
+        model.fault(p, task.anomaly, task.severity, rng)
+    return p
+
+
+def clean_clip(task: ClipTask, seed: int) -> np.ndarray:
+    """The machine sound of a clip before noise (after the RIR for gearbox and slide rail)."""
+    n = int(DURATION * SR)
+    y = MODELS[task.machine].render(clip_params(task, seed), n, SR, _clip_rng(task, seed, 203))
+    if task.machine in REVERBERATED:
+        y = reverberate(y, _rir(task.machine, task.section, seed))
+    return y
+
+
+def noise_choice(task: ClipTask, seed: int) -> tuple[float, int, int]:
+    """Steps 2(a)-(b) of section 2.2 for a clip: ``(gamma dB, factory, noise clip j)``."""
+    row = TABLE1[(task.machine, task.section)].domain(task.domain)
+    factory = (MODELS[task.machine].SHIFTS[task.section].noise_factory or {}).get(task.domain, 0)
+    rng = _clip_rng(task, seed, 303)
+    return draw_snr(rng, snr=row.snr, spread=row.snr_spread), factory, int(rng.integers(N_NOISE_CLIPS))
+
+
+def _power(args) -> float:
+    task, seed = args
+    y = clean_clip(task, seed)
+    return float(np.mean(y**2))
+
+
+def _write(args) -> dict:
+    task, seed, a, gain, out = args
+    clean = clean_clip(task, seed)
+    snr, factory, j = noise_choice(task, seed)
+    y = gain * mix(clean, _noise(factory, j, seed), a=a, snr_db=snr)
+    path = Path(out) / task.relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio.write(path, np.clip(y, -1, 1 - 1 / 32768))
+    rec = asdict(task)
+    rec.update(path=task.relpath, snr_db=round(snr, 6), factory=factory, noise_clip=j, section_power=a,
+               gain=gain, clipped=int(np.sum(np.abs(y) >= 1)))  # fmt: skip
+    return rec
+
+
+def _section_gain(a: float, snr: float) -> float:
+    return OUTPUT_RMS / np.sqrt(a * (1 + 10 ** (-snr / 10)))
+
+
+def generate(
+    out: str | Path, *, machines: Iterable[str] = MACHINES, sections: Iterable[int] = SECTIONS,
+    scale: float = 1.0, seed: int = 0, severity: float = 1.0, workers: int = 1,
+    progress: Progress | None = None,
+) -> Path:
+    """Generate the dataset into ``out`` and return ``out``.
+
+    A finished generation leaves ``synth_done.json`` with its settings; generating again with the
+    same settings does nothing.
+    """
+    out = Path(out)
+    settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale,
+                "seed": seed, "severity": severity, "version": 1}  # fmt: skip
+    marker = out / "synth_done.json"
+    if marker.exists() and json.loads(marker.read_text()) == settings:
+        log.info("%s already holds this dataset", out)
+        return out
+    tasks = plan(machines=settings["machines"], sections=settings["sections"], scale=scale, seed=seed,
+                 severity=severity)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[str, int], list[ClipTask]] = {}
+    for t in tasks:
+        groups.setdefault((t.machine, t.section), []).append(t)
+    total, done = 2 * len(tasks), 0
+    records = []
+    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    imap = pool.imap if pool else map
+    try:
+        for (machine, section), group in groups.items():
+            powers = []
+            for pw in imap(_power, [(t, seed) for t in group]):  # step 1: the section power a
+                powers.append(pw)
+                done += 1
+                if progress:
+                    progress(done, total)
+            a = float(np.mean(powers))
+            gain = _section_gain(a, TABLE1[(machine, section)].source.snr)
+            for rec in imap(_write, [(t, seed, a, gain, str(out)) for t in group]):  # step 2
+                records.append(rec)
+                done += 1
+                if progress:
+                    progress(done, total)
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    _write_meta(out, records)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(settings))
+    tmp.replace(marker)
+    return out
+
+
+def _write_meta(out: Path, records: list[dict]) -> None:
+    cols = list(records[0])
+    tmp = out / "synth_meta.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(records)
+    tmp.replace(out / "synth_meta.csv")
+    gt: dict[str, list[tuple[str, int]]] = {}
+    for r in records:
+        if r["part"] == "eval" and r["split"] == "test":
+            key = f"ground_truth_{r['machine']}_section_{r['section']:02d}_{r['domain']}_test.csv"
+            gt.setdefault(key, []).append((Path(r["path"]).name, int(r["label"] == "anomaly")))
+    if gt:
+        (out / "ground_truth").mkdir(exist_ok=True)
+        for key, rows in gt.items():
+            with open(out / "ground_truth" / key, "w", newline="") as f:
+                csv.writer(f).writerows(sorted(rows))
+
+
+# ------------------------------------------------------------------- users' own recordings
+
+
+def mix_folder(
+    clean_dir: str | Path, noise_dir: str | Path, out: str | Path, *, snr: float, spread: float = 0.0,
+    rt60: float | None = None, seed: int = 0, progress: Progress | None = None,
+) -> list[dict]:
+    """Apply section 2.2 to a user's clean recordings (one section) and noise recordings.
+
+    Every WAV under ``clean_dir`` is (optionally) convolved with an RIR of ``rt60`` seconds, the
+    section power ``a`` is computed over all of them, and each is mixed with a randomly drawn,
+    power-tuned noise recording at an SNR uniform over ``[snr - spread, snr + spread]``. Outputs
+    keep the relative paths. Returns one record per clip (path, SNR, noise file).
+    """
+    clean_dir, noise_dir, out = Path(clean_dir), Path(noise_dir), Path(out)
+    cleans = sorted(clean_dir.rglob("*.wav"))
+    noises = sorted(noise_dir.rglob("*.wav"))
+    if not cleans:
+        raise ConfigError("no WAV files found", clean_dir)
+    if not noises:
+        raise ConfigError("no WAV files found", noise_dir)
+    h = room_impulse_response(rt60=rt60, seed=seed) if rt60 else None
+
+    def dry(p: Path) -> np.ndarray:
+        y = audio.load(p).astype(np.float64)
+        return reverberate(y, h) if h is not None else y
+
+    total = 2 * len(cleans)
+    a_sum, n_sum = 0.0, 0
+    for i, p in enumerate(cleans):  # step 1: the average power over all clips of the section
+        y = dry(p)
+        a_sum, n_sum = a_sum + float(np.sum(y**2)), n_sum + y.size
+        if progress:
+            progress(i + 1, total)
+    a = a_sum / n_sum
+    rng = np.random.default_rng(seed)
+    records = []
+    for i, p in enumerate(cleans):  # step 2: per clip, gamma, noise j tuned to b_j, mixed
+        y = dry(p)
+        gamma = draw_snr(rng, snr=snr, spread=spread)
+        j = int(rng.integers(len(noises)))
+        noise = fit_length(audio.load(noises[j]), len(y), rng)
+        mixed = y + scale_noise(noise, a=a, snr_db=gamma)
+        peak = float(np.max(np.abs(mixed)))
+        target = out / p.relative_to(clean_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        audio.write(target, np.clip(mixed, -1, 1 - 1 / 32768))
+        records.append({"path": str(target), "snr_db": gamma, "noise": str(noises[j]), "section_power": a,
+                        "clipped": peak >= 1})  # fmt: skip
+        if progress:
+            progress(len(cleans) + i + 1, total)
+    return records

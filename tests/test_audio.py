@@ -1,0 +1,78 @@
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mimii_due.data.audio import MultichannelWarning, load, read_header, write
+from mimii_due.errors import AudioError
+
+SR = 16000
+
+
+def tone(n=SR, f=440.0):
+    return (0.5 * np.sin(2 * np.pi * f * np.arange(n) / SR)).astype(np.float32)
+
+
+def test_pcm16_round_trip(tmp_path):
+    p = tmp_path / "a.wav"
+    write(p, tone())
+    y = load(p)
+    assert y.dtype == np.float32 and y.shape == (SR,)
+    np.testing.assert_allclose(y, tone(), atol=1 / 32768)
+    # our PCM decoder and libsndfile agree sample for sample
+    np.testing.assert_array_equal(y, sf.read(p, dtype="float32")[0])
+
+
+def test_eight_channel_extensible_gives_channel_zero_with_a_warning(tmp_path):
+    p = tmp_path / "mimii8.wav"
+    data = np.stack([tone(f=100.0 * (c + 1)) for c in range(8)], axis=1)
+    sf.write(p, data, SR, subtype="PCM_16", format="WAVEX")
+    raw = p.read_bytes()
+    assert struct.unpack("<H", raw[20:22])[0] == 0xFFFE  # WAVE_FORMAT_EXTENSIBLE, as the MIMII clips
+    assert read_header(p).channels == 8
+    with pytest.warns(MultichannelWarning, match="channel 0"):
+        y = load(p)
+    np.testing.assert_allclose(y, data[:, 0], atol=1 / 32768)
+
+
+def test_other_sample_rate_is_an_error_unless_resampling(tmp_path):
+    p = tmp_path / "sr.wav"
+    sf.write(p, tone(32000), 32000, subtype="PCM_16")
+    with pytest.raises(AudioError, match="32000 Hz, expected 16000"):
+        load(p)
+    assert load(p, resample=True).shape == (16000,)
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "not_wav", "nan", "no_samples"])
+def test_bad_files_raise_audio_error_naming_the_file(tmp_path, case):
+    p = tmp_path / f"{case}.wav"
+    if case == "empty":
+        p.write_bytes(b"")
+        msg = "empty"
+    elif case == "truncated":
+        write(p, tone())
+        p.write_bytes(p.read_bytes()[: 20000])
+        msg = "truncated"
+    elif case == "not_wav":
+        p.write_bytes(b"ID3\x03" + bytes(1000))
+        msg = "not a WAV"
+    elif case == "nan":
+        y = tone()
+        y[100] = np.nan
+        sf.write(p, y, SR, subtype="FLOAT")
+        msg = "NaN"
+    else:
+        sf.write(p, np.zeros(0, np.float32), SR, subtype="PCM_16")
+        msg = "no samples"
+    with pytest.raises(AudioError, match=msg) as e:
+        load(p)
+    assert str(p) in str(e.value)
+
+
+def test_real_recordings_load(real_data):
+    files = sorted((real_data / "train").glob("*.wav"))
+    assert len(files) >= 10
+    y = load(files[0])
+    assert y.dtype == np.float32 and y.shape == (160000,)
+    assert 1e-4 < float(np.std(y)) < 0.5  # real machine sound, neither silent nor clipped

@@ -1,0 +1,132 @@
+"""The whole download path against a local Zenodo-like server on 127.0.0.1."""
+
+import hashlib
+import io
+import json
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mimii_due.cli import app
+from mimii_due.data.audio import write
+from mimii_due.data.download import download
+from mimii_due.data.index import index
+from mimii_due.errors import DownloadError
+
+
+def make_zip(tmp_path, machine, n=3):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(n):
+            p = tmp_path / f"{machine}{i}.wav"
+            write(p, np.random.default_rng(i).normal(0, 0.1, 16000))
+            z.write(p, f"{machine}/train/section_00_source_train_normal_{i:04d}_strength_1.wav")
+    return buf.getvalue()
+
+
+class Zenodo:
+    """Serves /api/records/<id> and /files/<name> with HTTP Range, optionally cutting a transfer."""
+
+    def __init__(self, files, record=4740355):
+        self.files, self.record = files, record
+        self.cut_once = set()  # names whose first transfer stops half-way
+        self.bad_md5 = set()  # names whose listed checksum is wrong
+        self.requests = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.requests.append((self.path, self.headers.get("Range")))
+                if self.path == f"/api/records/{outer.record}":
+                    meta = {"files": [{"key": k, "size": len(v),
+                                       "checksum": "md5:" + ("0" * 32 if k in outer.bad_md5 else hashlib.md5(v).hexdigest()),
+                                       "links": {"self": f"{outer.url}/files/{k}"}} for k, v in outer.files.items()]}
+                    body = json.dumps(meta).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                name = self.path.rsplit("/", 1)[-1]
+                data = outer.files.get(name)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                rng = self.headers.get("Range")
+                if rng:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                if name in outer.cut_once:
+                    outer.cut_once.discard(name)
+                    self.wfile.write(data[start : start + (len(data) - start) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(data[start:])
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def zenodo(tmp_path):
+    z = Zenodo({"dev_data_fan.zip": make_zip(tmp_path, "fan"), "dev_data_valve.zip": make_zip(tmp_path, "valve"),
+                "eval_data_train_fan.zip": make_zip(tmp_path, "fan", 2)})
+    yield z
+    z.server.shutdown()
+
+
+def test_download_unpacks_into_the_index_layout_and_is_idempotent(zenodo, tmp_path):
+    dest = tmp_path / "data"
+    names = download(dest, machines=["fan"], part="dev", base_url=zenodo.url)
+    assert names == ["dev_data_fan.zip"]
+    t = index(dest)
+    assert set(t.machine) == {"fan"} and len(t) == 3 and set(t.part) == {"dev"}
+    n = len(zenodo.requests)
+    download(dest, machines=["fan"], part="dev", base_url=zenodo.url)  # marker: nothing fetched again
+    assert [r for r in zenodo.requests[n:] if r[0].startswith("/files")] == []
+    download(dest, part="all", base_url=zenodo.url)
+    assert set(index(dest).part) == {"dev", "eval"}
+
+
+def test_interrupted_transfer_resumes_with_range(zenodo, tmp_path):
+    dest = tmp_path / "data"
+    zenodo.cut_once.add("dev_data_valve.zip")
+    with pytest.raises(DownloadError, match="rerun to resume"):
+        download(dest, machines=["valve"], base_url=zenodo.url)
+    part = dest / ".downloads" / "dev_data_valve.zip.part"
+    assert 0 < part.stat().st_size < len(zenodo.files["dev_data_valve.zip"])
+    download(dest, machines=["valve"], base_url=zenodo.url)
+    ranged = [r for r in zenodo.requests if r[0].endswith("dev_data_valve.zip") and r[1]]
+    assert ranged and ranged[-1][1].startswith("bytes=")
+    assert len(index(dest)) == 3
+
+
+def test_corrupted_archive_is_refused_and_deleted(zenodo, tmp_path):
+    dest = tmp_path / "data"
+    zenodo.bad_md5.add("dev_data_fan.zip")
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        download(dest, machines=["fan"], base_url=zenodo.url)
+    assert not list((dest / ".downloads").glob("dev_data_fan.zip*"))
+    assert not (dest / "dev_data").exists()
+
+
+def test_download_command(zenodo, tmp_path):
+    r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--machines", "valve",
+                                 "--base-url", zenodo.url])
+    assert r.exit_code == 0, r.output
+    assert "1 archive(s) ready" in r.output

@@ -1,0 +1,84 @@
+import shutil
+import time
+
+import pytest
+
+from mimii_due.data.audio import write
+from mimii_due.data.index import COLUMNS, index
+from mimii_due.errors import FileNameError, LayoutError
+
+
+def test_index_reads_dev_and_eval_layout(tiny_dataset):
+    t = index(tiny_dataset)
+    assert list(t.columns) == COLUMNS
+    assert set(t.machine) == {"fan", "valve"}
+    assert set(t.part) == {"dev", "eval"}
+    dev = t[t.part == "dev"]
+    assert set(dev.label) == {"normal", "anomaly"}
+    ev = t[(t.part == "eval") & (t.split == "test")]
+    assert ev.label.isna().all() and len(ev) > 0
+    train = t[t.split == "train"]
+    assert (train.label == "normal").all() and (train.attributes != "").all()
+    assert (t.sample_rate == 16000).all() and (t.channels == 1).all() and (t.frames == 160000).all()
+    assert set(t[t.split == "train"].groupby(["machine", "section", "domain"]).size()[:, :, "target"]) == {3}
+
+
+def test_single_machine_folder_and_dcase2020_layout(tiny_dataset, tmp_path):
+    t = index(tiny_dataset / "dev_data" / "fan")
+    assert set(t.machine) == {"fan"} and len(t) > 0
+    root = tmp_path / "dcase2020" / "pump"
+    for split, names in {"train": ["normal_id_00_00000000.wav", "normal_id_02_00000001.wav"],
+                         "test": ["anomaly_id_00_00000000.wav", "normal_id_00_00000003.wav"]}.items():
+        (root / split).mkdir(parents=True)
+        for n in names:
+            write(root / split / n, [0.1] * 1600)
+    t = index(tmp_path / "dcase2020")
+    assert list(t.split) == ["test", "test", "train", "train"]
+    assert set(t.machine) == {"pump"} and set(t.section) == {0, 2}
+
+
+def test_bad_name_is_reported_or_skipped(tiny_dataset, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(tiny_dataset / "dev_data" / "fan", root / "dev_data" / "fan")
+    bad = root / "dev_data" / "fan" / "train" / "recording_001.wav"
+    write(bad, [0.0] * 100)
+    with pytest.raises(FileNameError, match="recording_001.wav"):
+        index(root)
+    t = index(root, on_error="skip")
+    assert bad.name not in set(t.filename)
+    assert t.attrs["skipped"][0][0] == str(bad)
+
+
+def test_clip_in_wrong_folder_and_truncated_header(tiny_dataset, tmp_path):
+    root = tmp_path / "fan"
+    (root / "target_test").mkdir(parents=True)
+    src = next((tiny_dataset / "dev_data" / "fan" / "source_test").glob("*.wav"))
+    shutil.copy(src, root / "target_test" / src.name)
+    with pytest.raises(LayoutError, match="source test clip is in folder 'target_test'"):
+        index(root)
+    shutil.rmtree(root / "target_test")
+    (root / "source_test").mkdir()
+    (root / "source_test" / src.name).write_bytes(src.read_bytes()[:5000])
+    with pytest.raises(Exception, match="truncated"):
+        index(root)
+
+
+def test_index_is_fast_on_many_files(tiny_dataset, tmp_path):
+    """Header-only indexing: 2,000 copies index in well under a few seconds (no decoding)."""
+    src = next((tiny_dataset / "dev_data" / "fan" / "train").glob("*.wav"))
+    d = tmp_path / "fan" / "train"
+    d.mkdir(parents=True)
+    for i in range(2000):
+        (d / f"section_00_source_train_normal_{i:04d}_strength_1.wav").hardlink_to(src)
+    t0 = time.perf_counter()
+    t = index(tmp_path / "fan")
+    assert len(t) == 2000
+    assert time.perf_counter() - t0 < 20  # generous bound; the benchmark measures the real figure
+
+
+def test_real_dcase2020_clips_index(real_data):
+    t = index(real_data)
+    assert len(t) == 76
+    assert set(t.split) == {"train", "test"}
+    assert (t[t.split == "train"].label == "normal").all()
+    assert (t.sample_rate == 16000).all()
