@@ -158,6 +158,142 @@ def out_console_done(msg: str) -> None:
     out.print(msg)
 
 
+# ------------------------------------------------------------------------------------ pipeline
+
+
+def _params(detector: str, epochs: int | None, batch_size: int | None, seed: int | None, extra: list[str]) -> dict:
+    params: dict = {}
+    for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
+        if v is not None:
+            params[k] = v
+    for item in extra or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise MimiiDueError(f"--set expects KEY=VALUE, got {item!r}")
+        import yaml
+
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+class _PipelineProgress:
+    """Rich progress bars for the pipeline's (stage, machine, step, total, info) reports."""
+
+    def __init__(self, bar: Progress):
+        self.bar, self.tasks = bar, {}
+
+    def __call__(self, stage: str, machine: str, step: int, total: int, info: str) -> None:
+        key = (stage, machine)
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(f"{stage} {machine}", total=total, info="")
+        self.bar.update(self.tasks[key], completed=step, total=total, info=info)
+
+
+def _on_error(skip_bad: bool) -> str:
+    return "skip" if skip_bad else "raise"
+
+
+SKIP_BAD = typer.Option(False, "--skip-bad", help="Report and skip unreadable clips instead of stopping.")
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Dataset folder (training clips are read from */train/)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create."),
+    detector: str = typer.Option("ae", "--detector", help="Detector name (ae, mobilenetv2, ...)."),
+    machines: str = typer.Option(None, help="Comma-separated machine types (default: all found)."),
+    epochs: int = typer.Option(None, help="Override the paper's number of epochs."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
+    seed: int = typer.Option(None, help="Seed of initialisation and shuffling."),
+    set_: list[str] = typer.Option(None, "--set", help="Other detector settings, KEY=VALUE."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    cache: Path = typer.Option(None, help="Feature cache folder (default: RUN/features)."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """Train one detector per machine type."""
+    from mimii_due import pipeline
+
+    with progress_bar() as bar:
+        meta = pipeline.train(out, data, detector=detector, machines=_machines(machines),
+                              params=_params(detector, epochs, batch_size, seed, set_), resume=resume,
+                              on_error=_on_error(skip_bad), cache=cache, progress=_PipelineProgress(bar))
+    out.print(f"trained {detector} for {', '.join(meta['machines'])} in {out}")
+
+
+@app.command()
+def test(
+    run: Path = typer.Argument(..., help="Run folder made by `mimii-due train`."),
+    data: Path = typer.Argument(..., help="Dataset folder (test clips are read from *_test/ and test/)."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """Score the test clips and write the official anomaly-score and decision CSV files."""
+    from mimii_due import pipeline
+
+    with progress_bar() as bar:
+        scores = pipeline.test(run, data, on_error=_on_error(skip_bad), progress=_PipelineProgress(bar))
+    out.print(f"scored {len(scores)} clips; files in {run}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder with scores (after `mimii-due test`)."),
+    ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground-truth CSV file or folder."),
+) -> None:
+    """AUC, pAUC, precision, recall and F1 per machine, section and domain; result.csv."""
+    from mimii_due import pipeline
+    from mimii_due.report.tables import results_table
+
+    results, summary = pipeline.evaluate(run, ground_truth=ground_truth)
+    out.print(results_table({pipeline.read_run(run)["detector"]: results}))
+    out.print(f"official score {summary['official_score']:.4f}; result.csv in {run}")
+
+
+DEFAULT_RUN = {"sections": [0, 1, 2], "scale": 0.01, "seed": 0}  # the embedded default dataset
+
+
+@app.command()
+def run(
+    data: Path = typer.Argument(None, help="Dataset folder; without it a small synthetic dataset is generated."),
+    out: Path = typer.Option(Path("mimii_due_run"), "--out", help="Folder for data, runs and report."),
+    detectors: str = typer.Option("ae", help="Comma-separated detectors to train and compare."),
+    machines: str = typer.Option(None, help="Comma-separated machine types (default: all)."),
+    epochs: int = typer.Option(None, help="Override the paper's number of epochs (every detector)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
+    scale: float = typer.Option(DEFAULT_RUN["scale"], help="Size of the generated dataset (no DATA)."),
+    ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth of unlabelled test clips."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """The whole pipeline: (generate) -> train -> test -> evaluate -> Table-4-style result."""
+    import time
+
+    from mimii_due import pipeline
+    from mimii_due.data.table1 import MACHINES
+    from mimii_due.report.tables import results_table
+    from mimii_due.synth.generate import generate
+
+    t0 = time.perf_counter()
+    ms = _machines(machines)
+    out.mkdir(parents=True, exist_ok=True)
+    with progress_bar() as bar:
+        if data is None:
+            data = out / "data"
+            task = bar.add_task("generate data", total=None, info="")
+            generate(data, machines=ms or list(MACHINES), sections=DEFAULT_RUN["sections"], scale=scale,
+                     seed=DEFAULT_RUN["seed"], workers=2,
+                     progress=lambda d, t: bar.update(task, completed=d, total=t))
+        gt = ground_truth or (data / "ground_truth" if (data / "ground_truth").is_dir() else None)
+        results = {}
+        for det in _machines(detectors) or ["ae"]:
+            run_dir = out / det
+            pipeline.train(run_dir, data, detector=det, machines=ms, params=_params(det, epochs, batch_size, None, []),
+                           resume=True, on_error=_on_error(skip_bad), cache=out / "features",
+                           progress=_PipelineProgress(bar))
+            pipeline.test(run_dir, data, on_error=_on_error(skip_bad), progress=_PipelineProgress(bar))
+            results[det], _ = pipeline.evaluate(run_dir, ground_truth=gt)
+    out.print(results_table(results))
+    out.print(f"runs in {out}; wall time {time.perf_counter() - t0:.0f} s")
+
+
 def main() -> None:
     try:
         rc = app(standalone_mode=False)

@@ -17,7 +17,6 @@ import numpy as np
 
 from mimii_due.errors import AudioError
 
-
 SAMPLE_RATE = 16_000  # Paper, section 2.1: 16 kHz, 16-bit, single channel.
 
 _PCM = 1

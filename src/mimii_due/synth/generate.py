@@ -26,7 +26,14 @@ from mimii_due.data.table1 import MACHINES, SECTIONS, TABLE1
 from mimii_due.errors import ConfigError
 from mimii_due.synth.machines import MODELS, REVERBERATED
 from mimii_due.synth.mixing import (
-    RT60, draw_snr, factory_noise, fit_length, mix, reverberate, room_impulse_response, scale_noise,
+    RT60,
+    draw_snr,
+    factory_noise,
+    fit_length,
+    mix,
+    reverberate,
+    room_impulse_response,
+    scale_noise,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)

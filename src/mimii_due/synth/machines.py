@@ -307,7 +307,7 @@ class Slider:
         if p["mode"] == 2:
             moving = (pos < p["duty"]).astype(float)
         elif p["mode"] == 3:
-            moving = (((pos < 0.3) | ((pos > 0.5) & (pos < 0.8)))).astype(float)
+            moving = ((pos < 0.3) | ((pos > 0.5) & (pos < 0.8))).astype(float)
         else:
             moving = ((pos < p["duty"] / 2) | ((pos > 0.5) & (pos < 0.5 + p["duty"] / 2))).astype(float)
         env = np.convolve(moving, np.hanning(801) / np.hanning(801).sum(), mode="same")  # 50 ms ramps
@@ -367,8 +367,8 @@ class Valve:
     @staticmethod
     def fault(p, kind, s, rng):
         if kind == "contamination":  # a piece of metal caught: rattle after each event, leak when closed
-            p["rattle"] = 0.7 * s
-            p["leak"] = 0.3 * s
+            p["rattle"] = 0.25 * s
+            p["leak"] = 0.06 * s
 
     @staticmethod
     def _one(p, n, sr, rng, faulty):

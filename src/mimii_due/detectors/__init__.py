@@ -1,0 +1,24 @@
+"""Detectors, found by name in one explicit registry."""
+
+from __future__ import annotations
+
+from mimii_due.config import from_dict
+from mimii_due.detectors.autoencoder import AutoEncoderDetector
+from mimii_due.detectors.base import Detector
+from mimii_due.detectors.gaussian import GaussianDetector
+from mimii_due.errors import ConfigError
+
+REGISTRY: dict[str, type[Detector]] = {
+    AutoEncoderDetector.name: AutoEncoderDetector,
+    GaussianDetector.name: GaussianDetector,
+}
+
+
+def make(name: str, *, features=None, cache=None, threshold_quantile: float = 0.9, **params) -> Detector:
+    """A detector by registry name; ``params`` override fields of its config (the paper's defaults)."""
+    klass = REGISTRY.get(name)
+    if klass is None:
+        raise ConfigError(f"unknown detector {name!r}; choose from {', '.join(REGISTRY)}")
+    config = from_dict(klass.config_class, params) if klass.config_class else None
+    kw = {"features": features} if features is not None else {}
+    return klass(config=config, cache=cache, threshold_quantile=threshold_quantile, **kw)

@@ -1,0 +1,113 @@
+"""The training loop shared by the neural detectors: seeded, checkpointed every epoch, resumable.
+
+Each epoch's shuffle comes from a generator seeded with ``(seed, epoch)``, and the checkpoint holds
+the model, the optimizer and the loss history, so a run interrupted after epoch ``k`` and resumed
+reaches the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mimii_due.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[torch.Tensor], torch.Tensor]  # batch of item indices -> mean loss
+Progress = Callable[[int, int, str], None]
+
+
+def split_items(n: int, *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split of ``range(n)`` into (train, validation) index arrays."""
+    perm = np.random.default_rng([seed, 99]).permutation(n)
+    n_val = int(round(n * fraction)) if n > 1 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _save(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def fit_loop(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: Step, *, train_idx: np.ndarray,
+    val_idx: np.ndarray, epochs: int, batch_size: int, seed: int, checkpoint: str | Path | None = None,
+    fingerprint: dict | None = None, progress: Progress | None = None, eval_batch_size: int | None = None,
+) -> list[dict]:
+    """Train ``model`` for ``epochs`` epochs over ``train_idx`` in shuffled mini-batches.
+
+    ``step(indices)`` returns the mean loss of a batch (the model's mode is set here). With
+    ``checkpoint`` (a file path) the state is saved after every epoch and a later call resumes from
+    it; ``fingerprint`` (settings that must not change between the two calls) is checked.
+    Returns the history: one ``{"epoch", "loss", "val_loss"}`` per epoch.
+    """
+    path = Path(checkpoint) if checkpoint else None
+    fp = json.dumps(fingerprint or {}, sort_keys=True)
+    history: list[dict] = []
+    start = 0
+    if path is not None and path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != fp:
+            raise ModelError("checkpoint was made with other settings or data; delete it to start again", path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start = state["history"], state["epoch"]
+        log.info("resuming from epoch %d of %d", start, epochs)
+    train_t = torch.as_tensor(train_idx, dtype=torch.long)
+    val_t = torch.as_tensor(val_idx, dtype=torch.long)
+    n_batches = max(1, math.ceil(len(train_t) / batch_size))
+    for epoch in range(start, epochs):
+        g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch)
+        order = train_t[torch.randperm(len(train_t), generator=g)]
+        model.train()
+        total, count = 0.0, 0
+        for b in range(n_batches):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            if len(idx) == 0:
+                continue
+            loss = step(idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        rec = {"epoch": epoch + 1, "loss": total / max(count, 1), "val_loss": None}
+        if len(val_t):
+            model.eval()
+            vb = eval_batch_size or batch_size
+            with torch.no_grad():
+                vl = sum(float(step(val_t[i : i + vb])) * len(val_t[i : i + vb]) for i in range(0, len(val_t), vb))
+            rec["val_loss"] = vl / len(val_t)
+        history.append(rec)
+        if path is not None:
+            _save(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                         "history": history, "fingerprint": fp})  # fmt: skip
+        if progress:
+            val = f" val {rec['val_loss']:.4f}" if rec["val_loss"] is not None else ""
+            progress(epoch + 1, epochs, f"loss {rec['loss']:.4f}{val}")
+    model.eval()
+    return history
+
+
+def seeded(seed: int):
+    """A context in which torch's global RNG (weight initialisation) is seeded, then restored."""
+    ctx = torch.random.fork_rng(devices=[])
+
+    class _Seeded:
+        def __enter__(self):
+            ctx.__enter__()
+            torch.manual_seed(seed)
+
+        def __exit__(self, *exc):
+            return ctx.__exit__(*exc)
+
+    return _Seeded()

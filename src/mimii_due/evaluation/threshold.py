@@ -1,0 +1,35 @@
+"""Decision threshold of the official DCASE baseline: a gamma distribution fitted to the anomaly
+scores of the (normal) training clips, threshold at its 0.9 quantile."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import scipy.stats
+
+log = logging.getLogger(__name__)
+
+
+def gamma_threshold(scores: np.ndarray, *, quantile: float = 0.9) -> float:
+    """``scipy.stats.gamma.ppf(quantile, *gamma.fit(scores))``, as the official code.
+
+    Falls back to the empirical quantile (with a log message) when the fit fails, e.g. for
+    constant scores.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if not 0 < quantile < 1:
+        raise ValueError("quantile must be in (0, 1)")
+    if len(scores) >= 3 and np.ptp(scores) > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                shape, loc, scale = scipy.stats.gamma.fit(scores)
+                t = float(scipy.stats.gamma.ppf(quantile, shape, loc=loc, scale=scale))
+                if np.isfinite(t):
+                    return t
+            except (ValueError, RuntimeError, FloatingPointError):
+                pass
+    log.info("gamma fit failed on %d scores; using the empirical %.2f quantile", len(scores), quantile)
+    return float(np.quantile(scores, quantile))

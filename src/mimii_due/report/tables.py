@@ -1,0 +1,64 @@
+"""Table-4-style result tables: per machine type and section, source and target AUC and pAUC,
+several detectors side by side."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+from mimii_due.data.table1 import MACHINE_TITLES
+from mimii_due.evaluation.metrics import hmean
+
+
+def table4(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per machine/section, columns ``(detector, metric, domain)``; then per-detector
+    harmonic means over sections (per domain) and the official score in ``attrs``."""
+    frames = []
+    for name, res in runs.items():
+        p = res.pivot_table(index=["machine", "section"], columns="domain", values=["AUC", "pAUC"])
+        p.columns = pd.MultiIndex.from_tuples([(name, m, d) for m, d in p.columns])
+        frames.append(p)
+    wide = pd.concat(frames, axis=1).sort_index()
+    wide.attrs["hmean"] = {
+        name: {(m, d): hmean(res[res.domain == d][m]) for m in ("AUC", "pAUC") for d in ("source", "target")}
+        for name, res in runs.items()
+    }
+    wide.attrs["official"] = {name: hmean(pd.concat([res["AUC"], res["pAUC"]])) for name, res in runs.items()}
+    return wide
+
+
+def _cols(wide: pd.DataFrame) -> list[tuple[str, str, str]]:
+    return list(wide.columns)
+
+
+def results_table(runs: dict[str, pd.DataFrame], title: str = "AUC / pAUC (Table 4 style)") -> Table:
+    """A rich table for the terminal."""
+    wide = table4(runs)
+    t = Table(title=title)
+    t.add_column("machine")
+    t.add_column("section")
+    for name, metric, domain in _cols(wide):
+        t.add_column(f"{name}\n{metric} {domain[:3]}", justify="right")
+    for (machine, section), row in wide.iterrows():
+        t.add_row(MACHINE_TITLES.get(machine, machine), f"{section:02d}", *(f"{v:.3f}" for v in row.to_numpy()))
+    t.add_section()
+    t.add_row("harmonic mean", "", *(f"{wide.attrs['hmean'][n][(m, d)]:.3f}" for n, m, d in _cols(wide)))
+    t.add_row("official score", "", *(f"{wide.attrs['official'][n]:.3f}" if (m, d) == ("AUC", "source") else ""
+                                      for n, m, d in _cols(wide)))
+    return t
+
+
+def results_markdown(runs: dict[str, pd.DataFrame]) -> str:
+    """The same table in Markdown."""
+    wide = table4(runs)
+    head = ["Machine", "Section"] + [f"{n} {m} {d}" for n, m, d in _cols(wide)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (machine, section), row in wide.iterrows():
+        lines.append("| " + " | ".join([MACHINE_TITLES.get(machine, machine), f"{section:02d}"]
+                                       + [f"{v:.3f}" for v in row.to_numpy()]) + " |")
+    lines.append("| harmonic mean | | " + " | ".join(f"{wide.attrs['hmean'][n][(m, d)]:.3f}"
+                                                   for n, m, d in _cols(wide)) + " |")
+    lines.append("")
+    lines.append("Official score (harmonic mean of all AUC and pAUC): "
+                 + ", ".join(f"{n} {v:.3f}" for n, v in wide.attrs["official"].items()))
+    return "\n".join(lines)

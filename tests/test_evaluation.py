@@ -1,0 +1,83 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from mimii_due.evaluation.files import read_ground_truth, write_results, write_score_files
+from mimii_due.evaluation.metrics import auc, evaluate, hmean, pauc, prf, summarize
+from mimii_due.evaluation.threshold import gamma_threshold
+
+
+def test_auc_and_pauc_hand_computed():
+    y = np.array([0, 0, 0, 0, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.8, 0.7, 0.9])
+    # pairs (anomaly > normal): 0.7 beats 3 of 4, 0.9 beats 4 of 4 -> 7/8
+    assert auc(y, s) == pytest.approx(7 / 8)
+    # ROC: FPR 0 at TPR 0.5 (threshold 0.9), so the partial area over [0, 0.1] is 0.1 * 0.5 = 0.05;
+    # McClish: 0.5 * (1 + (A - min) / (max - min)), min = 0.1^2 / 2, max = 0.1
+    raw = 0.05
+    assert pauc(y, s, max_fpr=0.1) == pytest.approx(0.5 * (1 + (raw - 0.005) / (0.1 - 0.005)))
+
+
+def test_precision_recall_f1_and_hmean():
+    p, r, f = prf(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0]))
+    assert (p, r, f) == (0.5, 0.5, 0.5)
+    assert prf(np.array([1, 0]), np.array([0, 0])) == (0.0, 0.0, 0.0)
+    assert hmean([0.5, 1.0]) == pytest.approx(2 / 3)
+
+
+def test_gamma_threshold_is_the_official_quantile():
+    s = scipy.stats.gamma.rvs(3.0, loc=1.0, scale=0.5, size=4000, random_state=0)
+    shape, loc, scale = scipy.stats.gamma.fit(s)
+    assert gamma_threshold(s) == pytest.approx(scipy.stats.gamma.ppf(0.9, shape, loc=loc, scale=scale))
+    assert abs(np.mean(s > gamma_threshold(s)) - 0.1) < 0.02
+    assert gamma_threshold(np.ones(10)) == 1.0  # degenerate scores: the empirical quantile
+
+
+def scores_table():
+    rng = np.random.default_rng(0)
+    rows = []
+    for machine in ("fan", "pump"):
+        for section in (0, 1):
+            for domain in ("source", "target"):
+                for i in range(20):
+                    label = "anomaly" if i % 2 else "normal"
+                    s = rng.normal(1.0 if label == "anomaly" else 0.0)
+                    rows.append({"machine": machine, "section": section, "domain": domain, "label": label,
+                                 "filename": f"section_{section:02d}_{domain}_test_{label}_{i:04d}.wav",
+                                 "score": s, "decision": s > 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_evaluate_and_official_files(tmp_path):
+    sc = scores_table()
+    res = evaluate(sc)
+    assert len(res) == 8 and set(res.columns) >= {"AUC", "pAUC", "precision", "recall", "F1"}
+    g = sc[(sc.machine == "fan") & (sc.section == 1) & (sc.domain == "target")]
+    r = res[(res.machine == "fan") & (res.section == 1) & (res.domain == "target")].iloc[0]
+    assert r.AUC == pytest.approx(auc((g.label == "anomaly").to_numpy(), g.score.to_numpy()))
+    summ = summarize(res)
+    assert summ["official_score"] == pytest.approx(scipy.stats.hmean(np.r_[res.AUC, res.pAUC]))
+    assert summ["machines"]["fan"]["amean"]["AUC"] == pytest.approx(res[res.machine == "fan"].AUC.mean())
+    write_score_files(sc, tmp_path)
+    f = tmp_path / "anomaly_score_fan_section_01_target_test.csv"
+    lines = f.read_text().splitlines()
+    assert len(lines) == 20 and lines[0].split(",")[0] == g.filename.iloc[0]
+    float(lines[0].split(",")[1])
+    d = (tmp_path / "decision_result_fan_section_01_target_test.csv").read_text().splitlines()
+    assert {x.split(",")[1] for x in d} <= {"0", "1"}
+    write_results(res, summ, tmp_path)
+    text = (tmp_path / "result.csv").read_text().splitlines()
+    assert text[0] == "fan" and text[1] == "section,domain,AUC,pAUC,precision,recall,F1 score"
+    assert text[-1].startswith("official score")
+    assert (tmp_path / "result.json").exists()
+
+
+def test_ground_truth_files_are_read_and_checked(tmp_path):
+    (tmp_path / "ground_truth_fan_section_03_source_test.csv").write_text("section_03_source_test_0000.wav,1\n"
+                                                                           "section_03_source_test_0001.wav,0\n")
+    gt = read_ground_truth(tmp_path)
+    assert list(gt.label) == ["anomaly", "normal"] and set(gt.machine) == {"fan"}
+    (tmp_path / "ground_truth_fan_section_04_source_test.csv").write_text("a.wav,maybe\n")
+    with pytest.raises(Exception, match="line 1"):
+        read_ground_truth(tmp_path)

@@ -1,0 +1,83 @@
+import sys
+
+import librosa
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mimii_due.config import FeatureConfig
+from mimii_due.data import audio
+from mimii_due.data.index import index
+from mimii_due.features import extract as extract_mod
+from mimii_due.features.extract import extract
+from mimii_due.features.logmel import logmel, n_frames, stack_frames
+
+
+def official(y):
+    """The official baseline's per-file features (librosa.melspectrogram + 10 log10)."""
+    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=1024, hop_length=512, n_mels=128, power=2.0)
+    return (10.0 * np.log10(np.maximum(mel, sys.float_info.epsilon))).T
+
+
+def test_parity_with_librosa_on_generated_clips(tiny_dataset):
+    t = index(tiny_dataset)
+    for p in t.path[::25]:
+        y = audio.load(p)
+        assert np.abs(logmel(y) - official(y)).max() < 1e-3
+
+
+def test_parity_with_librosa_on_real_recordings(real_data):
+    for p in sorted((real_data / "train").glob("*.wav"))[:3]:
+        y = audio.load(p)
+        assert np.abs(logmel(y) - official(y)).max() < 1e-3
+
+
+def test_batched_equals_per_clip():
+    rng = np.random.default_rng(0)
+    batch = rng.normal(0, 0.1, (4, 16000)).astype(np.float32)
+    together = logmel(batch)
+    for i in range(4):
+        np.testing.assert_allclose(together[i], logmel(batch[i]), atol=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1024, 20000))
+def test_frame_count_for_any_length(n):
+    y = np.zeros(n, np.float32) + 0.01
+    assert logmel(y).shape == (n_frames(n, hop_length=512), 128)
+
+
+def test_stack_frames_matches_the_official_vector_layout():
+    spec = np.random.default_rng(1).normal(size=(20, 128)).astype(np.float32)
+    n_vec = 20 - 5 + 1
+    vectors = np.zeros((n_vec, 640), np.float32)
+    for t in range(5):  # official: vectors[:, n_mels*t : n_mels*(t+1)] = log_mel[:, t : t + n_vectors].T
+        vectors[:, 128 * t : 128 * (t + 1)] = spec[t : t + n_vec]
+    np.testing.assert_array_equal(stack_frames(spec, frames=5), vectors)
+    np.testing.assert_array_equal(stack_frames(torch.from_numpy(spec), frames=5).numpy(), vectors)
+
+
+def test_cache_second_run_reads_features_without_decoding(tiny_dataset, tmp_path, monkeypatch):
+    t = index(tiny_dataset)[:12]
+    first, _ = extract(t, cache=tmp_path / "cache")
+    monkeypatch.setattr(extract_mod.audio, "load", lambda *a, **k: pytest.fail("decoded audio despite the cache"))
+    second, _ = extract(t, cache=tmp_path / "cache")
+    np.testing.assert_array_equal(first.data, second.data)
+    # another feature setting is another cache entry
+    monkeypatch.undo()
+    other, _ = extract(t, cache=tmp_path / "cache", cfg=FeatureConfig(n_mels=64))
+    assert other.data.shape[1] == 64
+
+
+def test_corrupt_clip_is_named_or_skipped(tiny_dataset, tmp_path):
+    t = index(tiny_dataset)[:5].copy()
+    bad = tmp_path / "section_00_source_train_normal_0099.wav"
+    bad.write_bytes(open(t.path[0], "rb").read()[:3000])
+    t.loc[2, "path"] = str(bad)
+    with pytest.raises(audio.AudioError, match="section_00_source_train_normal_0099.wav"):
+        extract(t)
+    feats, kept = extract(t, on_error="skip")
+    assert len(kept) == 4 and len(feats) == 4 and kept.attrs["skipped"][0][0] == str(bad)
+    np.testing.assert_allclose(feats.means()[0], feats.clip(0).mean(axis=0), rtol=1e-5)

@@ -1,0 +1,136 @@
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mimii_due.cli import app
+from mimii_due.data.audio import load, read_header, write
+from mimii_due.data.index import index
+from mimii_due.data.table1 import MACHINES, TABLE1
+from mimii_due.synth import generate as g
+from mimii_due.synth.machines import MODELS
+from mimii_due.synth.mixing import measure_rt60, room_impulse_response, section_power
+
+
+def test_plan_full_scale_matches_table1():
+    tasks = pd.DataFrame([t.__dict__ for t in g.plan(scale=1.0)])
+    train = tasks[tasks.split == "train"].groupby(["machine", "section", "domain"]).size()
+    for (m, s), row in TABLE1.items():
+        assert train[(m, s, "source")] == row.source.train and train[(m, s, "target")] == 3
+        test = tasks[(tasks.machine == m) & (tasks.section == s) & (tasks.split == "test")]
+        assert (test.domain == "source").sum() == row.source.test_total
+    assert len(tasks) > 42000
+
+
+def test_scaled_plan_keeps_three_target_clips_and_both_labels():
+    tasks = pd.DataFrame([t.__dict__ for t in g.plan(scale=0.05)])
+    for (m, s, d), grp in tasks.groupby(["machine", "section", "domain"]):
+        assert (grp.split == "train").sum() == (3 if d == "target" else round(TABLE1[(m, s)].source.train * 0.05))
+        test = grp[grp.split == "test"]
+        assert set(test.label) == {"normal", "anomaly"}
+        assert set(test[test.label == "anomaly"].anomaly) <= set(MODELS[m].anomalies)
+
+
+def test_output_format_layout_and_ground_truth(tiny_dataset):
+    t = index(tiny_dataset)
+    info = read_header(t.path[0])
+    assert (info.sample_rate, info.channels, info.frames, info.bits) == (16000, 1, 160000, 16)
+    meta = pd.read_csv(tiny_dataset / "synth_meta.csv")
+    assert len(meta) == len(t)
+    gt = pd.read_csv(tiny_dataset / "ground_truth" / "ground_truth_fan_section_03_source_test.csv",
+                     header=None, names=["filename", "label"])
+    ev = meta[(meta.machine == "fan") & (meta.section == 3) & (meta.domain == "source") & (meta.split == "test")]
+    truth = dict(zip(ev.path.str.split("/").str[-1], (ev.label == "anomaly").astype(int), strict=True))
+    assert dict(zip(gt.filename, gt.label, strict=True)) == truth and set(gt.label) == {0, 1}
+
+
+def test_section_mixing_snr_is_exact_on_the_written_files(tiny_dataset):
+    meta = pd.read_csv(tiny_dataset / "synth_meta.csv", keep_default_na=False)
+    for m in ("fan", "valve"):
+        rows = meta[(meta.machine == m) & (meta.section == 0)]
+        tasks = [t for t in g.plan(machines=[m], sections=[0], scale=0.02, seed=3)]
+        cleans = [g.clean_clip(t, 3) for t in tasks]
+        a = section_power(cleans)
+        assert a == pytest.approx(rows.section_power.iloc[0], rel=1e-9)
+        for t, clean in list(zip(tasks, cleans, strict=True))[::7]:
+            r = rows[rows.path == t.relpath].iloc[0]
+            y = load(tiny_dataset / t.relpath).astype(np.float64) / r.gain
+            noise = y - clean
+            measured = 10 * np.log10(a / np.mean(noise**2))
+            assert abs(measured - r.snr_db) < 0.1
+            row = TABLE1[(m, 0)].domain(t.domain)
+            assert row.snr - row.snr_spread - 1e-9 <= r.snr_db <= row.snr + row.snr_spread + 1e-9
+
+
+def test_target_noise_factory_and_snr_shifts_follow_table1():
+    fan2 = [t for t in g.plan(machines=["fan"], sections=[2], scale=0.01)]
+    assert {g.noise_choice(t, 0)[1] for t in fan2 if t.domain == "source"} == {0}
+    assert {g.noise_choice(t, 0)[1] for t in fan2 if t.domain == "target"} == {1}
+    pump1 = [t for t in g.plan(machines=["pump"], sections=[1], scale=0.01)]
+    assert {g.noise_choice(t, 0)[0] for t in pump1 if t.domain == "target"} == {-18.0}
+    spread = [g.noise_choice(t, 0)[0] for t in g.plan(machines=["gearbox"], sections=[5], scale=0.01)]
+    assert min(spread) >= -18.5 and max(spread) <= -15.5 and np.std(spread) > 0.3
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_room_impulse_response_rt60(seed):
+    h = room_impulse_response(rt60=0.3, seed=seed)
+    assert abs(measure_rt60(h) - 0.3) < 0.03
+    import pyroomacoustics as pra
+
+    assert abs(pra.experimental.measure_rt60(h, fs=16000, decay_db=20) - 0.3) < 0.03
+
+
+def test_same_seed_same_bytes_with_any_number_of_workers(tmp_path):
+    def digest(root):
+        return {p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*.wav"))}
+
+    a = g.generate(tmp_path / "a", machines=["gearbox"], sections=[1], scale=0.005, seed=9, workers=1)
+    b = g.generate(tmp_path / "b", machines=["gearbox"], sections=[1], scale=0.005, seed=9, workers=2)
+    c = g.generate(tmp_path / "c", machines=["gearbox"], sections=[1], scale=0.005, seed=10, workers=1)
+    assert digest(a) == digest(b)
+    assert digest(a) != digest(c)
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_every_anomaly_changes_the_sound(machine):
+    task = [t for t in g.plan(machines=[machine], sections=[0], scale=0.01) if t.label == "anomaly"][0]
+    normal = g.clean_clip(task.__class__(**{**task.__dict__, "anomaly": "", "severity": 0.0}), 0)
+    for kind in MODELS[machine].anomalies:
+        faulty = g.clean_clip(task.__class__(**{**task.__dict__, "anomaly": kind, "severity": 1.0}), 0)
+        assert np.isfinite(faulty).all()
+        assert not np.allclose(faulty, normal), kind
+
+
+def test_mix_command_on_users_recordings(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "noise").mkdir()
+    for i in range(4):
+        write(tmp_path / "clean" / f"m{i}.wav", 0.1 * np.sin(np.arange(16000) * (0.1 + 0.01 * i)))
+    for j in range(2):
+        write(tmp_path / "noise" / f"n{j}.wav", rng.normal(0, 0.05, 40000))
+    r = CliRunner().invoke(app, ["mix", str(tmp_path / "out"), "--clean", str(tmp_path / "clean"),
+                                 "--noise", str(tmp_path / "noise"), "--snr", "-6", "--spread", "1"])
+    assert r.exit_code == 0, r.output
+    outs = sorted((tmp_path / "out").glob("*.wav"))
+    assert len(outs) == 4
+    a = section_power([load(p) for p in sorted((tmp_path / "clean").glob("*.wav"))])
+    for p in outs:
+        clean = load(tmp_path / "clean" / p.name).astype(np.float64)
+        noise = load(p).astype(np.float64) - clean
+        assert -7.05 < 10 * np.log10(a / np.mean(noise**2)) < -4.95
+
+
+def test_synth_command_and_rerun_is_a_no_op(tmp_path):
+    args = ["synth", str(tmp_path / "d"), "--machines", "pump", "--sections", "4", "--scale", "0.005"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    t = index(tmp_path / "d")
+    assert set(t.part) == {"eval"} and t[t.split == "test"].label.isna().all()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "d").rglob("*.wav")}
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "d").rglob("*.wav")} == before
