@@ -19,9 +19,10 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def easy_dataset(tmp_path_factory) -> Path:
-    """One machine type, three sections, with large anomalies (severity 3): an easy detection task."""
+    """One machine type, three sections, large anomalies and 20 dB more SNR: an easy task."""
     root = tmp_path_factory.mktemp("easy")
-    return generate(root, machines=["fan"], sections=[0, 1, 2], scale=0.03, seed=5, severity=3.0, workers=2)
+    return generate(root, machines=["fan"], sections=[0, 1, 2], scale=0.03, seed=5, severity=2.0, snr_offset=20.0,
+                    workers=2)
 
 
 @pytest.fixture(scope="session")

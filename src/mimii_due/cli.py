@@ -6,21 +6,35 @@ Package errors become a one-line message and exit code 1 (a traceback only with 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from mimii_due.errors import MimiiDueError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+
+class _Group(TyperGroup):
+    """Turns the package's errors into a one-line message and exit code 1 (traceback with --debug)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MimiiDueError as e:
+            if _DEBUG:
+                raise
+            console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+            ctx.exit(1)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0], cls=_Group)
 plot_app = typer.Typer(no_args_is_help=True, help="Draw the paper's figures.")
 app.add_typer(plot_app, name="plot")
 console = Console(stderr=True)
-out = Console()
+stdout = Console()
 _DEBUG = False
 
 
@@ -71,10 +85,10 @@ def info(
         t.add_row(r.machine, f"{r.section:02d}", r.domain, pair("train"), pair("test_normal"),
                   pair("test_anomaly"), pair("test_total"),
                   f"[red]{r.differs}[/red]" if r.differences else "[green]ok[/green]")
-    out.print(t)
+    stdout.print(t)
     n_diff = int((cmp.differences != "").sum())
     rates = sorted(table.sample_rate.unique())
-    out.print(f"{n_diff} of {len(cmp)} machine/section/domain rows differ from Table 1; "
+    stdout.print(f"{n_diff} of {len(cmp)} machine/section/domain rows differ from Table 1; "
               f"sample rates (Hz): {', '.join(map(str, rates))}", markup=False)
     for p, msg in table.attrs.get("skipped", []):
         console.print(f"[yellow]skipped[/yellow] {msg}")
@@ -104,7 +118,7 @@ def download(
 
         names = _download(dest, machines=_machines(machines), part=part, source=source,
                           base_url=base_url, keep_archives=keep_archives, progress=cb)
-    out.print(f"{len(names)} archive(s) ready in {dest}: {', '.join(names)}")
+    stdout.print(f"{len(names)} archive(s) ready in {dest}: {', '.join(names)}")
 
 
 # ------------------------------------------------------------------------------------ synthetic
@@ -118,6 +132,7 @@ def synth(
     scale: float = typer.Option(1.0, help="Fraction of Table 1's clip counts (1 = about 42,000 clips)."),
     seed: int = typer.Option(0, help="Same seed, same bytes, whatever the number of workers."),
     severity: float = typer.Option(1.0, help="Scales every anomaly's size (1 = the default, hard mix)."),
+    snr_offset: float = typer.Option(0.0, help="Shift every SNR of Table 1 by this many dB (0 = the paper)."),
     workers: int = typer.Option(1, help="Worker processes."),
 ) -> None:
     """Generate a synthetic MIMII-DUE-like dataset in the real layout, with its ground truth."""
@@ -128,7 +143,7 @@ def synth(
     ss = [int(s) for s in sections.split(",")] if sections else list(SECTIONS)
     with progress_bar() as bar:
         task = bar.add_task("synth", total=None, info="")
-        generate(out, machines=ms, sections=ss, scale=scale, seed=seed, severity=severity, workers=workers,
+        generate(out, machines=ms, sections=ss, scale=scale, seed=seed, severity=severity, snr_offset=snr_offset, workers=workers,
                  progress=lambda done, total: bar.update(task, completed=done, total=total))
     out_console_done(f"dataset written to {out}")
 
@@ -155,7 +170,7 @@ def mix(
 
 
 def out_console_done(msg: str) -> None:
-    out.print(msg)
+    stdout.print(msg)
 
 
 # ------------------------------------------------------------------------------------ pipeline
@@ -217,7 +232,7 @@ def train(
         meta = pipeline.train(out, data, detector=detector, machines=_machines(machines),
                               params=_params(detector, epochs, batch_size, seed, set_), resume=resume,
                               on_error=_on_error(skip_bad), cache=cache, progress=_PipelineProgress(bar))
-    out.print(f"trained {detector} for {', '.join(meta['machines'])} in {out}")
+    stdout.print(f"trained {detector} for {', '.join(meta['machines'])} in {out}")
 
 
 @app.command()
@@ -231,7 +246,7 @@ def test(
 
     with progress_bar() as bar:
         scores = pipeline.test(run, data, on_error=_on_error(skip_bad), progress=_PipelineProgress(bar))
-    out.print(f"scored {len(scores)} clips; files in {run}")
+    stdout.print(f"scored {len(scores)} clips; files in {run}")
 
 
 @app.command()
@@ -244,8 +259,8 @@ def evaluate(
     from mimii_due.report.tables import results_table
 
     results, summary = pipeline.evaluate(run, ground_truth=ground_truth)
-    out.print(results_table({pipeline.read_run(run)["detector"]: results}))
-    out.print(f"official score {summary['official_score']:.4f}; result.csv in {run}")
+    stdout.print(results_table({pipeline.read_run(run)["detector"]: results}))
+    stdout.print(f"official score {summary['official_score']:.4f}; result.csv in {run}")
 
 
 DEFAULT_RUN = {"sections": [0, 1, 2], "scale": 0.01, "seed": 0}  # the embedded default dataset
@@ -290,32 +305,12 @@ def run(
                            progress=_PipelineProgress(bar))
             pipeline.test(run_dir, data, on_error=_on_error(skip_bad), progress=_PipelineProgress(bar))
             results[det], _ = pipeline.evaluate(run_dir, ground_truth=gt)
-    out.print(results_table(results))
-    out.print(f"runs in {out}; wall time {time.perf_counter() - t0:.0f} s")
+    stdout.print(results_table(results))
+    stdout.print(f"runs in {out}; wall time {time.perf_counter() - t0:.0f} s")
 
 
 def main() -> None:
-    try:
-        rc = app(standalone_mode=False)
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
-    except MimiiDueError as e:
-        if _DEBUG:
-            raise
-        console.print(f"[red]error:[/red] {e}")
-        sys.exit(1)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    app()
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def fit_loop(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         rec = {"epoch": epoch + 1, "loss": total / max(count, 1), "val_loss": None}
         if len(val_t):

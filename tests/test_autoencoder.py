@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+
+from mimii_due.data.index import index
+from mimii_due.detectors import make
+from mimii_due.detectors.autoencoder import AutoEncoder, window_starts
+from mimii_due.evaluation.metrics import auc
+from mimii_due.features.extract import extract
+from mimii_due.features.logmel import stack_frames
+
+
+def test_architecture_is_the_papers():
+    m = AutoEncoder()
+    linear = [x for x in m.net if isinstance(x, torch.nn.Linear)]
+    assert [(x.in_features, x.out_features) for x in linear] == (
+        [(640, 128)] + [(128, 128)] * 3 + [(128, 8), (8, 128)] + [(128, 128)] * 3 + [(128, 640)])
+    assert sum(isinstance(x, torch.nn.BatchNorm1d) for x in m.net) == 9
+    assert sum(isinstance(x, torch.nn.ReLU) for x in m.net) == 9
+    assert isinstance(m.net[-1], torch.nn.Linear)  # no activation after the output layer
+
+
+def test_gathered_windows_equal_stacked_frames(tiny_dataset):
+    feats, _ = extract(index(tiny_dataset)[:3])
+    starts = window_starts(feats, 5)
+    assert len(starts) == 3 * (313 - 4)
+    gathered = torch.from_numpy(feats.data)[torch.from_numpy(starts)[:, None] + torch.arange(5)].reshape(-1, 640)
+    np.testing.assert_array_equal(gathered[:309].numpy(), stack_frames(feats.clip(0), frames=5))
+
+
+def test_ae_detects_easy_anomalies(easy_dataset, tmp_path):
+    t = index(easy_dataset)
+    det = make("ae", epochs=8, cache=tmp_path).fit(t[t.split == "train"])
+    test = t[t.split == "test"]
+    s = det.score(test)
+    assert auc((test.label == "anomaly").to_numpy(), s) > 0.9
+    assert len(det.history_) == 8 and det.history_[-1]["loss"] < det.history_[0]["loss"]
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tiny_dataset, tmp_path):
+    t = index(tiny_dataset)
+    train = t[(t.split == "train") & (t.machine == "fan")]
+    straight = make("ae", epochs=4, batch_size=256, cache=tmp_path / "f").fit(train, checkpoint=tmp_path / "a")
+    make("ae", epochs=2, batch_size=256, cache=tmp_path / "f").fit(train, checkpoint=tmp_path / "b")  # "crash"
+    resumed = make("ae", epochs=4, batch_size=256, cache=tmp_path / "f").fit(train, checkpoint=tmp_path / "b")
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4]
+    for k, v in straight.model_.state_dict().items():
+        torch.testing.assert_close(resumed.model_.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(Exception, match="other settings"):
+        make("ae", epochs=4, batch_size=128, cache=tmp_path / "f").fit(train, checkpoint=tmp_path / "b")

@@ -1,0 +1,60 @@
+"""One contract test, parametrised over the registry: every detector must pass it."""
+
+import numpy as np
+import pytest
+
+from mimii_due.data.index import index
+from mimii_due.detectors import REGISTRY, make
+from mimii_due.detectors.base import Detector
+from mimii_due.errors import ModelError, NotFittedError
+from mimii_due.evaluation.metrics import auc
+
+# Settings that keep each detector's contract test fast; every registered detector needs an entry.
+FAST = {
+    "gaussian": {},
+    "ae": {"epochs": 4},
+    "mobilenetv2": {"epochs": 2, "lr": 1e-3},
+    "smahal": {"epochs": 4},
+    "embedding": {"epochs": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def easy(easy_dataset):
+    t = index(easy_dataset)
+    return t[t.split == "train"], t[t.split == "test"]
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_contract(name, easy, tmp_path):
+    assert name in FAST, f"add fast settings for {name} to FAST"
+    train, test = easy
+    det = make(name, cache=tmp_path / "f", **FAST[name])
+    assert not hasattr(det, "threshold_")  # __init__ stores settings only
+    with pytest.raises(NotFittedError):
+        det.score(test)
+    assert det.fit(train) is det
+    assert np.isfinite(det.threshold_) and det.train_scores_.shape == (len(train),)
+    scores = det.score(test)
+    assert scores.shape == (len(test),) and np.isfinite(scores).all()
+    np.testing.assert_array_equal(det.predict(test), scores > det.threshold_)
+    src = (test.domain == "source").to_numpy()
+    # higher means more anomalous: on easy data the anomalies score higher
+    assert auc((test.label[src] == "anomaly").to_numpy(), scores[src]) > 0.7
+    det.save(tmp_path / "model")
+    loaded = Detector.load(tmp_path / "model")
+    assert type(loaded) is type(det) and loaded.threshold_ == det.threshold_
+    np.testing.assert_allclose(loaded.score(test), scores, rtol=1e-6, atol=1e-9)
+
+
+def test_training_on_anomalies_is_refused(easy):
+    train, test = easy
+    with pytest.raises(ModelError, match="normal"):
+        make("gaussian").fit(test)
+
+
+def test_unknown_detector_and_setting():
+    with pytest.raises(Exception, match="unknown detector"):
+        make("nope")
+    with pytest.raises(Exception, match="unknown setting"):
+        make("ae", epoch=3)

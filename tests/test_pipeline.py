@@ -1,0 +1,68 @@
+"""The commands end to end on a tiny generated dataset."""
+
+import shutil
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from mimii_due.cli import app
+from mimii_due.data.index import index
+from mimii_due.data.naming import parse_name
+
+runner = CliRunner()
+
+
+def test_train_test_evaluate_on_dev_and_eval_data(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(run), "--detector", "ae", "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert (run / "models" / "fan" / "detector.json").exists() and (run / "models" / "valve" / "state.pt").exists()
+    r = runner.invoke(app, ["test", str(run), str(tiny_dataset)])
+    assert r.exit_code == 0, r.output
+    scores = pd.read_csv(run / "scores.csv")
+    assert len(scores) == len(index(tiny_dataset).query("split == 'test'"))
+    # official files: one per machine/section/domain, eval clips (unlabelled names) included
+    f = run / "anomaly_score_fan_section_03_target_test.csv"
+    rows = f.read_text().splitlines()
+    assert rows and parse_name(rows[0].split(",")[0]).label is None
+    assert (run / "decision_result_valve_section_00_source_test.csv").exists()
+    # without ground truth only the labelled (development) sections are evaluated
+    r = runner.invoke(app, ["evaluate", str(run)])
+    assert r.exit_code == 0, r.output
+    res = pd.read_json(run / "result.json", typ="series")
+    assert {(x["machine"], x["section"]) for x in res["results"]} == {("fan", 0), ("valve", 0)}
+    r = runner.invoke(app, ["evaluate", str(run), "--ground-truth", str(tiny_dataset / "ground_truth")])
+    assert r.exit_code == 0, r.output
+    res = pd.read_json(run / "result.json", typ="series")
+    assert {x["section"] for x in res["results"]} == {0, 3}
+    assert 0 < res["official_score"] <= 1
+    text = (run / "result.csv").read_text()
+    assert text.startswith("fan\nsection,domain,AUC,pAUC,precision,recall,F1 score\n00,source,")
+
+
+def test_existing_run_needs_resume_and_resume_skips_trained_machines(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", str(tiny_dataset), "--out", str(run), "--epochs", "1", "--machines", "valve"]
+    assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "--resume" in r.output
+    stamp = (run / "models" / "valve" / "state.pt").stat().st_mtime_ns
+    assert runner.invoke(app, args + ["--resume"]).exit_code == 0
+    assert (run / "models" / "valve" / "state.pt").stat().st_mtime_ns == stamp
+
+
+def test_corrupt_clip_fails_with_its_name_or_is_skipped(tiny_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset / "dev_data" / "valve", data / "dev_data" / "valve")
+    bad = sorted((data / "dev_data" / "valve" / "train").glob("*.wav"))[1]
+    bad.write_bytes(bad.read_bytes()[:1000])
+    r = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "r1"), "--epochs", "1"])
+    assert r.exit_code == 1 and bad.name in r.output and "truncated" in r.output
+    r = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "r2"), "--epochs", "1", "--skip-bad"])
+    assert r.exit_code == 0, r.output
+
+
+def test_run_command_end_to_end(tiny_dataset, tmp_path):
+    r = runner.invoke(app, ["run", str(tiny_dataset), "--out", str(tmp_path / "o"), "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    assert "Table 4" in r.output and "Fan" in r.output and "official score" in r.output
