@@ -39,13 +39,21 @@ def main() -> None:
         det = make("gaussian", cache=f"{a.out}/.features").fit(g[g.split == "train"])
         te = g[g.split == "test"].assign(score=lambda d: det.score(d))
         for (section, domain), h in te.groupby(["section", "domain"]):
-            rows.append({"machine": machine, "section": section, "domain": domain,
-                         "AUC": auc((h.label == "anomaly").to_numpy(), h.score.to_numpy())})
+            rows.append(
+                {
+                    "machine": machine,
+                    "section": section,
+                    "domain": domain,
+                    "AUC": auc((h.label == "anomaly").to_numpy(), h.score.to_numpy()),
+                }
+            )
     table = pd.DataFrame(rows).pivot_table(index=["machine", "section"], columns="domain", values="AUC")
     table["gap"] = table["source"] - table["target"]
     print(table.round(3).to_string())
-    print(f"mean source AUC {table.source.mean():.3f}, mean target AUC {table.target.mean():.3f}, "
-          f"sections with source > target: {(table.gap > 0).sum()} of {len(table)}")
+    print(
+        f"mean source AUC {table.source.mean():.3f}, mean target AUC {table.target.mean():.3f}, "
+        f"sections with source > target: {(table.gap > 0).sum()} of {len(table)}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ from mimii_due.config import from_dict
 from mimii_due.detectors.autoencoder import AutoEncoderDetector
 from mimii_due.detectors.base import Detector
 from mimii_due.detectors.gaussian import GaussianDetector
+from mimii_due.detectors.mobilenetv2 import MobileNetV2Detector
 from mimii_due.errors import ConfigError
 
 REGISTRY: dict[str, type[Detector]] = {
     AutoEncoderDetector.name: AutoEncoderDetector,
     GaussianDetector.name: GaussianDetector,
+    MobileNetV2Detector.name: MobileNetV2Detector,
 }
 
 

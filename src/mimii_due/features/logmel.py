@@ -41,10 +41,15 @@ class LogMel(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         spec = torch.stft(wave, n_fft=c.n_fft, hop_length=c.hop_length, window=self.window, center=True,
-                          pad_mode="constant", return_complex=True)  # (batch, freq, frames)
-        power = spec.real.square_() + spec.imag.square_() if c.power == 2.0 else spec.abs().pow_(c.power)
-        mel = torch.matmul(power.transpose(1, 2), self.mel_fb)  # (batch, frames, mel)
-        return 10.0 * torch.log10(torch.clamp_min(mel, c.eps))
+                          pad_mode="constant", return_complex=True)
+        # torch.stft returns a (batch, freq, frames) view of (batch, frames, freq) memory: working in
+        # the memory's own layout avoids strided passes over the largest array.
+        ri = torch.view_as_real(spec.transpose(1, 2))  # (batch, frames, freq, 2), contiguous
+        power = ri[..., 0].square() + ri[..., 1].square()
+        if c.power != 2.0:
+            power = power.pow_(c.power / 2)
+        mel = torch.matmul(power, self.mel_fb)  # (batch, frames, mel)
+        return torch.log10_(mel.clamp_min_(c.eps)).mul_(10.0)
 
 
 def logmel(y: np.ndarray, *, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:

@@ -79,10 +79,10 @@ def _scaled(n: int, scale: float, minimum: int) -> int:
 
 def plan(
     *, machines: Iterable[str] = MACHINES, sections: Iterable[int] = SECTIONS, scale: float = 1.0,
-    seed: int = 0, severity: float = 1.0,
+    seed: int = 0, severity: float = 1.0, min_test: int = 2,
 ) -> list[ClipTask]:
     """Every clip to make: Table 1's counts times ``scale`` (target training stays 3 clips; every
-    section keeps at least 2 test clips per label and domain)."""
+    section keeps at least ``min_test`` test clips per label and domain)."""
     if scale <= 0:
         raise ConfigError("scale must be positive")
     tasks = []
@@ -102,8 +102,8 @@ def plan(
                 n_train = 3 if domain == "target" else _scaled(d.train, scale, 3)
                 nrm = d.test_normal if d.test_normal is not None else (d.test_total + 1) // 2
                 abn = d.test_anomaly if d.test_anomaly is not None else d.test_total // 2
-                counts = [("train", "normal", n_train), ("test", "normal", _scaled(nrm, scale, 2)),
-                          ("test", "anomaly", _scaled(abn, scale, 2))]  # fmt: skip
+                counts = [("train", "normal", n_train), ("test", "normal", _scaled(nrm, scale, min_test)),
+                          ("test", "anomaly", _scaled(abn, scale, min_test))]  # fmt: skip
                 n_test = counts[1][2] + counts[2][2]
                 names = rng.permutation(n_test)  # unlabelled evaluation names hide the label
                 k_test = 0
@@ -199,8 +199,8 @@ def _section_gain(a: float, snr: float) -> float:
 
 def generate(
     out: str | Path, *, machines: Iterable[str] = MACHINES, sections: Iterable[int] = SECTIONS,
-    scale: float = 1.0, seed: int = 0, severity: float = 1.0, snr_offset: float = 0.0, workers: int = 1,
-    progress: Progress | None = None,
+    scale: float = 1.0, seed: int = 0, severity: float = 1.0, snr_offset: float = 0.0, min_test: int = 2,
+    workers: int = 1, progress: Progress | None = None,
 ) -> Path:
     """Generate the dataset into ``out`` and return ``out``.
 
@@ -211,13 +211,13 @@ def generate(
     """
     out = Path(out)
     settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale,
-                "seed": seed, "severity": severity, "snr_offset": snr_offset, "version": 1}  # fmt: skip
+                "seed": seed, "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 1}  # fmt: skip
     marker = out / "synth_done.json"
     if marker.exists() and json.loads(marker.read_text()) == settings:
         log.info("%s already holds this dataset", out)
         return out
     tasks = plan(machines=settings["machines"], sections=settings["sections"], scale=scale, seed=seed,
-                 severity=severity)  # fmt: skip
+                 severity=severity, min_test=min_test)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, int], list[ClipTask]] = {}
     for t in tasks:

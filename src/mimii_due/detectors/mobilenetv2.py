@@ -1,0 +1,193 @@
+"""The MobileNetV2 section-classification baseline (paper section 3; official DCASE 2021 code).
+
+The network is the standard MobileNetV2 (Sandler et al., 2018) of ``keras.applications`` with width
+multiplier ``alpha = 0.5``, random initialisation, written here in PyTorch (torchvision cannot be
+installed beside the local torch wheel). It classifies 64-frame x 128-mel log-mel patches (one every
+8 frames) by section. The official code repeats the single log-mel channel three times; we feed
+one channel, which is exactly equivalent (a convolution over three identical channels equals one
+over a single channel with the kernel summed over channels; a test checks it).
+
+Score of a clip: the mean over its patches of the negative logit of the predicted probability
+``p`` of the clip's own section, ``log((1 - p) / p)``, as the paper defines it (``score="paper"``).
+The official code misplaces a parenthesis and computes ``log(max(1 - p, eps) - log(max(p, eps)))``;
+``score="official"`` reproduces that expression so numbers can be compared with the official
+implementation's.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mimii_due.config import MobileNetV2Config
+from mimii_due.detectors.base import Detector
+from mimii_due.detectors.training import fit_loop, seeded, split_items
+from mimii_due.errors import ModelError
+from mimii_due.features.extract import Features
+
+EPS = sys.float_info.epsilon  # the official code's clipping of p and 1 - p
+# (expansion t, channels c, repeats n, first stride s): the MobileNetV2 paper's Table 2
+SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+            (6, 320, 1, 1)]  # fmt: skip
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round channels as keras.applications does (never below 90 % of ``v``)."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def _conv_bn(i: int, o: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> list[nn.Module]:
+    # epsilon 1e-3 as keras.applications; the running statistics use PyTorch's momentum (0.1)
+    # rather than Keras's 0.999, which leaves them near their initial values for the first
+    # thousands of steps, i.e. for every reduced-scale run (they only matter at inference).
+    layers = [nn.Conv2d(i, o, k, stride, padding=k // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(o, eps=1e-3, momentum=0.1)]
+    return layers + [nn.ReLU6(inplace=True)] if act else layers
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, i: int, o: int, stride: int, expansion: int):
+        super().__init__()
+        hidden = i * expansion
+        layers = _conv_bn(i, hidden, 1) if expansion != 1 else []
+        layers += _conv_bn(hidden, hidden, 3, stride, groups=hidden)  # depthwise
+        layers += _conv_bn(hidden, o, 1, act=False)  # linear bottleneck
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and i == o
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+class MobileNetV2(nn.Module):
+    """``(batch, in_channels, frames, mels)`` -> section logits ``(batch, n_classes)``."""
+
+    def __init__(self, n_classes: int, width: float = 0.5, in_channels: int = 1):
+        super().__init__()
+        c = make_divisible(32 * width)
+        layers: list[nn.Module] = [nn.Sequential(*_conv_bn(in_channels, c, 3, 2))]
+        for t, ch, n, s in SETTINGS:
+            o = make_divisible(ch * width)
+            for k in range(n):
+                layers.append(InvertedResidual(c, o, s if k == 0 else 1, t))
+                c = o
+        last = make_divisible(1280 * width) if width > 1.0 else 1280
+        layers.append(nn.Sequential(*_conv_bn(c, last, 1)))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(last, n_classes)
+        for m in self.modules():  # Keras defaults: Glorot-uniform kernels, zero biases
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(2, 3))  # global average pooling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+def patch_starts(features: Features, frames: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row of the first frame of every patch (one every ``hop`` frames) and the clip it belongs to."""
+    starts, owner = [], []
+    for i, (a, b) in enumerate(zip(features.offsets[:-1], features.offsets[1:], strict=True)):
+        s = np.arange(a, b - frames + 1, hop)
+        starts.append(s)
+        owner.append(np.full(len(s), i))
+    if not starts or sum(len(s) for s in starts) == 0:
+        raise ModelError(f"clips are shorter than one {frames}-frame patch")
+    return np.concatenate(starts).astype(np.int64), np.concatenate(owner)
+
+
+def negative_logit(logits: torch.Tensor, target: torch.Tensor, formula: str = "paper") -> torch.Tensor:
+    """Per-patch score from section logits ``(n, classes)`` and each patch's own section ``(n,)``.
+
+    ``paper``: ``log(max(1 - p, eps)) - log(max(p, eps))`` = ``log((1 - p) / p)``;
+    ``official``: ``log(max(1 - p, eps) - log(max(p, eps)))``, the official code's expression.
+    Computed from log-probabilities, so ``1 - p`` keeps its precision when ``p`` is near 1.
+    """
+    logp = torch.log_softmax(logits.double(), dim=1)
+    own = logp.gather(1, target[:, None])[:, 0]
+    others = logp.scatter(1, target[:, None], -math.inf).logsumexp(dim=1)  # log(1 - p)
+    log_eps = math.log(EPS)
+    log_1mp, log_p = others.clamp_min(log_eps), own.clamp_min(log_eps)
+    if formula == "paper":
+        return log_1mp - log_p
+    if formula == "official":
+        return torch.log(torch.exp(log_1mp) - log_p)
+    raise ValueError(f"score must be 'paper' or 'official', not {formula!r}")
+
+
+class MobileNetV2Detector(Detector):
+    name = "mobilenetv2"
+    config_class = MobileNetV2Config
+    needs_known_sections = True
+
+    def _build(self, n_classes: int) -> MobileNetV2:
+        # channels-last memory: measured about 20 % faster for training on this CPU
+        return MobileNetV2(n_classes, width=self.config.width).to(memory_format=torch.channels_last)
+
+    def _patches(self, features: Features) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        starts, owner = patch_starts(features, self.config.frames, self.config.hop_frames)
+        return torch.from_numpy(features.data), torch.from_numpy(starts), owner
+
+    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
+        c = self.config
+        self.classes_ = sorted(int(s) for s in clips["section"].unique())
+        if len(self.classes_) < 2:
+            raise ModelError("mobilenetv2 classifies sections: it needs training clips of at least two sections")
+        data, starts, owner = self._patches(features)
+        label_of_clip = np.searchsorted(self.classes_, clips["section"].to_numpy())
+        labels = torch.from_numpy(label_of_clip[owner]).long()
+        offs = torch.arange(c.frames)
+        train_idx, val_idx = split_items(len(starts), fraction=c.validation_split, seed=c.seed)
+        with seeded(c.seed):
+            model = self._build(len(self.classes_))
+        opt = torch.optim.Adam(model.parameters(), lr=c.lr)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def step(idx: torch.Tensor) -> torch.Tensor:
+            x = data[starts[idx, None] + offs].unsqueeze(1)  # (batch, 1, frames, mels): one channel
+            return loss_fn(model(x), labels[idx])
+
+        fingerprint = {k: v for k, v in vars(c).items() if k not in ("epochs", "score")} | {
+            "n": len(starts), "classes": self.classes_}
+        self.history_ = fit_loop(
+            model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=c.epochs, batch_size=c.batch_size,
+            seed=c.seed, checkpoint=f"{checkpoint}/checkpoint.pt" if checkpoint else None,
+            fingerprint=fingerprint, progress=progress, eval_batch_size=256,
+        )  # fmt: skip
+        self.model_ = model
+
+    @torch.no_grad()
+    def logits(self, features: Features, batch: int = 256) -> tuple[torch.Tensor, np.ndarray]:
+        """Section logits of every patch ``(n_patches, n_classes)`` and each patch's clip index."""
+        data, starts, owner = self._patches(features)
+        offs = torch.arange(self.config.frames)
+        self.model_.eval()
+        out = [self.model_(data[starts[i : i + batch, None] + offs].unsqueeze(1)) for i in range(0, len(starts), batch)]
+        return torch.cat(out), owner
+
+    def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        logits, owner = self.logits(features)
+        target = np.searchsorted(self.classes_, clips["section"].to_numpy())[owner]
+        per_patch = negative_logit(logits, torch.from_numpy(target).long(), self.config.score).numpy()
+        sums = np.bincount(owner, weights=per_patch, minlength=len(features))
+        return sums / np.bincount(owner, minlength=len(features))
+
+    def _state(self) -> dict:
+        return {"model": self.model_.state_dict(), "classes": self.classes_, "history": getattr(self, "history_", [])}
+
+    def _set_state(self, state: dict) -> None:
+        self.classes_ = list(state["classes"])
+        self.model_ = self._build(len(self.classes_))
+        self.model_.load_state_dict(state["model"])
+        self.model_.eval()
+        self.history_ = state.get("history", [])
