@@ -266,6 +266,51 @@ def evaluate(
 # The embedded default dataset of `mimii-due run`: the development sections of all five machine
 # types, 5 source + 3 target training clips per section and 12 test clips per label and domain,
 # so that both baselines train with the paper's settings in minutes on 2 cores.
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="One or more evaluated run folders."),
+    out: Path = typer.Option(None, "--out", help="HTML file to write (default: FIRST_RUN/report.html)."),
+    data: Path = typer.Option(None, help="Dataset for Figures 1 and 2 (default: the first run's data)."),
+) -> None:
+    """One self-contained HTML report (and a Markdown twin) of one or several runs side by side."""
+    from mimii_due.report.html import build_report
+
+    path = build_report(runs, out or runs[0] / "report.html", data=data)
+    stdout.print(f"report: {path} (and {path.with_suffix('.md')})")
+
+
+@plot_app.command("spectrograms")
+def plot_spectrograms(
+    data: Path = typer.Argument(..., help="Dataset folder."),
+    out: Path = typer.Option(Path("spectrograms.png"), "--out", help="PNG file to write."),
+) -> None:
+    """The paper's Figure 1: a power spectrogram of one normal clip per machine type."""
+    from mimii_due.data.index import index
+    from mimii_due.report.figures import spectrograms
+
+    stdout.print(f"wrote {spectrograms(index(data), out)}")
+
+
+@plot_app.command("tsne")
+def plot_tsne(
+    run: Path = typer.Argument(..., help="Run folder (gives the machine types and the feature cache)."),
+    data: Path = typer.Argument(..., help="Dataset folder."),
+    out: Path = typer.Option(Path("tsne.png"), "--out", help="PNG file to write."),
+    seed: int = typer.Option(0, help="t-SNE seed."),
+) -> None:
+    """The paper's Figure 2: t-SNE of the test clips' clip-mean log-mel, by domain and label."""
+    from mimii_due import pipeline
+    from mimii_due.data.index import index
+    from mimii_due.features.extract import extract
+    from mimii_due.report.figures import tsne
+
+    meta = pipeline.read_run(run)
+    t = index(data)
+    t = t[(t.split == "test") & t.machine.isin(meta["machines"])]
+    feats, t = extract(t, cache=meta.get("cache"))
+    stdout.print(f"wrote {tsne(t, feats.means(), out, seed=seed)}")
+
+
 DEFAULT_RUN = {"sections": [0, 1, 2], "scale": 0.005, "min_test": 12, "seed": 0}
 
 
@@ -308,7 +353,11 @@ def run(
                            progress=_PipelineProgress(bar))
             pipeline.test(run_dir, data, on_error=_on_error(skip_bad), progress=_PipelineProgress(bar))
             results[det], _ = pipeline.evaluate(run_dir, ground_truth=gt)
+    from mimii_due.report.html import build_report
+
     stdout.print(results_table(results))
+    report = build_report([out / d for d in results], out / "report.html", data=data)
+    stdout.print(f"report: {report}")
     stdout.print(f"runs in {out}; wall time {time.perf_counter() - t0:.0f} s")
 
 

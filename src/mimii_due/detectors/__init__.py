@@ -5,14 +5,18 @@ from __future__ import annotations
 from mimii_due.config import from_dict
 from mimii_due.detectors.autoencoder import AutoEncoderDetector
 from mimii_due.detectors.base import Detector
+from mimii_due.detectors.embedding import EmbeddingDetector
 from mimii_due.detectors.gaussian import GaussianDetector
 from mimii_due.detectors.mobilenetv2 import MobileNetV2Detector
+from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
 from mimii_due.errors import ConfigError
 
 REGISTRY: dict[str, type[Detector]] = {
     AutoEncoderDetector.name: AutoEncoderDetector,
     GaussianDetector.name: GaussianDetector,
     MobileNetV2Detector.name: MobileNetV2Detector,
+    SelectiveMahalanobisDetector.name: SelectiveMahalanobisDetector,
+    EmbeddingDetector.name: EmbeddingDetector,
 }
 
 

@@ -63,7 +63,7 @@ class Detector:
         feats, clips = self.load_features(clips)
         self._fit(feats, clips, checkpoint=checkpoint, progress=progress)
         self.sections_ = sorted(int(s) for s in clips["section"].unique())
-        self.train_scores_ = self._score(feats, clips)
+        self.train_scores_ = np.asarray(self._train_scores(feats, clips), dtype=np.float64)
         self.threshold_ = gamma_threshold(self.train_scores_, quantile=self.threshold_quantile)
         return self
 
@@ -107,7 +107,8 @@ class Detector:
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         meta = {"detector": self.name, "version": __version__, "params": self.params(),
                 "threshold": self.threshold_, "sections": self.sections_,
-                "train_scores": [float(s) for s in self.train_scores_]}
+                "train_scores": [float(s) for s in self.train_scores_],
+                "history": getattr(self, "history_", [])}
         (tmp / "detector.json").write_text(json.dumps(meta, indent=1))
         torch.save(self._state(), tmp / "state.pt")
         if directory.exists():
@@ -151,6 +152,11 @@ class Detector:
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
+
+    def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        """Scores of the training clips, for the threshold (a detector that memorises its
+        training clips overrides this with a leave-one-out version)."""
+        return self._score(features, clips)
 
     def _state(self) -> dict:
         return {}

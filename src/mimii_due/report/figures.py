@@ -1,0 +1,147 @@
+"""The figures: the paper's Figure 1 (spectrograms) and Figure 2 (t-SNE), and per-run ROC curves,
+score histograms and loss curves. Every function draws with matplotlib (Agg) and writes a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from mimii_due.data import audio  # noqa: E402
+from mimii_due.data.table1 import MACHINE_TITLES  # noqa: E402
+
+DOMAIN_COLOURS = {"source": "tab:blue", "target": "tab:orange"}
+LABEL_MARKERS = {"normal": "o", "anomaly": "x"}
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _title(machine: str) -> str:
+    return MACHINE_TITLES.get(machine, machine)
+
+
+def spectrograms(table: pd.DataFrame, path: str | Path, *, n_fft: int = 1024, hop: int = 512) -> Path:
+    """Figure 1: the power spectrogram of one normal clip per machine type, shared colour scale."""
+    normal = table[(table["label"] == "normal") & (table["split"] == "train")]
+    if normal.empty:
+        normal = table[table["label"] == "normal"]
+    picks = normal.sort_values(["machine", "section", "domain", "clip"]).groupby("machine").head(1)
+    specs = []
+    for r in picks.itertuples():
+        y = audio.load(r.path)
+        win = np.hanning(n_fft + 1)[:-1]
+        frames = np.lib.stride_tricks.sliding_window_view(np.pad(y, n_fft // 2), n_fft)[::hop] * win
+        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        specs.append((r.machine, 10 * np.log10(np.maximum(power.T, 1e-12)), len(y) / audio.SAMPLE_RATE))
+    vmax = max(s.max() for _, s, _ in specs)
+    vmin = vmax - 90
+    fig, axes = plt.subplots(1, len(specs), figsize=(3.2 * len(specs), 3.2), squeeze=False, sharey=True)
+    for ax, (machine, s, dur) in zip(axes[0], specs, strict=True):
+        im = ax.imshow(s, origin="lower", aspect="auto", extent=[0, dur, 0, audio.SAMPLE_RATE / 2], vmin=vmin,
+                       vmax=vmax, cmap="magma")
+        ax.set_title(_title(machine))
+        ax.set_xlabel("Time [s]")
+    axes[0][0].set_ylabel("Frequency [Hz]")
+    fig.colorbar(im, ax=axes[0].tolist(), label="Power [dB]", shrink=0.9)
+    return _save(fig, path)
+
+
+def tsne(table: pd.DataFrame, embeddings: np.ndarray, path: str | Path, *, seed: int = 0) -> Path:
+    """Figure 2: t-SNE of test clips per machine type, coloured by domain, marked by label.
+
+    ``embeddings`` has one row per row of ``table`` (e.g. the clip-mean log-mel, the MobileNetV2
+    baseline's input averaged per clip, as the paper).
+    """
+    from sklearn.manifold import TSNE
+
+    machines = sorted(table["machine"].unique())
+    fig, axes = plt.subplots(1, len(machines), figsize=(3.6 * len(machines), 3.6), squeeze=False)
+    labels = table["label"].fillna("unknown").to_numpy()
+    for ax, machine in zip(axes[0], machines, strict=True):
+        m = (table["machine"] == machine).to_numpy()
+        x = embeddings[m]
+        x = (x - x.mean(0)) / (x.std(0) + 1e-9)
+        xy = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), init="pca",
+                  random_state=seed).fit_transform(x)
+        dom, lab = table["domain"].to_numpy()[m], labels[m]
+        for d in ("source", "target"):
+            for lb, marker in LABEL_MARKERS.items():
+                sel = (dom == d) & (lab == lb)
+                if sel.any():
+                    ax.scatter(xy[sel, 0], xy[sel, 1], s=14, marker=marker, c=DOMAIN_COLOURS[d],
+                               label=f"{d} {lb}", alpha=0.8, linewidths=1)
+        ax.set_title(_title(machine))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def roc_curves(scores: pd.DataFrame, path: str | Path) -> Path:
+    """ROC curve per section and domain, one panel per machine type (labelled clips only)."""
+    scores = scores[scores["label"].notna()]
+    machines = sorted(scores["machine"].unique())
+    fig, axes = plt.subplots(1, len(machines), figsize=(3.4 * len(machines), 3.4), squeeze=False)
+    for ax, machine in zip(axes[0], machines, strict=True):
+        g = scores[scores["machine"] == machine]
+        for (section, domain), h in g.groupby(["section", "domain"]):
+            y = (h["label"] == "anomaly").to_numpy()
+            if y.min() == y.max():
+                continue
+            fpr, tpr, _ = roc_curve(y, h["score"].to_numpy())
+            ax.plot(fpr, tpr, ls="-" if domain == "source" else "--", label=f"{section:02d} {domain}")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+        ax.axvspan(0, 0.1, color="grey", alpha=0.1)  # the pAUC range
+        ax.set(title=_title(machine), xlabel="False positive rate", ylabel="True positive rate")
+        ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def score_histograms(scores: pd.DataFrame, path: str | Path) -> Path:
+    """Anomaly-score histograms (normal vs anomalous, source vs target) with the threshold drawn."""
+    machines = sorted(scores["machine"].unique())
+    fig, axes = plt.subplots(1, len(machines), figsize=(3.4 * len(machines), 3.0), squeeze=False)
+    for ax, machine in zip(axes[0], machines, strict=True):
+        g = scores[scores["machine"] == machine]
+        bins = np.histogram_bin_edges(g["score"], bins=30)
+        for d in ("source", "target"):
+            for lb in ("normal", "anomaly"):
+                s = g[(g["domain"] == d) & (g["label"] == lb)]["score"]
+                if len(s):
+                    ax.hist(s, bins=bins, histtype="step", color=DOMAIN_COLOURS[d],
+                            ls="-" if lb == "normal" else "--", label=f"{d} {lb}")
+        if "threshold" in g:
+            ax.axvline(g["threshold"].iloc[0], color="red", lw=1, label="threshold")
+        ax.set(title=_title(machine), xlabel="anomaly score", ylabel="clips")
+        ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def loss_curves(histories: dict[str, list[dict]], path: str | Path) -> Path | None:
+    """Training and validation loss per epoch, one panel per machine type."""
+    histories = {m: h for m, h in histories.items() if h}
+    if not histories:
+        return None
+    fig, axes = plt.subplots(1, len(histories), figsize=(3.2 * len(histories), 2.8), squeeze=False)
+    for ax, (machine, h) in zip(axes[0], sorted(histories.items()), strict=True):
+        ep = [r["epoch"] for r in h]
+        ax.plot(ep, [r["loss"] for r in h], label="training")
+        if any(r.get("val_loss") is not None for r in h):
+            ax.plot(ep, [r["val_loss"] for r in h], label="validation")
+        ax.set(title=_title(machine), xlabel="epoch", ylabel="loss")
+        ax.legend(fontsize=7)
+    return _save(fig, path)

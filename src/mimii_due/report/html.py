@@ -1,0 +1,126 @@
+"""The report of one or several runs: one self-contained HTML file (figures embedded) and a
+Markdown version beside it (figures in ``<name>_files/``)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from mimii_due import __version__
+from mimii_due.data.index import index
+from mimii_due.errors import ModelError
+from mimii_due.evaluation.files import atomic_write_text
+from mimii_due.report import figures
+from mimii_due.report.tables import results_markdown, table4
+
+log = logging.getLogger(__name__)
+
+# Set on <body> once the page has loaded: how many images decoded, of how many (checked by a test
+# in headless Chromium, and useful to anyone debugging a report).
+_CHECK = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute('data-images', ok + '/' + imgs.length);
+});
+</script>"""
+_STYLE = """<style>
+body { font-family: sans-serif; margin: 2em; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f0f0; } img { max-width: 100%; } pre { background: #f6f6f6; padding: 1em; }
+</style>"""
+
+
+def _run_info(run: Path) -> dict:
+    try:
+        meta = json.loads((run / "run.json").read_text())
+        result = json.loads((run / "result.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"not an evaluated run folder (needs run.json and result.json): {e}", run) from e
+    histories = {}
+    for m in meta["machines"]:
+        f = run / "models" / m / "detector.json"
+        if f.exists():
+            histories[m] = json.loads(f.read_text()).get("history", [])
+    scores = pd.read_csv(run / "scores.csv", dtype={"label": object})
+    name = f"{meta['detector']} ({run.name})" if run.name != meta["detector"] else meta["detector"]
+    return {"path": run, "meta": meta, "results": pd.DataFrame(result["results"]), "summary": result,
+            "histories": histories, "scores": scores, "name": name}
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+
+
+def _wide_html(wide: pd.DataFrame) -> str:
+    df = wide.copy()
+    df.columns = [f"{n} {m} {d}" for n, m, d in df.columns]
+    df.index = [f"{m} {s:02d}" for m, s in df.index]
+    h = pd.DataFrame([{f"{n} {m} {d}": wide.attrs["hmean"][n][(m, d)] for n, m, d in wide.columns}],
+                     index=["harmonic mean"])
+    return pd.concat([df, h]).to_html(float_format=lambda v: f"{v:.3f}", border=0)
+
+
+def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | None = None, seed: int = 0) -> Path:
+    """Write ``out`` (HTML) and ``out`` with suffix ``.md``; return the HTML path.
+
+    ``data`` (default: the first run's data folder, if it still exists) adds the paper's Figure 1
+    and Figure 2 and the clip counts.
+    """
+    out = Path(out)
+    files = out.parent / f"{out.stem}_files"
+    files.mkdir(parents=True, exist_ok=True)
+    infos = [_run_info(Path(r)) for r in runs]
+    wide = table4({i["name"]: i["results"] for i in infos})
+    parts = [f"<h1>mimii-due report</h1><p>{len(infos)} run(s); mimii-due {__version__}; "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>",
+             "<h2>Results (Table 4 style: AUC and pAUC per machine type, section and domain)</h2>",
+             _wide_html(wide),
+             "<p>Official score (harmonic mean of all AUC and pAUC): "
+             + ", ".join(f"<b>{html.escape(n)}</b> {v:.4f}" for n, v in wide.attrs["official"].items()) + "</p>"]
+    md = ["# mimii-due report", "", results_markdown({i["name"]: i["results"] for i in infos}), ""]
+    data = Path(data) if data else Path(infos[0]["meta"]["data"])
+    if data.is_dir():
+        table = index(data, on_error="skip")
+        counts = table.groupby(["machine", "split", "domain"]).size().unstack(["split", "domain"]).fillna(0).astype(int)
+        parts += [f"<h2>Data</h2><p>{html.escape(str(data))}: {len(table)} clips</p>", counts.to_html(border=0)]
+        md += ["## Data", "", f"{data}: {len(table)} clips", ""]
+        figs = [("Figure 1: power spectrograms of normal clips", figures.spectrograms(table, files / "spectrograms.png"))]
+        test = table[table["split"] == "test"]
+        if len(test) >= 5:
+            from mimii_due.features.extract import extract
+
+            feats, test = extract(test, cache=infos[0]["meta"].get("cache"), on_error="skip")
+            figs.append(("Figure 2: t-SNE of test clips (clip-mean log-mel; colour = domain, marker = label)",
+                         figures.tsne(test, feats.means(), files / "tsne.png", seed=seed)))
+        for title, f in figs:
+            parts += [f"<h3>{html.escape(title)}</h3>", _img(f)]
+            md += [f"### {title}", "", f"![{title}]({files.name}/{f.name})", ""]
+    for k, info in enumerate(infos):
+        tag = f"run{k}"
+        parts.append(f"<h2>Run: {html.escape(info['name'])}</h2><p>{html.escape(str(info['path']))}</p>")
+        md += [f"## Run: {info['name']}", "", str(info["path"]), ""]
+        figs = [("ROC curves (shaded: the pAUC range, FPR <= 0.1)", figures.roc_curves(info["scores"], files / f"{tag}_roc.png")),
+                ("Anomaly scores and the decision threshold", figures.score_histograms(info["scores"], files / f"{tag}_scores.png"))]
+        loss = figures.loss_curves(info["histories"], files / f"{tag}_loss.png")
+        if loss:
+            figs.append(("Training and validation loss", loss))
+        for title, f in figs:
+            parts += [f"<h3>{html.escape(title)}</h3>", _img(f)]
+            md += [f"### {title}", "", f"![{title}]({files.name}/{f.name})", ""]
+        config = json.dumps(info["meta"], indent=1)
+        parts.append(f"<h3>Configuration</h3><pre>{html.escape(config)}</pre>")
+        md += ["### Configuration", "", "```json", config, "```", ""]
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mimii-due report</title>{_STYLE}</head>"
+            f"<body>{''.join(parts)}{_CHECK}</body></html>")
+    atomic_write_text(out, page)
+    atomic_write_text(out.with_suffix(".md"), "\n".join(md))
+    return out

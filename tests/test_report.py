@@ -1,0 +1,66 @@
+"""Figures and the HTML report, checked as a person would: opened in headless Chromium."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mimii_due.cli import app
+
+runner = CliRunner()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for det, extra in (("ae", ["--epochs", "2"]), ("gaussian", [])):
+        args = ["train", str(tiny_dataset), "--out", str(root / det), "--detector", det, "--cache", str(root / "f")]
+        assert runner.invoke(app, args + extra).exit_code == 0
+        assert runner.invoke(app, ["test", str(root / det), str(tiny_dataset)]).exit_code == 0
+        r = runner.invoke(app, ["evaluate", str(root / det), "--ground-truth", str(tiny_dataset / "ground_truth")])
+        assert r.exit_code == 0, r.output
+    return root
+
+
+def test_report_of_two_runs_side_by_side(two_runs):
+    out = two_runs / "report.html"
+    r = runner.invoke(app, ["report", str(two_runs / "ae"), str(two_runs / "gaussian"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert page.count("<img src=\"data:image/png;base64,") >= 2 + 2 * 2 + 1  # figs 1-2, ROC+hist x2, loss
+    assert "ae AUC source" in page and "gaussian AUC target" in page and "Official score" in page
+    md = out.with_suffix(".md").read_text()
+    for f in re.findall(r"\]\((report_files/[^)]+)\)", md):
+        with Image.open(two_runs / f) as im:
+            im.verify()
+
+
+def test_plot_commands_write_pngs(two_runs, tiny_dataset, tmp_path):
+    r = runner.invoke(app, ["plot", "spectrograms", str(tiny_dataset), "--out", str(tmp_path / "s.png")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["plot", "tsne", str(two_runs / "ae"), str(tiny_dataset), "--out", str(tmp_path / "t.png")])
+    assert r.exit_code == 0, r.output
+    for name in ("s.png", "t.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")
+def test_report_opens_in_headless_chromium(two_runs, tmp_path):
+    out = two_runs / "report_browser.html"
+    assert runner.invoke(app, ["report", str(two_runs / "ae"), "--out", str(out)]).exit_code == 0
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--enable-logging=stderr",
+           "--v=0", "--dump-dom", out.as_uri()]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = re.search(r'data-images="(\d+)/(\d+)"', p.stdout)
+    assert m, "the page's load handler did not run"
+    ok, total = int(m[1]), int(m[2])
+    assert total >= 5 and ok == total
+    assert "Uncaught" not in p.stderr
