@@ -17,8 +17,8 @@ import subprocess
 import sys
 
 import torch
-from common import Timer, dataset
 
+from common import Timer, dataset
 from mimii_due.detectors import make
 from mimii_due.detectors.autoencoder import AutoEncoder, window_starts
 from mimii_due.features.extract import extract

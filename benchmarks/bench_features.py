@@ -16,8 +16,8 @@ import tempfile
 
 import librosa
 import numpy as np
-from common import Timer, dataset
 
+from common import Timer, dataset
 from mimii_due.data.audio import load
 from mimii_due.features.extract import extract
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import Timer, dataset
 
+from common import Timer, dataset
 from mimii_due.detectors import make
 from mimii_due.detectors.mobilenetv2 import MobileNetV2
 from mimii_due.features.extract import extract

@@ -37,7 +37,8 @@ def main() -> None:
     rows = []
     for machine, g in t.groupby("machine"):
         det = make("gaussian", cache=f"{a.out}/.features").fit(g[g.split == "train"])
-        te = g[g.split == "test"].assign(score=lambda d: det.score(d))
+        te = g[g.split == "test"]
+        te = te.assign(score=det.score(te))
         for (section, domain), h in te.groupby(["section", "domain"]):
             rows.append(
                 {

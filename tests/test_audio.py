@@ -52,7 +52,7 @@ def test_bad_files_raise_audio_error_naming_the_file(tmp_path, case):
         msg = "empty"
     elif case == "truncated":
         write(p, tone())
-        p.write_bytes(p.read_bytes()[: 20000])
+        p.write_bytes(p.read_bytes()[:20000])
         msg = "truncated"
     elif case == "not_wav":
         p.write_bytes(b"ID3\x03" + bytes(1000))

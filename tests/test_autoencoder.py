@@ -14,7 +14,8 @@ def test_architecture_is_the_papers():
     m = AutoEncoder()
     linear = [x for x in m.net if isinstance(x, torch.nn.Linear)]
     assert [(x.in_features, x.out_features) for x in linear] == (
-        [(640, 128)] + [(128, 128)] * 3 + [(128, 8), (8, 128)] + [(128, 128)] * 3 + [(128, 640)])
+        [(640, 128)] + [(128, 128)] * 3 + [(128, 8), (8, 128)] + [(128, 128)] * 3 + [(128, 640)]
+    )
     assert sum(isinstance(x, torch.nn.BatchNorm1d) for x in m.net) == 9
     assert sum(isinstance(x, torch.nn.ReLU) for x in m.net) == 9
     assert isinstance(m.net[-1], torch.nn.Linear)  # no activation after the output layer

@@ -58,3 +58,18 @@ def test_unknown_detector_and_setting():
         make("nope")
     with pytest.raises(Exception, match="unknown setting"):
         make("ae", epoch=3)
+
+
+def test_selective_mahalanobis_from_a_trained_ae_equals_training_it(tiny_dataset, tmp_path):
+    from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
+
+    t = index(tiny_dataset)
+    fan = t[(t.machine == "fan") & (t.section == 0)]
+    train, test = fan[fan.split == "train"], fan[fan.split == "test"]
+    direct = make("smahal", epochs=2, batch_size=256, cache=tmp_path).fit(train)
+    ae = make("ae", epochs=2, batch_size=256, cache=tmp_path).fit(train)
+    derived = SelectiveMahalanobisDetector.from_autoencoder(ae, train)
+    np.testing.assert_allclose(derived.score(test), direct.score(test), rtol=1e-6)
+    assert derived.threshold_ == pytest.approx(direct.threshold_)
+    # the smaller of the two domain distances: a target normal clip is scored against target statistics
+    assert set(direct.stats_) == {(0, "source"), (0, "target")}

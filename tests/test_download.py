@@ -45,9 +45,17 @@ class Zenodo:
             def do_GET(self):
                 outer.requests.append((self.path, self.headers.get("Range")))
                 if self.path == f"/api/records/{outer.record}":
-                    meta = {"files": [{"key": k, "size": len(v),
-                                       "checksum": "md5:" + ("0" * 32 if k in outer.bad_md5 else hashlib.md5(v).hexdigest()),
-                                       "links": {"self": f"{outer.url}/files/{k}"}} for k, v in outer.files.items()]}
+                    meta = {
+                        "files": [
+                            {
+                                "key": k,
+                                "size": len(v),
+                                "checksum": "md5:" + ("0" * 32 if k in outer.bad_md5 else hashlib.md5(v).hexdigest()),
+                                "links": {"self": f"{outer.url}/files/{k}"},
+                            }
+                            for k, v in outer.files.items()
+                        ]
+                    }
                     body = json.dumps(meta).encode()
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(body)))
@@ -84,8 +92,13 @@ class Zenodo:
 
 @pytest.fixture
 def zenodo(tmp_path):
-    z = Zenodo({"dev_data_fan.zip": make_zip(tmp_path, "fan"), "dev_data_valve.zip": make_zip(tmp_path, "valve"),
-                "eval_data_train_fan.zip": make_zip(tmp_path, "fan", 2)})
+    z = Zenodo(
+        {
+            "dev_data_fan.zip": make_zip(tmp_path, "fan"),
+            "dev_data_valve.zip": make_zip(tmp_path, "valve"),
+            "eval_data_train_fan.zip": make_zip(tmp_path, "fan", 2),
+        }
+    )
     yield z
     z.server.shutdown()
 
@@ -126,7 +139,8 @@ def test_corrupted_archive_is_refused_and_deleted(zenodo, tmp_path):
 
 
 def test_download_command(zenodo, tmp_path):
-    r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--machines", "valve",
-                                 "--base-url", zenodo.url])
+    r = CliRunner().invoke(
+        app, ["download", "--dest", str(tmp_path / "d"), "--machines", "valve", "--base-url", zenodo.url]
+    )
     assert r.exit_code == 0, r.output
     assert "1 archive(s) ready" in r.output

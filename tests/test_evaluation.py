@@ -43,9 +43,17 @@ def scores_table():
                 for i in range(20):
                     label = "anomaly" if i % 2 else "normal"
                     s = rng.normal(1.0 if label == "anomaly" else 0.0)
-                    rows.append({"machine": machine, "section": section, "domain": domain, "label": label,
-                                 "filename": f"section_{section:02d}_{domain}_test_{label}_{i:04d}.wav",
-                                 "score": s, "decision": s > 0.5})
+                    rows.append(
+                        {
+                            "machine": machine,
+                            "section": section,
+                            "domain": domain,
+                            "label": label,
+                            "filename": f"section_{section:02d}_{domain}_test_{label}_{i:04d}.wav",
+                            "score": s,
+                            "decision": s > 0.5,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -74,8 +82,9 @@ def test_evaluate_and_official_files(tmp_path):
 
 
 def test_ground_truth_files_are_read_and_checked(tmp_path):
-    (tmp_path / "ground_truth_fan_section_03_source_test.csv").write_text("section_03_source_test_0000.wav,1\n"
-                                                                           "section_03_source_test_0001.wav,0\n")
+    (tmp_path / "ground_truth_fan_section_03_source_test.csv").write_text(
+        "section_03_source_test_0000.wav,1\nsection_03_source_test_0001.wav,0\n"
+    )
     gt = read_ground_truth(tmp_path)
     assert list(gt.label) == ["anomaly", "normal"] and set(gt.machine) == {"fan"}
     (tmp_path / "ground_truth_fan_section_04_source_test.csv").write_text("a.wav,maybe\n")

@@ -27,8 +27,10 @@ def test_single_machine_folder_and_dcase2020_layout(tiny_dataset, tmp_path):
     t = index(tiny_dataset / "dev_data" / "fan")
     assert set(t.machine) == {"fan"} and len(t) > 0
     root = tmp_path / "dcase2020" / "pump"
-    for split, names in {"train": ["normal_id_00_00000000.wav", "normal_id_02_00000001.wav"],
-                         "test": ["anomaly_id_00_00000000.wav", "normal_id_00_00000003.wav"]}.items():
+    for split, names in {
+        "train": ["normal_id_00_00000000.wav", "normal_id_02_00000001.wav"],
+        "test": ["anomaly_id_00_00000000.wav", "normal_id_00_00000003.wav"],
+    }.items():
         (root / split).mkdir(parents=True)
         for n in names:
             write(root / split / n, [0.1] * 1600)

@@ -43,8 +43,7 @@ def test_score_formulas_on_hand_made_probabilities():
     np.testing.assert_allclose(paper[:2], [math.log(0.3 / 0.7), math.log(0.5 / 0.5)], atol=1e-12)
     assert paper[2] == pytest.approx(math.log(EPS))  # 1 - p clipped at eps, as the official code
     official = negative_logit(logits, target, "official").numpy()
-    np.testing.assert_allclose(official[:2], [math.log(0.3 - math.log(0.7)), math.log(0.5 - math.log(0.5))],
-                               atol=1e-12)
+    np.testing.assert_allclose(official[:2], [math.log(0.3 - math.log(0.7)), math.log(0.5 - math.log(0.5))], atol=1e-12)
 
 
 def test_patches_every_8_frames():

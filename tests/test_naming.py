@@ -33,8 +33,15 @@ def test_eval_name_has_no_label_and_dcase2020_has_no_domain_shift():
     assert (d.scheme, d.label, d.section, d.index, d.domain) == ("dcase2020", "anomaly", 2, 12, "source")
 
 
-@pytest.mark.parametrize("bad", ["fan_0001.wav", "section_0_source_train_normal_0000.wav",
-                                 "section_00_source_train_0000.wav", "section_00_source_test_normal_0000.flac"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "fan_0001.wav",
+        "section_0_source_train_normal_0000.wav",
+        "section_00_source_train_0000.wav",
+        "section_00_source_test_normal_0000.flac",
+    ],
+)
 def test_bad_names_are_reported_with_the_path(bad):
     with pytest.raises(FileNameError, match=bad.replace(".", r"\.")):
         parse_name(f"/data/fan/train/{bad}")
@@ -44,16 +51,24 @@ token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, m
 
 
 @given(
-    section=st.integers(0, 99), domain=st.sampled_from(["source", "target"]),
-    split=st.sampled_from(["train", "test"]), label=st.sampled_from(["normal", "anomaly", None]),
-    index=st.integers(0, 99999), digits=st.integers(1, 8), tokens=st.lists(token, max_size=5),
+    section=st.integers(0, 99),
+    domain=st.sampled_from(["source", "target"]),
+    split=st.sampled_from(["train", "test"]),
+    label=st.sampled_from(["normal", "anomaly", None]),
+    index=st.integers(0, 99999),
+    digits=st.integers(1, 8),
+    tokens=st.lists(token, max_size=5),
 )
 def test_round_trip_property(section, domain, split, label, index, digits, tokens):
     if split == "train" and label is None:
         label = "normal"
     digits = max(digits, len(str(index)))
-    name = "_".join([f"section_{section:02d}", domain, split] + ([label] if label else [])
-                    + [f"{index:0{digits}d}"] + tokens) + ".wav"
+    name = (
+        "_".join(
+            [f"section_{section:02d}", domain, split] + ([label] if label else []) + [f"{index:0{digits}d}"] + tokens
+        )
+        + ".wav"
+    )
     parsed = parse_name(name)
     assert format_name(parsed) == name
     assert parse_name(format_name(parsed)) == parsed
@@ -61,6 +76,7 @@ def test_round_trip_property(section, domain, split, label, index, digits, token
 
 @given(label=st.sampled_from(["normal", "anomaly"]), section=st.integers(0, 99), index=st.integers(0, 10**8 - 1))
 def test_round_trip_property_dcase2020(label, section, index):
-    c = ClipName(section=section, domain="source", split="", label=label, index=index, index_digits=8,
-                 scheme="dcase2020")
+    c = ClipName(
+        section=section, domain="source", split="", label=label, index=index, index_digits=8, scheme="dcase2020"
+    )
     assert parse_name(format_name(c)) == c

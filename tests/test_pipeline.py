@@ -63,6 +63,22 @@ def test_corrupt_clip_fails_with_its_name_or_is_skipped(tiny_dataset, tmp_path):
 
 
 def test_run_command_end_to_end(tiny_dataset, tmp_path):
-    r = runner.invoke(app, ["run", str(tiny_dataset), "--out", str(tmp_path / "o"), "--epochs", "1"])
+    r = runner.invoke(
+        app, ["run", str(tiny_dataset), "--out", str(tmp_path / "o"), "--epochs", "1", "--machines", "valve"]
+    )
     assert r.exit_code == 0, r.output
-    assert "Table 4" in r.output and "Fan" in r.output and "official score" in r.output
+    assert "Table 4" in r.output and "Valve" in r.output and "official score" in r.output
+    assert "ae" in r.output and "mobilenetv2" in r.output  # both baselines side by side
+    assert (tmp_path / "o" / "report.html").exists() and (tmp_path / "o" / "report.md").exists()
+
+
+def test_train_and_test_on_real_dcase2020_layout(real_data, tmp_path):
+    """A smoke run on real machine sound: the DCASE 2020 names and layout through train and test."""
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(real_data.parent), "--out", str(run), "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["test", str(run), str(real_data.parent)])
+    assert r.exit_code == 0, r.output
+    scores = pd.read_csv(run / "scores.csv")
+    assert list(scores.filename) == ["anomaly_id_00_00000000.wav"] and scores.score.notna().all()
+    assert (run / "anomaly_score_dcase2020_id00_section_00_source_test.csv").exists()

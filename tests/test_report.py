@@ -31,7 +31,7 @@ def test_report_of_two_runs_side_by_side(two_runs):
     r = runner.invoke(app, ["report", str(two_runs / "ae"), str(two_runs / "gaussian"), "--out", str(out)])
     assert r.exit_code == 0, r.output
     page = out.read_text()
-    assert page.count("<img src=\"data:image/png;base64,") >= 2 + 2 * 2 + 1  # figs 1-2, ROC+hist x2, loss
+    assert page.count('<img src="data:image/png;base64,') >= 2 + 2 * 2 + 1  # figs 1-2, ROC+hist x2, loss
     assert "ae AUC source" in page and "gaussian AUC target" in page and "Official score" in page
     md = out.with_suffix(".md").read_text()
     for f in re.findall(r"\]\((report_files/[^)]+)\)", md):
@@ -53,10 +53,23 @@ def test_plot_commands_write_pngs(two_runs, tiny_dataset, tmp_path):
 def test_report_opens_in_headless_chromium(two_runs, tmp_path):
     out = two_runs / "report_browser.html"
     assert runner.invoke(app, ["report", str(two_runs / "ae"), "--out", str(out)]).exit_code == 0
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--enable-logging=stderr",
-           "--v=0", "--dump-dom", out.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        out.as_uri(),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     m = re.search(r'data-images="(\d+)/(\d+)"', p.stdout)

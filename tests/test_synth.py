@@ -39,8 +39,11 @@ def test_output_format_layout_and_ground_truth(tiny_dataset):
     assert (info.sample_rate, info.channels, info.frames, info.bits) == (16000, 1, 160000, 16)
     meta = pd.read_csv(tiny_dataset / "synth_meta.csv")
     assert len(meta) == len(t)
-    gt = pd.read_csv(tiny_dataset / "ground_truth" / "ground_truth_fan_section_03_source_test.csv",
-                     header=None, names=["filename", "label"])
+    gt = pd.read_csv(
+        tiny_dataset / "ground_truth" / "ground_truth_fan_section_03_source_test.csv",
+        header=None,
+        names=["filename", "label"],
+    )
     ev = meta[(meta.machine == "fan") & (meta.section == 3) & (meta.domain == "source") & (meta.split == "test")]
     truth = dict(zip(ev.path.str.split("/").str[-1], (ev.label == "anomaly").astype(int), strict=True))
     assert dict(zip(gt.filename, gt.label, strict=True)) == truth and set(gt.label) == {0, 1}
@@ -85,8 +88,9 @@ def test_room_impulse_response_rt60(seed):
 
 def test_same_seed_same_bytes_with_any_number_of_workers(tmp_path):
     def digest(root):
-        return {p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*.wav"))}
+        return {
+            p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.wav"))
+        }
 
     a = g.generate(tmp_path / "a", machines=["gearbox"], sections=[1], scale=0.005, seed=9, workers=1)
     b = g.generate(tmp_path / "b", machines=["gearbox"], sections=[1], scale=0.005, seed=9, workers=2)
@@ -113,8 +117,21 @@ def test_mix_command_on_users_recordings(tmp_path):
         write(tmp_path / "clean" / f"m{i}.wav", 0.1 * np.sin(np.arange(16000) * (0.1 + 0.01 * i)))
     for j in range(2):
         write(tmp_path / "noise" / f"n{j}.wav", rng.normal(0, 0.05, 40000))
-    r = CliRunner().invoke(app, ["mix", str(tmp_path / "out"), "--clean", str(tmp_path / "clean"),
-                                 "--noise", str(tmp_path / "noise"), "--snr", "-6", "--spread", "1"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "mix",
+            str(tmp_path / "out"),
+            "--clean",
+            str(tmp_path / "clean"),
+            "--noise",
+            str(tmp_path / "noise"),
+            "--snr",
+            "-6",
+            "--spread",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     outs = sorted((tmp_path / "out").glob("*.wav"))
     assert len(outs) == 4

@@ -6,6 +6,7 @@ Package errors become a one-line message and exit code 1 (a traceback only with 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import typer
@@ -34,7 +35,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 plot_app = typer.Typer(no_args_is_help=True, help="Draw the paper's figures.")
 app.add_typer(plot_app, name="plot")
 console = Console(stderr=True)
-stdout = Console()
+stdout = Console(width=None if sys.stdout.isatty() else 200)  # no wrapped tables in logs
 _DEBUG = False
 
 
@@ -77,20 +78,31 @@ def info(
     t = Table(title=f"{len(table)} clips in {path} (found / Table 1)")
     for col in ("machine", "section", "domain", "train", "test normal", "test anomaly", "test total", "differs"):
         t.add_column(col)
-    for r in cmp.itertuples(index=False):
-        def pair(k: str) -> str:
-            paper = getattr(r, f"paper_{k}")
-            return f"{getattr(r, f'found_{k}')} / {'-' if paper is None or paper != paper else int(paper)}"
 
-        t.add_row(r.machine, f"{r.section:02d}", r.domain, pair("train"), pair("test_normal"),
-                  pair("test_anomaly"), pair("test_total"),
-                  f"[red]{r.differs}[/red]" if r.differences else "[green]ok[/green]")
+    def pair(r, k: str) -> str:
+        paper = getattr(r, f"paper_{k}")
+        return f"{getattr(r, f'found_{k}')} / {'-' if paper is None or paper != paper else int(paper)}"
+
+    for r in cmp.itertuples(index=False):
+        t.add_row(
+            r.machine,
+            f"{r.section:02d}",
+            r.domain,
+            pair(r, "train"),
+            pair(r, "test_normal"),
+            pair(r, "test_anomaly"),
+            pair(r, "test_total"),
+            f"[red]{r.differs}[/red]" if r.differences else "[green]ok[/green]",
+        )
     stdout.print(t)
     n_diff = int((cmp.differences != "").sum())
     rates = sorted(table.sample_rate.unique())
-    stdout.print(f"{n_diff} of {len(cmp)} machine/section/domain rows differ from Table 1; "
-              f"sample rates (Hz): {', '.join(map(str, rates))}", markup=False)
-    for p, msg in table.attrs.get("skipped", []):
+    stdout.print(
+        f"{n_diff} of {len(cmp)} machine/section/domain rows differ from Table 1; "
+        f"sample rates (Hz): {', '.join(map(str, rates))}",
+        markup=False,
+    )
+    for _, msg in table.attrs.get("skipped", []):
         console.print(f"[yellow]skipped[/yellow] {msg}")
     if strict and n_diff:
         raise typer.Exit(2)
@@ -116,8 +128,15 @@ def download(
                 tasks[name] = bar.add_task(name, total=total or None, info="")
             bar.update(tasks[name], completed=done)
 
-        names = _download(dest, machines=_machines(machines), part=part, source=source,
-                          base_url=base_url, keep_archives=keep_archives, progress=cb)
+        names = _download(
+            dest,
+            machines=_machines(machines),
+            part=part,
+            source=source,
+            base_url=base_url,
+            keep_archives=keep_archives,
+            progress=cb,
+        )
     stdout.print(f"{len(names)} archive(s) ready in {dest}: {', '.join(names)}")
 
 
@@ -143,8 +162,17 @@ def synth(
     ss = [int(s) for s in sections.split(",")] if sections else list(SECTIONS)
     with progress_bar() as bar:
         task = bar.add_task("synth", total=None, info="")
-        generate(out, machines=ms, sections=ss, scale=scale, seed=seed, severity=severity, snr_offset=snr_offset, workers=workers,
-                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+        generate(
+            out,
+            machines=ms,
+            sections=ss,
+            scale=scale,
+            seed=seed,
+            severity=severity,
+            snr_offset=snr_offset,
+            workers=workers,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     out_console_done(f"dataset written to {out}")
 
 
@@ -163,8 +191,16 @@ def mix(
 
     with progress_bar() as bar:
         task = bar.add_task("mix", total=None, info="")
-        recs = mix_folder(clean, noise, out, snr=snr, spread=spread, rt60=rt60, seed=seed,
-                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+        recs = mix_folder(
+            clean,
+            noise,
+            out,
+            snr=snr,
+            spread=spread,
+            rt60=rt60,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     clipped = sum(r["clipped"] for r in recs)
     out_console_done(f"{len(recs)} clips mixed into {out}" + (f" ({clipped} clipped at full scale)" if clipped else ""))
 
@@ -229,9 +265,17 @@ def train(
     from mimii_due import pipeline
 
     with progress_bar() as bar:
-        meta = pipeline.train(out, data, detector=detector, machines=_machines(machines),
-                              params=_params(detector, epochs, batch_size, seed, set_), resume=resume,
-                              on_error=_on_error(skip_bad), cache=cache, progress=_PipelineProgress(bar))
+        meta = pipeline.train(
+            out,
+            data,
+            detector=detector,
+            machines=_machines(machines),
+            params=_params(detector, epochs, batch_size, seed, set_),
+            resume=resume,
+            on_error=_on_error(skip_bad),
+            cache=cache,
+            progress=_PipelineProgress(bar),
+        )
     stdout.print(f"trained {detector} for {', '.join(meta['machines'])} in {out}")
 
 
@@ -341,16 +385,31 @@ def run(
         if data is None:
             data = out / "data"
             task = bar.add_task("generate data", total=None, info="")
-            generate(data, machines=ms or list(MACHINES), sections=DEFAULT_RUN["sections"], scale=scale,
-                     seed=DEFAULT_RUN["seed"], min_test=DEFAULT_RUN["min_test"], workers=2,
-                     progress=lambda d, t: bar.update(task, completed=d, total=t))
+            generate(
+                data,
+                machines=ms or list(MACHINES),
+                sections=DEFAULT_RUN["sections"],
+                scale=scale,
+                seed=DEFAULT_RUN["seed"],
+                min_test=DEFAULT_RUN["min_test"],
+                workers=2,
+                progress=lambda d, t: bar.update(task, completed=d, total=t),
+            )
         gt = ground_truth or (data / "ground_truth" if (data / "ground_truth").is_dir() else None)
         results = {}
         for det in _machines(detectors) or ["ae"]:
             run_dir = out / det
-            pipeline.train(run_dir, data, detector=det, machines=ms, params=_params(det, epochs, batch_size, None, []),
-                           resume=True, on_error=_on_error(skip_bad), cache=out / "features",
-                           progress=_PipelineProgress(bar))
+            pipeline.train(
+                run_dir,
+                data,
+                detector=det,
+                machines=ms,
+                params=_params(det, epochs, batch_size, None, []),
+                resume=True,
+                on_error=_on_error(skip_bad),
+                cache=out / "features",
+                progress=_PipelineProgress(bar),
+            )
             pipeline.test(run_dir, data, on_error=_on_error(skip_bad), progress=_PipelineProgress(bar))
             results[det], _ = pipeline.evaluate(run_dir, ground_truth=gt)
     from mimii_due.report.html import build_report

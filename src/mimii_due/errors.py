@@ -43,4 +43,3 @@ class NotFittedError(MimiiDueError):
 
 class ModelError(MimiiDueError):
     """A saved model or run folder is missing, incomplete, or incompatible."""
-

@@ -55,8 +55,15 @@ def read_run(run: str | Path) -> dict:
 
 
 def train(
-    run: str | Path, data: str | Path, *, detector: str = "ae", machines: list[str] | None = None,
-    params: dict | None = None, resume: bool = False, on_error: str = "raise", cache: str | Path | None = None,
+    run: str | Path,
+    data: str | Path,
+    *,
+    detector: str = "ae",
+    machines: list[str] | None = None,
+    params: dict | None = None,
+    resume: bool = False,
+    on_error: str = "raise",
+    cache: str | Path | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Train one detector per machine type on the training clips under ``data``.
@@ -88,11 +95,18 @@ def train(
             log.info("%s: already trained", machine)
             continue
         clips = train_table[train_table["machine"] == machine]
-        _, clips = extract(clips, cache=cache, on_error=on_error,
-                           progress=(lambda d, t, m=machine: progress("features", m, d, t, "")) if progress else None)
+        _, clips = extract(
+            clips,
+            cache=cache,
+            on_error=on_error,
+            progress=(lambda d, t, m=machine: progress("features", m, d, t, "")) if progress else None,
+        )
         det = make(detector, cache=cache, **params)
-        det.fit(clips, checkpoint=run / "checkpoints" / machine,
-                progress=(lambda e, t, info, m=machine: progress("train", m, e, t, info)) if progress else None)
+        det.fit(
+            clips,
+            checkpoint=run / "checkpoints" / machine,
+            progress=(lambda e, t, info, m=machine: progress("train", m, e, t, info)) if progress else None,
+        )
         det.save(target)
         shutil.rmtree(run / "checkpoints" / machine, ignore_errors=True)
     return meta
@@ -104,7 +118,11 @@ def load_detector(run: str | Path, machine: str) -> Detector:
 
 
 def test(
-    run: str | Path, data: str | Path, *, on_error: str = "raise", progress: Progress | None = None,
+    run: str | Path,
+    data: str | Path,
+    *,
+    on_error: str = "raise",
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Score every test clip of the run's machine types; write ``scores.csv`` and the official
     score and decision CSVs. Unlabelled (evaluation) clips are scored too."""
@@ -117,9 +135,17 @@ def test(
     parts = []
     for machine, clips in test_table.groupby("machine", sort=True):
         det = load_detector(run, machine)
-        feats, clips = det.load_features(clips, on_error=on_error) if progress is None else extract(
-            clips, cfg=det.features, cache=det.cache, on_error=on_error,
-            progress=lambda d, t, m=machine: progress("features", m, d, t, ""))
+        feats, clips = (
+            det.load_features(clips, on_error=on_error)
+            if progress is None
+            else extract(
+                clips,
+                cfg=det.features,
+                cache=det.cache,
+                on_error=on_error,
+                progress=lambda d, t, m=machine: progress("features", m, d, t, ""),
+            )
+        )
         scores = det.score(clips, features=feats)
         parts.append(clips.assign(score=scores, decision=scores > det.threshold_, threshold=det.threshold_))
         if progress:
@@ -134,7 +160,9 @@ def test(
     return scores
 
 
-def evaluate(run: str | Path, *, ground_truth: str | Path | None = None, max_fpr: float = 0.1) -> tuple[pd.DataFrame, dict]:
+def evaluate(
+    run: str | Path, *, ground_truth: str | Path | None = None, max_fpr: float = 0.1
+) -> tuple[pd.DataFrame, dict]:
     """Metrics of the run's scores; labels come from the file names or from ``ground_truth``.
 
     Writes ``result.csv`` and ``result.json``. Sections whose clips carry no label and have no
@@ -149,7 +177,8 @@ def evaluate(run: str | Path, *, ground_truth: str | Path | None = None, max_fpr
         gt = read_ground_truth(ground_truth)
         merged = scores.merge(gt, on=["machine", "section", "domain", "filename"], how="left", suffixes=("", "_gt"))
         scores = merged.assign(label=merged["label"].where(merged["label"].notna(), merged["label_gt"])).drop(
-            columns="label_gt")
+            columns="label_gt"
+        )
     labelled = scores[scores["label"].notna()]
     if labelled.empty:
         raise ModelError("no labelled test clips: evaluation data needs --ground-truth", run)

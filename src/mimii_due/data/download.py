@@ -128,8 +128,11 @@ def unpack(archive: Path, dest: Path) -> None:
         with zipfile.ZipFile(archive) as z:
             names = [n for n in z.namelist() if not n.endswith("/")]
             top = {PurePosixPath(n).parts[0] for n in names}
-            root = dest if top <= {"dev_data", "eval_data"} else dest / (
-                "eval_data" if archive.name.startswith("eval_data") else "dev_data")
+            root = (
+                dest
+                if top <= {"dev_data", "eval_data"}
+                else dest / ("eval_data" if archive.name.startswith("eval_data") else "dev_data")
+            )
             for n in names:
                 p = PurePosixPath(n)
                 if p.is_absolute() or ".." in p.parts:

@@ -50,9 +50,7 @@ def _wav_files(root: Path) -> list[Path]:
 def _row(path: Path, root: Path) -> dict:
     folder = path.parent.name
     if folder not in SPLIT_FOLDERS:
-        raise LayoutError(
-            f"clip is in folder '{folder}', expected one of {', '.join(SPLIT_FOLDERS)}", path
-        )
+        raise LayoutError(f"clip is in folder '{folder}', expected one of {', '.join(SPLIT_FOLDERS)}", path)
     machine_dir = path.parent.parent
     name = parse_name(path)
     split = name.split or folder  # DCASE 2020 names carry no split: the folder says it
@@ -114,8 +112,9 @@ def index(root: str | Path, *, on_error: str = "raise") -> pd.DataFrame:
         )
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
-    table = table.sort_values(["machine", "section", "domain", "split", "label", "clip", "path"],
-                              na_position="last", kind="stable").reset_index(drop=True)
+    table = table.sort_values(
+        ["machine", "section", "domain", "split", "label", "clip", "path"], na_position="last", kind="stable"
+    ).reset_index(drop=True)
     table.attrs["skipped"] = skipped
     return table
 

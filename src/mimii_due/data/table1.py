@@ -127,7 +127,8 @@ def compare(table: pd.DataFrame) -> pd.DataFrame:
     """Counts of an indexed dataset beside Table 1's, one row per machine/section/domain found.
 
     Returns a DataFrame with ``found_*`` and ``paper_*`` columns, ``differences`` (a sentence,
-    empty when the counts agree) and ``differs`` (the names of the counts that differ). Machines or sections not in Table 1 are reported as such.
+    empty when the counts agree) and ``differs`` (the names of the counts that differ). Machines or
+    sections not in Table 1 are reported as such.
     Where a section's test labels are unknown (evaluation data) only the totals are compared.
     """
     out = []

@@ -41,16 +41,23 @@ class Detector:
     name: ClassVar[str] = "base"
     config_class: ClassVar[type | None] = None  # the dataclass of the detector's own settings
 
-    def __init__(self, *, config: Any = None, features: FeatureConfig = FeatureConfig(),
-                 threshold_quantile: float = 0.9, cache: str | Path | None = None):
+    def __init__(
+        self,
+        *,
+        config: Any = None,
+        features: FeatureConfig = FeatureConfig(),
+        threshold_quantile: float = 0.9,
+        cache: str | Path | None = None,
+    ):
         self.config = config if config is not None else (self.config_class() if self.config_class else None)
         self.features = features
         self.threshold_quantile = threshold_quantile
         self.cache = cache
 
     # ------------------------------------------------------------------ the contract
-    def fit(self, clips: pd.DataFrame, *, checkpoint: str | Path | None = None,
-            progress: Progress | None = None) -> Detector:
+    def fit(
+        self, clips: pd.DataFrame, *, checkpoint: str | Path | None = None, progress: Progress | None = None
+    ) -> Detector:
         """Train on normal clips; then fit the decision threshold to the training clips' scores.
 
         ``checkpoint`` names a folder where long trainings save their state every epoch and from
@@ -62,8 +69,12 @@ class Detector:
             raise ModelError(f"{self.name}: training clips must be normal (unsupervised ASD)")
         feats, clips = self.load_features(clips)
         self._fit(feats, clips, checkpoint=checkpoint, progress=progress)
+        return self._fit_threshold(feats, clips)
+
+    def _fit_threshold(self, features: Features, clips: pd.DataFrame) -> Detector:
+        """After training: the sections seen, the training clips' scores and the threshold."""
         self.sections_ = sorted(int(s) for s in clips["section"].unique())
-        self.train_scores_ = np.asarray(self._train_scores(feats, clips), dtype=np.float64)
+        self.train_scores_ = np.asarray(self._train_scores(features, clips), dtype=np.float64)
         self.threshold_ = gamma_threshold(self.train_scores_, quantile=self.threshold_quantile)
         return self
 
@@ -78,7 +89,8 @@ class Detector:
         if unseen and self.needs_known_sections:
             raise ModelError(
                 f"{self.name}: section(s) {sorted(unseen)} were not in the training data "
-                f"(trained on {self.sections_}); this detector cannot score them")
+                f"(trained on {self.sections_}); this detector cannot score them"
+            )
         return np.asarray(self._score(features, clips), dtype=np.float64)
 
     def predict(self, clips: pd.DataFrame) -> np.ndarray:
@@ -96,8 +108,11 @@ class Detector:
 
     # ------------------------------------------------------------------ persistence
     def params(self) -> dict:
-        return {"config": to_dict(self.config) if self.config is not None else None,
-                "features": to_dict(self.features), "threshold_quantile": self.threshold_quantile}
+        return {
+            "config": to_dict(self.config) if self.config is not None else None,
+            "features": to_dict(self.features),
+            "threshold_quantile": self.threshold_quantile,
+        }
 
     def save(self, directory: str | Path) -> Path:
         """Write the artifact (``detector.json`` and ``state.pt``) atomically into ``directory``."""
@@ -105,10 +120,15 @@ class Detector:
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        meta = {"detector": self.name, "version": __version__, "params": self.params(),
-                "threshold": self.threshold_, "sections": self.sections_,
-                "train_scores": [float(s) for s in self.train_scores_],
-                "history": getattr(self, "history_", [])}
+        meta = {
+            "detector": self.name,
+            "version": __version__,
+            "params": self.params(),
+            "threshold": self.threshold_,
+            "sections": self.sections_,
+            "train_scores": [float(s) for s in self.train_scores_],
+            "history": getattr(self, "history_", []),
+        }
         (tmp / "detector.json").write_text(json.dumps(meta, indent=1))
         torch.save(self._state(), tmp / "state.pt")
         if directory.exists():
@@ -137,9 +157,12 @@ class Detector:
         if klass is None:
             raise ModelError(f"unknown detector {meta['detector']!r}", directory)
         p = meta["params"]
-        det = klass(config=from_dict(klass.config_class, p["config"]) if klass.config_class else None,
-                    features=from_dict(FeatureConfig, p["features"]),
-                    threshold_quantile=p["threshold_quantile"], cache=cache)
+        det = klass(
+            config=from_dict(klass.config_class, p["config"]) if klass.config_class else None,
+            features=from_dict(FeatureConfig, p["features"]),
+            threshold_quantile=p["threshold_quantile"],
+            cache=cache,
+        )
         det.threshold_ = float(meta["threshold"])
         det.sections_ = list(meta["sections"])
         det.train_scores_ = np.asarray(meta["train_scores"])

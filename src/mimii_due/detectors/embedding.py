@@ -51,8 +51,14 @@ class EmbeddingNet(nn.Module):
         super().__init__()
         layers, c = [], 1
         for o in channels:
-            layers += [nn.Conv2d(c, o, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
-                       nn.Conv2d(o, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c, o, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(o),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(o, o, 3, padding=1, bias=False),
+                nn.BatchNorm2d(o),
+                nn.ReLU(inplace=True),
+            ]
             c = o
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(2 * c, embedding)
@@ -113,7 +119,9 @@ class EmbeddingDetector(Detector):
                 lam = float(beta.sample())
                 perm = torch.randperm(len(idx), generator=gen)
                 emb = net(lam * xb + (1 - lam) * xb[perm])
-                return lam * F.cross_entropy(head(emb, yb), yb) + (1 - lam) * F.cross_entropy(head(emb, yb[perm]), yb[perm])
+                return lam * F.cross_entropy(head(emb, yb), yb) + (1 - lam) * F.cross_entropy(
+                    head(emb, yb[perm]), yb[perm]
+                )
             return F.cross_entropy(head(net(xb), yb), yb)
 
         fingerprint = {k: v for k, v in vars(c).items() if k != "epochs"} | {"n": len(x), "classes": self.classes_}

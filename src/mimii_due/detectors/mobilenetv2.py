@@ -46,8 +46,10 @@ def _conv_bn(i: int, o: int, k: int, stride: int = 1, groups: int = 1, act: bool
     # epsilon 1e-3 as keras.applications; the running statistics use PyTorch's momentum (0.1)
     # rather than Keras's 0.999, which leaves them near their initial values for the first
     # thousands of steps, i.e. for every reduced-scale run (they only matter at inference).
-    layers = [nn.Conv2d(i, o, k, stride, padding=k // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(o, eps=1e-3, momentum=0.1)]
+    layers = [
+        nn.Conv2d(i, o, k, stride, padding=k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(o, eps=1e-3, momentum=0.1),
+    ]
     return layers + [nn.ReLU6(inplace=True)] if act else layers
 
 
@@ -158,7 +160,9 @@ class MobileNetV2Detector(Detector):
             return loss_fn(model(x), labels[idx])
 
         fingerprint = {k: v for k, v in vars(c).items() if k not in ("epochs", "score")} | {
-            "n": len(starts), "classes": self.classes_}
+            "n": len(starts),
+            "classes": self.classes_,
+        }
         self.history_ = fit_loop(
             model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=c.epochs, batch_size=c.batch_size,
             seed=c.seed, checkpoint=f"{checkpoint}/checkpoint.pt" if checkpoint else None,

@@ -29,9 +29,23 @@ class SelectiveMahalanobisDetector(AutoEncoderDetector):
         return (self.model_(v) - v).double().numpy()
 
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
+        super()._fit(features, clips, checkpoint=checkpoint, progress=progress)
+        self._fit_statistics(features, clips)
+
+    @classmethod
+    def from_autoencoder(cls, ae: AutoEncoderDetector, clips: pd.DataFrame) -> SelectiveMahalanobisDetector:
+        """Selective Mahalanobis scoring for an already trained AE (the DCASE 2023 baseline trains
+        one network and offers both scores): only the error statistics and threshold are fitted."""
+        ae._check_fitted()
+        det = cls(config=ae.config, features=ae.features, threshold_quantile=ae.threshold_quantile, cache=ae.cache)
+        feats, clips = det.load_features(clips)
+        det.model_, det.history_ = ae.model_, list(getattr(ae, "history_", []))
+        det._fit_statistics(feats, clips)
+        return det._fit_threshold(feats, clips)
+
+    def _fit_statistics(self, features: Features, clips: pd.DataFrame) -> None:
         from sklearn.covariance import LedoitWolf
 
-        super()._fit(features, clips, checkpoint=checkpoint, progress=progress)
         self.model_.eval()
         self.stats_ = {}
         sections, domains = clips["section"].to_numpy(), clips["domain"].to_numpy()
@@ -55,7 +69,8 @@ class SelectiveMahalanobisDetector(AutoEncoderDetector):
                     continue
                 mu, prec = stats
                 d = err - mu
-                dists.append(float(np.mean(np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, prec, d), 0)))))
+                sq = np.sum((d @ prec) * d, axis=1)  # squared Mahalanobis distance of every window
+                dists.append(float(np.mean(np.sqrt(np.maximum(sq, 0)))))
             out[i] = min(dists)
         return out
 

@@ -39,9 +39,19 @@ def _save(path: Path, obj: dict) -> None:
 
 
 def fit_loop(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: Step, *, train_idx: np.ndarray,
-    val_idx: np.ndarray, epochs: int, batch_size: int, seed: int, checkpoint: str | Path | None = None,
-    fingerprint: dict | None = None, progress: Progress | None = None, eval_batch_size: int | None = None,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: Step,
+    *,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    checkpoint: str | Path | None = None,
+    fingerprint: dict | None = None,
+    progress: Progress | None = None,
+    eval_batch_size: int | None = None,
 ) -> list[dict]:
     """Train ``model`` for ``epochs`` epochs over ``train_idx`` in shuffled mini-batches.
 

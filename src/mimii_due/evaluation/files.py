@@ -45,10 +45,13 @@ def write_score_files(scores: pd.DataFrame, directory: str | Path) -> list[Path]
     written = []
     for (machine, section, domain), g in scores.groupby(["machine", "section", "domain"], sort=True):
         stem = f"{machine}_section_{int(section):02d}_{domain}_test.csv"
-        atomic_write_text(directory / f"anomaly_score_{stem}",
-                          _rows_csv(zip(g["filename"], (f"{s:.8g}" for s in g["score"]), strict=True)))
-        atomic_write_text(directory / f"decision_result_{stem}",
-                          _rows_csv(zip(g["filename"], g["decision"].astype(int), strict=True)))
+        atomic_write_text(
+            directory / f"anomaly_score_{stem}",
+            _rows_csv(zip(g["filename"], (f"{s:.8g}" for s in g["score"]), strict=True)),
+        )
+        atomic_write_text(
+            directory / f"decision_result_{stem}", _rows_csv(zip(g["filename"], g["decision"].astype(int), strict=True))
+        )
         written += [directory / f"anomaly_score_{stem}", directory / f"decision_result_{stem}"]
     return written
 
@@ -66,15 +69,24 @@ def read_ground_truth(path: str | Path) -> pd.DataFrame:
     for f in files:
         m = _GT.search(f.name)
         if not m:
-            raise MimiiDueError("ground-truth file name must be ground_truth_<machine>_section_<XX>_<domain>_test.csv", f)
+            raise MimiiDueError(
+                "ground-truth file name must be ground_truth_<machine>_section_<XX>_<domain>_test.csv", f
+            )
         with open(f, newline="") as fh:
             for i, r in enumerate(csv.reader(fh)):
                 if not r:
                     continue
                 if len(r) < 2 or r[1].strip() not in ("0", "1"):
                     raise MimiiDueError(f"line {i + 1}: expected 'filename,0|1', got {','.join(r)!r}", f)
-                rows.append({"machine": m["machine"], "section": int(m["section"]), "domain": m["domain"],
-                             "filename": r[0].strip(), "label": "anomaly" if r[1].strip() == "1" else "normal"})
+                rows.append(
+                    {
+                        "machine": m["machine"],
+                        "section": int(m["section"]),
+                        "domain": m["domain"],
+                        "filename": r[0].strip(),
+                        "label": "anomaly" if r[1].strip() == "1" else "normal",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -97,8 +109,12 @@ def write_results(results: pd.DataFrame, summary: dict, directory: str | Path) -
         rows.append([])
     o = summary["overall"]
     rows.append(["", ""] + header[2:])
-    rows.append(["arithmetic mean over all machine types, sections, and domains", ""] + [_fmt(o["amean"][m]) for m in METRICS])
-    rows.append(["harmonic mean over all machine types, sections, and domains", ""] + [_fmt(o["hmean"][m]) for m in METRICS])
+    rows.append(
+        ["arithmetic mean over all machine types, sections, and domains", ""] + [_fmt(o["amean"][m]) for m in METRICS]
+    )
+    rows.append(
+        ["harmonic mean over all machine types, sections, and domains", ""] + [_fmt(o["hmean"][m]) for m in METRICS]
+    )
     rows.append([])
     rows.append(["official score", "", _fmt(summary["official_score"])])
     atomic_write_text(directory / "result.csv", _rows_csv(rows))

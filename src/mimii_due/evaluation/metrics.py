@@ -73,7 +73,10 @@ def summarize(results: pd.DataFrame) -> dict:
     def means(df):
         return {"amean": {m: float(df[m].mean()) for m in METRICS}, "hmean": {m: hmean(df[m]) for m in METRICS}}
 
-    out = {"machines": {m: means(g) for m, g in results.groupby("machine")},
-           "domains": {d: means(g) for d, g in results.groupby("domain")}, "overall": means(results)}
+    out = {
+        "machines": {m: means(g) for m, g in results.groupby("machine")},
+        "domains": {d: means(g) for d, g in results.groupby("domain")},
+        "overall": means(results),
+    }
     out["official_score"] = hmean(np.concatenate([results["AUC"].to_numpy(), results["pAUC"].to_numpy()]))
     return out

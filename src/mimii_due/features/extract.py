@@ -79,8 +79,14 @@ def _save(path: Path, x: np.ndarray) -> None:
 
 
 def extract(
-    table: pd.DataFrame, *, cfg: FeatureConfig = FeatureConfig(), cache: str | Path | None = None,
-    on_error: str = "raise", batch_size: int = 4, read_ahead: int = 64, progress: Progress | None = None,
+    table: pd.DataFrame,
+    *,
+    cfg: FeatureConfig = FeatureConfig(),
+    cache: str | Path | None = None,
+    on_error: str = "raise",
+    batch_size: int = 4,
+    read_ahead: int = 64,
+    progress: Progress | None = None,
 ) -> tuple[Features, pd.DataFrame]:
     """Log-mel features of every clip in ``table`` (column ``path``).
 

@@ -40,8 +40,15 @@ class LogMel(nn.Module):
     @torch.no_grad()
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        spec = torch.stft(wave, n_fft=c.n_fft, hop_length=c.hop_length, window=self.window, center=True,
-                          pad_mode="constant", return_complex=True)
+        spec = torch.stft(
+            wave,
+            n_fft=c.n_fft,
+            hop_length=c.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
         # torch.stft returns a (batch, freq, frames) view of (batch, frames, freq) memory: working in
         # the memory's own layout avoids strided passes over the largest array.
         ri = torch.view_as_real(spec.transpose(1, 2))  # (batch, frames, freq, 2), contiguous

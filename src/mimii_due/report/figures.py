@@ -51,8 +51,15 @@ def spectrograms(table: pd.DataFrame, path: str | Path, *, n_fft: int = 1024, ho
     vmin = vmax - 90
     fig, axes = plt.subplots(1, len(specs), figsize=(3.2 * len(specs), 3.2), squeeze=False, sharey=True)
     for ax, (machine, s, dur) in zip(axes[0], specs, strict=True):
-        im = ax.imshow(s, origin="lower", aspect="auto", extent=[0, dur, 0, audio.SAMPLE_RATE / 2], vmin=vmin,
-                       vmax=vmax, cmap="magma")
+        im = ax.imshow(
+            s,
+            origin="lower",
+            aspect="auto",
+            extent=[0, dur, 0, audio.SAMPLE_RATE / 2],
+            vmin=vmin,
+            vmax=vmax,
+            cmap="magma",
+        )
         ax.set_title(_title(machine))
         ax.set_xlabel("Time [s]")
     axes[0][0].set_ylabel("Frequency [Hz]")
@@ -75,15 +82,24 @@ def tsne(table: pd.DataFrame, embeddings: np.ndarray, path: str | Path, *, seed:
         m = (table["machine"] == machine).to_numpy()
         x = embeddings[m]
         x = (x - x.mean(0)) / (x.std(0) + 1e-9)
-        xy = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), init="pca",
-                  random_state=seed).fit_transform(x)
+        xy = TSNE(
+            n_components=2, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), init="pca", random_state=seed
+        ).fit_transform(x)
         dom, lab = table["domain"].to_numpy()[m], labels[m]
         for d in ("source", "target"):
             for lb, marker in LABEL_MARKERS.items():
                 sel = (dom == d) & (lab == lb)
                 if sel.any():
-                    ax.scatter(xy[sel, 0], xy[sel, 1], s=14, marker=marker, c=DOMAIN_COLOURS[d],
-                               label=f"{d} {lb}", alpha=0.8, linewidths=1)
+                    ax.scatter(
+                        xy[sel, 0],
+                        xy[sel, 1],
+                        s=14,
+                        marker=marker,
+                        c=DOMAIN_COLOURS[d],
+                        label=f"{d} {lb}",
+                        alpha=0.8,
+                        linewidths=1,
+                    )
         ax.set_title(_title(machine))
         ax.set_xticks([])
         ax.set_yticks([])
@@ -122,8 +138,14 @@ def score_histograms(scores: pd.DataFrame, path: str | Path) -> Path:
             for lb in ("normal", "anomaly"):
                 s = g[(g["domain"] == d) & (g["label"] == lb)]["score"]
                 if len(s):
-                    ax.hist(s, bins=bins, histtype="step", color=DOMAIN_COLOURS[d],
-                            ls="-" if lb == "normal" else "--", label=f"{d} {lb}")
+                    ax.hist(
+                        s,
+                        bins=bins,
+                        histtype="step",
+                        color=DOMAIN_COLOURS[d],
+                        ls="-" if lb == "normal" else "--",
+                        label=f"{d} {lb}",
+                    )
         if "threshold" in g:
             ax.axvline(g["threshold"].iloc[0], color="red", lw=1, label="threshold")
         ax.set(title=_title(machine), xlabel="anomaly score", ylabel="clips")

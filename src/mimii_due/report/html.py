@@ -7,7 +7,7 @@ import base64
 import html
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -51,8 +51,15 @@ def _run_info(run: Path) -> dict:
             histories[m] = json.loads(f.read_text()).get("history", [])
     scores = pd.read_csv(run / "scores.csv", dtype={"label": object})
     name = f"{meta['detector']} ({run.name})" if run.name != meta["detector"] else meta["detector"]
-    return {"path": run, "meta": meta, "results": pd.DataFrame(result["results"]), "summary": result,
-            "histories": histories, "scores": scores, "name": name}
+    return {
+        "path": run,
+        "meta": meta,
+        "results": pd.DataFrame(result["results"]),
+        "summary": result,
+        "histories": histories,
+        "scores": scores,
+        "name": name,
+    }
 
 
 def _img(path: Path) -> str:
@@ -64,8 +71,9 @@ def _wide_html(wide: pd.DataFrame) -> str:
     df = wide.copy()
     df.columns = [f"{n} {m} {d}" for n, m, d in df.columns]
     df.index = [f"{m} {s:02d}" for m, s in df.index]
-    h = pd.DataFrame([{f"{n} {m} {d}": wide.attrs["hmean"][n][(m, d)] for n, m, d in wide.columns}],
-                     index=["harmonic mean"])
+    h = pd.DataFrame(
+        [{f"{n} {m} {d}": wide.attrs["hmean"][n][(m, d)] for n, m, d in wide.columns}], index=["harmonic mean"]
+    )
     return pd.concat([df, h]).to_html(float_format=lambda v: f"{v:.3f}", border=0)
 
 
@@ -80,12 +88,15 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     files.mkdir(parents=True, exist_ok=True)
     infos = [_run_info(Path(r)) for r in runs]
     wide = table4({i["name"]: i["results"] for i in infos})
-    parts = [f"<h1>mimii-due report</h1><p>{len(infos)} run(s); mimii-due {__version__}; "
-             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>",
-             "<h2>Results (Table 4 style: AUC and pAUC per machine type, section and domain)</h2>",
-             _wide_html(wide),
-             "<p>Official score (harmonic mean of all AUC and pAUC): "
-             + ", ".join(f"<b>{html.escape(n)}</b> {v:.4f}" for n, v in wide.attrs["official"].items()) + "</p>"]
+    parts = [
+        f"<h1>mimii-due report</h1><p>{len(infos)} run(s); mimii-due {__version__}; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>",
+        "<h2>Results (Table 4 style: AUC and pAUC per machine type, section and domain)</h2>",
+        _wide_html(wide),
+        "<p>Official score (harmonic mean of all AUC and pAUC): "
+        + ", ".join(f"<b>{html.escape(n)}</b> {v:.4f}" for n, v in wide.attrs["official"].items())
+        + "</p>",
+    ]
     md = ["# mimii-due report", "", results_markdown({i["name"]: i["results"] for i in infos}), ""]
     data = Path(data) if data else Path(infos[0]["meta"]["data"])
     if data.is_dir():
@@ -93,14 +104,20 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         counts = table.groupby(["machine", "split", "domain"]).size().unstack(["split", "domain"]).fillna(0).astype(int)
         parts += [f"<h2>Data</h2><p>{html.escape(str(data))}: {len(table)} clips</p>", counts.to_html(border=0)]
         md += ["## Data", "", f"{data}: {len(table)} clips", ""]
-        figs = [("Figure 1: power spectrograms of normal clips", figures.spectrograms(table, files / "spectrograms.png"))]
+        figs = [
+            ("Figure 1: power spectrograms of normal clips", figures.spectrograms(table, files / "spectrograms.png"))
+        ]
         test = table[table["split"] == "test"]
         if len(test) >= 5:
             from mimii_due.features.extract import extract
 
             feats, test = extract(test, cache=infos[0]["meta"].get("cache"), on_error="skip")
-            figs.append(("Figure 2: t-SNE of test clips (clip-mean log-mel; colour = domain, marker = label)",
-                         figures.tsne(test, feats.means(), files / "tsne.png", seed=seed)))
+            figs.append(
+                (
+                    "Figure 2: t-SNE of test clips (clip-mean log-mel; colour = domain, marker = label)",
+                    figures.tsne(test, feats.means(), files / "tsne.png", seed=seed),
+                )
+            )
         for title, f in figs:
             parts += [f"<h3>{html.escape(title)}</h3>", _img(f)]
             md += [f"### {title}", "", f"![{title}]({files.name}/{f.name})", ""]
@@ -108,8 +125,16 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         tag = f"run{k}"
         parts.append(f"<h2>Run: {html.escape(info['name'])}</h2><p>{html.escape(str(info['path']))}</p>")
         md += [f"## Run: {info['name']}", "", str(info["path"]), ""]
-        figs = [("ROC curves (shaded: the pAUC range, FPR <= 0.1)", figures.roc_curves(info["scores"], files / f"{tag}_roc.png")),
-                ("Anomaly scores and the decision threshold", figures.score_histograms(info["scores"], files / f"{tag}_scores.png"))]
+        figs = [
+            (
+                "ROC curves (shaded: the pAUC range, FPR <= 0.1)",
+                figures.roc_curves(info["scores"], files / f"{tag}_roc.png"),
+            ),
+            (
+                "Anomaly scores and the decision threshold",
+                figures.score_histograms(info["scores"], files / f"{tag}_scores.png"),
+            ),
+        ]
         loss = figures.loss_curves(info["histories"], files / f"{tag}_loss.png")
         if loss:
             figs.append(("Training and validation loss", loss))
@@ -119,8 +144,10 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         config = json.dumps(info["meta"], indent=1)
         parts.append(f"<h3>Configuration</h3><pre>{html.escape(config)}</pre>")
         md += ["### Configuration", "", "```json", config, "```", ""]
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mimii-due report</title>{_STYLE}</head>"
-            f"<body>{''.join(parts)}{_CHECK}</body></html>")
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mimii-due report</title>{_STYLE}</head>"
+        f"<body>{''.join(parts)}{_CHECK}</body></html>"
+    )
     atomic_write_text(out, page)
     atomic_write_text(out.with_suffix(".md"), "\n".join(md))
     return out

@@ -43,8 +43,11 @@ def results_table(runs: dict[str, pd.DataFrame], title: str = "AUC / pAUC (Table
         t.add_row(MACHINE_TITLES.get(machine, machine), f"{section:02d}", *(f"{v:.3f}" for v in row.to_numpy()))
     t.add_section()
     t.add_row("harmonic mean", "", *(f"{wide.attrs['hmean'][n][(m, d)]:.3f}" for n, m, d in _cols(wide)))
-    t.add_row("official score", "", *(f"{wide.attrs['official'][n]:.3f}" if (m, d) == ("AUC", "source") else ""
-                                      for n, m, d in _cols(wide)))
+    t.add_row(
+        "official score",
+        "",
+        *(f"{wide.attrs['official'][n]:.3f}" if (m, d) == ("AUC", "source") else "" for n, m, d in _cols(wide)),
+    )
     return t
 
 
@@ -54,11 +57,19 @@ def results_markdown(runs: dict[str, pd.DataFrame]) -> str:
     head = ["Machine", "Section"] + [f"{n} {m} {d}" for n, m, d in _cols(wide)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (machine, section), row in wide.iterrows():
-        lines.append("| " + " | ".join([MACHINE_TITLES.get(machine, machine), f"{section:02d}"]
-                                       + [f"{v:.3f}" for v in row.to_numpy()]) + " |")
-    lines.append("| harmonic mean | | " + " | ".join(f"{wide.attrs['hmean'][n][(m, d)]:.3f}"
-                                                   for n, m, d in _cols(wide)) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [MACHINE_TITLES.get(machine, machine), f"{section:02d}"] + [f"{v:.3f}" for v in row.to_numpy()]
+            )
+            + " |"
+        )
+    lines.append(
+        "| harmonic mean | | " + " | ".join(f"{wide.attrs['hmean'][n][(m, d)]:.3f}" for n, m, d in _cols(wide)) + " |"
+    )
     lines.append("")
-    lines.append("Official score (harmonic mean of all AUC and pAUC): "
-                 + ", ".join(f"{n} {v:.3f}" for n, v in wide.attrs["official"].items()))
+    lines.append(
+        "Official score (harmonic mean of all AUC and pAUC): "
+        + ", ".join(f"{n} {v:.3f}" for n, v in wide.attrs["official"].items())
+    )
     return "\n".join(lines)

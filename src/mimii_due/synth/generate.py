@@ -78,8 +78,13 @@ def _scaled(n: int, scale: float, minimum: int) -> int:
 
 
 def plan(
-    *, machines: Iterable[str] = MACHINES, sections: Iterable[int] = SECTIONS, scale: float = 1.0,
-    seed: int = 0, severity: float = 1.0, min_test: int = 2,
+    *,
+    machines: Iterable[str] = MACHINES,
+    sections: Iterable[int] = SECTIONS,
+    scale: float = 1.0,
+    seed: int = 0,
+    severity: float = 1.0,
+    min_test: int = 2,
 ) -> list[ClipTask]:
     """Every clip to make: Table 1's counts times ``scale`` (target training stays 3 clips; every
     section keeps at least ``min_test`` test clips per label and domain)."""
@@ -198,9 +203,17 @@ def _section_gain(a: float, snr: float) -> float:
 
 
 def generate(
-    out: str | Path, *, machines: Iterable[str] = MACHINES, sections: Iterable[int] = SECTIONS,
-    scale: float = 1.0, seed: int = 0, severity: float = 1.0, snr_offset: float = 0.0, min_test: int = 2,
-    workers: int = 1, progress: Progress | None = None,
+    out: str | Path,
+    *,
+    machines: Iterable[str] = MACHINES,
+    sections: Iterable[int] = SECTIONS,
+    scale: float = 1.0,
+    seed: int = 0,
+    severity: float = 1.0,
+    snr_offset: float = 0.0,
+    min_test: int = 2,
+    workers: int = 1,
+    progress: Progress | None = None,
 ) -> Path:
     """Generate the dataset into ``out`` and return ``out``.
 
@@ -210,8 +223,8 @@ def generate(
     same settings does nothing.
     """
     out = Path(out)
-    settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale,
-                "seed": seed, "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 1}  # fmt: skip
+    settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale, "seed": seed,
+                "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 1}  # fmt: skip
     marker = out / "synth_done.json"
     if marker.exists() and json.loads(marker.read_text()) == settings:
         log.info("%s already holds this dataset", out)
@@ -276,8 +289,15 @@ def _write_meta(out: Path, records: list[dict]) -> None:
 
 
 def mix_folder(
-    clean_dir: str | Path, noise_dir: str | Path, out: str | Path, *, snr: float, spread: float = 0.0,
-    rt60: float | None = None, seed: int = 0, progress: Progress | None = None,
+    clean_dir: str | Path,
+    noise_dir: str | Path,
+    out: str | Path,
+    *,
+    snr: float,
+    spread: float = 0.0,
+    rt60: float | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
 ) -> list[dict]:
     """Apply section 2.2 to a user's clean recordings (one section) and noise recordings.
 

@@ -376,8 +376,9 @@ class Valve:
         period = p["period"] * rng.uniform(0.97, 1.03)
         opens = np.arange(rng.uniform(0, period), dur, period)
         closes = opens + p["open"] * period
-        y = impulses(np.concatenate([opens, closes]), n=n, sr=sr, freq=p["click_hz"], decay=0.004,
-                     amps=p["click"] * 5, rng=rng)
+        y = impulses(
+            np.concatenate([opens, closes]), n=n, sr=sr, freq=p["click_hz"], decay=0.004, amps=p["click"] * 5, rng=rng
+        )
         y += impulses(opens, n=n, sr=sr, freq=180, decay=0.02, amps=p["click"] * 2, rng=rng, width=0.05)
         t = _t(n, sr)
         gate = np.zeros(n)

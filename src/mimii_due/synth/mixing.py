@@ -60,13 +60,18 @@ def mix(clean: np.ndarray, noise: np.ndarray, *, a: float, snr_db: float) -> np.
 
 
 def room_impulse_response(
-    *, rt60: float = RT60, sr: int = 16_000, room: tuple[float, float, float] = (6.0, 5.0, 3.0),
-    distance: float = MIC_DISTANCE, seed: int = 0,
+    *,
+    rt60: float = RT60,
+    sr: int = 16_000,
+    room: tuple[float, float, float] = (6.0, 5.0, 3.0),
+    distance: float = MIC_DISTANCE,
+    seed: int = 0,
 ) -> np.ndarray:
     """A shoebox-room impulse response with reverberation time ``rt60`` (pyroomacoustics, image method).
 
     The absorption and reflection order come from Sabine's formula (``inverse_sabine``), corrected
-    until :func:`measure_rt60` of the response is within 1 % of ``rt60``; the source is ``distance`` metres from the microphone, at a position drawn from ``seed``.
+    until :func:`measure_rt60` of the response is within 1 % of ``rt60``; the source is ``distance``
+    metres from the microphone, at a position drawn from ``seed``.
     Returns the RIR normalised to a unit direct-path peak, shape ``(n_taps,)``.
     """
     import pyroomacoustics as pra
@@ -148,7 +153,8 @@ def factory_noise(factory: int, clip: int, *, seed: int, n: int, sr: int) -> np.
     y += fp["hum_level"] * 4 * harmonics(fp["mains"], fp["hum"], n=n, sr=sr, rng=rng)
     y += fp["drone"] * 2 * harmonics(fp["drone_hz"], 0.7 ** np.arange(6), n=n, sr=sr, rng=rng)
     times = poisson_times(fp["events"], duration=n / sr, rng=rng)
-    y += impulses(times, n=n, sr=sr, freq=fp["event_hz"], decay=0.04, amps=rng.uniform(2, 6, len(times)),
-                  rng=rng, width=0.4)
+    y += impulses(
+        times, n=n, sr=sr, freq=fp["event_hz"], decay=0.04, amps=rng.uniform(2, 6, len(times)), rng=rng, width=0.4
+    )
     y += 0.2 * band_noise(n, rng, sr=sr, lo=4000, hi=7500)
     return y / np.sqrt(np.mean(y**2))

@@ -23,9 +23,7 @@ def phase(freq: np.ndarray | float, *, n: int, sr: int, rng: np.random.Generator
     return 2 * np.pi * np.cumsum(f) / sr + rng.uniform(0, 2 * np.pi)
 
 
-def harmonics(
-    f0: np.ndarray | float, amps: np.ndarray, *, n: int, sr: int, rng: np.random.Generator
-) -> np.ndarray:
+def harmonics(f0: np.ndarray | float, amps: np.ndarray, *, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Sum of harmonics ``k * f0`` (k = 1..len(amps)) with the given amplitudes, below Nyquist."""
     ph = phase(f0, n=n, sr=sr, rng=rng)
     f_max = float(np.max(f0))
@@ -46,8 +44,9 @@ def shaped_noise(n: int, rng: np.random.Generator, *, sr: int, gain_db) -> np.nd
     return y / (np.sqrt(np.mean(y**2)) + 1e-12)
 
 
-def band_noise(n: int, rng: np.random.Generator, *, sr: int, lo: float, hi: float, slope: float = 0.0,
-               edge: float = 1.5) -> np.ndarray:
+def band_noise(
+    n: int, rng: np.random.Generator, *, sr: int, lo: float, hi: float, slope: float = 0.0, edge: float = 1.5
+) -> np.ndarray:
     """Unit-power noise in [lo, hi] Hz (soft edges, ``edge`` octaves wide) with a tilt in dB/octave."""
 
     def gain(f):
@@ -61,8 +60,15 @@ def band_noise(n: int, rng: np.random.Generator, *, sr: int, lo: float, hi: floa
 
 
 def impulses(
-    times: np.ndarray, *, n: int, sr: int, freq: float, decay: float, amps: np.ndarray | float = 1.0,
-    rng: np.random.Generator, width: float = 0.15,
+    times: np.ndarray,
+    *,
+    n: int,
+    sr: int,
+    freq: float,
+    decay: float,
+    amps: np.ndarray | float = 1.0,
+    rng: np.random.Generator,
+    width: float = 0.15,
 ) -> np.ndarray:
     """Damped resonances (clicks, knocks) starting at ``times`` seconds.
 
