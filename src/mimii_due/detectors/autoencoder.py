@@ -18,7 +18,7 @@ from torch import nn
 
 from mimii_due.config import AEConfig
 from mimii_due.detectors.base import Detector
-from mimii_due.detectors.training import fit_loop, seeded, split_items
+from mimii_due.detectors.training import fit_with_config, seeded
 from mimii_due.features.extract import Features
 from mimii_due.features.logmel import stack_frames
 
@@ -59,22 +59,16 @@ class AutoEncoderDetector(Detector):
         data = torch.from_numpy(features.data)
         starts = torch.from_numpy(window_starts(features, c.frames))
         offs = torch.arange(c.frames)
-        train_idx, val_idx = split_items(len(starts), fraction=c.validation_split, seed=c.seed)
         with seeded(c.seed):
             model = self._build()
-        opt = torch.optim.Adam(model.parameters(), lr=c.lr)
         loss_fn = nn.MSELoss()
 
         def step(idx: torch.Tensor) -> torch.Tensor:
             x = data[starts[idx, None] + offs].reshape(len(idx), -1)  # gather this batch's windows only
             return loss_fn(model(x), x)
 
-        fingerprint = {k: v for k, v in vars(c).items() if k != "epochs"} | {"n": len(starts)}
-        self.history_ = fit_loop(
-            model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=c.epochs, batch_size=c.batch_size,
-            seed=c.seed, checkpoint=f"{checkpoint}/checkpoint.pt" if checkpoint else None,
-            fingerprint=fingerprint, progress=progress, eval_batch_size=8192,
-        )  # fmt: skip
+        self.history_ = fit_with_config(model, step, len(starts), c, checkpoint=checkpoint, progress=progress,
+                                        eval_batch_size=8192)
         self.model_ = model
 
     @torch.no_grad()

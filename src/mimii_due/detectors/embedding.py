@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimii_due.detectors.base import Detector
-from mimii_due.detectors.training import fit_loop, seeded, split_items
+from mimii_due.detectors.training import fit_with_config, seeded
 from mimii_due.errors import ModelError
 from mimii_due.features.extract import Features
 
@@ -101,22 +101,20 @@ class EmbeddingDetector(Detector):
         keys = [f"{s:02d}|{a}" for s, a in zip(clips["section"], clips["attributes"].fillna(""), strict=True)]
         self.classes_ = sorted(set(keys))
         y = torch.tensor([self.classes_.index(k) for k in keys])
-        train_idx, val_idx = split_items(len(x), fraction=c.validation_split, seed=c.seed)
         with seeded(c.seed):
             net = EmbeddingNet(c.channels, c.embedding)
             head = ArcFace(c.embedding, len(self.classes_), c.margin, c.scale)
         model = nn.ModuleDict({"net": net, "head": head})
-        opt = torch.optim.Adam(model.parameters(), lr=c.lr)
-        gen = torch.Generator().manual_seed(c.seed)
-        beta = torch.distributions.Beta(c.mixup, c.mixup) if c.mixup > 0 else None
+        gen = torch.Generator().manual_seed(c.seed)  # augmentation draws, seeded like the rest
+        mix_rng = np.random.default_rng(c.seed)
 
         def step(idx: torch.Tensor) -> torch.Tensor:
             xb, yb = x[idx].unsqueeze(1), y[idx]
             if model.training:
                 shift = int(torch.randint(xb.shape[2], (1,), generator=gen))
                 xb = torch.roll(xb, shift, dims=2)  # machines sound alike at any time offset
-            if model.training and beta is not None and len(idx) > 1:
-                lam = float(beta.sample())
+            if model.training and c.mixup > 0 and len(idx) > 1:
+                lam = float(mix_rng.beta(c.mixup, c.mixup))
                 perm = torch.randperm(len(idx), generator=gen)
                 emb = net(lam * xb + (1 - lam) * xb[perm])
                 return lam * F.cross_entropy(head(emb, yb), yb) + (1 - lam) * F.cross_entropy(
@@ -124,12 +122,8 @@ class EmbeddingDetector(Detector):
                 )
             return F.cross_entropy(head(net(xb), yb), yb)
 
-        fingerprint = {k: v for k, v in vars(c).items() if k != "epochs"} | {"n": len(x), "classes": self.classes_}
-        self.history_ = fit_loop(
-            model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=c.epochs, batch_size=c.batch_size,
-            seed=c.seed, checkpoint=f"{checkpoint}/checkpoint.pt" if checkpoint else None,
-            fingerprint=fingerprint, progress=progress, eval_batch_size=64,
-        )  # fmt: skip
+        self.history_ = fit_with_config(model, step, len(x), c, checkpoint=checkpoint, progress=progress,
+                                        eval_batch_size=64, data_key={"classes": self.classes_})
         self.net_ = net
         self.bank_ = self.embed(features)
         self.bank_sections_ = clips["section"].to_numpy().astype(int)

@@ -26,7 +26,7 @@ from torch import nn
 
 from mimii_due.config import MobileNetV2Config
 from mimii_due.detectors.base import Detector
-from mimii_due.detectors.training import fit_loop, seeded, split_items
+from mimii_due.detectors.training import fit_with_config, seeded
 from mimii_due.errors import ModelError
 from mimii_due.features.extract import Features
 
@@ -149,25 +149,17 @@ class MobileNetV2Detector(Detector):
         label_of_clip = np.searchsorted(self.classes_, clips["section"].to_numpy())
         labels = torch.from_numpy(label_of_clip[owner]).long()
         offs = torch.arange(c.frames)
-        train_idx, val_idx = split_items(len(starts), fraction=c.validation_split, seed=c.seed)
         with seeded(c.seed):
             model = self._build(len(self.classes_))
-        opt = torch.optim.Adam(model.parameters(), lr=c.lr)
         loss_fn = nn.CrossEntropyLoss()
 
         def step(idx: torch.Tensor) -> torch.Tensor:
             x = data[starts[idx, None] + offs].unsqueeze(1)  # (batch, 1, frames, mels): one channel
             return loss_fn(model(x), labels[idx])
 
-        fingerprint = {k: v for k, v in vars(c).items() if k not in ("epochs", "score")} | {
-            "n": len(starts),
-            "classes": self.classes_,
-        }
-        self.history_ = fit_loop(
-            model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=c.epochs, batch_size=c.batch_size,
-            seed=c.seed, checkpoint=f"{checkpoint}/checkpoint.pt" if checkpoint else None,
-            fingerprint=fingerprint, progress=progress, eval_batch_size=256,
-        )  # fmt: skip
+        self.history_ = fit_with_config(model, step, len(starts), c, checkpoint=checkpoint, progress=progress,
+                                        eval_batch_size=256, data_key={"classes": self.classes_},
+                                        ignore=("epochs", "score"))
         self.model_ = model
 
     @torch.no_grad()

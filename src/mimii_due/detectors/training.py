@@ -108,6 +108,28 @@ def fit_loop(
     return history
 
 
+def fit_with_config(
+    model: torch.nn.Module, step: Step, n_items: int, config, *, checkpoint: str | Path | None = None,
+    progress: Progress | None = None, eval_batch_size: int | None = None, data_key: dict | None = None,
+    ignore: tuple[str, ...] = ("epochs",),
+) -> list[dict]:
+    """:func:`fit_loop` with Adam and the settings of a detector config (``epochs``,
+    ``batch_size``, ``lr``, ``validation_split``, ``seed``) over items ``0 .. n_items - 1``.
+
+    ``checkpoint`` is a folder (the state goes to ``checkpoint.pt`` in it); the resume fingerprint
+    is the config without ``ignore`` (settings that may change on resume) plus ``data_key``.
+    """
+    train_idx, val_idx = split_items(n_items, fraction=config.validation_split, seed=config.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    fingerprint = {k: v for k, v in vars(config).items() if k not in ignore} | {"n": n_items} | (data_key or {})
+    return fit_loop(
+        model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=config.epochs,
+        batch_size=config.batch_size, seed=config.seed,
+        checkpoint=Path(checkpoint) / "checkpoint.pt" if checkpoint else None, fingerprint=fingerprint,
+        progress=progress, eval_batch_size=eval_batch_size,
+    )  # fmt: skip
+
+
 def seeded(seed: int):
     """A context in which torch's global RNG (weight initialisation) is seeded, then restored."""
     ctx = torch.random.fork_rng(devices=[])
