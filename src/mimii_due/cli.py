@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -27,7 +28,7 @@ class _Group(TyperGroup):
         except MimiiDueError as e:
             if _DEBUG:
                 raise
-            console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
             ctx.exit(1)
 
 
@@ -173,7 +174,7 @@ def synth(
             workers=workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    out_console_done(f"dataset written to {out}")
+    stdout.print(f"dataset written to {out}")
 
 
 @app.command()
@@ -202,17 +203,13 @@ def mix(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     clipped = sum(r["clipped"] for r in recs)
-    out_console_done(f"{len(recs)} clips mixed into {out}" + (f" ({clipped} clipped at full scale)" if clipped else ""))
-
-
-def out_console_done(msg: str) -> None:
-    stdout.print(msg)
+    stdout.print(f"{len(recs)} clips mixed into {out}" + (f" ({clipped} clipped at full scale)" if clipped else ""))
 
 
 # ------------------------------------------------------------------------------------ pipeline
 
 
-def _params(detector: str, epochs: int | None, batch_size: int | None, seed: int | None, extra: list[str]) -> dict:
+def _params(epochs: int | None, batch_size: int | None, seed: int | None, extra: list[str]) -> dict:
     params: dict = {}
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
         if v is not None:
@@ -270,7 +267,7 @@ def train(
             data,
             detector=detector,
             machines=_machines(machines),
-            params=_params(detector, epochs, batch_size, seed, set_),
+            params=_params(epochs, batch_size, seed, set_),
             resume=resume,
             on_error=_on_error(skip_bad),
             cache=cache,
@@ -404,7 +401,7 @@ def run(
                 data,
                 detector=det,
                 machines=ms,
-                params=_params(det, epochs, batch_size, None, []),
+                params=_params(epochs, batch_size, None, []),
                 resume=True,
                 on_error=_on_error(skip_bad),
                 cache=out / "features",

@@ -67,8 +67,9 @@ class AutoEncoderDetector(Detector):
             x = data[starts[idx, None] + offs].reshape(len(idx), -1)  # gather this batch's windows only
             return loss_fn(model(x), x)
 
-        self.history_ = fit_with_config(model, step, len(starts), c, checkpoint=checkpoint, progress=progress,
-                                        eval_batch_size=8192)
+        self.history_ = fit_with_config(
+            model, step, len(starts), c, checkpoint=checkpoint, progress=progress, eval_batch_size=8192
+        )
         self.model_ = model
 
     @torch.no_grad()

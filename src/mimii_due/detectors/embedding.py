@@ -122,8 +122,16 @@ class EmbeddingDetector(Detector):
                 )
             return F.cross_entropy(head(net(xb), yb), yb)
 
-        self.history_ = fit_with_config(model, step, len(x), c, checkpoint=checkpoint, progress=progress,
-                                        eval_batch_size=64, data_key={"classes": self.classes_})
+        self.history_ = fit_with_config(
+            model,
+            step,
+            len(x),
+            c,
+            checkpoint=checkpoint,
+            progress=progress,
+            eval_batch_size=64,
+            data_key={"classes": self.classes_},
+        )
         self.net_ = net
         self.bank_ = self.embed(features)
         self.bank_sections_ = clips["section"].to_numpy().astype(int)

@@ -157,9 +157,17 @@ class MobileNetV2Detector(Detector):
             x = data[starts[idx, None] + offs].unsqueeze(1)  # (batch, 1, frames, mels): one channel
             return loss_fn(model(x), labels[idx])
 
-        self.history_ = fit_with_config(model, step, len(starts), c, checkpoint=checkpoint, progress=progress,
-                                        eval_batch_size=256, data_key={"classes": self.classes_},
-                                        ignore=("epochs", "score"))
+        self.history_ = fit_with_config(
+            model,
+            step,
+            len(starts),
+            c,
+            checkpoint=checkpoint,
+            progress=progress,
+            eval_batch_size=256,
+            data_key={"classes": self.classes_},
+            ignore=("epochs", "score"),
+        )
         self.model_ = model
 
     @torch.no_grad()

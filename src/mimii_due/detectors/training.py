@@ -109,8 +109,15 @@ def fit_loop(
 
 
 def fit_with_config(
-    model: torch.nn.Module, step: Step, n_items: int, config, *, checkpoint: str | Path | None = None,
-    progress: Progress | None = None, eval_batch_size: int | None = None, data_key: dict | None = None,
+    model: torch.nn.Module,
+    step: Step,
+    n_items: int,
+    config,
+    *,
+    checkpoint: str | Path | None = None,
+    progress: Progress | None = None,
+    eval_batch_size: int | None = None,
+    data_key: dict | None = None,
     ignore: tuple[str, ...] = ("epochs",),
 ) -> list[dict]:
     """:func:`fit_loop` with Adam and the settings of a detector config (``epochs``,
