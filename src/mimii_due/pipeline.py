@@ -80,7 +80,7 @@ def train(
     if train_table.empty:
         raise ModelError("no training clips (expected <machine>/train/*.wav)", data)
     ms = _machines(train_table, machines, Path(data))
-    cache = Path(cache) if cache else run / "features"
+    cache = (Path(cache) if cache else run / "features").resolve()
     meta = {"detector": detector, "params": params, "data": str(Path(data).resolve()), "machines": ms,
             "cache": str(cache), "version": __version__}  # fmt: skip
     if resume and (run / "run.json").exists():
