@@ -1,5 +1,4 @@
 import shutil
-import time
 
 import pytest
 
@@ -65,17 +64,15 @@ def test_clip_in_wrong_folder_and_truncated_header(tiny_dataset, tmp_path):
         index(root)
 
 
-def test_index_is_fast_on_many_files(tiny_dataset, tmp_path):
-    """Header-only indexing: 2,000 copies index in well under a few seconds (no decoding)."""
+def test_index_reads_headers_of_many_files(tiny_dataset, tmp_path):
+    """2,000 files (hard links) in one folder; the speed itself is measured by benchmarks/bench_index.py."""
     src = next((tiny_dataset / "dev_data" / "fan" / "train").glob("*.wav"))
     d = tmp_path / "fan" / "train"
     d.mkdir(parents=True)
     for i in range(2000):
         (d / f"section_00_source_train_normal_{i:04d}_strength_1.wav").hardlink_to(src)
-    t0 = time.perf_counter()
     t = index(tmp_path / "fan")
-    assert len(t) == 2000
-    assert time.perf_counter() - t0 < 20  # generous bound; the benchmark measures the real figure
+    assert len(t) == 2000 and list(t.clip) == list(range(2000)) and (t.frames == 160000).all()
 
 
 def test_real_dcase2020_clips_index(real_data):
