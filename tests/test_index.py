@@ -72,7 +72,7 @@ def test_index_reads_headers_of_many_files(tiny_dataset, tmp_path):
     for i in range(2000):
         (d / f"section_00_source_train_normal_{i:04d}_strength_1.wav").hardlink_to(src)
     t = index(tmp_path / "fan")
-    assert len(t) == 2000 and list(t.clip) == list(range(2000)) and (t.frames == 160000).all()
+    assert len(t) == 2000 and list(t["clip"]) == list(range(2000)) and (t.frames == 160000).all()
 
 
 def test_real_dcase2020_clips_index(real_data):
