@@ -47,7 +47,7 @@ def _wav_files(root: Path) -> list[Path]:
     return out
 
 
-def _row(path: Path, root: Path) -> dict:
+def _row(path: Path) -> dict:
     folder = path.parent.name
     if folder not in SPLIT_FOLDERS:
         raise LayoutError(f"clip is in folder '{folder}', expected one of {', '.join(SPLIT_FOLDERS)}", path)
@@ -99,7 +99,7 @@ def index(root: str | Path, *, on_error: str = "raise") -> pd.DataFrame:
     rows, skipped = [], []
     for path in _wav_files(root):
         try:
-            rows.append(_row(path, root))
+            rows.append(_row(path))
         except MimiiDueError as e:
             if on_error == "raise":
                 raise
@@ -117,13 +117,3 @@ def index(root: str | Path, *, on_error: str = "raise") -> pd.DataFrame:
     ).reset_index(drop=True)
     table.attrs["skipped"] = skipped
     return table
-
-
-def select(table: pd.DataFrame, **where) -> pd.DataFrame:
-    """Rows whose columns equal the given values (a value may be a list or tuple of allowed values)."""
-    mask = pd.Series(True, index=table.index)
-    for col, val in where.items():
-        if val is None:
-            continue
-        mask &= table[col].isin(val) if isinstance(val, (list, tuple, set)) else table[col] == val
-    return table[mask]

@@ -52,13 +52,6 @@ class Features:
         sums = np.add.reduceat(self.data.astype(np.float64), self.offsets[:-1], axis=0)
         return (sums / self.lengths[:, None]).astype(np.float32)
 
-    def subset(self, idx) -> Features:
-        idx = np.asarray(idx, dtype=int)
-        parts = [self.clip(i) for i in idx]
-        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-        data = np.concatenate(parts) if parts else self.data[:0]
-        return Features(data, offsets)
-
 
 def cache_key(path: str | Path, cfg: FeatureConfig) -> str:
     p = Path(path).resolve()

@@ -95,12 +95,3 @@ def poisson_times(rate: float, *, duration: float, rng: np.random.Generator) -> 
     """Event times (s) of a Poisson process of ``rate`` events per second over ``duration``."""
     k = rng.poisson(rate * duration)
     return np.sort(rng.uniform(0, duration, k))
-
-
-def unit_power(y: np.ndarray) -> np.ndarray:
-    return y / (np.sqrt(np.mean(y**2)) + 1e-12)
-
-
-def power(y: np.ndarray) -> float:
-    """Mean power (mean square) of a signal."""
-    return float(np.mean(np.asarray(y, dtype=np.float64) ** 2))
