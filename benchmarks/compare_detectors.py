@@ -5,7 +5,7 @@ for each detector trains (paper settings for the baselines), tests and evaluates
 the official score and the harmonic means of AUC and pAUC per domain. Runs are resumable: a rerun
 skips what is done. Results also go to ``OUT/comparison.md``.
 
-    python benchmarks/compare_detectors.py [--scale 0.1] [--out /tmp/mimii_due_compare]
+    python benchmarks/compare_detectors.py [--scale 0.1] [--min-test 50] [--out /tmp/mimii_due_compare]
         [--detectors embedding,ae,smahal,mobilenetv2]
 """
 
@@ -42,11 +42,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-test", type=int, default=50, help="test clips per label, domain and section")
     ap.add_argument("--out", default="/tmp/mimii_due_compare")
     ap.add_argument("--detectors", default="embedding,ae,smahal,mobilenetv2")
     a = ap.parse_args()
     out = Path(a.out)
-    data = generate(out / "data", sections=[0, 1, 2], scale=a.scale, seed=a.seed, workers=2)
+    data = generate(out / "data", sections=[0, 1, 2], scale=a.scale, seed=a.seed, min_test=a.min_test, workers=2)
     results, lines = {}, []
     for det in a.detectors.split(","):
         t0 = time.perf_counter()
@@ -70,11 +71,8 @@ def main() -> None:
         "| wall s (this run) |\n|---|---|---|---|---|---|---|"
     )
     text = (
-        f"scale {a.scale}, seed {a.seed}, sections 00-02 of all five machine types\n\n{head}\n"
-        + "\n".join(lines)
-        + "\n\n"
-        + results_markdown(results)
-        + "\n"
+        f"scale {a.scale}, seed {a.seed}, {a.min_test}+ test clips per label and domain, sections 00-02 of "
+        f"all five machine types\n\n{head}\n" + "\n".join(lines) + "\n\n" + results_markdown(results) + "\n"
     )
     (out / "comparison.md").write_text(text)
     print(text)

@@ -34,6 +34,15 @@ def test_parity_with_librosa_on_real_recordings(real_data):
         assert np.abs(logmel(y) - official(y)).max() < 1e-3
 
 
+@pytest.mark.parametrize(("n_fft", "hop", "n_mels", "power"), [(512, 256, 64, 2.0), (1024, 512, 128, 1.0)])
+def test_parity_with_librosa_for_other_settings(n_fft, hop, n_mels, power):
+    cfg = FeatureConfig(n_fft=n_fft, hop_length=hop, n_mels=n_mels, power=power)
+    y = np.random.default_rng(2).normal(0, 0.1, 20000).astype(np.float32)
+    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=n_fft, hop_length=hop, n_mels=n_mels, power=power)
+    expected = (10.0 * np.log10(np.maximum(mel, sys.float_info.epsilon))).T
+    assert np.abs(logmel(y, cfg=cfg) - expected).max() < 1e-3
+
+
 def test_batched_equals_per_clip():
     rng = np.random.default_rng(0)
     batch = rng.normal(0, 0.1, (4, 16000)).astype(np.float32)

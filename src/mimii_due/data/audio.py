@@ -98,6 +98,7 @@ def load(
     sr: int = SAMPLE_RATE,
     resample: bool = False,
     info: WavInfo | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Load a clip as float32 mono samples in [-1, 1] at ``sr`` Hz.
 
@@ -107,6 +108,8 @@ def load(
     sr : the sample rate wanted (16 kHz, the dataset's).
     resample : if the file has another rate, resample (librosa) instead of raising.
     info : the header, if already read (saves one read).
+    out : a float32 array of the clip's length to write 16-bit samples into (saves allocating one;
+        ignored when it does not fit).
 
     Returns
     -------
@@ -127,7 +130,10 @@ def load(
         raw = np.fromfile(path, dtype="<i2", count=info.frames * info.channels, offset=info.data_offset)
         if info.channels > 1:
             raw = raw.reshape(-1, info.channels)[:, 0]
-        y = raw.astype(np.float32) * np.float32(1 / 32768)
+        if out is not None and out.shape == raw.shape and info.sample_rate == sr:
+            y = np.multiply(raw, np.float32(1 / 32768), out=out)
+        else:
+            y = np.multiply(raw, np.float32(1 / 32768), dtype=np.float32)
     else:
         import soundfile as sf
 
@@ -142,7 +148,7 @@ def load(
             MultichannelWarning,
             stacklevel=2,
         )
-    if not np.isfinite(y).all():
+    if info.format_tag != _PCM and not np.isfinite(y).all():  # integer PCM is always finite
         raise AudioError("WAV holds NaN or infinite samples", path)
     if info.sample_rate != sr:
         if not resample:

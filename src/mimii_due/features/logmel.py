@@ -28,35 +28,47 @@ def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
     return librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels).astype(np.float32)
 
 
+def mel_bands(fb: np.ndarray, group: int = 16) -> list[tuple[int, int, int, int]]:
+    """Blocks of the (sparse, banded) filterbank: ``(freq_lo, freq_hi, mel_lo, mel_hi)`` per group
+    of ``group`` mel bands, the frequency range being where any of them is non-zero. Multiplying
+    block by block skips the zeros: 8,592 instead of 65,664 weights per frame at 128 mels."""
+    blocks = []
+    for m in range(0, fb.shape[0], group):
+        nz = np.nonzero(fb[m : m + group].any(axis=0))[0]
+        lo, hi = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1)
+        blocks.append((lo, hi, m, min(m + group, fb.shape[0])))
+    return blocks
+
+
 class LogMel(nn.Module):
     """Batched log-mel: ``(batch, n_samples)`` float waveforms -> ``(batch, n_frames, n_mels)`` dB."""
 
     def __init__(self, cfg: FeatureConfig = FeatureConfig()):
         super().__init__()
         self.cfg = cfg
+        fb = mel_filterbank(cfg)
         self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True))
-        self.register_buffer("mel_fb", torch.from_numpy(mel_filterbank(cfg)).T.contiguous())  # (freq, mel)
+        # Rows 2k and 2k+1 both hold frequency k's weights: the product with the interleaved
+        # squares (re^2, im^2) of the spectrum sums re^2 + im^2 on the way.
+        self.register_buffer("mel_fb2", torch.from_numpy(np.repeat(fb.T, 2, axis=0)))  # (2 freq, mel)
+        self.blocks = mel_bands(fb)
 
     @torch.no_grad()
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        spec = torch.stft(
-            wave,
-            n_fft=c.n_fft,
-            hop_length=c.hop_length,
-            window=self.window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )
-        # torch.stft returns a (batch, freq, frames) view of (batch, frames, freq) memory: working in
-        # the memory's own layout avoids strided passes over the largest array.
-        ri = torch.view_as_real(spec.transpose(1, 2))  # (batch, frames, freq, 2), contiguous
-        power = ri[..., 0].square() + ri[..., 1].square()
-        if c.power != 2.0:
-            power = power.pow_(c.power / 2)
-        mel = torch.matmul(power, self.mel_fb)  # (batch, frames, mel)
-        return torch.log10_(mel.clamp_min_(c.eps)).mul_(10.0)
+        half = c.n_fft // 2
+        # librosa's centred STFT: zero padding, frames every hop, periodic Hann, real FFT. Framing
+        # by hand and one rfft measured faster than torch.stft, which adds strided passes.
+        frames = torch.nn.functional.pad(wave, (half, half)).unfold(-1, c.n_fft, c.hop_length) * self.window
+        ri = torch.view_as_real(torch.fft.rfft(frames))  # (batch, frames, freq, 2), contiguous
+        b, t, f, _ = ri.shape
+        sq = ri.reshape(b * t, 2 * f).square_()
+        if c.power == 2.0:
+            x, fb, k = sq, self.mel_fb2, 2
+        else:  # |X|^power, one row per frequency
+            x, fb, k = sq.view(b * t, f, 2).sum(-1).pow_(c.power / 2), self.mel_fb2[0::2], 1
+        mel = torch.cat([x[:, k * lo : k * hi] @ fb[k * lo : k * hi, m0:m1] for lo, hi, m0, m1 in self.blocks], 1)
+        return torch.log10_(mel.clamp_min_(c.eps)).mul_(10.0).view(b, t, -1)
 
 
 def logmel(y: np.ndarray, *, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
