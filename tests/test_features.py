@@ -12,7 +12,7 @@ from mimii_due.data import audio
 from mimii_due.data.index import index
 from mimii_due.features import extract as extract_mod
 from mimii_due.features.extract import extract
-from mimii_due.features.logmel import logmel, n_frames, stack_frames
+from mimii_due.features.logmel import LogMel, logmel, n_frames, stack_frames
 
 
 def official(y):
@@ -41,6 +41,17 @@ def test_parity_with_librosa_for_other_settings(n_fft, hop, n_mels, power):
     mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=n_fft, hop_length=hop, n_mels=n_mels, power=power)
     expected = (10.0 * np.log10(np.maximum(mel, sys.float_info.epsilon))).T
     assert np.abs(logmel(y, cfg=cfg) - expected).max() < 1e-3
+
+
+def test_reused_workspace_gives_the_same_features():
+    module = LogMel()
+    rng = np.random.default_rng(3)
+    work = {}
+    for _ in range(2):  # the second call reuses the first call's buffers
+        batch = torch.from_numpy(rng.normal(0, 0.1, (2, 16000)).astype(np.float32))
+        got = module.padded(torch.nn.functional.pad(batch, (512, 512)), work).clone()
+        torch.testing.assert_close(got, module(batch))
+    assert work["shape"] == (2, n_frames(16000, hop_length=512))
 
 
 def test_batched_equals_per_clip():

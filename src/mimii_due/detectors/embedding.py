@@ -40,14 +40,18 @@ class EmbeddingConfig:
     lr: float = 1e-3
     validation_split: float = 0.1
     k: int = 1  # neighbours for the distance
+    pool: str = "time"  # "time": keep the frequency axis; "both": pool time and frequency
+    band_norm: bool = True  # standardise each mel band (else one mean and deviation for all)
+    crop: int = 0  # train on random excerpts of this many frames (0: whole clips); scores use whole clips
     seed: int = 0
 
 
 class EmbeddingNet(nn.Module):
     """``(batch, 1, frames, mels)`` -> embedding ``(batch, embedding)``: strided conv stages,
-    mean and max pooling, a linear projection."""
+    mean and max pooling over time, a linear projection. With ``pool="time"`` the frequency axis
+    is kept (flattened into the projection): where in the spectrum a change happens matters."""
 
-    def __init__(self, channels=(16, 32, 64, 128), embedding: int = 128):
+    def __init__(self, channels=(16, 32, 64, 128), embedding: int = 128, *, n_mels: int = 128, pool: str = "time"):
         super().__init__()
         layers, c = [], 1
         for o in channels:
@@ -61,11 +65,16 @@ class EmbeddingNet(nn.Module):
             ]
             c = o
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(2 * c, embedding)
+        freq = n_mels
+        for _ in channels:
+            freq = (freq + 1) // 2
+        self.pool = pool
+        self.head = nn.Linear(2 * c * (freq if pool == "time" else 1), embedding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(x)
-        return self.head(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
+        h = self.body(x)  # (batch, channels, time, freq)
+        dims = (2,) if self.pool == "time" else (2, 3)
+        return self.head(torch.cat([h.mean(dim=dims).flatten(1), h.amax(dim=dims).flatten(1)], dim=1))
 
 
 class ArcFace(nn.Module):
@@ -96,13 +105,16 @@ class EmbeddingDetector(Detector):
 
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
         c = self.config
-        self.norm_ = (float(features.data.mean()), float(features.data.std() + 1e-6))
+        if c.band_norm:  # each mel band standardised: quiet bands' changes count as much as loud ones'
+            self.norm_ = (features.data.mean(0), features.data.std(0) + 1e-6)
+        else:
+            self.norm_ = (float(features.data.mean()), float(features.data.std() + 1e-6))
         x = self._clips(features)
         keys = [f"{s:02d}|{a}" for s, a in zip(clips["section"], clips["attributes"].fillna(""), strict=True)]
         self.classes_ = sorted(set(keys))
         y = torch.tensor([self.classes_.index(k) for k in keys])
         with seeded(c.seed):
-            net = EmbeddingNet(c.channels, c.embedding)
+            net = EmbeddingNet(c.channels, c.embedding, n_mels=features.data.shape[1], pool=c.pool)
             head = ArcFace(c.embedding, len(self.classes_), c.margin, c.scale)
         model = nn.ModuleDict({"net": net, "head": head})
         gen = torch.Generator().manual_seed(c.seed)  # augmentation draws, seeded like the rest
@@ -113,6 +125,8 @@ class EmbeddingDetector(Detector):
             if model.training:
                 shift = int(torch.randint(xb.shape[2], (1,), generator=gen))
                 xb = torch.roll(xb, shift, dims=2)  # machines sound alike at any time offset
+                if 0 < c.crop < xb.shape[2]:
+                    xb = xb[:, :, : c.crop]  # a random excerpt: cheaper steps, more variety
             if model.training and c.mixup > 0 and len(idx) > 1:
                 lam = float(mix_rng.beta(c.mixup, c.mixup))
                 perm = torch.randperm(len(idx), generator=gen)
@@ -173,10 +187,10 @@ class EmbeddingDetector(Detector):
 
     def _set_state(self, state: dict) -> None:
         c = self.config
-        self.net_ = EmbeddingNet(tuple(c.channels), c.embedding)
+        self.net_ = EmbeddingNet(tuple(c.channels), c.embedding, n_mels=self.features.n_mels, pool=c.pool)
         self.net_.load_state_dict(state["net"])
         self.net_.eval()
-        self.classes_, self.norm_ = list(state["classes"]), tuple(state["norm"])
+        self.classes_, self.norm_ = list(state["classes"]), tuple(np.asarray(v, np.float32) for v in state["norm"])
         self.bank_, self.bank_sections_ = np.asarray(state["bank"]), np.asarray(state["bank_sections"])
         self.bank_domains_ = np.asarray(state["bank_domains"])
         self.history_ = state.get("history", [])

@@ -141,7 +141,8 @@ def extract(
     if progress:
         progress(done, n)
 
-    local = threading.local()  # per thread: a reused waveform buffer (fresh memory costs page faults)
+    local = threading.local()  # per thread: reused buffers (fresh memory costs page faults)
+    half = cfg.n_fft // 2
 
     def work(batch: list[int]) -> dict[int, AudioError]:
         """Decode and featurise a few clips (equal lengths are stacked into one batch)."""
@@ -150,21 +151,23 @@ def extract(
             by_len.setdefault(infos[i].frames, []).append(i)
         for n_samples, group in by_len.items():
             buf = getattr(local, "buf", None)
-            if buf is None or buf.shape != (len(group), n_samples):
-                buf = local.buf = np.empty((len(group), n_samples), np.float32)
+            if buf is None or buf.shape != (len(group), n_samples + 2 * half):
+                buf = local.buf = np.zeros((len(group), n_samples + 2 * half), np.float32)  # zero margins
+                local.work = {}
             ok = []
             for i in group:
+                row = buf[len(ok), half : half + n_samples]
                 try:
-                    y = audio.load(paths[i], sr=cfg.sample_rate, info=infos[i], out=buf[len(ok)])
+                    y = audio.load(paths[i], sr=cfg.sample_rate, info=infos[i], out=row)
                 except AudioError as e:
                     bad[i] = e
                     continue
                 if y.base is not buf:  # not 16-bit PCM: decoded elsewhere
-                    buf[len(ok)] = y
+                    row[:] = y
                 ok.append(i)
             if not ok:
                 continue
-            feats = module(torch.from_numpy(buf[: len(ok)])).numpy()
+            feats = module.padded(torch.from_numpy(buf[: len(ok)]), local.work).numpy()
             for i, feat in zip(ok, feats, strict=True):
                 data[offsets[i] : offsets[i + 1]] = feat
                 if cache:
