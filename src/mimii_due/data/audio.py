@@ -127,7 +127,16 @@ def load(
     if info.frames == 0:
         raise AudioError("WAV file holds no samples", path)
     if info.format_tag == _PCM and info.bits == 16:
-        raw = np.fromfile(path, dtype="<i2", count=info.frames * info.channels, offset=info.data_offset)
+        n_bytes = 2 * info.frames * info.channels
+        try:  # one read into bytes measured several times faster than np.fromfile
+            with open(path, "rb") as f:
+                f.seek(info.data_offset)
+                buf = f.read(n_bytes)
+        except OSError as e:
+            raise AudioError(f"cannot read file: {e.strerror or e}", path) from e
+        if len(buf) != n_bytes:
+            raise AudioError(f"truncated: {len(buf)} of {n_bytes} data bytes on disk", path)
+        raw = np.frombuffer(buf, dtype="<i2")
         if info.channels > 1:
             raw = raw.reshape(-1, info.channels)[:, 0]
         if out is not None and out.shape == raw.shape and info.sample_rate == sr:

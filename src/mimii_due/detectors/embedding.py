@@ -1,14 +1,20 @@
 """A discriminative embedding detector for domain shift (the DCASE 2021-2023 state of the art).
 
-A small CNN on the whole clip's log-mel is trained to classify *section x attributes* labels
-(taken from the training file names, e.g. section 00 with ``strength_1``) with an ArcFace margin
-loss and mixup. Classifying attributes forces the embedding to notice the small physical changes
-that also separate anomalies; the margin keeps the classes compact.
+A small CNN on log-mel (each mel band standardised; trained on random 128-frame excerpts, applied
+to whole clips; pooled over time only, so the frequency layout survives) is trained to classify
+*section x attributes* labels (taken from the training file names, e.g. section 00 with
+``strength_1``) with an ArcFace margin loss and mixup. Classifying attributes forces the embedding
+to notice the small physical changes that also separate anomalies; the margin keeps the classes
+compact.
 
 Score: the cosine distance to the nearest training embedding of the clip's section, computed
 against the source and the target training clips separately, taking the smaller. The three
 target clips thus define "normal" for the target domain on their own, instead of being drowned
-by a thousand source clips.
+by a thousand source clips. A second, untrained branch on the clip's spectrum (its clip-mean
+log-mel, standardised with the section's source statistics) gives a nearest-neighbour distance
+the same way; each branch's distance is divided by its median leave-one-out distance on the
+training clips and the two are added. The spectrum branch keeps what classification may discard
+(a quiet hum or whistle that no attribute depends on).
 """
 
 from __future__ import annotations
@@ -40,9 +46,10 @@ class EmbeddingConfig:
     lr: float = 1e-3
     validation_split: float = 0.1
     k: int = 1  # neighbours for the distance
+    spectrum: bool = True  # add the spectrum branch's distance (clip-mean log-mel) to the embedding's
     pool: str = "time"  # "time": keep the frequency axis; "both": pool time and frequency
     band_norm: bool = True  # standardise each mel band (else one mean and deviation for all)
-    crop: int = 0  # train on random excerpts of this many frames (0: whole clips); scores use whole clips
+    crop: int = 128  # train on random excerpts of this many frames (0: whole clips); scores use whole clips
     seed: int = 0
 
 
@@ -91,6 +98,11 @@ class ArcFace(nn.Module):
         theta = torch.acos(cos.gather(1, target[:, None]))
         target_logit = torch.cos(torch.clamp(theta + self.margin, max=math.pi))
         return self.scale * cos.scatter(1, target[:, None], target_logit)
+
+
+def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0))
 
 
 class EmbeddingDetector(Detector):
@@ -150,6 +162,20 @@ class EmbeddingDetector(Detector):
         self.bank_ = self.embed(features)
         self.bank_sections_ = clips["section"].to_numpy().astype(int)
         self.bank_domains_ = clips["domain"].to_numpy().astype(str)
+        self.spectrum_norm_ = {}  # section -> (mean, deviation) of its source clips' clip-mean log-mel
+        means = features.means()
+        for section in np.unique(self.bank_sections_):
+            m = means[(self.bank_sections_ == section) & (self.bank_domains_ == "source")]
+            m = m if len(m) > 1 else means[self.bank_sections_ == section]
+            self.spectrum_norm_[int(section)] = (m.mean(0), m.std(0) + 1e-3)
+        self.spectrum_bank_ = self._spectra(features, self.bank_sections_)
+        # Each branch's distance is divided by its section's median leave-one-out training
+        # distance, so that both count alike when added.
+        self.scales_ = {}
+        e, sp = self._distances(features, clips, exclude_self=True)
+        for section in np.unique(self.bank_sections_):
+            i = self.bank_sections_ == section
+            self.scales_[int(section)] = (float(np.median(e[i])) or 1.0, float(np.median(sp[i])) or 1.0)
 
     @torch.no_grad()
     def embed(self, features: Features) -> np.ndarray:
@@ -159,23 +185,46 @@ class EmbeddingDetector(Detector):
         out = [F.normalize(self.net_(x[i : i + 64].unsqueeze(1))) for i in range(0, len(x), 64)]
         return torch.cat(out).numpy()
 
-    def _score(self, features: Features, clips: pd.DataFrame, exclude_self: bool = False) -> np.ndarray:
-        emb = self.embed(features)
-        out = np.empty(len(emb))
-        for i, section in enumerate(clips["section"].to_numpy().astype(int)):
-            best = []
+    def _spectra(self, features: Features, sections: np.ndarray) -> np.ndarray:
+        """The spectrum branch: clip-mean log-mel standardised with the section's source statistics."""
+        means = features.means()
+        for section in np.unique(sections):
+            mu, sd = self.spectrum_norm_[int(section)]
+            means[sections == section] = (means[sections == section] - mu) / sd
+        return means
+
+    def _nearest(self, query, sections, bank, distance, exclude_self: bool) -> np.ndarray:
+        """Mean distance to the ``k`` nearest training clips of the query's section, computed for
+        the source and the target clips separately, the smaller taken."""
+        out = np.full(len(query), np.inf)
+        for section in np.unique(sections):
+            qi = np.nonzero(sections == section)[0]
             for domain in ("source", "target"):
-                mask = (self.bank_sections_ == section) & (self.bank_domains_ == domain)
-                if exclude_self:  # training clip i is bank row i
-                    mask[i] = False
-                bank = self.bank_[mask]
-                if len(bank):
-                    dist = np.sort(1 - bank @ emb[i])[: self.config.k]
-                    best.append(float(dist.mean()))
-            if not best:
-                raise ModelError(f"embedding: no training clips of section {section}")
-            out[i] = min(best)
+                bi = np.nonzero((self.bank_sections_ == section) & (self.bank_domains_ == domain))[0]
+                if not len(bi):
+                    continue
+                d = distance(query[qi], bank[bi])
+                if exclude_self:  # training clip i is bank row i: not its own neighbour
+                    d[qi[:, None] == bi[None, :]] = np.inf
+                out[qi] = np.minimum(out[qi], np.sort(d, axis=1)[:, : self.config.k].mean(axis=1))
+        if not np.isfinite(out).all():
+            bad = sorted(set(sections[~np.isfinite(out)].tolist()))
+            raise ModelError(f"embedding: too few training clips in section(s) {bad} to find neighbours")
         return out
+
+    def _distances(self, features: Features, clips: pd.DataFrame, exclude_self: bool = False):
+        sections = clips["section"].to_numpy().astype(int)
+        e = self._nearest(self.embed(features), sections, self.bank_, lambda a, b: 1 - a @ b.T, exclude_self)
+        spec = self._spectra(features, sections)
+        sp = self._nearest(spec, sections, self.spectrum_bank_, _euclidean, exclude_self)
+        return e, sp
+
+    def _score(self, features: Features, clips: pd.DataFrame, exclude_self: bool = False) -> np.ndarray:
+        e, sp = self._distances(features, clips, exclude_self)
+        if not self.config.spectrum:
+            return e
+        scale = np.array([self.scales_[int(s)] for s in clips["section"]])
+        return e / scale[:, 0] + sp / scale[:, 1]
 
     def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         return self._score(features, clips, exclude_self=True)  # leave-one-out: not its own neighbour
@@ -183,6 +232,7 @@ class EmbeddingDetector(Detector):
     def _state(self) -> dict:
         return {"net": self.net_.state_dict(), "classes": self.classes_, "norm": self.norm_, "bank": self.bank_,
                 "bank_sections": self.bank_sections_, "bank_domains": self.bank_domains_,
+                "spectrum_norm": self.spectrum_norm_, "spectrum_bank": self.spectrum_bank_, "scales": self.scales_,
                 "history": getattr(self, "history_", [])}  # fmt: skip
 
     def _set_state(self, state: dict) -> None:
@@ -193,4 +243,7 @@ class EmbeddingDetector(Detector):
         self.classes_, self.norm_ = list(state["classes"]), tuple(np.asarray(v, np.float32) for v in state["norm"])
         self.bank_, self.bank_sections_ = np.asarray(state["bank"]), np.asarray(state["bank_sections"])
         self.bank_domains_ = np.asarray(state["bank_domains"])
+        self.spectrum_norm_ = {int(k): tuple(np.asarray(a) for a in v) for k, v in state["spectrum_norm"].items()}
+        self.spectrum_bank_ = np.asarray(state["spectrum_bank"])
+        self.scales_ = {int(k): tuple(v) for k, v in state["scales"].items()}
         self.history_ = state.get("history", [])
