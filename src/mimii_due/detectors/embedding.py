@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.spatial.distance import cdist
 from torch import nn
 
 from mimii_due.detectors.base import Detector
@@ -100,11 +101,6 @@ class ArcFace(nn.Module):
         return self.scale * cos.scatter(1, target[:, None], target_logit)
 
 
-def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    return np.sqrt(np.maximum(sq, 0))
-
-
 class EmbeddingDetector(Detector):
     name = "embedding"
     config_class = EmbeddingConfig
@@ -172,7 +168,7 @@ class EmbeddingDetector(Detector):
         # Each branch's distance is divided by its section's median leave-one-out training
         # distance, so that both count alike when added.
         self.scales_ = {}
-        e, sp = self._distances(features, clips, exclude_self=True)
+        e, sp = self._distances(self.bank_, self.spectrum_bank_, self.bank_sections_, exclude_self=True)
         for section in np.unique(self.bank_sections_):
             i = self.bank_sections_ == section
             self.scales_[int(section)] = (float(np.median(e[i])) or 1.0, float(np.median(sp[i])) or 1.0)
@@ -212,22 +208,26 @@ class EmbeddingDetector(Detector):
             raise ModelError(f"embedding: too few training clips in section(s) {bad} to find neighbours")
         return out
 
-    def _distances(self, features: Features, clips: pd.DataFrame, exclude_self: bool = False):
-        sections = clips["section"].to_numpy().astype(int)
-        e = self._nearest(self.embed(features), sections, self.bank_, lambda a, b: 1 - a @ b.T, exclude_self)
-        spec = self._spectra(features, sections)
-        sp = self._nearest(spec, sections, self.spectrum_bank_, _euclidean, exclude_self)
-        return e, sp
+    def _distances(self, emb, spec, sections, exclude_self: bool = False):
+        """Both branches' nearest-neighbour distances (cosine for the embedding, Euclidean for the spectrum)."""
+        e = self._nearest(emb, sections, self.bank_, lambda a, b: 1 - a @ b.T, exclude_self)
+        return e, self._nearest(spec, sections, self.spectrum_bank_, cdist, exclude_self)
 
-    def _score(self, features: Features, clips: pd.DataFrame, exclude_self: bool = False) -> np.ndarray:
-        e, sp = self._distances(features, clips, exclude_self)
+    def _combine(self, e: np.ndarray, sp: np.ndarray, sections: np.ndarray) -> np.ndarray:
         if not self.config.spectrum:
             return e
-        scale = np.array([self.scales_[int(s)] for s in clips["section"]])
+        scale = np.array([self.scales_[int(s)] for s in sections])
         return e / scale[:, 0] + sp / scale[:, 1]
 
+    def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        sections = clips["section"].to_numpy().astype(int)
+        e, sp = self._distances(self.embed(features), self._spectra(features, sections), sections)
+        return self._combine(e, sp, sections)
+
     def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
-        return self._score(features, clips, exclude_self=True)  # leave-one-out: not its own neighbour
+        # the training clips are the banks' rows: leave-one-out, not its own neighbour
+        e, sp = self._distances(self.bank_, self.spectrum_bank_, self.bank_sections_, exclude_self=True)
+        return self._combine(e, sp, self.bank_sections_)
 
     def _state(self) -> dict:
         return {"net": self.net_.state_dict(), "classes": self.classes_, "norm": self.norm_, "bank": self.bank_,

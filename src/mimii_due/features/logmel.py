@@ -71,13 +71,11 @@ class LogMel(nn.Module):
         frames = padded.unfold(-1, c.n_fft, c.hop_length)
         b, t = frames.shape[:2]
         f = c.n_fft // 2 + 1
-        w = work if work is not None and work.get("shape") == (b, t) else {}
-        if not w:
+        w = work if work is not None else {}
+        if w.get("shape") != (b, t):
+            w.clear()
             w.update(shape=(b, t), frames=torch.empty(b, t, c.n_fft), spec=torch.empty(b, t, f, dtype=torch.complex64),
                      mel=torch.empty(b * t, c.n_mels))  # fmt: skip
-            if work is not None:
-                work.clear()
-                work.update(w)
         torch.mul(frames, self.window, out=w["frames"])
         spec = torch.fft.rfft(w["frames"], out=w["spec"])
         sq = torch.view_as_real(spec).view(b * t, 2 * f).square_()  # interleaved re^2, im^2
@@ -87,8 +85,7 @@ class LogMel(nn.Module):
             x, fb, k = sq.view(b * t, f, 2).sum(-1).pow_(c.power / 2), self.mel_fb2[0::2], 1
         blocks = [x[:, k * lo : k * hi] @ fb[k * lo : k * hi, m0:m1] for lo, hi, m0, m1 in self.blocks]
         mel = torch.cat(blocks, 1, out=w["mel"])
-        out = torch.log10_(mel.clamp_min_(c.eps)).mul_(10.0).view(b, t, -1)
-        return out
+        return torch.log10_(mel.clamp_min_(c.eps)).mul_(10.0).view(b, t, -1)
 
 
 def logmel(y: np.ndarray, *, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
