@@ -5,7 +5,9 @@ to whole clips; pooled over time only, so the frequency layout survives) is trai
 *section x attributes* labels (taken from the training file names, e.g. section 00 with
 ``strength_1``) with an ArcFace margin loss and mixup. Classifying attributes forces the embedding
 to notice the small physical changes that also separate anomalies; the margin keeps the classes
-compact.
+compact. Beside the CNN, a small learned branch sees the input's mean spectrum (the mean over
+frames of the standardised log-mel) at full frequency resolution, which the strided convolutions
+blur (after Wilkinghoff's two-branch systems); the two are joined before the projection.
 
 Score: the cosine distance to the nearest training embedding of the clip's section, computed
 against the source and the target training clips separately, taking the smaller. The three
@@ -51,15 +53,18 @@ class EmbeddingConfig:
     pool: str = "time"  # "time": keep the frequency axis; "both": pool time and frequency
     band_norm: bool = True  # standardise each mel band (else one mean and deviation for all)
     crop: int = 128  # train on random excerpts of this many frames (0: whole clips); scores use whole clips
+    spectrum_net: bool = True  # a learned branch on the input's mean spectrum, joined to the CNN's output
     seed: int = 0
 
 
 class EmbeddingNet(nn.Module):
     """``(batch, 1, frames, mels)`` -> embedding ``(batch, embedding)``: strided conv stages,
     mean and max pooling over time, a linear projection. With ``pool="time"`` the frequency axis
-    is kept (flattened into the projection): where in the spectrum a change happens matters."""
+    is kept (flattened into the projection): where in the spectrum a change happens matters. With
+    ``spectrum_net`` an MLP on the mean over frames of the input joins the projection."""
 
-    def __init__(self, channels=(16, 32, 64, 128), embedding: int = 128, *, n_mels: int = 128, pool: str = "time"):
+    def __init__(self, channels=(16, 32, 64, 128), embedding: int = 128, *, n_mels: int = 128, pool: str = "time",
+                 spectrum_net: bool = False):  # fmt: skip
         super().__init__()
         layers, c = [], 1
         for o in channels:
@@ -77,12 +82,22 @@ class EmbeddingNet(nn.Module):
         for _ in channels:
             freq = (freq + 1) // 2
         self.pool = pool
-        self.head = nn.Linear(2 * c * (freq if pool == "time" else 1), embedding)
+        width = 2 * c * (freq if pool == "time" else 1)
+        self.spectrum = None
+        if spectrum_net:  # the mean spectrum over the input's frames: fine frequency detail, no striding
+            self.spectrum = nn.Sequential(
+                nn.Linear(n_mels, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Linear(256, 128)
+            )
+            width += 128
+        self.head = nn.Linear(width, embedding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.body(x)  # (batch, channels, time, freq)
         dims = (2,) if self.pool == "time" else (2, 3)
-        return self.head(torch.cat([h.mean(dim=dims).flatten(1), h.amax(dim=dims).flatten(1)], dim=1))
+        parts = [h.mean(dim=dims).flatten(1), h.amax(dim=dims).flatten(1)]
+        if self.spectrum is not None:
+            parts.append(self.spectrum(x.mean(dim=2).flatten(1)))
+        return self.head(torch.cat(parts, dim=1))
 
 
 class ArcFace(nn.Module):
@@ -122,7 +137,8 @@ class EmbeddingDetector(Detector):
         self.classes_ = sorted(set(keys))
         y = torch.tensor([self.classes_.index(k) for k in keys])
         with seeded(c.seed):
-            net = EmbeddingNet(c.channels, c.embedding, n_mels=features.data.shape[1], pool=c.pool)
+            net = EmbeddingNet(c.channels, c.embedding, n_mels=features.data.shape[1], pool=c.pool,
+                               spectrum_net=c.spectrum_net)  # fmt: skip
             head = ArcFace(c.embedding, len(self.classes_), c.margin, c.scale)
         model = nn.ModuleDict({"net": net, "head": head})
         gen = torch.Generator().manual_seed(c.seed)  # augmentation draws, seeded like the rest
@@ -237,7 +253,8 @@ class EmbeddingDetector(Detector):
 
     def _set_state(self, state: dict) -> None:
         c = self.config
-        self.net_ = EmbeddingNet(tuple(c.channels), c.embedding, n_mels=self.features.n_mels, pool=c.pool)
+        self.net_ = EmbeddingNet(tuple(c.channels), c.embedding, n_mels=self.features.n_mels, pool=c.pool,
+                                spectrum_net=c.spectrum_net)  # fmt: skip
         self.net_.load_state_dict(state["net"])
         self.net_.eval()
         self.classes_, self.norm_ = list(state["classes"]), tuple(np.asarray(v, np.float32) for v in state["norm"])
