@@ -65,6 +65,7 @@ def supervised_reference(data: Path, cache: Path) -> dict[str, list[float]]:
         model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, max_iter=5000))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", FutureWarning)  # scikit-learn 1.8 announcing changed attributes
             p = cross_val_predict(model, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
                                   method="predict_proba")[:, 1]  # fmt: skip
         out[f"{domain} AUC"].append(roc_auc_score(y, p))

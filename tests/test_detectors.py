@@ -47,6 +47,20 @@ def test_contract(name, easy, tmp_path):
     np.testing.assert_allclose(loaded.score(test), scores, rtol=1e-6, atol=1e-9)
 
 
+def test_a_saved_model_that_does_not_fit_the_code_is_a_clear_error(easy, tmp_path):
+    import json
+
+    train, _ = easy
+    train = train[(train.machine == train.machine.iloc[0]) & (train.section == train.section.iloc[0])]
+    make("embedding", epochs=1, cache=tmp_path / "f").fit(train).save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "detector.json").read_text())
+    meta["params"]["config"]["spectrum_net"] = False  # as if saved by a version without that branch
+    (tmp_path / "model" / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="retrain") as e:
+        Detector.load(tmp_path / "model")
+    assert "model" in str(e.value)
+
+
 def test_training_on_anomalies_is_refused(easy):
     train, test = easy
     with pytest.raises(ModelError, match="normal"):

@@ -166,7 +166,14 @@ class Detector:
         det.threshold_ = float(meta["threshold"])
         det.sections_ = list(meta["sections"])
         det.train_scores_ = np.asarray(meta["train_scores"])
-        det._set_state(state)
+        try:
+            det._set_state(state)
+        except (RuntimeError, KeyError, ValueError) as e:  # e.g. saved by a version with other layers
+            raise ModelError(
+                f"the saved {meta['detector']} model does not fit this version of mimii-due "
+                f"(saved by {meta.get('version', '?')}); retrain it ({str(e).splitlines()[0]})",
+                directory,
+            ) from e
         return det
 
     # ------------------------------------------------------------------ for subclasses
