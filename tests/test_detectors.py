@@ -1,5 +1,7 @@
 """One contract test, parametrised over the registry: every detector must pass it."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -48,8 +50,6 @@ def test_contract(name, easy, tmp_path):
 
 
 def test_a_saved_model_that_does_not_fit_the_code_is_a_clear_error(easy, tmp_path):
-    import json
-
     train, _ = easy
     train = train[(train.machine == train.machine.iloc[0]) & (train.section == train.section.iloc[0])]
     make("embedding", epochs=1, cache=tmp_path / "f").fit(train).save(tmp_path / "model")
