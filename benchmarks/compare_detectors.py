@@ -12,7 +12,6 @@ skips what is done. Results also go to ``OUT/comparison.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,21 +23,25 @@ from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
 from mimii_due.evaluation.metrics import hmean
 from mimii_due.features.extract import extract
 from mimii_due.report.tables import results_markdown
+from mimii_due.runs import Run
 from mimii_due.synth.generate import generate
 
 
 def smahal_from_ae(ae_run: Path, run: Path, data: Path) -> None:
     """Selective Mahalanobis runs on the AE run's networks (identical to training smahal, which
     trains the same AE with the same seed, but without doing it twice)."""
-    meta = pipeline.read_run(ae_run)
+    source, keeper = Run(ae_run), Run(run)
+    meta = source.meta()
+    keeper.start(meta | {"detector": "smahal", "from": str(ae_run)}, resume=True)
     table = index(data)
     for machine in meta["machines"]:
-        if (run / "models" / machine / "detector.json").exists():
+        if keeper.has_model(machine):
             continue
-        ae = pipeline.load_detector(ae_run, machine)
-        clips = table[(table.split == "train") & (table.machine == machine)]
-        SelectiveMahalanobisDetector.from_autoencoder(ae, clips).save(run / "models" / machine)
-    (run / "run.json").write_text(json.dumps(meta | {"detector": "smahal", "from": str(ae_run)}))
+        ae = source.load_model(machine)
+        feats, clips = pipeline.features(
+            table[(table.split == "train") & (table.machine == machine)], cache=source.cache
+        )
+        keeper.save_model(machine, SelectiveMahalanobisDetector.from_autoencoder(ae, feats, clips))
 
 
 def supervised_reference(data: Path, cache: Path) -> dict[str, list[float]]:
@@ -79,7 +82,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-test", type=int, default=50, help="test clips per label, domain and section")
     ap.add_argument("--out", default="/tmp/mimii_due_compare")
-    ap.add_argument("--detectors", default="embedding,ae,smahal,mobilenetv2")
+    ap.add_argument("--detectors", default="ensemble,twfr_gmm,embedding,ae,smahal,mobilenetv2")
     ap.add_argument("--no-reference", dest="reference", action="store_false",
                     help="leave out the supervised reference row (how separable the anomalies are at all)")  # fmt: skip
     a = ap.parse_args()

@@ -33,12 +33,11 @@ def main() -> None:
     gen_s = time.perf_counter() - t0
     t = index(a.out)
     print(f"generated {len(t)} clips in {gen_s:.1f} s: {len(t) / gen_s:.1f} clips/s with {a.workers} workers")
-    _, t = extract(t, cache=f"{a.out}/.features")
     rows = []
     for machine, g in t.groupby("machine"):
-        det = make("gaussian", cache=f"{a.out}/.features").fit(g[g.split == "train"])
-        te = g[g.split == "test"]
-        te = te.assign(score=det.score(te))
+        det = make("gaussian").fit(*extract(g[g.split == "train"], cache=f"{a.out}/.features"))
+        fte, te = extract(g[g.split == "test"], cache=f"{a.out}/.features")
+        te = te.assign(score=det.score(fte, te))
         for (section, domain), h in te.groupby(["section", "domain"]):
             rows.append(
                 {

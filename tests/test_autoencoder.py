@@ -31,21 +31,33 @@ def test_gathered_windows_equal_stacked_frames(tiny_dataset):
 
 def test_ae_detects_easy_anomalies(easy_dataset, tmp_path):
     t = index(easy_dataset)
-    det = make("ae", epochs=8, cache=tmp_path).fit(t[t.split == "train"])
-    test = t[t.split == "test"]
-    s = det.score(test)
+    det = make("ae", epochs=8).fit(*extract(t[t.split == "train"], cache=tmp_path))
+    ftest, test = extract(t[t.split == "test"], cache=tmp_path)
+    s = det.score(ftest, test)
     assert auc((test.label == "anomaly").to_numpy(), s) > 0.9
     assert len(det.history_) == 8 and det.history_[-1]["loss"] < det.history_[0]["loss"]
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tiny_dataset, tmp_path):
     t = index(tiny_dataset)
-    train = t[(t.split == "train") & (t.machine == "fan")]
-    straight = make("ae", epochs=4, batch_size=256, cache=tmp_path / "f").fit(train, checkpoint=tmp_path / "a")
-    make("ae", epochs=2, batch_size=256, cache=tmp_path / "f").fit(train, checkpoint=tmp_path / "b")  # "crash"
-    resumed = make("ae", epochs=4, batch_size=256, cache=tmp_path / "f").fit(train, checkpoint=tmp_path / "b")
+    ftrain, train = extract(t[(t.split == "train") & (t.machine == "fan")])
+    straight = make("ae", epochs=4, batch_size=256).fit(ftrain, train, checkpoint=tmp_path / "a")
+    make("ae", epochs=2, batch_size=256).fit(ftrain, train, checkpoint=tmp_path / "b")  # "crash"
+    resumed = make("ae", epochs=4, batch_size=256).fit(ftrain, train, checkpoint=tmp_path / "b")
     assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4]
     for k, v in straight.model_.state_dict().items():
         torch.testing.assert_close(resumed.model_.state_dict()[k], v, rtol=0, atol=0)
     with pytest.raises(Exception, match="other settings"):
-        make("ae", epochs=4, batch_size=128, cache=tmp_path / "f").fit(train, checkpoint=tmp_path / "b")
+        make("ae", epochs=4, batch_size=128).fit(ftrain, train, checkpoint=tmp_path / "b")
+
+
+def test_interrupted_embedding_training_resumes_to_the_same_model(tiny_dataset, tmp_path):
+    """Every random draw of a training step (crops, mixup) comes from the epoch's generator."""
+    t = index(tiny_dataset)
+    ftrain, train = extract(t[(t.split == "train") & (t.machine == "fan")])
+    straight = make("embedding", epochs=3).fit(ftrain, train, checkpoint=tmp_path / "a")
+    make("embedding", epochs=1).fit(ftrain, train, checkpoint=tmp_path / "b")  # "killed" after epoch 1
+    resumed = make("embedding", epochs=3).fit(ftrain, train, checkpoint=tmp_path / "b")
+    for k, v in straight.net_.state_dict().items():
+        torch.testing.assert_close(resumed.net_.state_dict()[k], v, rtol=0, atol=0)
+    assert resumed.threshold_ == straight.threshold_

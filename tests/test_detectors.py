@@ -8,8 +8,9 @@ import pytest
 from mimii_due.data.index import index
 from mimii_due.detectors import REGISTRY, make
 from mimii_due.detectors.base import Detector
-from mimii_due.errors import ModelError, NotFittedError
+from mimii_due.errors import ConfigError, ModelError, NotFittedError
 from mimii_due.evaluation.metrics import auc
+from mimii_due.features.extract import Features, extract
 
 # Settings that keep each detector's contract test fast; every registered detector needs an entry.
 FAST = {
@@ -18,41 +19,61 @@ FAST = {
     "mobilenetv2": {"epochs": 2, "lr": 1e-3},
     "smahal": {"epochs": 10},
     "embedding": {"epochs": 3},
+    "twfr_gmm": {},
+    "ensemble": {"members": ("twfr_gmm", "gaussian")},
 }
 
 
 @pytest.fixture(scope="module")
-def easy(easy_dataset):
+def easy(easy_dataset, tmp_path_factory):
     t = index(easy_dataset)
-    return t[t.split == "train"], t[t.split == "test"]
+    cache = tmp_path_factory.mktemp("cache")
+    train, test = t[t.split == "train"], t[t.split == "test"]
+    (ftrain, train), (ftest, test) = extract(train, cache=cache), extract(test, cache=cache)
+    return ftrain, train, ftest, test
+
+
+def _subset(feats: Features, idx, cut: dict | None = None) -> Features:
+    """Features of clips ``idx`` (clip i cut to ``cut[i]`` frames where given)."""
+    cut = cut or {}
+    parts = [feats.clip(i)[: cut.get(i, None)] for i in idx]
+    return Features(np.concatenate(parts), np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64))
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_contract(name, easy, tmp_path):
     assert name in FAST, f"add fast settings for {name} to FAST"
-    train, test = easy
-    det = make(name, cache=tmp_path / "f", **FAST[name])
+    ftrain, train, ftest, test = easy
+    det = make(name, **FAST[name])
     assert not hasattr(det, "threshold_")  # __init__ stores settings only
     with pytest.raises(NotFittedError):
-        det.score(test)
-    assert det.fit(train) is det
+        det.score(ftest, test)
+    assert det.fit(ftrain, train) is det
     assert np.isfinite(det.threshold_) and det.train_scores_.shape == (len(train),)
-    scores = det.score(test)
+    scores = det.score(ftest, test)
     assert scores.shape == (len(test),) and np.isfinite(scores).all()
-    np.testing.assert_array_equal(det.predict(test), scores > det.threshold_)
+    np.testing.assert_array_equal(det.predict(ftest, test), scores > det.threshold_)
     src = (test.domain == "source").to_numpy()
     # higher means more anomalous: on easy data the anomalies score higher
     assert auc((test.label[src] == "anomaly").to_numpy(), scores[src]) > 0.7
+    # a clip's score does not depend on the other clips in the call, also with clips of unequal lengths
+    idx = [0, 5, len(test) - 1]
+    cut = {5: det.min_frames + 60}  # one clip much shorter than the others
+    short_test = test.iloc[idx].reset_index(drop=True)
+    together = det.score(_subset(ftest, idx, cut), short_test)
+    for k, i in enumerate(idx):
+        alone = det.score(_subset(ftest, [i], cut), short_test.iloc[[k]])
+        np.testing.assert_allclose(alone, together[k : k + 1], rtol=1e-4, atol=1e-6)  # float32 nets
+    np.testing.assert_allclose(together[[0, 2]], scores[[0, len(test) - 1]], rtol=1e-4, atol=1e-6)
     det.save(tmp_path / "model")
     loaded = Detector.load(tmp_path / "model")
     assert type(loaded) is type(det) and loaded.threshold_ == det.threshold_
-    np.testing.assert_allclose(loaded.score(test), scores, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(loaded.score(ftest, test), scores, rtol=1e-6, atol=1e-9)
 
 
 def test_a_saved_model_that_does_not_fit_the_code_is_a_clear_error(easy, tmp_path):
-    train, _ = easy
-    train = train[(train.machine == train.machine.iloc[0]) & (train.section == train.section.iloc[0])]
-    make("embedding", epochs=1, cache=tmp_path / "f").fit(train).save(tmp_path / "model")
+    ftrain, train, _, _ = easy
+    make("embedding", epochs=1).fit(ftrain, train).save(tmp_path / "model")
     meta = json.loads((tmp_path / "model" / "detector.json").read_text())
     meta["params"]["config"]["spectrum_net"] = False  # as if saved by a version without that branch
     (tmp_path / "model" / "detector.json").write_text(json.dumps(meta))
@@ -61,17 +82,45 @@ def test_a_saved_model_that_does_not_fit_the_code_is_a_clear_error(easy, tmp_pat
     assert str(tmp_path / "model") in str(e.value)  # names the folder, not just the word "model"
 
 
+def test_a_model_file_that_would_run_code_is_refused(easy, tmp_path):
+    import torch
+
+    ftrain, train, _, _ = easy
+    make("gaussian").fit(ftrain, train).save(tmp_path / "model")
+    torch.save({"models": {0: (np.zeros(3), object())}}, tmp_path / "model" / "state.pt")  # pickles a class
+    with pytest.raises(ModelError, match="more than weights"):
+        Detector.load(tmp_path / "model")
+
+
 def test_training_on_anomalies_is_refused(easy):
-    train, test = easy
+    _, _, ftest, test = easy
     with pytest.raises(ModelError, match="normal"):
-        make("gaussian").fit(test)
+        make("gaussian").fit(ftest, test)
 
 
-def test_unknown_detector_and_setting():
-    with pytest.raises(Exception, match="unknown detector"):
-        make("nope")
-    with pytest.raises(Exception, match="unknown setting"):
-        make("ae", epoch=3)
+def test_too_short_clips_are_a_clear_error(easy):
+    ftrain, train, ftest, test = easy
+    det = make("ae", epochs=1).fit(ftrain, train)
+    with pytest.raises(ModelError, match="shorter than the 5 frames"):
+        det.score(_subset(ftest, [0], {0: 3}), test.iloc[[0]])
+
+
+@pytest.mark.parametrize(
+    "name, settings, message",
+    [
+        ("nope", {}, "unknown detector"),
+        ("ae", {"epoch": 3}, "unknown setting"),
+        ("ae", {"lr": "abc"}, "lr must be float"),
+        ("ae", {"batch_size": 0}, "batch_size must be at least 1"),
+        ("ae", {"seed": -1}, "seed must be between"),
+        ("ae", {"epochs": 0}, "epochs must be at least 1"),
+        ("embedding", {"pool": "pool"}, "pool must be one of"),
+        ("ensemble", {"members": ("twfr_gmm", "nope")}, "unknown detector"),
+    ],
+)
+def test_settings_are_checked_when_the_detector_is_made(name, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        make(name, **settings)
 
 
 def test_selective_mahalanobis_from_a_trained_ae_equals_training_it(tiny_dataset, tmp_path):
@@ -79,11 +128,11 @@ def test_selective_mahalanobis_from_a_trained_ae_equals_training_it(tiny_dataset
 
     t = index(tiny_dataset)
     fan = t[(t.machine == "fan") & (t.section == 0)]
-    train, test = fan[fan.split == "train"], fan[fan.split == "test"]
-    direct = make("smahal", epochs=2, batch_size=256, cache=tmp_path).fit(train)
-    ae = make("ae", epochs=2, batch_size=256, cache=tmp_path).fit(train)
-    derived = SelectiveMahalanobisDetector.from_autoencoder(ae, train)
-    np.testing.assert_allclose(derived.score(test), direct.score(test), rtol=1e-6)
+    (ftrain, train), (ftest, test) = extract(fan[fan.split == "train"]), extract(fan[fan.split == "test"])
+    direct = make("smahal", epochs=2, batch_size=256).fit(ftrain, train)
+    ae = make("ae", epochs=2, batch_size=256).fit(ftrain, train)
+    derived = SelectiveMahalanobisDetector.from_autoencoder(ae, ftrain, train)
+    np.testing.assert_allclose(derived.score(ftest, test), direct.score(ftest, test), rtol=1e-6)
     assert derived.threshold_ == pytest.approx(direct.threshold_)
     # the smaller of the two domain distances: a target normal clip is scored against target statistics
     assert set(direct.stats_) == {(0, "source"), (0, "target")}

@@ -90,3 +90,37 @@ def test_ground_truth_files_are_read_and_checked(tmp_path):
     (tmp_path / "ground_truth_fan_section_04_source_test.csv").write_text("a.wav,maybe\n")
     with pytest.raises(Exception, match="line 1"):
         read_ground_truth(tmp_path)
+
+
+def test_the_2022_to_2025_metric_against_a_hand_computation(tmp_path):
+    """DCASE 2023 evaluator: per section, each domain's AUC over its normal clips and *all*
+    anomalies of the section; one pAUC over every clip; official score = hmean of all of them."""
+    rows = [  # (domain, label, score)
+        ("source", "normal", 0.1), ("source", "normal", 0.4), ("source", "anomaly", 0.5), ("source", "anomaly", 0.2),
+        ("target", "normal", 0.3), ("target", "normal", 0.6), ("target", "anomaly", 0.7), ("target", "anomaly", 0.35),
+    ]  # fmt: skip
+    df = pd.DataFrame(rows, columns=["domain", "label", "score"]).assign(machine="ToyCar", section=0)
+    df["decision"] = df["score"] > 0.45
+    df["filename"] = [f"section_00_{d}_test_{lab}_{i:04d}.wav" for i, (d, lab, _) in enumerate(rows)]
+    res = evaluate(df, protocol="dcase2022")
+    got = res.set_index("domain")
+    anomalies = [0.5, 0.2, 0.7, 0.35]
+    # source: normals 0.1, 0.4 against the four anomalies: pairs won 4 + (0.5, 0.7 beat 0.4) = 6 of 8
+    assert got.loc["source", "AUC"] == pytest.approx(6 / 8)
+    assert got.loc["source", "AUC"] == pytest.approx(auc(np.r_[0, 0, 1, 1, 1, 1], np.r_[0.1, 0.4, anomalies]))
+    # target: normals 0.3, 0.6 against the four anomalies: 0.3 loses to 0.5, 0.7, 0.35; 0.6 to 0.7 -> 4 of 8
+    assert got.loc["target", "AUC"] == pytest.approx(4 / 8)
+    section_pauc = pauc(np.r_[0, 0, 1, 1, 0, 0, 1, 1], df["score"].to_numpy())
+    assert got.loc["source", "pAUC"] == got.loc["target", "pAUC"] == pytest.approx(section_pauc)
+    summ = summarize(res)
+    assert summ["official_score"] == pytest.approx(scipy.stats.hmean([6 / 8, 4 / 8, section_pauc]))
+    # precision/recall per domain over that domain's clips only: source decisions 0,0,1,0
+    assert (got.loc["source", "precision"], got.loc["source", "recall"]) == (1.0, 0.5)
+    write_results(res, summ, tmp_path)
+    text = (tmp_path / "result.csv").read_text().splitlines()
+    assert text[1].startswith("section,AUC (source),AUC (target),pAUC,precision (source)")
+    assert text[2].startswith("00,0.750000,0.500000,")
+    assert text[-1] == f"official score,{summ['official_score']:.6f}"
+    # the official files of 2022-2025: one per machine and section, no domain in the name
+    write_score_files(df, tmp_path, protocol="dcase2022")
+    assert len((tmp_path / "anomaly_score_ToyCar_section_00_test.csv").read_text().splitlines()) == 8

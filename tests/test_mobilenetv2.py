@@ -61,19 +61,18 @@ def extract_stub():
 
 def test_tells_sections_apart_and_refuses_unseen_sections(tiny_dataset, easy_dataset, tmp_path):
     t = index(easy_dataset)
-    train, test = t[t.split == "train"], t[t.split == "test"]
-    det = make("mobilenetv2", epochs=2, lr=1e-3, cache=tmp_path).fit(train)
-    feats, _ = extract(test, cache=tmp_path)
+    (ftrain, train), (feats, test) = extract(t[t.split == "train"]), extract(t[t.split == "test"])
+    det = make("mobilenetv2", epochs=2, lr=1e-3).fit(ftrain, train)
     logits, owner = det.logits(feats)
     clip_pred = np.array([logits[owner == i].mean(0).argmax().item() for i in range(len(test))])
     accuracy = np.mean(np.array(det.classes_)[clip_pred] == test.section.to_numpy())
     assert accuracy > 0.6  # chance is 1/3
     other = index(tiny_dataset)
     with pytest.raises(ModelError, match="section"):
-        det.score(other[(other.section == 3) & (other.machine == "fan")])
+        det.score(*extract(other[(other.section == 3) & (other.machine == "fan")]))
 
 
 def test_one_section_is_a_clear_error(easy_dataset, tmp_path):
     t = index(easy_dataset)
     with pytest.raises(ModelError, match="two sections"):
-        make("mobilenetv2", epochs=1, cache=tmp_path).fit(t[(t.split == "train") & (t.section == 0)])
+        make("mobilenetv2", epochs=1).fit(*extract(t[(t.split == "train") & (t.section == 0)]))

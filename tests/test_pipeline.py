@@ -3,6 +3,7 @@
 import shutil
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from mimii_due.cli import app
@@ -19,24 +20,25 @@ def test_train_test_evaluate_on_dev_and_eval_data(tiny_dataset, tmp_path):
     assert (run / "models" / "fan" / "detector.json").exists() and (run / "models" / "valve" / "state.pt").exists()
     r = runner.invoke(app, ["test", str(run), str(tiny_dataset)])
     assert r.exit_code == 0, r.output
-    scores = pd.read_csv(run / "scores.csv")
+    res_dir = run / "results"
+    scores = pd.read_csv(res_dir / "scores.csv")
     assert len(scores) == len(index(tiny_dataset).query("split == 'test'"))
     # official files: one per machine/section/domain, eval clips (unlabelled names) included
-    f = run / "anomaly_score_fan_section_03_target_test.csv"
+    f = res_dir / "anomaly_score_fan_section_03_target_test.csv"
     rows = f.read_text().splitlines()
     assert rows and parse_name(rows[0].split(",")[0]).label is None
-    assert (run / "decision_result_valve_section_00_source_test.csv").exists()
+    assert (res_dir / "decision_result_valve_section_00_source_test.csv").exists()
     # without ground truth only the labelled (development) sections are evaluated
     r = runner.invoke(app, ["evaluate", str(run)])
     assert r.exit_code == 0, r.output
-    res = pd.read_json(run / "result.json", typ="series")
+    res = pd.read_json(res_dir / "result.json", typ="series")
     assert {(x["machine"], x["section"]) for x in res["results"]} == {("fan", 0), ("valve", 0)}
     r = runner.invoke(app, ["evaluate", str(run), "--ground-truth", str(tiny_dataset / "ground_truth")])
     assert r.exit_code == 0, r.output
-    res = pd.read_json(run / "result.json", typ="series")
+    res = pd.read_json(res_dir / "result.json", typ="series")
     assert {x["section"] for x in res["results"]} == {0, 3}
     assert 0 < res["official_score"] <= 1
-    text = (run / "result.csv").read_text()
+    text = (res_dir / "result.csv").read_text()
     assert text.startswith("fan\nsection,domain,AUC,pAUC,precision,recall,F1 score\n00,source,")
 
 
@@ -79,6 +81,42 @@ def test_train_and_test_on_real_dcase2020_layout(real_data, tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["test", str(run), str(real_data.parent)])
     assert r.exit_code == 0, r.output
-    scores = pd.read_csv(run / "scores.csv")
+    scores = pd.read_csv(run / "results" / "scores.csv")
     assert list(scores.filename) == ["anomaly_id_00_00000000.wav"] and scores.score.notna().all()
-    assert (run / "anomaly_score_dcase2020_id00_section_00_source_test.csv").exists()
+    assert (run / "results" / "anomaly_score_dcase2020_id00_id_00.csv").exists()  # the 2020 file names
+
+
+def test_a_new_test_leaves_no_stale_results_and_report_refuses_mixed_outputs(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    assert (
+        runner.invoke(
+            app, ["train", str(tiny_dataset), "--out", str(run), "--epochs", "1", "--machines", "valve"]
+        ).exit_code
+        == 0
+    )
+    assert runner.invoke(app, ["test", str(run), str(tiny_dataset)]).exit_code == 0
+    assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
+    assert (run / "results" / "result.csv").exists()
+    assert runner.invoke(app, ["test", str(run), str(tiny_dataset)]).exit_code == 0
+    assert not (run / "results" / "result.csv").exists()  # the old evaluation went with the old scores
+    r = runner.invoke(app, ["report", str(run)])
+    assert r.exit_code == 1 and "evaluate" in r.output and not (run / "report_files").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--detector", "nope"], "unknown detector"),
+        (["--set", "lr=abc"], "lr must be float"),
+        (["--batch-size", "0"], "batch_size must be at least 1"),
+        (["--seed", "-1"], "seed must be between"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+    ],
+)
+def test_bad_settings_write_nothing_and_a_retry_works(tiny_dataset, tmp_path, args, message):
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(run), "--machines", "valve"] + args)
+    assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
+    assert not run.exists()
+    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(run), "--machines", "valve", "--epochs", "1"])
+    assert r.exit_code == 0, r.output

@@ -57,6 +57,11 @@ def progress_bar(transient: bool = False, download: bool = False) -> Progress:
     return Progress(*cols, console=console, transient=transient)
 
 
+YEAR = typer.Option(
+    None, "--year", help="DCASE year of the data, 2020-2025 (default: recognised from layout and names)."
+)
+
+
 def _machines(value: str | None) -> list[str] | None:
     return [m.strip() for m in value.split(",") if m.strip()] if value else None
 
@@ -67,16 +72,24 @@ def _machines(value: str | None) -> list[str] | None:
 @app.command()
 def info(
     path: Path = typer.Argument(..., help="A dataset folder (dev_data/, eval_data/, a machine folder...)."),
-    strict: bool = typer.Option(False, help="Exit non-zero when any count differs from Table 1."),
+    strict: bool = typer.Option(False, help="Exit non-zero when any count differs from the year's counts."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip unreadable clips."),
+    year: int = YEAR,
 ) -> None:
-    """Count the clips found and compare them with the paper's Table 1."""
+    """Count the clips found, say which DCASE year they are, and compare them with its counts
+    (2021: the paper's Table 1)."""
     from mimii_due.data.index import index
     from mimii_due.data.table1 import compare
 
-    table = index(path, on_error="skip" if skip_bad else "raise")
-    cmp = compare(table)
-    t = Table(title=f"{len(table)} clips in {path} (found / Table 1)")
+    named = year is not None
+    table = index(path, on_error="skip" if skip_bad else "raise", year=year)
+    year = int(table["year"].iloc[0])
+    cmp = compare(table, year)
+    where = "Table 1" if year == 2021 else f"DCASE {year}"
+    stdout.print(
+        f"DCASE {year} data ({'named with --year' if named else 'recognised from the layout and names'})", markup=False
+    )
+    t = Table(title=f"{len(table)} clips in {path} (found / {where})")
     for col in ("machine", "section", "domain", "train", "test normal", "test anomaly", "test total", "differs"):
         t.add_column(col)
 
@@ -99,7 +112,7 @@ def info(
     n_diff = int((cmp.differences != "").sum())
     rates = sorted(table.sample_rate.unique())
     stdout.print(
-        f"{n_diff} of {len(cmp)} machine/section/domain rows differ from Table 1; "
+        f"{n_diff} of {len(cmp)} machine/section/domain rows differ from {where}; "
         f"sample rates (Hz): {', '.join(map(str, rates))}",
         markup=False,
     )
@@ -237,6 +250,12 @@ class _PipelineProgress:
         self.bar.update(self.tasks[key], completed=step, total=total, info=info)
 
 
+def _detector_names() -> str:
+    from mimii_due.detectors import REGISTRY
+
+    return ", ".join(REGISTRY)
+
+
 def _on_error(skip_bad: bool) -> str:
     return "skip" if skip_bad else "raise"
 
@@ -244,11 +263,18 @@ def _on_error(skip_bad: bool) -> str:
 SKIP_BAD = typer.Option(False, "--skip-bad", help="Report and skip unreadable clips instead of stopping.")
 
 
+def _report_skipped(table) -> None:
+    for _, msg in table.attrs.get("skipped", []):
+        console.print(f"[yellow]skipped[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def train(
     data: Path = typer.Argument(..., help="Dataset folder (training clips are read from */train/)."),
     out: Path = typer.Option(..., "--out", help="Run folder to create."),
-    detector: str = typer.Option("ae", "--detector", help="Detector name (ae, mobilenetv2, ...)."),
+    detector: str = typer.Option(
+        "ae", "--detector", help="Detector name: ae, gaussian, mobilenetv2, smahal, embedding, twfr_gmm, ensemble."
+    ),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all found)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
@@ -257,6 +283,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     cache: Path = typer.Option(None, help="Feature cache folder (default: RUN/features)."),
     skip_bad: bool = SKIP_BAD,
+    year: int = YEAR,
 ) -> None:
     """Train one detector per machine type."""
     from mimii_due import pipeline
@@ -271,6 +298,7 @@ def train(
             resume=resume,
             on_error=_on_error(skip_bad),
             cache=cache,
+            year=year,
             progress=_PipelineProgress(bar),
         )
     stdout.print(f"trained {detector} for {', '.join(meta['machines'])} in {out}")
@@ -281,32 +309,36 @@ def test(
     run: Path = typer.Argument(..., help="Run folder made by `mimii-due train`."),
     data: Path = typer.Argument(..., help="Dataset folder (test clips are read from *_test/ and test/)."),
     skip_bad: bool = SKIP_BAD,
+    year: int = YEAR,
 ) -> None:
     """Score the test clips and write the official anomaly-score and decision CSV files."""
     from mimii_due import pipeline
 
     with progress_bar() as bar:
-        scores = pipeline.test(run, data, on_error=_on_error(skip_bad), progress=_PipelineProgress(bar))
-    stdout.print(f"scored {len(scores)} clips; files in {run}")
+        scores = pipeline.test(run, data, on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar))
+    _report_skipped(scores)
+    stdout.print(f"scored {len(scores)} clips; files in {run / 'results'}")
 
 
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder with scores (after `mimii-due test`)."),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground-truth CSV file or folder."),
+    protocol: str = typer.Option(None, help="dcase2020, dcase2021 or dcase2022 (2022-2025); default: the data's year."),
 ) -> None:
-    """AUC, pAUC, precision, recall and F1 per machine, section and domain; result.csv."""
+    """AUC, pAUC, precision, recall and F1 per machine, section and domain, as the year's
+    official evaluator computes them; result.csv in its layout."""
     from mimii_due import pipeline
     from mimii_due.report.tables import results_table
+    from mimii_due.runs import Run
 
-    results, summary = pipeline.evaluate(run, ground_truth=ground_truth)
-    stdout.print(results_table({pipeline.read_run(run)["detector"]: results}))
-    stdout.print(f"official score {summary['official_score']:.4f}; result.csv in {run}")
+    results, summary = pipeline.evaluate(run, ground_truth=ground_truth, protocol=protocol)
+    stdout.print(results_table({Run(run).meta()["detector"]: results}))
+    stdout.print(
+        f"official score ({summary['protocol']}) {summary['official_score']:.4f}; result.csv in {run / 'results'}"
+    )
 
 
-# The embedded default dataset of `mimii-due run`: the development sections of all five machine
-# types, 5 source + 3 target training clips per section and 12 test clips per label and domain,
-# so that both baselines train with the paper's settings in minutes on 2 cores.
 @app.command()
 def report(
     runs: list[Path] = typer.Argument(..., help="One or more evaluated run folders."),
@@ -340,19 +372,16 @@ def plot_tsne(
     seed: int = typer.Option(0, help="t-SNE seed."),
 ) -> None:
     """The paper's Figure 2: t-SNE of the test clips' clip-mean log-mel, by domain and label."""
-    from mimii_due import pipeline
     from mimii_due.data.index import index
     from mimii_due.features.extract import extract
     from mimii_due.report.figures import tsne
+    from mimii_due.runs import Run
 
-    meta = pipeline.read_run(run)
+    keeper = Run(run)
     t = index(data)
-    t = t[(t.split == "test") & t.machine.isin(meta["machines"])]
-    feats, t = extract(t, cache=meta.get("cache"))
+    t = t[(t.split == "test") & t.machine.isin(keeper.meta()["machines"])]
+    feats, t = extract(t, cache=keeper.cache)
     stdout.print(f"wrote {tsne(t, feats.means(), out, seed=seed)}")
-
-
-DEFAULT_RUN = {"sections": [0, 1, 2], "scale": 0.005, "min_test": 12, "seed": 0}
 
 
 @app.command()
@@ -363,58 +392,24 @@ def run(
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs (every detector)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
-    scale: float = typer.Option(DEFAULT_RUN["scale"], help="Size of the generated dataset (no DATA)."),
+    scale: float = typer.Option(0.005, help="Size of the generated dataset (no DATA)."),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth of unlabelled test clips."),
     skip_bad: bool = SKIP_BAD,
+    year: int = YEAR,
 ) -> None:
     """The whole pipeline: (generate) -> train -> test -> evaluate -> Table-4-style result."""
-    import time
-
     from mimii_due import pipeline
-    from mimii_due.data.table1 import MACHINES
     from mimii_due.report.tables import results_table
-    from mimii_due.synth.generate import generate
 
-    t0 = time.perf_counter()
-    ms = _machines(machines)
-    out.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bar:
-        if data is None:
-            data = out / "data"
-            task = bar.add_task("generate data", total=None, info="")
-            generate(
-                data,
-                machines=ms or list(MACHINES),
-                sections=DEFAULT_RUN["sections"],
-                scale=scale,
-                seed=DEFAULT_RUN["seed"],
-                min_test=DEFAULT_RUN["min_test"],
-                workers=2,
-                progress=lambda d, t: bar.update(task, completed=d, total=t),
-            )
-        gt = ground_truth or (data / "ground_truth" if (data / "ground_truth").is_dir() else None)
-        results = {}
-        for det in _machines(detectors) or ["ae"]:
-            run_dir = out / det
-            pipeline.train(
-                run_dir,
-                data,
-                detector=det,
-                machines=ms,
-                params=_params(epochs, batch_size, None, []),
-                resume=True,
-                on_error=_on_error(skip_bad),
-                cache=out / "features",
-                progress=_PipelineProgress(bar),
-            )
-            pipeline.test(run_dir, data, on_error=_on_error(skip_bad), progress=_PipelineProgress(bar))
-            results[det], _ = pipeline.evaluate(run_dir, ground_truth=gt)
-    from mimii_due.report.html import build_report
-
-    stdout.print(results_table(results))
-    report = build_report([out / d for d in results], out / "report.html", data=data)
-    stdout.print(f"report: {report}")
-    stdout.print(f"runs in {out}; wall time {time.perf_counter() - t0:.0f} s")
+        done = pipeline.run(
+            out, data, detectors=_machines(detectors) or ["ae"], machines=_machines(machines),
+            params=_params(epochs, batch_size, None, []), scale=scale, ground_truth=ground_truth,
+            on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar),
+        )  # fmt: skip
+    stdout.print(results_table(done["results"]))
+    stdout.print(f"report: {done['report']}")
+    stdout.print(f"runs in {out}; wall time {done['seconds']:.0f} s")
 
 
 def main() -> None:

@@ -1,33 +1,41 @@
 """Configurations whose defaults ARE the paper's settings (and the official baseline's).
 
 Every number from the paper lives here once, with the section or table it comes from. Configs
-round-trip through plain dicts and YAML, so a run folder records exactly what produced it.
+round-trip through plain dicts (the run folder's ``run.json`` and each model's ``detector.json``),
+and every value is checked when a config is built, before any work or any file is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+import math
+import types
+import typing
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
-
-import yaml
 
 from mimii_due.errors import ConfigError
 
 T = TypeVar("T")
+
+SAMPLE_RATE = 16_000  # Section 2.1: 16 kHz, 16-bit, single channel
+MAX_FPR = 0.1  # DCASE Task 2: pAUC over FPR in [0, 0.1]
+THRESHOLD_QUANTILE = 0.9  # official code: gamma fitted to training scores, 0.9 quantile
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
     """Log-mel features of the official baseline (paper section 3)."""
 
-    sample_rate: int = 16_000  # Section 2.1: 16 kHz
+    sample_rate: int = SAMPLE_RATE
     n_fft: int = 1024  # Section 3: 64 ms frames at 16 kHz
     hop_length: int = 512  # Section 3: 32 ms hop
     n_mels: int = 128  # Section 3: 128-bin log-mel
     power: float = 2.0  # official baseline: power spectrogram
     eps: float = 2.220446049250313e-16  # official baseline: sys.float_info.epsilon
+
+    def __post_init__(self):
+        check(self, sample_rate=(1, None), n_fft=(16, None), hop_length=(1, None), n_mels=(1, None))
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,9 @@ class AEConfig:
     validation_split: float = 0.1  # official baseline
     seed: int = 0
 
+    def __post_init__(self):
+        check(self, frames=(1, None), hidden=(1, None), n_hidden=(1, None), bottleneck=(1, None), **TRAINING)
+
 
 @dataclass(frozen=True)
 class MobileNetV2Config:
@@ -59,63 +70,81 @@ class MobileNetV2Config:
     score: str = "paper"  # "paper": log((1-p)/p); "official": the official code's log((1-p) - log p)
     seed: int = 0
 
-
-@dataclass(frozen=True)
-class ThresholdConfig:
-    """Decision threshold of the official code: gamma fitted to training scores, 0.9 quantile."""
-
-    quantile: float = 0.9
+    def __post_init__(self):
+        check(self, frames=(1, None), hop_frames=(1, None), width=(0.01, None), **TRAINING)
+        choice(self, "score", ("paper", "official"))
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    max_fpr: float = 0.1  # DCASE Task 2: pAUC over FPR in [0, 0.1]
+# Ranges shared by every trained detector's config: at least one epoch, a positive batch and
+# learning rate, a seed numpy and torch accept, a validation share below one.
+TRAINING = {"epochs": (1, None), "batch_size": (1, None), "lr": (1e-12, None), "seed": (0, 2**32 - 1),
+            "validation_split": (0.0, 0.9)}  # fmt: skip
 
 
-@dataclass
-class RunConfig:
-    """Everything a training run needs; written as ``config.yaml`` in the run folder."""
+def check(cfg: Any, **ranges: tuple[float | None, float | None]) -> None:
+    """Raise :class:`ConfigError` unless every field is of its declared type and within its
+    ``(low, high)`` range (``None``: open). Called from each config's ``__post_init__``."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _is_instance(value, hints[f.name]):
+            raise ConfigError(f"{type(cfg).__name__}.{f.name} must be {_type_name(hints[f.name])}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{type(cfg).__name__}.{f.name} must be a finite number, got {value!r}")
+    for name, (low, high) in ranges.items():
+        value = getattr(cfg, name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"{type(cfg).__name__}.{name} must be {span}, got {value!r}")
 
-    detector: str = "ae"
-    machines: list[str] | None = None  # None: every machine type found
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    detector_params: dict[str, Any] = field(default_factory=dict)
+
+def choice(cfg: Any, name: str, options: tuple) -> None:
+    value = getattr(cfg, name)
+    if value not in options:
+        raise ConfigError(f"{type(cfg).__name__}.{name} must be one of {', '.join(map(str, options))}, got {value!r}")
+
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_instance(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        return isinstance(value, tuple) and all(_is_instance(v, args[0]) for v in value)
+    if origin is not None:
+        return isinstance(value, origin)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
 
 
 def to_dict(cfg: Any) -> dict:
-    """A plain, YAML-safe dict of a (nested) config dataclass."""
+    """A plain, JSON-safe dict of a config dataclass."""
     return dataclasses.asdict(cfg)
 
 
 def from_dict(cls: type[T], data: dict | None) -> T:
-    """Build ``cls`` from a dict, rejecting unknown keys with a clear error."""
+    """Build ``cls`` from a dict, rejecting unknown keys and invalid values with a clear error.
+    Lists become tuples where the field is a tuple (JSON has no tuples)."""
     data = dict(data or {})
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
     if unknown:
-        raise ConfigError(f"unknown setting(s) for {cls.__name__}: {', '.join(sorted(unknown))}")
+        raise ConfigError(
+            f"unknown setting(s) for {cls.__name__}: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
+        )
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        sub = _CONFIG_TYPES.get(name)
-        kwargs[name] = from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
+        if isinstance(value, list) and typing.get_origin(hints[name]) is tuple:
+            value = tuple(value)
+        kwargs[name] = value
     return cls(**kwargs)
-
-
-_CONFIG_TYPES = {"features": FeatureConfig, "threshold": ThresholdConfig, "evaluation": EvalConfig}
-
-
-def save_yaml(cfg: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
-
-
-def load_yaml(cls: type[T], path: str | Path) -> T:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read config: {e}", path) from e
-    return from_dict(cls, data)

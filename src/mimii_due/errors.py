@@ -41,5 +41,9 @@ class NotFittedError(MimiiDueError):
     """A detector was asked to score before it was fitted."""
 
 
+class StorageError(MimiiDueError):
+    """A file or folder could not be written or read (disk full, permissions, a symlink loop)."""
+
+
 class ModelError(MimiiDueError):
     """A saved model or run folder is missing, incomplete, or incompatible."""

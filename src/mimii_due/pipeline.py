@@ -1,39 +1,37 @@
-"""Train, test and evaluate over a run folder: the steps behind ``mimii-due train/test/evaluate/run``.
+"""The file work and the steps behind ``mimii-due train/test/evaluate/run``.
 
-A run folder holds::
-
-    run.json                      detector, settings, data, machines (written first)
-    models/<machine>/             one detector artifact per machine type (see Detector.save)
-    checkpoints/<machine>/        training state, saved every epoch (for --resume)
-    scores.csv                    every scored test clip: table columns, score, decision
-    anomaly_score_*.csv, decision_result_*.csv, result.csv, result.json   official files
-
-Training skips machine types whose model is already saved, so an interrupted run resumes.
+Data flows one way: files -> clip table (:func:`index`) -> features (:func:`features`, once, with
+progress and skip-bad) -> detector -> scores -> run folder (:class:`Run`) -> evaluation -> report.
+Every setting is checked (detector name, config keys, values and ranges) before anything is
+written. Training skips machine types whose model is already saved, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-from collections.abc import Callable
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from mimii_due import __version__
+from mimii_due.config import MAX_FPR, FeatureConfig
 from mimii_due.data.index import index
 from mimii_due.detectors import make
-from mimii_due.detectors.base import Detector
-from mimii_due.errors import ModelError
-from mimii_due.evaluation.files import atomic_write_text, read_ground_truth, write_results, write_score_files
+from mimii_due.errors import AudioError, MimiiDueError, ModelError
+from mimii_due.evaluation.files import read_ground_truth
+from mimii_due.evaluation.metrics import PROTOCOLS, protocol_of, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
-from mimii_due.evaluation.metrics import summarize
-from mimii_due.features.extract import extract
+from mimii_due.features.extract import Features, extract
+from mimii_due.progress import StageProgress, for_stage
+from mimii_due.runs import Run
 
 log = logging.getLogger(__name__)
-# (stage, machine, step, total, info): stage is "features", "train" or "score"
-Progress = Callable[[str, str, int, int, str], None]
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise MimiiDueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
 
 
 def _machines(table: pd.DataFrame, machines: list[str] | None, where: Path) -> list[str]:
@@ -46,12 +44,37 @@ def _machines(table: pd.DataFrame, machines: list[str] | None, where: Path) -> l
     return list(machines)
 
 
-def read_run(run: str | Path) -> dict:
-    path = Path(run) / "run.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"not a run folder ({e})", run) from e
+def features(
+    clips: pd.DataFrame,
+    *,
+    cfg: FeatureConfig = FeatureConfig(),
+    min_frames: int = 1,
+    cache: str | Path | None = None,
+    on_error: str = "raise",
+    progress=None,
+) -> tuple[Features, pd.DataFrame]:
+    """Features of ``clips`` (the one place the pipeline reads audio). Clips shorter than
+    ``min_frames`` are bad input like an unreadable clip: an error naming them, or (``skip``)
+    reported in ``attrs["skipped"]`` and left out."""
+    feats, kept = extract(clips, cfg=cfg, cache=cache, on_error=on_error, progress=progress)
+    short = feats.lengths < min_frames
+    if short.any():
+        msgs = [(p, f"{p}: too short ({n} frames; the model needs {min_frames})")
+                for p, n in zip(kept["path"][short], feats.lengths[short], strict=True)]  # fmt: skip
+        if on_error == "raise":
+            raise AudioError(msgs[0][1].split(": ", 1)[1], msgs[0][0])
+        for _, m in msgs:
+            log.warning("skipping %s", m)
+        keep = ~short
+        rows = [feats.clip(i) for i in range(len(feats)) if keep[i]]
+        import numpy as np
+
+        data = np.concatenate(rows) if rows else feats.data[:0]
+        feats = Features(data, np.concatenate([[0], np.cumsum(feats.lengths[keep])]).astype(np.int64))
+        skipped = list(kept.attrs.get("skipped", [])) + msgs
+        kept = kept[keep].reset_index(drop=True)
+        kept.attrs["skipped"] = skipped
+    return feats, kept
 
 
 def train(
@@ -64,57 +87,44 @@ def train(
     resume: bool = False,
     on_error: str = "raise",
     cache: str | Path | None = None,
-    progress: Progress | None = None,
+    year: int | None = None,
+    progress: StageProgress | None = None,
 ) -> dict:
     """Train one detector per machine type on the training clips under ``data``.
 
     Without ``resume`` the run folder must not exist; with it, machines already trained are
     skipped and an interrupted training continues from its last epoch.
     """
-    run = Path(run)
     params = dict(params or {})
-    if run.exists() and any(run.iterdir()) and not resume:
+    make(detector, **params)  # checks the name and every setting before any file is written
+    _check_on_error(on_error)
+    keeper = Run(run)
+    if keeper.exists() and not resume:
         raise ModelError("run folder exists; pass --resume to continue it, or choose another --out", run)
-    table = index(data, on_error=on_error)
+    table = index(data, on_error=on_error, year=year)
     train_table = table[table["split"] == "train"]
     if train_table.empty:
         raise ModelError("no training clips (expected <machine>/train/*.wav)", data)
     ms = _machines(train_table, machines, Path(data))
-    cache = (Path(cache) if cache else run / "features").resolve()
+    cache = (Path(cache) if cache else keeper.path / "features").resolve()
     meta = {"detector": detector, "params": params, "data": str(Path(data).resolve()), "machines": ms,
-            "cache": str(cache), "version": __version__}  # fmt: skip
-    if resume and (run / "run.json").exists():
-        old = read_run(run)
-        if (old["detector"], old["params"]) != (detector, params):
-            raise ModelError("--resume with other settings than the run was started with", run)
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "run.json", json.dumps(meta, indent=1))
+            "cache": str(cache), "year": int(table["year"].iloc[0])}  # fmt: skip
+    keeper.start(meta, resume=resume)
     for machine in ms:
-        target = run / "models" / machine
-        if (target / "detector.json").exists():
+        if keeper.has_model(machine):
             log.info("%s: already trained", machine)
             continue
-        clips = train_table[train_table["machine"] == machine]
-        _, clips = extract(
-            clips,
-            cache=cache,
-            on_error=on_error,
-            progress=(lambda d, t, m=machine: progress("features", m, d, t, "")) if progress else None,
-        )
-        det = make(detector, cache=cache, **params)
-        det.fit(
-            clips,
-            checkpoint=run / "checkpoints" / machine,
-            progress=(lambda e, t, info, m=machine: progress("train", m, e, t, info)) if progress else None,
-        )
-        det.save(target)
-        shutil.rmtree(run / "checkpoints" / machine, ignore_errors=True)
-    return meta
-
-
-def load_detector(run: str | Path, machine: str) -> Detector:
-    meta = read_run(run)
-    return Detector.load(Path(run) / "models" / machine, cache=meta.get("cache"))
+        det = make(detector, **params)
+        feats, clips = features(
+            train_table[train_table["machine"] == machine],
+            cfg=det.features, min_frames=det.min_frames, cache=cache, on_error=on_error,
+            progress=for_stage(progress, "features", machine),
+        )  # fmt: skip
+        if clips.empty:
+            raise ModelError(f"no readable training clips of {machine}", data)
+        det.fit(feats, clips, checkpoint=keeper.checkpoint_dir(machine), progress=for_stage(progress, "train", machine))
+        keeper.save_model(machine, det)
+    return keeper.meta()
 
 
 def test(
@@ -122,69 +132,109 @@ def test(
     data: str | Path,
     *,
     on_error: str = "raise",
-    progress: Progress | None = None,
+    year: int | None = None,
+    progress: StageProgress | None = None,
 ) -> pd.DataFrame:
-    """Score every test clip of the run's machine types; write ``scores.csv`` and the official
-    score and decision CSVs. Unlabelled (evaluation) clips are scored too."""
-    run = Path(run)
-    meta = read_run(run)
-    table = index(data, on_error=on_error)
+    """Score every test clip of the run's machine types; publish ``results/`` (scores.csv and the
+    year's official score and decision CSVs). Unlabelled (evaluation) clips are scored too."""
+    _check_on_error(on_error)
+    keeper = Run(run)
+    meta = keeper.meta()
+    table = index(data, on_error=on_error, year=year)
     test_table = table[(table["split"] == "test") & table["machine"].isin(meta["machines"])]
     if test_table.empty:
         raise ModelError(f"no test clips of {', '.join(meta['machines'])}", data)
-    parts = []
+    parts, skipped = [], list(table.attrs.get("skipped", []))
     for machine, clips in test_table.groupby("machine", sort=True):
-        det = load_detector(run, machine)
-        feats, clips = (
-            det.load_features(clips, on_error=on_error)
-            if progress is None
-            else extract(
-                clips,
-                cfg=det.features,
-                cache=det.cache,
-                on_error=on_error,
-                progress=lambda d, t, m=machine: progress("features", m, d, t, ""),
-            )
-        )
-        scores = det.score(clips, features=feats)
+        det = keeper.load_model(machine)
+        feats, clips = features(clips, cfg=det.features, min_frames=det.min_frames, cache=keeper.cache,
+                                on_error=on_error, progress=for_stage(progress, "features", machine))  # fmt: skip
+        skipped += clips.attrs.get("skipped", [])
+        scores = det.score(feats, clips)
         parts.append(clips.assign(score=scores, decision=scores > det.threshold_, threshold=det.threshold_))
         if progress:
             progress("score", machine, 1, 1, "")
     scores = pd.concat(parts, ignore_index=True)
-    for old in list(run.glob("anomaly_score_*.csv")) + list(run.glob("decision_result_*.csv")):
-        old.unlink()
-    write_score_files(scores, run)
-    tmp = run / "scores.csv.tmp"
-    scores.to_csv(tmp, index=False)
-    tmp.replace(run / "scores.csv")
+    keeper.publish_scores(scores, data=data, protocol=protocol_of(int(table["year"].iloc[0])))
+    scores.attrs["skipped"] = skipped
     return scores
 
 
 def evaluate(
-    run: str | Path, *, ground_truth: str | Path | None = None, max_fpr: float = 0.1
+    run: str | Path,
+    *,
+    ground_truth: str | Path | None = None,
+    protocol: str | None = None,
+    max_fpr: float = MAX_FPR,
 ) -> tuple[pd.DataFrame, dict]:
-    """Metrics of the run's scores; labels come from the file names or from ``ground_truth``.
-
-    Writes ``result.csv`` and ``result.json``. Sections whose clips carry no label and have no
-    ground truth are left out (with a log message).
-    """
-    run = Path(run)
-    try:
-        scores = pd.read_csv(run / "scores.csv", dtype={"label": object})
-    except OSError as e:
-        raise ModelError("no scores.csv: run `mimii-due test` first", run) from e
+    """Metrics of the run's scores under the data's year's protocol (or ``protocol``); labels come
+    from the file names or from ``ground_truth``. Writes ``results/result.csv`` and ``result.json``.
+    Sections whose clips carry no label and have no ground truth are left out (with a log message)."""
+    keeper = Run(run)
+    scores = keeper.read_scores()
+    protocol = protocol or keeper.stamp()["protocol"]
+    if protocol not in PROTOCOLS:
+        raise MimiiDueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     if ground_truth is not None:
-        gt = read_ground_truth(ground_truth)
-        merged = scores.merge(gt, on=["machine", "section", "domain", "filename"], how="left", suffixes=("", "_gt"))
-        scores = merged.assign(label=merged["label"].where(merged["label"].notna(), merged["label_gt"])).drop(
-            columns="label_gt"
-        )
-    labelled = scores[scores["label"].notna()]
+        gt = read_ground_truth(ground_truth).rename(columns={"label": "label_gt", "domain": "domain_gt"})
+        merged = scores.merge(gt, on=["machine", "section", "filename"], how="left")
+        scores = merged.assign(
+            label=merged["label"].where(merged["label"].notna(), merged["label_gt"]),
+            domain=merged["domain"].where(merged["domain"].notna(), merged["domain_gt"]),
+        ).drop(columns=["label_gt", "domain_gt"])
+    labelled = scores[scores["label"].notna() & scores["domain"].notna()]
     if labelled.empty:
         raise ModelError("no labelled test clips: evaluation data needs --ground-truth", run)
     if len(labelled) < len(scores):
         log.info("%d unlabelled clips left out of the evaluation", len(scores) - len(labelled))
-    results = compute_metrics(labelled, max_fpr=max_fpr)
+    results = compute_metrics(labelled, protocol=protocol, max_fpr=max_fpr)
     summary = summarize(results)
-    write_results(results, summary, run)
+    keeper.publish_results(results, summary)
     return results, summary
+
+
+# The embedded default dataset of `mimii-due run`: the development sections of all five machine
+# types, generated small enough that the paper's AE and our strongest detector train in minutes.
+DEFAULT_RUN = {"sections": [0, 1, 2], "scale": 0.005, "min_test": 12, "seed": 0}
+
+
+def run(
+    out: str | Path,
+    data: str | Path | None = None,
+    *,
+    detectors: list[str] = ("ae", "mobilenetv2"),
+    machines: list[str] | None = None,
+    params: dict | None = None,
+    scale: float = DEFAULT_RUN["scale"],
+    ground_truth: str | Path | None = None,
+    on_error: str = "raise",
+    year: int | None = None,
+    progress: StageProgress | None = None,
+) -> dict:
+    """The whole pipeline: (generate) -> train -> test -> evaluate -> report, one run folder per
+    detector under ``out``. Returns ``{"results": {detector: results}, "report": path, "seconds": s}``."""
+    from mimii_due.data.table1 import MACHINES
+    from mimii_due.report.html import build_report
+    from mimii_due.synth.generate import generate
+
+    t0 = time.perf_counter()
+    for det in detectors:  # every setting checked before anything is written
+        make(det, **(params or {}))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        data = out / "data"
+        generate(data, machines=machines or list(MACHINES), sections=DEFAULT_RUN["sections"], scale=scale,
+                 seed=DEFAULT_RUN["seed"], min_test=DEFAULT_RUN["min_test"], workers=2,
+                 progress=for_stage(progress, "generate", "data"))  # fmt: skip
+    data = Path(data)
+    gt = ground_truth or (data / "ground_truth" if (data / "ground_truth").is_dir() else None)
+    results = {}
+    for det in detectors:
+        run_dir = out / det
+        train(run_dir, data, detector=det, machines=machines, params=params, resume=True, on_error=on_error,
+              cache=out / "features", year=year, progress=progress)  # fmt: skip
+        test(run_dir, data, on_error=on_error, year=year, progress=progress)
+        results[det], _ = evaluate(run_dir, ground_truth=gt)
+    report = build_report([out / d for d in results], out / "report.html", data=data)
+    return {"results": results, "report": report, "seconds": time.perf_counter() - t0, "version": __version__}

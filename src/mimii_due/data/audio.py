@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mimii_due.config import SAMPLE_RATE
 from mimii_due.errors import AudioError
-
-SAMPLE_RATE = 16_000  # Paper, section 2.1: 16 kHz, 16-bit, single channel.
 
 _PCM = 1
 _FLOAT = 3
@@ -175,8 +174,11 @@ def write(path: str | Path, y: np.ndarray, *, sr: int = SAMPLE_RATE) -> None:
     """Write mono float samples as 16-bit PCM WAV, atomically (temporary name, then rename)."""
     import soundfile as sf
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    from mimii_due.atomic import atomic_path
+
     pcm = np.clip(np.round(np.asarray(y, dtype=np.float64) * 32768.0), -32768, 32767).astype("<i2")
-    sf.write(str(tmp), pcm, sr, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        try:
+            sf.write(str(tmp), pcm, sr, subtype="PCM_16", format="WAV")
+        except sf.LibsndfileError as e:  # e.g. "System error" on a full disk
+            raise OSError(str(e)) from e

@@ -5,7 +5,14 @@ Layouts read (``root`` may be any of these folders or a parent of them):
 - MIMII DUE / DCASE 2021 Task 2: ``dev_data/<machine>/{train,source_test,target_test}/*.wav`` and
   ``eval_data/<machine>/{train,source_test,target_test}/*.wav`` (evaluation test names carry no label)
 - DCASE 2020 Task 2: ``<machine>/{train,test}/{normal,anomaly}_id_XX_XXXXXXXX.wav``
+- DCASE 2022-2025 Task 2: ``<machine>/{train,test}/section_XX_...wav`` (also under ``dev_data/`` or
+  ``eval_data/``, ``dev_data/raw/``...), with ``attributes_XX.csv`` beside the split folders and
+  the 2025 ``supplemental/`` clips (split ``supplemental``, not used for training by default)
 - a single machine folder: ``<machine>/{train,source_test,target_test}``
+
+The year is recognised from the layout and names (:func:`mimii_due.data.years.detect_year`) or
+named (``year=``); it is in the ``year`` column. Attributes from ``attributes_XX.csv`` files land
+in the ``csv_attributes`` column beside those parsed from the names (``attributes``).
 
 Only WAV headers are read, so a full-size dataset (about 42,000 clips) indexes in seconds.
 """
@@ -20,30 +27,64 @@ import pandas as pd
 
 from mimii_due.data.audio import read_header
 from mimii_due.data.naming import parse_name
-from mimii_due.errors import LayoutError, MimiiDueError
+from mimii_due.data.years import check_year, detect_year
+from mimii_due.errors import LayoutError, MimiiDueError, StorageError
 
 log = logging.getLogger(__name__)
 
-SPLIT_FOLDERS = ("train", "test", "source_test", "target_test")
+SPLIT_FOLDERS = ("train", "test", "source_test", "target_test", "supplemental")
 PARTS = {"dev_data": "dev", "eval_data": "eval"}
 COLUMNS = [
     "path", "filename", "part", "machine", "section", "domain", "split", "label", "clip",
-    "attributes", "sample_rate", "channels", "frames",
+    "attributes", "csv_attributes", "sample_rate", "channels", "frames", "year", "scheme", "folder",
 ]  # fmt: skip
 
 
 def _wav_files(root: Path) -> list[Path]:
     out: list[Path] = []
-    stack = [root]
+    stack, seen = [root], set()
     while stack:
         d = stack.pop()
-        with os.scandir(d) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=True):
-                    stack.append(Path(e.path))
-                elif e.name.lower().endswith(".wav"):
-                    out.append(Path(e.path))
+        try:
+            real = d.resolve(strict=True)
+            if real in seen:  # a symlink loop or a folder linked twice
+                log.warning("skipping %s: already indexed as %s", d, real)
+                continue
+            seen.add(real)
+            with os.scandir(d) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=True):
+                        stack.append(Path(e.path))
+                    elif e.name.lower().endswith(".wav") and not e.name.startswith("."):
+                        out.append(Path(e.path))
+        except (OSError, RuntimeError) as e:  # RuntimeError: resolve() in a symlink loop
+            raise StorageError(f"cannot read the folder ({getattr(e, 'strerror', None) or e})", d) from e
     out.sort()
+    return out
+
+
+def _part(machine_dir: Path, scheme: str) -> str | None:
+    for parent in machine_dir.parents:
+        if parent.name in PARTS:
+            return PARTS[parent.name]
+    return "dev" if scheme == "dcase2020" else None
+
+
+def _csv_attributes(machine_dir: Path) -> dict[str, str]:
+    """``attributes_XX.csv`` of a machine folder: file name -> ``key_value`` string of its columns."""
+    out: dict[str, str] = {}
+    for f in sorted(machine_dir.glob("attributes_*.csv")):
+        try:
+            df = pd.read_csv(f, dtype=str).fillna("")
+        except (OSError, ValueError) as e:
+            raise LayoutError(f"unreadable attributes file ({e})", f) from e
+        if "file_name" not in df.columns:
+            raise LayoutError("attributes file has no 'file_name' column", f)
+        params = [c for c in df.columns if c.endswith("p") and c[:-1] + "v" in df.columns]  # d1p, d1v, ...
+        others = [c for c in df.columns if c != "file_name" and c not in params and c[:-1] + "p" not in params]
+        for r in df.to_dict("records"):
+            pairs = [(r[c], r[c[:-1] + "v"]) for c in params] + [(c, r[c]) for c in others]
+            out[Path(r["file_name"]).name] = "_".join(f"{k}_{v}" for k, v in pairs if k and v != "")
     return out
 
 
@@ -58,25 +99,31 @@ def _row(path: Path) -> dict:
         raise LayoutError(f"a {name.domain} {name.split} clip is in folder '{folder}'", path)
     if folder == "train" and split != "train":
         raise LayoutError("a test clip is in folder 'train'", path)
+    if folder == "supplemental":
+        split = "supplemental"
     info = read_header(path)
     return {
         "path": str(path),
         "filename": path.name,
-        "part": PARTS.get(machine_dir.parent.name, "dev" if name.scheme == "dcase2020" else None),
+        "part": _part(machine_dir, name.scheme),
         "machine": machine_dir.name,
         "section": name.section,
         "domain": name.domain,
         "split": split,
         "label": name.label,
         "clip": name.index,
-        "attributes": name.attribute_string,
+        "attributes": name.attribute_values,
+        "csv_attributes": None,
         "sample_rate": info.sample_rate,
         "channels": info.channels,
         "frames": info.frames,
+        "year": None,
+        "scheme": name.scheme,
+        "folder": folder,
     }
 
 
-def index(root: str | Path, *, on_error: str = "raise") -> pd.DataFrame:
+def index(root: str | Path, *, on_error: str = "raise", year: int | None = None) -> pd.DataFrame:
     """Index every clip under ``root``.
 
     Parameters
@@ -84,6 +131,7 @@ def index(root: str | Path, *, on_error: str = "raise") -> pd.DataFrame:
     root : a dataset folder in one of the layouts above.
     on_error : ``"raise"`` (default) stops at the first bad file; ``"skip"`` logs it, leaves it out,
         and lists ``(path, message)`` pairs in ``table.attrs["skipped"]``.
+    year : the DCASE year of the data (default: recognised from the layout and names).
 
     Returns
     -------
@@ -112,6 +160,14 @@ def index(root: str | Path, *, on_error: str = "raise") -> pd.DataFrame:
         )
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
+    table["domain"] = table["domain"].astype(object).where(table["domain"].notna(), None)
+    csv_attrs: dict[str, str] = {}
+    for machine_dir in sorted({Path(p).parent.parent for p in table["path"]}):
+        csv_attrs.update({str(machine_dir / n): v for n, v in _csv_attributes(machine_dir).items()})
+    if csv_attrs:
+        keys = [str(Path(p).parent.parent / Path(p).name) for p in table["path"]]
+        table["csv_attributes"] = [csv_attrs.get(k) for k in keys]
+    table["year"] = check_year(year) if year is not None else detect_year(table)
     table = table.sort_values(
         ["machine", "section", "domain", "split", "label", "clip", "path"], na_position="last", kind="stable"
     ).reset_index(drop=True)

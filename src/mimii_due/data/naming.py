@@ -5,7 +5,10 @@ Patterns (examples from the real data):
 - training, MIMII DUE / DCASE 2021: ``section_00_source_train_normal_0000_strength_1_ambient.wav``
 - development test: ``section_01_target_test_anomaly_0042.wav``
 - evaluation test, no label: ``section_03_source_test_0123.wav``
-- DCASE 2020: ``normal_id_00_00000000.wav``, ``anomaly_id_02_00000012.wav``
+- DCASE 2022-2025: the same pattern with attributes in every name
+  (``section_00_source_train_normal_0001_car_A1_spd_28V_mic_1.wav``, ``..._0001_noAttributes.wav``);
+  evaluation test names carry neither domain nor label: ``section_00_0001.wav``
+- DCASE 2020: ``normal_id_00_00000000.wav``, ``anomaly_id_02_00000012.wav``; evaluation ``id_05_00000000.wav``
 
 Attributes are the ``_``-separated tokens after the clip index. They are kept in order: a token
 followed by a value-like token (one holding a digit) forms a ``(key, value)`` pair; any other token
@@ -27,7 +30,9 @@ _DCASE2021 = re.compile(
     r"^section_(?P<section>\d{2})_(?P<domain>source|target)_(?P<split>train|test)"
     r"(?:_(?P<label>normal|anomaly))?_(?P<index>\d+)(?P<attrs>(?:_[^_]+)*)\.wav$"
 )
-_DCASE2020 = re.compile(r"^(?P<label>normal|anomaly)_id_(?P<section>\d{2})_(?P<index>\d+)\.wav$")
+_DCASE2020 = re.compile(r"^(?:(?P<label>normal|anomaly)_)?id_(?P<section>\d{2})_(?P<index>\d+)\.wav$")
+_EVAL2022 = re.compile(r"^section_(?P<section>\d{2})_(?P<index>\d+)\.wav$")
+NO_ATTRIBUTES = "noAttributes"  # the 2023-2025 names' token for a machine type without attributes
 
 Attributes = tuple[tuple[str, str | None], ...]
 
@@ -36,23 +41,30 @@ Attributes = tuple[tuple[str, str | None], ...]
 class ClipName:
     """The attributes a file name carries.
 
-    ``label`` is ``None`` for unlabelled evaluation clips; ``index_digits`` keeps the zero padding so
-    that formatting gives the same name back.
+    ``label`` is ``None`` for unlabelled evaluation clips, ``domain`` is ``None`` where the name does
+    not say it (2022-2025 evaluation names); ``index_digits`` keeps the zero padding so that
+    formatting gives the same name back.
     """
 
     section: int
-    domain: str
+    domain: str | None
     split: str
     label: str | None
     index: int
     index_digits: int = 4
     attributes: Attributes = ()
-    scheme: str = "dcase2021"  # or "dcase2020"
+    scheme: str = "dcase2021"  # or "dcase2020", or "eval2022" (``section_00_0001.wav``)
 
     @property
     def attribute_string(self) -> str:
         """Attributes as they appear in the name, e.g. ``strength_1_ambient`` (empty if none)."""
         return "_".join(t for pair in self.attributes for t in pair if t is not None)
+
+    @property
+    def attribute_values(self) -> str:
+        """The attributes as the clip table holds them: empty for ``noAttributes``."""
+        s = self.attribute_string
+        return "" if s == NO_ATTRIBUTES else s
 
 
 def _looks_like_value(token: str) -> bool:
@@ -103,15 +115,19 @@ def parse_name(name: str | Path) -> ClipName:
         return ClipName(
             section=int(m["section"]),
             domain="source",
-            split="",  # DCASE 2020 names do not carry the split; the folder does
+            split="" if m["label"] else "test",  # labelled 2020 names do not carry the split; the folder does
             label=m["label"],
             index=int(m["index"]),
             index_digits=len(m["index"]),
             scheme="dcase2020",
         )
+    m = _EVAL2022.match(base)
+    if m:
+        return ClipName(section=int(m["section"]), domain=None, split="test", label=None, index=int(m["index"]),
+                        index_digits=len(m["index"]), scheme="eval2022")  # fmt: skip
     raise FileNameError(
         "file name fits no MIMII DUE / DCASE pattern (expected e.g. "
-        "'section_00_source_train_normal_0000.wav' or 'normal_id_00_00000000.wav')",
+        "'section_00_source_train_normal_0000.wav', 'section_00_0001.wav' or 'normal_id_00_00000000.wav')",
         name,
     )
 
@@ -120,7 +136,9 @@ def format_name(clip: ClipName) -> str:
     """The file name of ``clip``; the inverse of :func:`parse_name`."""
     index = f"{clip.index:0{clip.index_digits}d}"
     if clip.scheme == "dcase2020":
-        return f"{clip.label}_id_{clip.section:02d}_{index}.wav"
+        return f"{clip.label}_id_{clip.section:02d}_{index}.wav" if clip.label else f"id_{clip.section:02d}_{index}.wav"
+    if clip.scheme == "eval2022":
+        return f"section_{clip.section:02d}_{index}.wav"
     parts = [f"section_{clip.section:02d}", clip.domain, clip.split]
     if clip.label is not None:
         parts.append(clip.label)

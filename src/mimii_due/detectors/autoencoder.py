@@ -18,7 +18,7 @@ from torch import nn
 
 from mimii_due.config import AEConfig
 from mimii_due.detectors.base import Detector
-from mimii_due.detectors.training import fit_with_config, seeded
+from mimii_due.detectors.training import fit_with_config, restore, seeded
 from mimii_due.features.extract import Features
 from mimii_due.features.logmel import stack_frames
 
@@ -50,6 +50,10 @@ class AutoEncoderDetector(Detector):
     name = "ae"
     config_class = AEConfig
 
+    @property
+    def min_frames(self) -> int:
+        return self.config.frames
+
     def _build(self) -> AutoEncoder:
         c = self.config
         return AutoEncoder(c.frames * self.features.n_mels, c.hidden, c.n_hidden, c.bottleneck)
@@ -63,7 +67,7 @@ class AutoEncoderDetector(Detector):
             model = self._build()
         loss_fn = nn.MSELoss()
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
+        def step(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
             x = data[starts[idx, None] + offs].reshape(len(idx), -1)  # gather this batch's windows only
             return loss_fn(model(x), x)
 
@@ -85,7 +89,5 @@ class AutoEncoderDetector(Detector):
         return {"model": self.model_.state_dict(), "history": getattr(self, "history_", [])}
 
     def _set_state(self, state: dict) -> None:
-        self.model_ = self._build()
-        self.model_.load_state_dict(state["model"])
-        self.model_.eval()
+        self.model_ = restore(self._build(), state["model"])
         self.history_ = state.get("history", [])

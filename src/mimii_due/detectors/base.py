@@ -1,24 +1,28 @@
-"""The detector contract and the registry.
+"""The detector contract and the artifact format.
 
 Every detector, classic or deep, has the same small surface (after scikit-learn and PyOD):
 
 - ``__init__(**params)`` only stores its configuration: no work, no randomness, no I/O;
-- ``fit(clips) -> self`` trains on normal clips (a clip table); fitted attributes end in ``_``;
-- ``score(clips) -> np.ndarray`` of shape ``(n_clips,)``: higher means more anomalous, always;
-- ``predict(clips)``: ``score > threshold_``, defined here only;
+- ``fit(features, clips) -> self`` trains on the features of normal clips (``clips``: the clip
+  table's rows for the same clips, in the same order); fitted attributes end in ``_``;
+- ``score(features, clips) -> np.ndarray`` of shape ``(n_clips,)``: higher means more anomalous,
+  always, and a clip's score never depends on which other clips are in the call;
+- ``predict(features, clips)``: ``score > threshold_``, defined here only;
 - ``save(dir)`` / ``load(dir)``: a self-contained artifact that scores new clips without the
   training data.
 
+Detectors never open audio files: the pipeline makes features once and hands them over, so a
+service or a cluster task that already holds the audio uses a detector the same way.
+
 Subclasses implement ``_fit(features, clips)``, ``_score(features, clips)`` and, if they hold
-weights, ``_state()`` / ``_set_state(state)``.
+weights, ``_state()`` / ``_set_state(state)``. The state is saved with ``torch.save`` after numpy
+arrays are turned into tensors and lists, and loaded with ``weights_only=True``: loading a model
+someone sent you never runs their code.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,39 +30,52 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mimii_due import __version__
-from mimii_due.config import FeatureConfig, from_dict, to_dict
-from mimii_due.errors import ModelError, NotFittedError
+from mimii_due import __version__, atomic
+from mimii_due.config import THRESHOLD_QUANTILE, FeatureConfig, from_dict, to_dict
+from mimii_due.errors import ConfigError, ModelError, NotFittedError
 from mimii_due.evaluation.threshold import gamma_threshold
-from mimii_due.features.extract import Features, extract
-
-Progress = Callable[[int, int, str], None]  # (step, total, info)
+from mimii_due.features.extract import Features
+from mimii_due.progress import Progress
 
 
 class Detector:
-    """Base class: feature extraction, threshold, predict, save/load."""
+    """Base class: input checks, threshold, predict, save/load."""
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type | None] = None  # the dataclass of the detector's own settings
+    needs_known_sections: ClassVar[bool] = False  # True: refuses sections it was not trained on
 
     def __init__(
         self,
         *,
         config: Any = None,
         features: FeatureConfig = FeatureConfig(),
-        threshold_quantile: float = 0.9,
-        cache: str | Path | None = None,
+        threshold_quantile: float = THRESHOLD_QUANTILE,
     ):
+        if config is not None and self.config_class is not None and not isinstance(config, self.config_class):
+            raise ConfigError(f"{self.name}: config must be a {self.config_class.__name__}")
+        if not 0 < threshold_quantile < 1:
+            raise ConfigError(f"threshold quantile must be between 0 and 1, got {threshold_quantile!r}")
         self.config = config if config is not None else (self.config_class() if self.config_class else None)
         self.features = features
         self.threshold_quantile = threshold_quantile
-        self.cache = cache
+
+    @property
+    def min_frames(self) -> int:
+        """The fewest log-mel frames a clip must have to be scored (shorter clips are bad input)."""
+        return 1
 
     # ------------------------------------------------------------------ the contract
     def fit(
-        self, clips: pd.DataFrame, *, checkpoint: str | Path | None = None, progress: Progress | None = None
+        self,
+        features: Features,
+        clips: pd.DataFrame,
+        *,
+        checkpoint: str | Path | None = None,
+        progress: Progress | None = None,
     ) -> Detector:
-        """Train on normal clips; then fit the decision threshold to the training clips' scores.
+        """Train on the features of normal clips; then fit the decision threshold to the
+        training clips' scores (gamma distribution, ``threshold_quantile``).
 
         ``checkpoint`` names a folder where long trainings save their state every epoch and from
         which a new call resumes.
@@ -67,40 +84,56 @@ class Detector:
             raise ModelError(f"{self.name}: no training clips")
         if "label" in clips and (clips["label"] == "anomaly").any():
             raise ModelError(f"{self.name}: training clips must be normal (unsupervised ASD)")
-        feats, clips = self.load_features(clips)
-        self._fit(feats, clips, checkpoint=checkpoint, progress=progress)
-        return self._fit_threshold(feats, clips)
-
-    def _fit_threshold(self, features: Features, clips: pd.DataFrame) -> Detector:
-        """After training: the sections seen, the training clips' scores and the threshold."""
+        clips = self._check_input(features, clips)
+        self._fit(features, clips, checkpoint=checkpoint, progress=progress)
         self.sections_ = sorted(int(s) for s in clips["section"].unique())
         self.train_scores_ = np.asarray(self._train_scores(features, clips), dtype=np.float64)
+        if not np.isfinite(self.train_scores_).all():
+            raise ModelError(f"{self.name}: training gave non-finite scores (diverged?); try a lower learning rate")
         self.threshold_ = gamma_threshold(self.train_scores_, quantile=self.threshold_quantile)
         return self
 
-    def score(self, clips: pd.DataFrame, *, features: Features | None = None) -> np.ndarray:
+    def score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         """Anomaly scores, shape ``(n_clips,)``; higher means more anomalous."""
         self._check_fitted()
-        if features is None:
-            features, kept = self.load_features(clips)
-            if len(kept) != len(clips):
-                raise ModelError(f"{self.name}: {len(clips) - len(kept)} clip(s) could not be read")
+        clips = self._check_input(features, clips)
         unseen = set(int(s) for s in clips["section"].unique()) - set(self.sections_)
         if unseen and self.needs_known_sections:
             raise ModelError(
                 f"{self.name}: section(s) {sorted(unseen)} were not in the training data "
                 f"(trained on {self.sections_}); this detector cannot score them"
             )
-        return np.asarray(self._score(features, clips), dtype=np.float64)
+        if len(clips) == 0:
+            return np.zeros(0)
+        scores = np.asarray(self._score(features, clips), dtype=np.float64)
+        if not np.isfinite(scores).all():
+            bad = (
+                clips["filename"].iloc[np.flatnonzero(~np.isfinite(scores))[:3]].tolist() if "filename" in clips else []
+            )
+            raise ModelError(f"{self.name}: non-finite anomaly score for {', '.join(map(str, bad)) or 'some clips'}")
+        return scores
 
-    def predict(self, clips: pd.DataFrame) -> np.ndarray:
+    def predict(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         """Decisions: ``score > threshold_`` (True = anomalous)."""
-        return self.score(clips) > self.threshold_
+        return self.score(features, clips) > self.threshold_
 
-    needs_known_sections: ClassVar[bool] = False
-
-    def load_features(self, clips: pd.DataFrame, on_error: str = "raise") -> tuple[Features, pd.DataFrame]:
-        return extract(clips, cfg=self.features, cache=self.cache, on_error=on_error)
+    def _check_input(self, features: Features, clips: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(features, Features):
+            raise TypeError(f"{self.name}: features must be a Features object (see mimii_due.features.extract)")
+        if len(features) != len(clips):
+            raise ModelError(f"{self.name}: {len(features)} clips of features but {len(clips)} rows of clip table")
+        if features.data.shape[1] != self.features.n_mels:
+            raise ModelError(
+                f"{self.name}: features have {features.data.shape[1]} bands, the model {self.features.n_mels}"
+            )
+        short = np.flatnonzero(features.lengths < self.min_frames)
+        if len(short):
+            names = clips["filename"].iloc[short[:3]].tolist() if "filename" in clips else short[:3].tolist()
+            raise ModelError(
+                f"{self.name}: {len(short)} clip(s) shorter than the {self.min_frames} frames this model needs "
+                f"({', '.join(map(str, names))})"
+            )
+        return clips.reset_index(drop=True)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
@@ -117,9 +150,6 @@ class Detector:
     def save(self, directory: str | Path) -> Path:
         """Write the artifact (``detector.json`` and ``state.pt``) atomically into ``directory``."""
         self._check_fitted()
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         meta = {
             "detector": self.name,
             "version": __version__,
@@ -129,46 +159,42 @@ class Detector:
             "train_scores": [float(s) for s in self.train_scores_],
             "history": getattr(self, "history_", []),
         }
-        (tmp / "detector.json").write_text(json.dumps(meta, indent=1))
-        torch.save(self._state(), tmp / "state.pt")
-        if directory.exists():
-            old = directory.with_name(directory.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(directory)
-        return directory
+        with atomic.atomic_dir(directory) as tmp:
+            (tmp / "detector.json").write_text(json.dumps(meta, indent=1))
+            torch.save(pack(self._state()), tmp / "state.pt")
+        return Path(directory)
 
     @classmethod
-    def load(cls, directory: str | Path, *, cache: str | Path | None = None) -> Detector:
+    def load(cls, directory: str | Path) -> Detector:
         """Load an artifact written by :meth:`save` (of any registered detector when called on
-        :class:`Detector`)."""
+        :class:`Detector`). Nothing in the files is executed: weights load with ``weights_only``."""
         directory = Path(directory)
         try:
             meta = json.loads((directory / "detector.json").read_text())
-            state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
-        except (OSError, json.JSONDecodeError, RuntimeError) as e:
-            raise ModelError(f"cannot load detector: {e}", directory) from e
+            state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+        except (OSError, json.JSONDecodeError, RuntimeError, EOFError) as e:
+            raise ModelError(f"cannot load detector: {str(e).splitlines()[0]}", directory) from e
+        except Exception as e:  # the weights-only unpickler refuses anything but tensors and plain data
+            raise ModelError(
+                f"refusing to load state.pt: it holds more than weights ({type(e).__name__})", directory
+            ) from e
         from mimii_due.detectors import REGISTRY
 
-        klass = REGISTRY.get(meta["detector"])
+        klass = REGISTRY.get(meta.get("detector"))
         if klass is None:
-            raise ModelError(f"unknown detector {meta['detector']!r}", directory)
+            raise ModelError(f"unknown detector {meta.get('detector')!r}", directory)
         p = meta["params"]
-        det = klass(
-            config=from_dict(klass.config_class, p["config"]) if klass.config_class else None,
-            features=from_dict(FeatureConfig, p["features"]),
-            threshold_quantile=p["threshold_quantile"],
-            cache=cache,
-        )
-        det.threshold_ = float(meta["threshold"])
-        det.sections_ = list(meta["sections"])
-        det.train_scores_ = np.asarray(meta["train_scores"])
         try:
+            det = klass(
+                config=from_dict(klass.config_class, p["config"]) if klass.config_class else None,
+                features=from_dict(FeatureConfig, p["features"]),
+                threshold_quantile=p["threshold_quantile"],
+            )
+            det.threshold_ = float(meta["threshold"])
+            det.sections_ = list(meta["sections"])
+            det.train_scores_ = np.asarray(meta["train_scores"])
             det._set_state(state)
-        except (RuntimeError, KeyError, ValueError) as e:  # e.g. saved by a version with other layers
+        except (RuntimeError, KeyError, ValueError, TypeError, ConfigError) as e:  # saved by another version
             raise ModelError(
                 f"the saved {meta['detector']} model does not fit this version of mimii-due "
                 f"(saved by {meta.get('version', '?')}); retrain it ({str(e).splitlines()[0]})",
@@ -193,3 +219,33 @@ class Detector:
 
     def _set_state(self, state: dict) -> None:
         pass
+
+
+def pack(obj: Any) -> Any:
+    """Make a state loadable with ``torch.load(weights_only=True)``: numeric numpy arrays become
+    tensors, string arrays lists, numpy scalars Python numbers; containers are walked."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj)) if obj.dtype.kind in "biuf" else obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: pack(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(pack(v) for v in obj)
+    return obj
+
+
+def array(value: Any, dtype=None) -> np.ndarray:
+    """The numpy array of a packed value (a tensor or a list)."""
+    if isinstance(value, torch.Tensor):
+        value = value.numpy()
+    return np.asarray(value, dtype=dtype)
+
+
+def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and precision (pseudo-inverse of the Ledoit-Wolf shrunk covariance) of rows ``x``:
+    the shrinkage keeps the estimate sound when there are fewer rows than dimensions."""
+    from sklearn.covariance import LedoitWolf
+
+    lw = LedoitWolf().fit(x)
+    return lw.location_, np.linalg.pinv(lw.covariance_)

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from scipy.spatial.distance import cdist
 from torch import nn
 
-from mimii_due.detectors.base import Detector
-from mimii_due.detectors.training import fit_with_config, seeded
-from mimii_due.errors import ModelError
+from mimii_due.config import TRAINING, check, choice
+from mimii_due.detectors.base import Detector, array, pack
+from mimii_due.detectors.training import fit_with_config, restore, seeded
+from mimii_due.errors import ConfigError, ModelError
 from mimii_due.features.extract import Features
 
 
@@ -52,9 +53,18 @@ class EmbeddingConfig:
     spectrum: bool = True  # add the spectrum branch's distance (clip-mean log-mel) to the embedding's
     pool: str = "time"  # "time": keep the frequency axis; "both": pool time and frequency
     band_norm: bool = True  # standardise each mel band (else one mean and deviation for all)
-    crop: int = 128  # train on random excerpts of this many frames (0: whole clips); scores use whole clips
+    crop: int = (
+        128  # train on random excerpts of this many frames (wrapped around shorter clips); scores use whole clips
+    )
     spectrum_net: bool = True  # a learned branch on the input's mean spectrum, joined to the CNN's output
     seed: int = 0
+
+    def __post_init__(self):
+        check(self, embedding=(1, None), margin=(0.0, 1.5), scale=(0.1, None), mixup=(0.0, None), k=(1, None),
+              crop=(1, None), **TRAINING)  # fmt: skip
+        choice(self, "pool", ("time", "both"))
+        if not self.channels or min(self.channels) < 1:
+            raise ConfigError(f"EmbeddingConfig.channels must be positive numbers, got {self.channels!r}")
 
 
 class EmbeddingNet(nn.Module):
@@ -121,10 +131,9 @@ class EmbeddingDetector(Detector):
     config_class = EmbeddingConfig
     needs_known_sections = True
 
-    def _clips(self, features: Features) -> torch.Tensor:
-        n = int(features.lengths.min())
-        x = np.stack([features.clip(i)[:n] for i in range(len(features))])
-        return torch.from_numpy((x - self.norm_[0]) / self.norm_[1]).float()
+    def _normed(self, features: Features) -> torch.Tensor:
+        """Every frame of every clip, each mel band standardised: ``(total_frames, n_mels)``."""
+        return torch.from_numpy(((features.data - self.norm_[0]) / self.norm_[1]).astype(np.float32))
 
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
         c = self.config
@@ -132,7 +141,10 @@ class EmbeddingDetector(Detector):
             self.norm_ = (features.data.mean(0), features.data.std(0) + 1e-6)
         else:
             self.norm_ = (float(features.data.mean()), float(features.data.std() + 1e-6))
-        x = self._clips(features)
+        x = self._normed(features)
+        offsets = torch.from_numpy(features.offsets[:-1].copy())
+        lengths = torch.from_numpy(features.lengths.copy())
+        crop = torch.arange(c.crop)
         keys = [f"{s:02d}|{a}" for s, a in zip(clips["section"], clips["attributes"].fillna(""), strict=True)]
         self.classes_ = sorted(set(keys))
         y = torch.tensor([self.classes_.index(k) for k in keys])
@@ -141,18 +153,17 @@ class EmbeddingDetector(Detector):
                                spectrum_net=c.spectrum_net)  # fmt: skip
             head = ArcFace(c.embedding, len(self.classes_), c.margin, c.scale)
         model = nn.ModuleDict({"net": net, "head": head})
-        gen = torch.Generator().manual_seed(c.seed)  # augmentation draws, seeded like the rest
-        mix_rng = np.random.default_rng(c.seed)
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
-            xb, yb = x[idx].unsqueeze(1), y[idx]
-            if model.training:
-                shift = int(torch.randint(xb.shape[2], (1,), generator=gen))
-                xb = torch.roll(xb, shift, dims=2)  # machines sound alike at any time offset
-                if 0 < c.crop < xb.shape[2]:
-                    xb = xb[:, :, : c.crop]  # a random excerpt: cheaper steps, more variety
+        def step(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            # a random excerpt of ``crop`` frames of each clip (wrapped around a shorter clip):
+            # machines sound alike at any time offset; every draw comes from the epoch's generator
+            start = (torch.rand(len(idx), generator=gen) * lengths[idx]).long()
+            rows = offsets[idx, None] + (start[:, None] + crop) % lengths[idx, None]
+            xb, yb = x[rows].unsqueeze(1), y[idx]
             if model.training and c.mixup > 0 and len(idx) > 1:
-                lam = float(mix_rng.beta(c.mixup, c.mixup))
+                lam = float(
+                    np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).beta(c.mixup, c.mixup)
+                )
                 perm = torch.randperm(len(idx), generator=gen)
                 emb = net(lam * xb + (1 - lam) * xb[perm])
                 return lam * F.cross_entropy(head(emb, yb), yb) + (1 - lam) * F.cross_entropy(
@@ -163,7 +174,7 @@ class EmbeddingDetector(Detector):
         self.history_ = fit_with_config(
             model,
             step,
-            len(x),
+            len(features),
             c,
             checkpoint=checkpoint,
             progress=progress,
@@ -191,11 +202,21 @@ class EmbeddingDetector(Detector):
 
     @torch.no_grad()
     def embed(self, features: Features) -> np.ndarray:
-        """L2-normalised embeddings, shape ``(n_clips, embedding)``."""
+        """L2-normalised embeddings of whole clips, shape ``(n_clips, embedding)``. Clips of equal
+        length share a batch (the network is in evaluation mode, so a clip's embedding does not
+        depend on its batch); every clip keeps its own length."""
         self.net_.eval()
-        x = self._clips(features)
-        out = [F.normalize(self.net_(x[i : i + 64].unsqueeze(1))) for i in range(0, len(x), 64)]
-        return torch.cat(out).numpy()
+        x = self._normed(features)
+        out = np.empty((len(features), self.config.embedding), np.float64)
+        lengths = features.lengths
+        for n in np.unique(lengths):
+            same = np.flatnonzero(lengths == n)
+            for b in range(0, len(same), 64):
+                ids = same[b : b + 64]
+                rows = torch.from_numpy(features.offsets[ids][:, None] + np.arange(n))
+                out[ids] = self.net_(x[rows].unsqueeze(1)).double().numpy()
+        # normalised in float64: cosine distances near 0 lose their digits in float32
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def _spectra(self, features: Features, sections: np.ndarray) -> np.ndarray:
         """The spectrum branch: clip-mean log-mel standardised with the section's source statistics."""
@@ -246,21 +267,20 @@ class EmbeddingDetector(Detector):
         return self._combine(e, sp, self.bank_sections_)
 
     def _state(self) -> dict:
-        return {"net": self.net_.state_dict(), "classes": self.classes_, "norm": self.norm_, "bank": self.bank_,
+        return {"net": self.net_.state_dict(), "classes": self.classes_, "norm": pack(self.norm_), "bank": self.bank_,
                 "bank_sections": self.bank_sections_, "bank_domains": self.bank_domains_,
                 "spectrum_norm": self.spectrum_norm_, "spectrum_bank": self.spectrum_bank_, "scales": self.scales_,
                 "history": getattr(self, "history_", [])}  # fmt: skip
 
     def _set_state(self, state: dict) -> None:
         c = self.config
-        self.net_ = EmbeddingNet(tuple(c.channels), c.embedding, n_mels=self.features.n_mels, pool=c.pool,
-                                spectrum_net=c.spectrum_net)  # fmt: skip
-        self.net_.load_state_dict(state["net"])
-        self.net_.eval()
-        self.classes_, self.norm_ = list(state["classes"]), tuple(np.asarray(v, np.float32) for v in state["norm"])
-        self.bank_, self.bank_sections_ = np.asarray(state["bank"]), np.asarray(state["bank_sections"])
-        self.bank_domains_ = np.asarray(state["bank_domains"])
-        self.spectrum_norm_ = {int(k): tuple(np.asarray(a) for a in v) for k, v in state["spectrum_norm"].items()}
-        self.spectrum_bank_ = np.asarray(state["spectrum_bank"])
+        net = EmbeddingNet(tuple(c.channels), c.embedding, n_mels=self.features.n_mels, pool=c.pool,
+                           spectrum_net=c.spectrum_net)  # fmt: skip
+        self.net_ = restore(net, state["net"])
+        self.classes_, self.norm_ = list(state["classes"]), tuple(array(v, np.float32) for v in state["norm"])
+        self.bank_, self.bank_sections_ = array(state["bank"]), array(state["bank_sections"])
+        self.bank_domains_ = array(state["bank_domains"])
+        self.spectrum_norm_ = {int(k): tuple(array(a) for a in v) for k, v in state["spectrum_norm"].items()}
+        self.spectrum_bank_ = array(state["spectrum_bank"])
         self.scales_ = {int(k): tuple(v) for k, v in state["scales"].items()}
         self.history_ = state.get("history", [])

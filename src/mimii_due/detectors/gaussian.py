@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mimii_due.detectors.base import Detector
+from mimii_due.detectors.base import Detector, array, ledoit_wolf
 from mimii_due.features.extract import Features
 
 
@@ -27,16 +27,13 @@ class GaussianDetector(Detector):
     needs_known_sections = True
 
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
-        from sklearn.covariance import LedoitWolf
-
         x = features.means().astype(np.float64)
         self.models_ = {}
         for section in sorted(clips["section"].unique()):
             m = (clips["section"] == section).to_numpy() & clips["domain"].isin(self.config.domains).to_numpy()
             if m.sum() < 2:
                 m = (clips["section"] == section).to_numpy()
-            lw = LedoitWolf().fit(x[m])
-            self.models_[int(section)] = (lw.location_, np.linalg.pinv(lw.covariance_))
+            self.models_[int(section)] = ledoit_wolf(x[m])
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         x = features.means().astype(np.float64)
@@ -48,7 +45,7 @@ class GaussianDetector(Detector):
         return out
 
     def _state(self) -> dict:
-        return {"models": {s: (m.tolist(), p.tolist()) for s, (m, p) in self.models_.items()}}
+        return {"models": self.models_}
 
     def _set_state(self, state: dict) -> None:
-        self.models_ = {int(s): (np.asarray(m), np.asarray(p)) for s, (m, p) in state["models"].items()}
+        self.models_ = {int(s): (array(m), array(p)) for s, (m, p) in state["models"].items()}

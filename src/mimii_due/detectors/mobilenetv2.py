@@ -26,7 +26,7 @@ from torch import nn
 
 from mimii_due.config import MobileNetV2Config
 from mimii_due.detectors.base import Detector
-from mimii_due.detectors.training import fit_with_config, seeded
+from mimii_due.detectors.training import fit_with_config, restore, seeded
 from mimii_due.errors import ModelError
 from mimii_due.features.extract import Features
 
@@ -132,6 +132,10 @@ class MobileNetV2Detector(Detector):
     config_class = MobileNetV2Config
     needs_known_sections = True
 
+    @property
+    def min_frames(self) -> int:
+        return self.config.frames  # one patch
+
     def _build(self, n_classes: int) -> MobileNetV2:
         # channels-last memory: measured about 20 % faster for training on this CPU
         return MobileNetV2(n_classes, width=self.config.width).to(memory_format=torch.channels_last)
@@ -153,7 +157,7 @@ class MobileNetV2Detector(Detector):
             model = self._build(len(self.classes_))
         loss_fn = nn.CrossEntropyLoss()
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
+        def step(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
             x = data[starts[idx, None] + offs].unsqueeze(1)  # (batch, 1, frames, mels): one channel
             return loss_fn(model(x), labels[idx])
 
@@ -191,7 +195,5 @@ class MobileNetV2Detector(Detector):
 
     def _set_state(self, state: dict) -> None:
         self.classes_ = list(state["classes"])
-        self.model_ = self._build(len(self.classes_))
-        self.model_.load_state_dict(state["model"])
-        self.model_.eval()
+        self.model_ = restore(self._build(len(self.classes_)), state["model"])
         self.history_ = state.get("history", [])

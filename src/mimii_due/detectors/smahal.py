@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from mimii_due.detectors.autoencoder import AutoEncoderDetector
+from mimii_due.detectors.base import array, ledoit_wolf
 from mimii_due.features.extract import Features
 from mimii_due.features.logmel import stack_frames
 
@@ -29,23 +30,26 @@ class SelectiveMahalanobisDetector(AutoEncoderDetector):
         return (self.model_(v) - v).double().numpy()
 
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
-        super()._fit(features, clips, checkpoint=checkpoint, progress=progress)
+        trained = self.__dict__.pop("_trained", None)  # set by from_autoencoder: reuse its network
+        if trained is None:
+            super()._fit(features, clips, checkpoint=checkpoint, progress=progress)
+        else:
+            self.model_, self.history_ = trained.model_, list(getattr(trained, "history_", []))
         self._fit_statistics(features, clips)
 
     @classmethod
-    def from_autoencoder(cls, ae: AutoEncoderDetector, clips: pd.DataFrame) -> SelectiveMahalanobisDetector:
+    def from_autoencoder(
+        cls, ae: AutoEncoderDetector, features: Features, clips: pd.DataFrame
+    ) -> SelectiveMahalanobisDetector:
         """Selective Mahalanobis scoring for an already trained AE (the DCASE 2023 baseline trains
-        one network and offers both scores): only the error statistics and threshold are fitted."""
+        one network and offers both scores): only the error statistics and threshold are fitted
+        on the training clips' ``features``."""
         ae._check_fitted()
-        det = cls(config=ae.config, features=ae.features, threshold_quantile=ae.threshold_quantile, cache=ae.cache)
-        feats, clips = det.load_features(clips)
-        det.model_, det.history_ = ae.model_, list(getattr(ae, "history_", []))
-        det._fit_statistics(feats, clips)
-        return det._fit_threshold(feats, clips)
+        det = cls(config=ae.config, features=ae.features, threshold_quantile=ae.threshold_quantile)
+        det._trained = ae
+        return det.fit(features, clips)
 
     def _fit_statistics(self, features: Features, clips: pd.DataFrame) -> None:
-        from sklearn.covariance import LedoitWolf
-
         self.model_.eval()
         self.stats_ = {}
         sections, domains = clips["section"].to_numpy(), clips["domain"].to_numpy()
@@ -55,8 +59,7 @@ class SelectiveMahalanobisDetector(AutoEncoderDetector):
                 if len(idx) == 0:
                     continue
                 err = np.concatenate([self._errors(features, i) for i in idx])
-                lw = LedoitWolf(assume_centered=False).fit(err)
-                self.stats_[(int(section), domain)] = (lw.location_, np.linalg.inv(lw.covariance_))
+                self.stats_[(int(section), domain)] = ledoit_wolf(err)
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         out = np.empty(len(features))
@@ -82,4 +85,4 @@ class SelectiveMahalanobisDetector(AutoEncoderDetector):
         self.stats_ = {}
         for key, (m, p) in state["stats"].items():
             s, d = key.split(":")
-            self.stats_[(int(s), d)] = (np.asarray(m), np.asarray(p))
+            self.stats_[(int(s), d)] = (array(m), array(p))

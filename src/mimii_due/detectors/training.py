@@ -1,8 +1,9 @@
 """The training loop shared by the neural detectors: seeded, checkpointed every epoch, resumable.
 
-Each epoch's shuffle comes from a generator seeded with ``(seed, epoch)``, and the checkpoint holds
-the model, the optimizer and the loss history, so a run interrupted after epoch ``k`` and resumed
-reaches the same weights as an uninterrupted one.
+Each epoch's shuffle and every random draw of a training step (crops, mixup) come from one
+generator seeded with ``(seed, epoch)`` and handed to the step, and the checkpoint holds the model,
+the optimizer and the loss history, so a run interrupted after epoch ``k`` and resumed reaches the
+same weights as an uninterrupted one. Checkpoints load with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mimii_due import atomic
 from mimii_due.errors import ModelError
+from mimii_due.progress import Progress
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[torch.Tensor], torch.Tensor]  # batch of item indices -> mean loss
-Progress = Callable[[int, int, str], None]
+# (batch of item indices, the epoch's random generator) -> mean loss
+Step = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def split_items(n: int, *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -29,13 +32,6 @@ def split_items(n: int, *, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     perm = np.random.default_rng([seed, 99]).permutation(n)
     n_val = int(round(n * fraction)) if n > 1 else 0
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def _save(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def fit_loop(
@@ -55,7 +51,8 @@ def fit_loop(
 ) -> list[dict]:
     """Train ``model`` for ``epochs`` epochs over ``train_idx`` in shuffled mini-batches.
 
-    ``step(indices)`` returns the mean loss of a batch (the model's mode is set here). With
+    ``step(indices, generator)`` returns the mean loss of a batch (the model's mode is set here);
+    its random draws must come from ``generator``. With
     ``checkpoint`` (a file path) the state is saved after every epoch and a later call resumes from
     it; ``fingerprint`` (settings that must not change between the two calls) is checked.
     Returns the history: one ``{"epoch", "loss", "val_loss"}`` per epoch.
@@ -65,7 +62,10 @@ def fit_loop(
     history: list[dict] = []
     start = 0
     if path is not None and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or foreign file
+            raise ModelError(f"unreadable checkpoint ({type(e).__name__}); delete it to start again", path) from e
         if state.get("fingerprint") != fp:
             raise ModelError("checkpoint was made with other settings or data; delete it to start again", path)
         model.load_state_dict(state["model"])
@@ -84,7 +84,7 @@ def fit_loop(
             idx = order[b * batch_size : (b + 1) * batch_size]
             if len(idx) == 0:
                 continue
-            loss = step(idx)
+            loss = step(idx, g)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -94,13 +94,15 @@ def fit_loop(
         if len(val_t):
             model.eval()
             vb = eval_batch_size or batch_size
+            gv = torch.Generator().manual_seed(int(seed))
             with torch.no_grad():
-                vl = sum(float(step(val_t[i : i + vb])) * len(val_t[i : i + vb]) for i in range(0, len(val_t), vb))
+                vl = sum(float(step(val_t[i : i + vb], gv)) * len(val_t[i : i + vb]) for i in range(0, len(val_t), vb))
             rec["val_loss"] = vl / len(val_t)
         history.append(rec)
         if path is not None:
-            _save(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                         "history": history, "fingerprint": fp})  # fmt: skip
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                     "history": history, "fingerprint": fp}  # fmt: skip
+            atomic.write_with(path, lambda tmp, state=state: torch.save(state, tmp))
         if progress:
             val = f" val {rec['val_loss']:.4f}" if rec["val_loss"] is not None else ""
             progress(epoch + 1, epochs, f"loss {rec['loss']:.4f}{val}")
@@ -150,3 +152,9 @@ def seeded(seed: int):
             return ctx.__exit__(*exc)
 
     return _Seeded()
+
+
+def restore(model: torch.nn.Module, weights: dict) -> torch.nn.Module:
+    """``model`` with the saved ``weights`` loaded, in evaluation mode."""
+    model.load_state_dict(weights)
+    return model.eval()

@@ -1,12 +1,15 @@
-"""The official DCASE Task 2 files: score and decision CSVs, ``result.csv``, ground truth.
+"""The official DCASE Task 2 files of each year: score and decision CSVs, ``result.csv``, ground truth.
 
-- ``anomaly_score_<machine>_section_<XX>_<domain>_test.csv``: ``filename,score`` rows, no header;
-- ``decision_result_<machine>_section_<XX>_<domain>_test.csv``: ``filename,0|1`` rows, no header;
-- ``result.csv``: one block per machine type (section, domain, AUC, pAUC, precision, recall,
-  F1 score, then the arithmetic and harmonic means), then the means over everything and the
-  official score;
-- ground truth: ``filename,label`` rows (1 = anomalous), one file per machine, section and domain
-  named ``ground_truth_<machine>_section_<XX>_<domain>_test.csv``, as the official evaluator's.
+Score and decision files hold ``filename,score`` / ``filename,0|1`` rows, no header, one file per
+
+- ``dcase2020``: machine and ID: ``anomaly_score_<machine>_id_<XX>.csv``;
+- ``dcase2021``: machine, section and domain: ``anomaly_score_<machine>_section_<XX>_<domain>_test.csv``;
+- ``dcase2022`` (2022-2025): machine and section: ``anomaly_score_<machine>_section_<XX>_test.csv``.
+
+``result.csv`` follows the layout of the year's official evaluator output. Ground truth: the
+organisers' ``ground_truth_*.csv`` files (``filename,0|1``, 1 = anomalous), per section and domain
+(2021) or per section (2022-2025, with the domains in a ``ground_truth_domain`` folder beside them
+and, for evaluation names, the full names in ``ground_truth_attributes``).
 """
 
 from __future__ import annotations
@@ -19,18 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from mimii_due import atomic
 from mimii_due.errors import MimiiDueError
 from mimii_due.evaluation.metrics import METRICS
 
-_GT = re.compile(r"ground_truth_(?P<machine>.+)_section_(?P<section>\d{2})_(?P<domain>source|target)_test\.csv$")
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+_GT = re.compile(
+    r"ground_truth_(?P<machine>.+?)_(?:section|id)_(?P<section>\d{2})(?:_(?P<domain>source|target))?(?:_test)?\.csv$"
+)
 
 
 def _rows_csv(rows) -> str:
@@ -39,55 +37,79 @@ def _rows_csv(rows) -> str:
     return buf.getvalue()
 
 
-def write_score_files(scores: pd.DataFrame, directory: str | Path) -> list[Path]:
-    """Write the per machine/section/domain score and decision CSVs; return their paths."""
+def score_file_groups(scores: pd.DataFrame, protocol: str):
+    """``(stem, rows)`` of each official score file: the part after ``anomaly_score_``."""
+    if protocol == "dcase2021":
+        for (machine, section, domain), g in scores.groupby(["machine", "section", "domain"], sort=True):
+            yield f"{machine}_section_{int(section):02d}_{domain}_test.csv", g
+    elif protocol == "dcase2020":
+        for (machine, section), g in scores.groupby(["machine", "section"], sort=True):
+            yield f"{machine}_id_{int(section):02d}.csv", g
+    else:
+        for (machine, section), g in scores.groupby(["machine", "section"], sort=True):
+            yield f"{machine}_section_{int(section):02d}_test.csv", g
+
+
+def write_score_files(scores: pd.DataFrame, directory: str | Path, *, protocol: str = "dcase2021") -> list[Path]:
+    """Write the year's score and decision CSVs into ``directory``; return their paths."""
     directory = Path(directory)
     written = []
-    for (machine, section, domain), g in scores.groupby(["machine", "section", "domain"], sort=True):
-        stem = f"{machine}_section_{int(section):02d}_{domain}_test.csv"
-        atomic_write_text(
+    for stem, g in score_file_groups(scores, protocol):
+        atomic.write_text(
             directory / f"anomaly_score_{stem}",
             _rows_csv(zip(g["filename"], (f"{s:.8g}" for s in g["score"]), strict=True)),
         )
-        atomic_write_text(
+        atomic.write_text(
             directory / f"decision_result_{stem}", _rows_csv(zip(g["filename"], g["decision"].astype(int), strict=True))
         )
         written += [directory / f"anomaly_score_{stem}", directory / f"decision_result_{stem}"]
     return written
 
 
-def read_ground_truth(path: str | Path) -> pd.DataFrame:
-    """Ground truth as a table (machine, section, domain, filename, label).
+def _read_pairs(f: Path, values: tuple[str, ...] = ("0", "1")) -> list[tuple[str, str]]:
+    out = []
+    try:
+        with open(f, newline="") as fh:
+            for i, r in enumerate(csv.reader(fh)):
+                if not r:
+                    continue
+                if len(r) < 2 or r[1].strip() not in values:
+                    raise MimiiDueError(f"line {i + 1}: expected 'filename,{'|'.join(values)}', got {','.join(r)!r}", f)
+                out.append((r[0].strip(), r[1].strip()))
+    except OSError as e:
+        raise MimiiDueError(f"cannot read ground truth ({e.strerror or e})", f) from e
+    return out
 
-    ``path`` is a folder of official ``ground_truth_*.csv`` files or one such file.
+
+def read_ground_truth(path: str | Path) -> pd.DataFrame:
+    """Ground truth as a table (machine, section, domain, filename, label); ``domain`` is None
+    where the files do not say it (2022-2025 evaluation names without a domain folder).
+
+    ``path`` is one ``ground_truth_*.csv`` file, or a folder of them, or the folder of an
+    official evaluator (``ground_truth_data/``, ``ground_truth_domain/``, ``ground_truth_attributes/``).
     """
     path = Path(path)
-    files = sorted(path.glob("ground_truth_*.csv")) if path.is_dir() else [path]
-    if not files:
-        raise MimiiDueError("no ground_truth_<machine>_section_<XX>_<domain>_test.csv files found", path)
+    data_dir = path / "ground_truth_data" if (path / "ground_truth_data").is_dir() else path
+    files = sorted(data_dir.glob("ground_truth_*.csv")) if data_dir.is_dir() else [path]
+    if not files or not path.exists():
+        raise MimiiDueError("no ground_truth_<machine>_section_<XX>[_<domain>]_test.csv files found", path)
     rows = []
     for f in files:
         m = _GT.search(f.name)
         if not m:
             raise MimiiDueError(
-                "ground-truth file name must be ground_truth_<machine>_section_<XX>_<domain>_test.csv", f
+                "ground-truth file name must be ground_truth_<machine>_section_<XX>[_<domain>]_test.csv", f
             )
-        with open(f, newline="") as fh:
-            for i, r in enumerate(csv.reader(fh)):
-                if not r:
-                    continue
-                if len(r) < 2 or r[1].strip() not in ("0", "1"):
-                    raise MimiiDueError(f"line {i + 1}: expected 'filename,0|1', got {','.join(r)!r}", f)
-                rows.append(
-                    {
-                        "machine": m["machine"],
-                        "section": int(m["section"]),
-                        "domain": m["domain"],
-                        "filename": r[0].strip(),
-                        "label": "anomaly" if r[1].strip() == "1" else "normal",
-                    }
-                )
-    return pd.DataFrame(rows)
+        domains = {}
+        dom_file = data_dir.parent / "ground_truth_domain" / f.name
+        if m["domain"] is None and dom_file.exists():
+            domains = {n: "target" if v == "1" else "source" for n, v in _read_pairs(dom_file)}
+        for name, value in _read_pairs(f):
+            domain = m["domain"] or domains.get(name)
+            label = "anomaly" if value == "1" else "normal"
+            rows.append({"machine": m["machine"], "section": int(m["section"]), "domain": domain, "filename": name,
+                         "label": label})  # fmt: skip
+    return pd.DataFrame(rows, columns=["machine", "section", "domain", "filename", "label"])
 
 
 def _fmt(v) -> str:
@@ -95,9 +117,17 @@ def _fmt(v) -> str:
 
 
 def write_results(results: pd.DataFrame, summary: dict, directory: str | Path) -> None:
-    """``result.csv`` in the official block layout and ``result.json`` with the same numbers."""
-    directory = Path(directory)
-    header = ["section", "domain", "AUC", "pAUC", "precision", "recall", "F1 score"]
+    """``result.csv`` in the year's official layout and ``result.json`` with the same numbers."""
+    protocol = summary.get("protocol", "dcase2021")
+    rows = _result_rows_2022(results, summary) if protocol == "dcase2022" else _result_rows(results, summary, protocol)
+    atomic.write_text(Path(directory) / "result.csv", _rows_csv(rows))
+    payload = {"results": results.to_dict(orient="records"), **summary}
+    atomic.write_text(Path(directory) / "result.json", json.dumps(payload, indent=1))
+
+
+def _result_rows(results: pd.DataFrame, summary: dict, protocol: str) -> list[list]:
+    first = "id" if protocol == "dcase2020" else "section"
+    header = [first, "domain", "AUC", "pAUC", "precision", "recall", "F1 score"]
     rows: list[list] = []
     for machine, g in results.groupby("machine", sort=True):
         rows += [[machine], header]
@@ -117,6 +147,32 @@ def write_results(results: pd.DataFrame, summary: dict, directory: str | Path) -
     )
     rows.append([])
     rows.append(["official score", "", _fmt(summary["official_score"])])
-    atomic_write_text(directory / "result.csv", _rows_csv(rows))
-    payload = {"results": results.to_dict(orient="records"), **summary}
-    atomic_write_text(directory / "result.json", json.dumps(payload, indent=1))
+    return rows
+
+
+def _result_rows_2022(results: pd.DataFrame, summary: dict) -> list[list]:
+    """The 2022-2025 evaluators' layout: one row per section with both domains' AUCs, the pAUC,
+    and each domain's precision, recall and F1; then the means of each column."""
+    from mimii_due.evaluation.metrics import hmean
+
+    header = ["section", "AUC (source)", "AUC (target)", "pAUC", "precision (source)", "precision (target)",
+              "recall (source)", "recall (target)", "F1 score (source)", "F1 score (target)"]  # fmt: skip
+    cols = [("AUC", "source"), ("AUC", "target"), ("pAUC", "source")]
+    cols += [(m, dom) for m in ("precision", "recall", "F1") for dom in ("source", "target")]
+    rows: list[list] = []
+    for machine, g in results.groupby("machine", sort=True):
+        rows += [[machine], header]
+        table = g.pivot_table(index="section", columns="domain", values=list(METRICS))
+        for section, r in table.iterrows():
+            rows.append([f"{section:02d}"] + [_fmt(float(r.get((m, dom), float("nan")))) for m, dom in cols])
+        rows.append(["arithmetic mean"] + [_fmt(float(table[c].mean())) for c in cols])
+        rows.append(["harmonic mean"] + [_fmt(hmean(table[c])) for c in cols])
+        rows.append([])
+    src, tgt = results[results.domain == "source"], results[results.domain == "target"]
+    paucs = results.drop_duplicates(["machine", "section"])["pAUC"]
+    rows.append(["", "AUC (source)", "AUC (target)", "pAUC"])
+    rows.append(["harmonic mean over all machine types and sections", _fmt(hmean(src["AUC"])),
+                 _fmt(hmean(tgt["AUC"])), _fmt(hmean(paucs))])  # fmt: skip
+    rows.append([])
+    rows.append(["official score", _fmt(summary["official_score"])])
+    return rows

@@ -1,8 +1,18 @@
-"""DCASE Task 2 metrics: AUC, pAUC (p = 0.1), precision/recall/F1 at the threshold, and means.
+"""DCASE Task 2 metrics of each year: AUC, pAUC (p = 0.1), precision/recall/F1, means, official score.
 
 pAUC is scikit-learn's ``roc_auc_score(max_fpr=0.1)``, the McClish-standardised partial AUC that
-the official evaluator reports. The official score of DCASE 2021 is the harmonic mean of every
-section's and domain's AUC and pAUC over all machine types.
+the official evaluators report. The protocols (``PROTOCOLS``), as the organisers' evaluators compute them:
+
+- ``dcase2020``: per machine ID (our ``section``), AUC and pAUC over all its test clips;
+- ``dcase2021`` (the paper's): per section and domain, AUC and pAUC over that domain's clips;
+- ``dcase2022`` (2022-2025): per section, the AUC of each domain over that domain's normal clips and
+  *all* anomalous clips of the section, and one pAUC over every clip of the section; precision,
+  recall and F1 per domain over that domain's clips.
+
+Results are one row per machine, section and domain (for ``dcase2022`` each domain's row carries
+the section's pAUC; for ``dcase2020`` the domain is ``source``), with a ``protocol`` column. The
+official score is the harmonic mean of every AUC and pAUC that the year's evaluator counts
+(``dcase2022``: each section's source AUC, target AUC and pAUC, the pAUC once).
 """
 
 from __future__ import annotations
@@ -12,7 +22,16 @@ import pandas as pd
 import scipy.stats
 from sklearn.metrics import roc_auc_score
 
+from mimii_due.config import MAX_FPR
+from mimii_due.errors import MimiiDueError
+
 METRICS = ("AUC", "pAUC", "precision", "recall", "F1")
+PROTOCOLS = ("dcase2020", "dcase2021", "dcase2022")
+
+
+def protocol_of(year: int) -> str:
+    """The evaluation protocol of a challenge year (2022 to 2025 share one)."""
+    return "dcase2020" if year <= 2020 else "dcase2021" if year == 2021 else "dcase2022"
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -20,7 +39,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def pauc(labels: np.ndarray, scores: np.ndarray, *, max_fpr: float = 0.1) -> float:
+def pauc(labels: np.ndarray, scores: np.ndarray, *, max_fpr: float = MAX_FPR) -> float:
     """Standardised partial AUC over FPR in [0, max_fpr] (McClish), as scikit-learn and DCASE."""
     return float(roc_auc_score(labels, scores, max_fpr=max_fpr))
 
@@ -43,40 +62,82 @@ def hmean(values) -> float:
     return float(scipy.stats.hmean(np.maximum(v, np.finfo(float).eps)))
 
 
-def evaluate(scores: pd.DataFrame, *, max_fpr: float = 0.1) -> pd.DataFrame:
-    """Metrics per machine, section and domain.
+def _both_labels(y: np.ndarray, what: str) -> None:
+    if y.min() == y.max():
+        raise MimiiDueError(f"{what}: needs normal and anomalous clips to compute an AUC")
+
+
+def evaluate(scores: pd.DataFrame, *, protocol: str = "dcase2021", max_fpr: float = MAX_FPR) -> pd.DataFrame:
+    """Metrics per machine, section and domain under ``protocol``.
 
     ``scores`` has one row per test clip with columns machine, section, domain, label
-    ("normal"/"anomaly"), score and decision (bool). Returns one row per machine/section/domain
-    with :data:`METRICS` and the clip counts.
+    ("normal"/"anomaly"), score and decision (bool).
     """
+    if protocol not in PROTOCOLS:
+        raise MimiiDueError(f"unknown evaluation protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     rows = []
-    for (machine, section, domain), g in scores.groupby(["machine", "section", "domain"], sort=True):
-        y = (g["label"] == "anomaly").to_numpy().astype(int)
-        if y.min() == y.max():
-            raise ValueError(f"{machine} section {section:02d} {domain}: needs normal and anomalous clips")
-        s = g["score"].to_numpy()
-        p, r, f = prf(y, g["decision"].to_numpy())
-        rows.append({"machine": machine, "section": int(section), "domain": domain, "AUC": auc(y, s),
-                     "pAUC": pauc(y, s, max_fpr=max_fpr), "precision": p, "recall": r, "F1": f,
-                     "n_normal": int((y == 0).sum()), "n_anomaly": int(y.sum())})  # fmt: skip
+    for (machine, section), sec in scores.groupby(["machine", "section"], sort=True):
+        y_all = (sec["label"] == "anomaly").to_numpy().astype(int)
+        s_all = sec["score"].to_numpy()
+        what = f"{machine} section {int(section):02d}"
+        if protocol == "dcase2020":
+            _both_labels(y_all, what)
+            p, r, f = prf(y_all, sec["decision"].to_numpy())
+            rows.append(_row(machine, section, "source", auc(y_all, s_all), pauc(y_all, s_all, max_fpr=max_fpr),
+                             (p, r, f), y_all, protocol))  # fmt: skip
+            continue
+        section_pauc = None
+        if protocol == "dcase2022":
+            _both_labels(y_all, what)
+            section_pauc = pauc(y_all, s_all, max_fpr=max_fpr)
+        for domain in ("source", "target"):
+            in_domain = (sec["domain"] == domain).to_numpy()
+            if not in_domain.any():
+                continue
+            y, s = y_all[in_domain], s_all[in_domain]
+            if protocol == "dcase2021":
+                _both_labels(y, f"{what} {domain}")
+                a, pa = auc(y, s), pauc(y, s, max_fpr=max_fpr)
+            else:  # this domain's normal clips against every anomalous clip of the section
+                keep = in_domain | (y_all == 1)
+                if not ((y_all == 0) & in_domain).any():
+                    raise MimiiDueError(f"{what} {domain}: no normal clips")
+                a, pa = auc(y_all[keep], s_all[keep]), section_pauc
+            rows.append(_row(machine, section, domain, a, pa, prf(y, sec["decision"].to_numpy()[in_domain]), y,
+                             protocol))  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _row(machine, section, domain, a, pa, prf_values, y, protocol) -> dict:
+    p, r, f = prf_values
+    return {"machine": machine, "section": int(section), "domain": domain, "AUC": a, "pAUC": pa, "precision": p,
+            "recall": r, "F1": f, "n_normal": int((y == 0).sum()), "n_anomaly": int(y.sum()),
+            "protocol": protocol}  # fmt: skip
+
+
+def official_score(results: pd.DataFrame) -> float:
+    """The harmonic mean of every AUC and pAUC the results' protocol counts."""
+    protocol = results["protocol"].iloc[0] if "protocol" in results and len(results) else "dcase2021"
+    paucs = results["pAUC"]
+    if protocol == "dcase2022":  # one pAUC per section, not one per domain row
+        paucs = results.drop_duplicates(["machine", "section"])["pAUC"]
+    return hmean(np.concatenate([results["AUC"].to_numpy(), paucs.to_numpy()]))
 
 
 def summarize(results: pd.DataFrame) -> dict:
     """Arithmetic and harmonic means per machine, per domain and overall, and the official score.
 
     Returns ``{"machines": {machine: {"amean": {...}, "hmean": {...}}}, "domains": {...},
-    "overall": {...}, "official_score": float}``.
+    "overall": {...}, "official_score": float, "protocol": str}``.
     """
 
     def means(df):
         return {"amean": {m: float(df[m].mean()) for m in METRICS}, "hmean": {m: hmean(df[m]) for m in METRICS}}
 
-    out = {
+    return {
         "machines": {m: means(g) for m, g in results.groupby("machine")},
         "domains": {d: means(g) for d, g in results.groupby("domain")},
         "overall": means(results),
+        "official_score": official_score(results),
+        "protocol": str(results["protocol"].iloc[0]) if "protocol" in results and len(results) else "dcase2021",
     }
-    out["official_score"] = hmean(np.concatenate([results["AUC"].to_numpy(), results["pAUC"].to_numpy()]))
-    return out

@@ -1,33 +1,31 @@
 """The figures: the paper's Figure 1 (spectrograms) and Figure 2 (t-SNE), and per-run ROC curves,
-score histograms and loss curves. Every function draws with matplotlib (Agg) and writes a PNG."""
+score histograms and loss curves. Every function draws on its own matplotlib ``Figure`` (no pyplot,
+so importing this module leaves the program's backend alone) and writes a PNG atomically."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from mimii_due.data import audio  # noqa: E402
-from mimii_due.data.table1 import MACHINE_TITLES  # noqa: E402
+from mimii_due import atomic
+from mimii_due.data import audio
+from mimii_due.data.table1 import MACHINE_TITLES
 
 DOMAIN_COLOURS = {"source": "tab:blue", "target": "tab:orange"}
 LABEL_MARKERS = {"normal": "o", "anomaly": "x"}
 
 
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+def _subplots(n: int, figsize: tuple[float, float], **kw):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(1, n, squeeze=False, **kw)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    return atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
 
 
 def _title(machine: str) -> str:
@@ -49,7 +47,7 @@ def spectrograms(table: pd.DataFrame, path: str | Path, *, n_fft: int = 1024, ho
         specs.append((r.machine, 10 * np.log10(np.maximum(power.T, 1e-12)), len(y) / audio.SAMPLE_RATE))
     vmax = max(s.max() for _, s, _ in specs)
     vmin = vmax - 90
-    fig, axes = plt.subplots(1, len(specs), figsize=(3.2 * len(specs), 3.2), squeeze=False, sharey=True)
+    fig, axes = _subplots(len(specs), (3.2 * len(specs), 3.2), sharey=True)
     for ax, (machine, s, dur) in zip(axes[0], specs, strict=True):
         im = ax.imshow(
             s,
@@ -76,7 +74,7 @@ def tsne(table: pd.DataFrame, embeddings: np.ndarray, path: str | Path, *, seed:
     from sklearn.manifold import TSNE
 
     machines = sorted(table["machine"].unique())
-    fig, axes = plt.subplots(1, len(machines), figsize=(3.6 * len(machines), 3.6), squeeze=False)
+    fig, axes = _subplots(len(machines), (3.6 * len(machines), 3.6))
     labels = table["label"].fillna("unknown").to_numpy()
     for ax, machine in zip(axes[0], machines, strict=True):
         m = (table["machine"] == machine).to_numpy()
@@ -111,7 +109,7 @@ def roc_curves(scores: pd.DataFrame, path: str | Path) -> Path:
     """ROC curve per section and domain, one panel per machine type (labelled clips only)."""
     scores = scores[scores["label"].notna()]
     machines = sorted(scores["machine"].unique())
-    fig, axes = plt.subplots(1, len(machines), figsize=(3.4 * len(machines), 3.4), squeeze=False)
+    fig, axes = _subplots(len(machines), (3.4 * len(machines), 3.4))
     for ax, machine in zip(axes[0], machines, strict=True):
         g = scores[scores["machine"] == machine]
         for (section, domain), h in g.groupby(["section", "domain"]):
@@ -130,7 +128,7 @@ def roc_curves(scores: pd.DataFrame, path: str | Path) -> Path:
 def score_histograms(scores: pd.DataFrame, path: str | Path) -> Path:
     """Anomaly-score histograms (normal vs anomalous, source vs target) with the threshold drawn."""
     machines = sorted(scores["machine"].unique())
-    fig, axes = plt.subplots(1, len(machines), figsize=(3.4 * len(machines), 3.0), squeeze=False)
+    fig, axes = _subplots(len(machines), (3.4 * len(machines), 3.0))
     for ax, machine in zip(axes[0], machines, strict=True):
         g = scores[scores["machine"] == machine]
         bins = np.histogram_bin_edges(g["score"], bins=30)
@@ -158,7 +156,7 @@ def loss_curves(histories: dict[str, list[dict]], path: str | Path) -> Path | No
     histories = {m: h for m, h in histories.items() if h}
     if not histories:
         return None
-    fig, axes = plt.subplots(1, len(histories), figsize=(3.2 * len(histories), 2.8), squeeze=False)
+    fig, axes = _subplots(len(histories), (3.2 * len(histories), 2.8))
     for ax, (machine, h) in zip(axes[0], sorted(histories.items()), strict=True):
         ep = [r["epoch"] for r in h]
         ax.plot(ep, [r["loss"] for r in h], label="training")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from mimii_due import __version__
+from mimii_due import __version__, atomic
 from mimii_due.data.index import index
-from mimii_due.errors import ModelError
-from mimii_due.evaluation.files import atomic_write_text
+from mimii_due.errors import ModelError, StorageError
 from mimii_due.report import figures
 from mimii_due.report.tables import results_markdown, table4
+from mimii_due.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +39,14 @@ th { background: #f0f0f0; } img { max-width: 100%; } pre { background: #f6f6f6; 
 
 
 def _run_info(run: Path) -> dict:
-    try:
-        meta = json.loads((run / "run.json").read_text())
-        result = json.loads((run / "result.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"not an evaluated run folder (needs run.json and result.json): {e}", run) from e
-    histories = {}
-    for m in meta["machines"]:
-        f = run / "models" / m / "detector.json"
-        if f.exists():
-            histories[m] = json.loads(f.read_text()).get("history", [])
-    scores = pd.read_csv(run / "scores.csv", dtype={"label": object})
+    keeper = Run(run)
+    if not keeper.exists():
+        raise ModelError("not a run folder (no run.json)", run)
+    meta = keeper.meta()
+    results, summary = keeper.read_results()  # refuses results that do not belong to the scores
     name = f"{meta['detector']} ({run.name})" if run.name != meta["detector"] else meta["detector"]
-    return {
-        "path": run,
-        "meta": meta,
-        "results": pd.DataFrame(result["results"]),
-        "summary": result,
-        "histories": histories,
-        "scores": scores,
-        "name": name,
-    }
+    return {"path": run, "meta": meta, "results": results, "summary": summary, "histories": keeper.histories(),
+            "scores": keeper.read_scores(), "name": name, "cache": keeper.cache}  # fmt: skip
 
 
 def _img(path: Path) -> str:
@@ -84,16 +71,19 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     and Figure 2 and the clip counts.
     """
     out = Path(out)
+    infos = [_run_info(Path(r)) for r in runs]  # every run checked before anything is written
     files = out.parent / f"{out.stem}_files"
-    files.mkdir(parents=True, exist_ok=True)
-    infos = [_run_info(Path(r)) for r in runs]
+    try:
+        files.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create the folder ({e.strerror or e})", files) from e
     wide = table4({i["name"]: i["results"] for i in infos})
     parts = [
         f"<h1>mimii-due report</h1><p>{len(infos)} run(s); mimii-due {__version__}; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>",
         "<h2>Results (Table 4 style: AUC and pAUC per machine type, section and domain)</h2>",
         _wide_html(wide),
-        "<p>Official score (harmonic mean of all AUC and pAUC): "
+        "<p>Official score (the year's evaluator: harmonic mean of its AUCs and pAUCs): "
         + ", ".join(f"<b>{html.escape(n)}</b> {v:.4f}" for n, v in wide.attrs["official"].items())
         + "</p>",
     ]
@@ -111,7 +101,7 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         if len(test) >= 5:
             from mimii_due.features.extract import extract
 
-            feats, test = extract(test, cache=infos[0]["meta"].get("cache"), on_error="skip")
+            feats, test = extract(test, cache=infos[0]["cache"], on_error="skip")
             figs.append(
                 (
                     "Figure 2: t-SNE of test clips (clip-mean log-mel; colour = domain, marker = label)",
@@ -148,6 +138,6 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mimii-due report</title>{_STYLE}</head>"
         f"<body>{''.join(parts)}{_CHECK}</body></html>"
     )
-    atomic_write_text(out, page)
-    atomic_write_text(out.with_suffix(".md"), "\n".join(md))
+    atomic.write_text(out, page)
+    atomic.write_text(out.with_suffix(".md"), "\n".join(md))
     return out

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mimii_due import atomic
+from mimii_due.config import SAMPLE_RATE
 from mimii_due.data import audio
 from mimii_due.data.naming import ClipName, format_name
 from mimii_due.data.table1 import MACHINES, SECTIONS, TABLE1
@@ -38,7 +40,7 @@ from mimii_due.synth.mixing import (
 
 log = logging.getLogger(__name__)
 
-SR = 16_000
+SR = SAMPLE_RATE
 DURATION = 10.0  # Section 2.1: 10-second clips
 N_NOISE_CLIPS = 24  # background-noise clips recorded per factory
 OUTPUT_RMS = 0.05  # level of the written mixtures (about -26 dBFS), one gain per section
@@ -259,20 +261,16 @@ def generate(
             pool.close()
             pool.join()
     _write_meta(out, records)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(settings))
-    tmp.replace(marker)
+    atomic.write_text(marker, json.dumps(settings))
     return out
 
 
 def _write_meta(out: Path, records: list[dict]) -> None:
     cols = list(records[0])
-    tmp = out / "synth_meta.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic.atomic_path(out / "synth_meta.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(records)
-    tmp.replace(out / "synth_meta.csv")
     gt: dict[str, list[tuple[str, int]]] = {}
     for r in records:
         if r["part"] == "eval" and r["split"] == "test":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import fftconvolve
 
+from mimii_due.config import SAMPLE_RATE
 from mimii_due.synth.signals import band_noise, harmonics, impulses, poisson_times, shaped_noise, slow_curve
 
 RT60 = 0.3  # Section 2.2: RT60 of the impulse response convolved with gearbox and slide rail
@@ -62,7 +63,7 @@ def mix(clean: np.ndarray, noise: np.ndarray, *, a: float, snr_db: float) -> np.
 def room_impulse_response(
     *,
     rt60: float = RT60,
-    sr: int = 16_000,
+    sr: int = SAMPLE_RATE,
     room: tuple[float, float, float] = (6.0, 5.0, 3.0),
     distance: float = MIC_DISTANCE,
     seed: int = 0,
@@ -101,7 +102,7 @@ def room_impulse_response(
     return h / np.max(np.abs(h))
 
 
-def measure_rt60(h: np.ndarray, *, sr: int = 16_000) -> float:
+def measure_rt60(h: np.ndarray, *, sr: int = SAMPLE_RATE) -> float:
     """RT60 of an impulse response from its Schroeder decay (T20 fit, -5 to -25 dB, extrapolated)."""
     e = np.cumsum((h**2)[::-1])[::-1]
     db = 10 * np.log10(e / e[0] + 1e-300)

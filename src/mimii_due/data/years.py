@@ -1,0 +1,101 @@
+"""The DCASE Task 2 years as data: machine types, sections, clip counts, evaluation protocol.
+
+From each year's task description. 2021 is MIMII DUE, whose counts are the paper's Table 1
+(:mod:`mimii_due.data.table1`). From 2022 on every section has 990 source and 10 target training
+clips and, in the development set, 50 normal and 50 anomalous test clips per domain; 2023-2025 have
+one section (00) per machine type, and evaluation machine types differ from the development ones.
+For 2020 the task description gives counts per machine ID that we do not tabulate: ``info``
+lists the clips found and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mimii_due.data.table1 import TABLE1, DomainCounts, SectionRow
+from mimii_due.errors import LayoutError
+from mimii_due.evaluation.metrics import protocol_of
+
+YEARS = (2020, 2021, 2022, 2023, 2024, 2025)
+_DEV_2022 = ("ToyCar", "ToyTrain", "bearing", "fan", "gearbox", "slider", "valve")
+
+
+@dataclass(frozen=True)
+class Year:
+    year: int
+    dev_machines: tuple[str, ...]
+    eval_machines: tuple[str, ...]
+    dev_sections: tuple[int, ...]
+    eval_sections: tuple[int, ...]
+    layout: str
+
+    @property
+    def protocol(self) -> str:
+        return protocol_of(self.year)
+
+
+SPECS = {
+    2020: Year(2020, ("ToyCar", "ToyConveyor", "fan", "pump", "slider", "valve"),
+               ("ToyCar", "ToyConveyor", "fan", "pump", "slider", "valve"), tuple(range(7)), tuple(range(7)),
+               "<machine>/{train,test}/{normal,anomaly}_id_XX_XXXXXXXX.wav"),
+    2021: Year(2021, ("fan", "gearbox", "pump", "slider", "valve", "ToyCar", "ToyTrain"),
+               ("fan", "gearbox", "pump", "slider", "valve", "ToyCar", "ToyTrain"), (0, 1, 2), (3, 4, 5),
+               "<machine>/{train,source_test,target_test}/section_XX_<domain>_<split>_<label>_XXXX_<attrs>.wav"),
+    2022: Year(2022, _DEV_2022, _DEV_2022, (0, 1, 2), (3, 4, 5),
+               "<machine>/{train,test}/section_XX_<domain>_<split>_<label>_XXXX_<attrs>.wav"),
+    2023: Year(2023, _DEV_2022, ("ToyDrone", "ToyNscale", "ToyTank", "Vacuum", "bandsaw", "grinder", "shaker"), (0,),
+               (0,), "<machine>/{train,test}/section_00_<domain>_<split>_<label>_XXXX_<attrs>.wav"),
+    2024: Year(2024, _DEV_2022, ("3DPrinter", "AirCompressor", "BrushlessMotor", "HairDryer", "HoveringDrone",
+                                 "RoboticArm", "Scanner", "ToothBrush", "ToyCircuit"), (0,), (0,),
+               "<machine>/{train,test}/section_00_..., attributes_00.csv"),
+    2025: Year(2025, _DEV_2022, ("AutoTrash", "BandSealer", "CoffeeGrinder", "HomeCamera", "Polisher", "ScrewFeeding",
+                                 "ToyPet", "ToyRCCar"), (0,), (0,),
+               "<machine>/{train,test,supplemental}/section_00_..., attributes_00.csv"),
+}  # fmt: skip
+
+
+def detect_year(table: pd.DataFrame) -> int:
+    """The challenge year of an indexed folder, from its layout and names.
+
+    DCASE 2020 names (``normal_id_00_...``) give 2020; ``source_test``/``target_test`` folders 2021;
+    a single ``test/`` folder with section names 2022-2025: 2022 where a machine type has several
+    sections or sections 03-05, 2025 where there are ``supplemental`` clips or 2025 evaluation
+    machine types, 2024 for its evaluation machine types, else 2023 (2023-2025 development sets
+    share machine types and counts; name the year with ``--year`` to be exact).
+    """
+    if (table["scheme"] == "dcase2020").any():
+        return 2020
+    if table["folder"].isin(["source_test", "target_test"]).any():
+        return 2021
+    machines = set(table["machine"])
+    if (table["section"] > 0).any():
+        return 2022
+    if (table["split"] == "supplemental").any() or machines & set(SPECS[2025].eval_machines):
+        return 2025
+    if machines & set(SPECS[2024].eval_machines):
+        return 2024
+    return 2023
+
+
+def check_year(year: int) -> int:
+    if year not in SPECS:
+        raise LayoutError(f"unknown DCASE year {year}; choose from {', '.join(map(str, YEARS))}")
+    return year
+
+
+def expected(year: int, machine: str, section: int) -> SectionRow | None:
+    """The counts a year's task description gives for a machine type and section (None: not known)."""
+    if year == 2021:
+        return TABLE1.get((machine, section))
+    spec = SPECS[year]
+    if year == 2020 or (section not in spec.dev_sections + spec.eval_sections):
+        return None
+    if machine not in spec.dev_machines + spec.eval_machines:
+        return None
+    dev = machine in spec.dev_machines and section in spec.dev_sections
+    nrm, abn = (50, 50) if dev else (None, None)
+    src = DomainCounts(990, nrm, abn, 100, float("nan"), 0.0)
+    tgt = DomainCounts(10, nrm, abn, 100, float("nan"), 0.0)
+    return SectionRow(machine, section, src, tgt, f"DCASE {year} {'development' if dev else 'evaluation'} section")

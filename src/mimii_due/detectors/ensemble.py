@@ -1,0 +1,132 @@
+"""An ensemble of detectors by name, each member's scores standardised per section.
+
+Each member is trained on the same features; its scores are standardised per section with its
+own training scores (``(score - median) / deviation``; the training scores are leave-one-out
+where a member memorises its training clips, e.g. nearest-neighbour scoring), and the ensemble's
+score is the mean of the members' standardised scores. The threshold is fitted on the ensemble's
+training scores like any detector's. Standardising per section is what the DCASE 2022-2024
+ensembles do before adding (Wilkinghoff 2023; Guan et al. 2023 combine TWFR-GMM with a learned
+system the same way); without it a member with a large score range would decide alone.
+
+``weights`` sets each member's share (default: equal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mimii_due.config import FeatureConfig
+from mimii_due.detectors.base import Detector, array
+from mimii_due.errors import ConfigError
+from mimii_due.features.extract import Features
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    members: tuple[str, ...] = ("twfr_gmm", "embedding")
+    weights: tuple[float, ...] = ()  # one per member; empty: equal weights
+
+    def __post_init__(self):
+        from mimii_due.detectors import REGISTRY
+
+        if not self.members or not all(isinstance(m, str) for m in self.members):
+            raise ConfigError("EnsembleConfig.members must name at least one detector")
+        for m in self.members:
+            if m not in REGISTRY or m == "ensemble":
+                raise ConfigError(f"unknown detector {m!r} as an ensemble member; choose from "
+                                  f"{', '.join(n for n in REGISTRY if n != 'ensemble')}")  # fmt: skip
+        if self.weights and (len(self.weights) != len(self.members) or min(self.weights) < 0):
+            raise ConfigError("EnsembleConfig.weights needs one non-negative weight per member")
+
+
+class EnsembleDetector(Detector):
+    name = "ensemble"
+    config_class = EnsembleConfig
+
+    @property
+    def min_frames(self) -> int:
+        from mimii_due.detectors import make
+
+        return max(make(m, features=self.features).min_frames for m in self.config.members)
+
+    @property
+    def needs_known_sections(self) -> bool:  # the normalisation is per section
+        return True
+
+    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
+        from mimii_due.detectors import make
+
+        self.members_ = []
+        for k, name in enumerate(self.config.members):
+            det = make(name, features=self.features, threshold_quantile=self.threshold_quantile)
+            sub = None
+            if progress:
+                sub = lambda d, t, info="", k=k, name=name: progress(k, len(self.config.members), f"{name} {info}")  # noqa: E731
+            det.fit(features, clips, checkpoint=(checkpoint and f"{checkpoint}/{name}"), progress=sub)
+            self.members_.append(det)
+        self.norms_ = [self._norms(det.train_scores_, clips) for det in self.members_]
+
+    @staticmethod
+    def _norms(train_scores: np.ndarray, clips: pd.DataFrame) -> dict[int, tuple[float, float]]:
+        out = {}
+        for section in np.unique(clips["section"]):
+            s = train_scores[(clips["section"] == section).to_numpy()]
+            med = float(np.median(s))
+            dev = float(np.quantile(s, 0.75) - np.quantile(s, 0.25)) / 1.349 or float(np.std(s)) or 1.0
+            out[int(section)] = (med, dev)
+        return out
+
+    def _combine(self, scores: list[np.ndarray], clips: pd.DataFrame) -> np.ndarray:
+        sections = clips["section"].to_numpy().astype(int)
+        weights = np.asarray(self.config.weights or [1.0] * len(scores), np.float64)
+        total = np.zeros(len(sections))
+        for w, s, norms in zip(weights, scores, self.norms_, strict=True):
+            med = np.array([norms[int(x)][0] for x in sections])
+            dev = np.array([norms[int(x)][1] for x in sections])
+            total += w * (s - med) / dev
+        return total / weights.sum()
+
+    def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        return self._combine([det.score(features, clips) for det in self.members_], clips)
+
+    def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        return self._combine([det.train_scores_ for det in self.members_], clips)
+
+    def _state(self) -> dict:
+        from mimii_due.detectors.base import pack
+
+        return {
+            "members": [
+                {
+                    "params": det.params(),
+                    "threshold": det.threshold_,
+                    "sections": det.sections_,
+                    "train_scores": det.train_scores_,
+                    "state": pack(det._state()),
+                }  # fmt: skip
+                for det in self.members_
+            ],
+            "norms": [{int(k): tuple(v) for k, v in n.items()} for n in self.norms_],
+        }
+
+    def _set_state(self, state: dict) -> None:
+        from mimii_due.config import from_dict
+        from mimii_due.detectors import REGISTRY
+
+        self.members_ = []
+        for name, m in zip(self.config.members, state["members"], strict=True):
+            klass = REGISTRY[name]
+            p = m["params"]
+            det = klass(
+                config=from_dict(klass.config_class, p["config"]) if klass.config_class else None,
+                features=from_dict(FeatureConfig, p["features"]),
+                threshold_quantile=p["threshold_quantile"],
+            )
+            det.threshold_, det.sections_ = float(m["threshold"]), list(m["sections"])
+            det.train_scores_ = array(m["train_scores"])
+            det._set_state(m["state"])
+            self.members_.append(det)
+        self.norms_ = [{int(k): tuple(float(x) for x in v) for k, v in n.items()} for n in state["norms"]]

@@ -1,0 +1,155 @@
+"""The run folder's one keeper: what a run folder holds, and which outputs belong together.
+
+::
+
+    run.json                    detector, settings, data, machines, year, feature cache (written
+                                only after every setting was checked)
+    models/<machine>/           one detector artifact per machine type (see Detector.save)
+    checkpoints/<machine>/      training state, saved every epoch (for --resume)
+    results/                    the outputs of one `test`, published together (a folder written
+                                aside and swapped in): scores.csv, the official score and decision
+                                CSVs, stamp.json (which models and data made them); `evaluate`
+                                adds result.csv and result.json, stamped with the scores they used
+
+A new ``test`` replaces ``results/`` as a whole, so no result of an earlier test survives beside
+new scores; ``read_results`` refuses results whose stamp does not match the scores beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mimii_due import __version__, atomic
+from mimii_due.detectors.base import Detector
+from mimii_due.errors import ModelError
+from mimii_due.evaluation.files import write_results, write_score_files
+
+
+class Run:
+    """A run folder. Every module that reads or writes one goes through this class."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ------------------------------------------------------------------ run.json
+    @property
+    def meta_file(self) -> Path:
+        return self.path / "run.json"
+
+    def meta(self) -> dict:
+        try:
+            return json.loads(self.meta_file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError(f"not a run folder: no readable run.json ({type(e).__name__})", self.path) from e
+
+    def exists(self) -> bool:
+        return self.meta_file.exists()
+
+    def start(self, meta: dict, *, resume: bool) -> None:
+        """Create the run folder with ``meta`` (or check it against the existing one on resume)."""
+        if self.exists():
+            old = self.meta()
+            if not resume:
+                raise ModelError("run folder exists; pass --resume to continue it, or choose another --out", self.path)
+            if (old.get("detector"), old.get("params")) != (meta["detector"], meta["params"]):
+                raise ModelError("--resume with other settings than the run was started with", self.path)
+            meta = old | {"machines": sorted(set(old.get("machines", [])) | set(meta["machines"]))}
+        elif self.path.exists() and any(p.name != "features" for p in self.path.iterdir()) and not resume:
+            raise ModelError("folder exists and is not an unfinished run; choose another --out", self.path)
+        atomic.write_text(self.meta_file, json.dumps(meta | {"version": __version__}, indent=1))
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.meta().get("cache") or self.path / "features")
+
+    # ------------------------------------------------------------------ models
+    def model_dir(self, machine: str) -> Path:
+        return self.path / "models" / machine
+
+    def checkpoint_dir(self, machine: str) -> Path:
+        return self.path / "checkpoints" / machine
+
+    def has_model(self, machine: str) -> bool:
+        return (self.model_dir(machine) / "detector.json").exists()
+
+    def save_model(self, machine: str, detector: Detector) -> None:
+        detector.save(self.model_dir(machine))
+        import shutil
+
+        shutil.rmtree(self.checkpoint_dir(machine), ignore_errors=True)
+
+    def load_model(self, machine: str) -> Detector:
+        if not self.has_model(machine):
+            raise ModelError(f"no trained model for {machine}: run `mimii-due train` first", self.path)
+        return Detector.load(self.model_dir(machine))
+
+    def histories(self) -> dict[str, list]:
+        out = {}
+        for m in self.meta().get("machines", []):
+            f = self.model_dir(m) / "detector.json"
+            if f.exists():
+                out[m] = json.loads(f.read_text()).get("history", [])
+        return out
+
+    def _model_stamp(self, machine: str) -> str:
+        f = self.model_dir(machine) / "detector.json"
+        return hashlib.sha1(f.read_bytes()).hexdigest()[:16] if f.exists() else ""
+
+    # ------------------------------------------------------------------ results
+    @property
+    def results_dir(self) -> Path:
+        return self.path / "results"
+
+    def publish_scores(self, scores: pd.DataFrame, *, data: str | Path, protocol: str) -> Path:
+        """Publish one test's outputs together: scores.csv, the official files and a stamp of the
+        models and data that made them. Replaces every earlier result (none goes stale beside them)."""
+        csv_text = scores.to_csv(index=False)
+        stamp = {"scores": hashlib.sha1(csv_text.encode()).hexdigest()[:16], "data": str(Path(data).resolve()),
+                 "protocol": protocol, "models": {m: self._model_stamp(m) for m in sorted(scores["machine"].unique())},
+                 "version": __version__}  # fmt: skip
+        with atomic.atomic_dir(self.results_dir) as tmp:
+            (tmp / "scores.csv").write_text(csv_text)
+            write_score_files(scores, tmp, protocol=protocol)
+            (tmp / "stamp.json").write_text(json.dumps(stamp, indent=1))
+        return self.results_dir
+
+    def stamp(self) -> dict:
+        try:
+            return json.loads((self.results_dir / "stamp.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError("no test results: run `mimii-due test` first", self.path) from e
+
+    def read_scores(self) -> pd.DataFrame:
+        stamp = self.stamp()
+        text = (self.results_dir / "scores.csv").read_text()
+        if hashlib.sha1(text.encode()).hexdigest()[:16] != stamp["scores"]:
+            raise ModelError(
+                "scores.csv does not match its stamp (edited by hand?); run `mimii-due test` again", self.path
+            )
+        changed = [m for m, s in stamp["models"].items() if self._model_stamp(m) != s]
+        if changed:
+            raise ModelError(
+                f"the models of {', '.join(changed)} changed after the test; run `mimii-due test` again", self.path
+            )
+        import io
+
+        return pd.read_csv(io.StringIO(text), dtype={"label": object, "domain": object, "filename": str})
+
+    def publish_results(self, results: pd.DataFrame, summary: dict) -> None:
+        summary = summary | {"scores": self.stamp()["scores"]}
+        write_results(results, summary, self.results_dir)
+
+    def read_results(self) -> tuple[pd.DataFrame, dict]:
+        """The evaluation of the current scores; refuses results that belong to other scores."""
+        stamp = self.stamp()
+        try:
+            payload = json.loads((self.results_dir / "result.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError("not evaluated: run `mimii-due evaluate` first", self.path) from e
+        if payload.get("scores") != stamp["scores"]:
+            raise ModelError("result.json was computed from other scores; run `mimii-due evaluate` again", self.path)
+        return pd.DataFrame(payload["results"]), payload
