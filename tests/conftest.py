@@ -26,13 +26,37 @@ def easy_dataset(tmp_path_factory) -> Path:
     )
 
 
-@pytest.fixture(scope="session")
-def real_data() -> Path:
-    """The real DCASE 2020 clips in ../shared/real, found through MIMII_DUE_REAL_DATA."""
+def _real(name: str) -> Path:
     value = os.environ.get("MIMII_DUE_REAL_DATA")
     if not value:
         pytest.skip("MIMII_DUE_REAL_DATA is not set (point it at ../shared/real to test on real recordings)")
-    path = Path(value) / "dcase2020_id00"
+    path = Path(value) / name
     if not path.is_dir():
-        pytest.skip(f"MIMII_DUE_REAL_DATA={value} holds no dcase2020_id00 folder")
+        pytest.skip(f"MIMII_DUE_REAL_DATA={value} holds no {name} folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real DCASE 2020 clips of one machine ID in ../shared/real, found through MIMII_DUE_REAL_DATA."""
+    return _real("dcase2020_id00")
+
+
+@pytest.fixture(scope="session")
+def real_2023() -> Path:
+    """24 real DCASE 2023 development clips, six machine types, the 2022-2025 naming."""
+    return _real("dcase2023_dev")
+
+
+@pytest.fixture(scope="session")
+def real_2020_samples() -> Path:
+    """93 real DCASE 2020 test clips of six machine types, normal and anomalous."""
+    return _real("dcase2020_samples")
+
+
+@pytest.fixture(scope="session")
+def tiny_2023(tmp_path_factory) -> Path:
+    """Two machine types in the 2022-2025 layout (one section, test/, attributes in the names)."""
+    root = tmp_path_factory.mktemp("tiny2023")
+    return generate(root, machines=["fan", "valve"], sections=[0], scale=0.02, seed=4, min_test=6, workers=2,
+                    layout="dcase2023")  # fmt: skip

@@ -143,4 +143,73 @@ def test_download_command(zenodo, tmp_path):
         app, ["download", "--dest", str(tmp_path / "d"), "--machines", "valve", "--base-url", zenodo.url]
     )
     assert r.exit_code == 0, r.output
-    assert "1 archive(s) ready" in r.output
+    assert "1 file(s) ready" in r.output
+
+
+def make_zip_2023(tmp_path, machine):
+    """A 2022-2025 development archive (``dev_<machine>.zip``): <machine>/{train,test}."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, name in enumerate(
+            [
+                "train/section_00_source_train_normal_0000_m-n_X.wav",
+                "train/section_00_target_train_normal_0000_m-n_Y.wav",
+                "test/section_00_source_test_anomaly_0000_m-n_X.wav",
+            ]  # fmt: skip
+        ):
+            p = tmp_path / f"{machine}{i}.wav"
+            write(p, np.random.default_rng(i).normal(0, 0.1, 16000))
+            z.write(p, f"{machine}/{name}")
+    return buf.getvalue()
+
+
+def test_every_year_downloads_by_its_record_and_indexes_as_that_year(tmp_path):
+    z = Zenodo({"dev_fan.zip": make_zip_2023(tmp_path, "fan"), "dev_valve.zip": make_zip_2023(tmp_path, "valve")},
+               record=7882613)  # fmt: skip
+    try:
+        r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--year", "2023", "--machines", "fan",
+                                     "--base-url", z.url])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        t = index(tmp_path / "d")
+        assert set(t.machine) == {"fan"} and set(t.year) == {2023} and set(t.part) == {"dev"}
+        assert sorted(t.split) == ["test", "train", "train"]
+    finally:
+        z.server.shutdown()
+
+
+def test_an_archive_with_a_bad_member_leaves_no_clip_and_is_deleted(tmp_path):
+    data = bytearray(make_zip(tmp_path, "fan", 4))
+    pos = data.find(b"data", 200) + 100  # inside the second member's samples: its CRC no longer matches
+    data[pos : pos + 50] = bytes(50)
+    z = Zenodo({"dev_data_fan.zip": bytes(data)})  # the listed MD5 is the corrupt file's own
+    try:
+        with pytest.raises(DownloadError, match="deleted, rerun"):
+            download(tmp_path / "d", machines=["fan"], base_url=z.url)
+        assert not list((tmp_path / "d").rglob("*.wav")) and not list((tmp_path / "d").rglob("*.tmp"))
+        assert not (tmp_path / "d" / ".downloads" / "dev_data_fan.zip").exists()
+    finally:
+        z.server.shutdown()
+
+
+def test_ground_truth_of_a_year_is_fetched_verified_and_used_by_evaluate(tmp_path):
+    from mimii_due.data.download import download_ground_truth
+    from mimii_due.evaluation.files import read_ground_truth
+
+    good = (b"fan\nsection_00_0000.wav,section_00_source_test_anomaly_0003_m-n_X.wav\n"
+            b"section_00_0001.wav,section_00_target_test_normal_0007_m-n_Y.wav\n")  # fmt: skip
+    z = Zenodo({"eval_data_list_2023.csv": good, "eval_data_list_2024.csv": b"fan\nnot,a pair\n"})
+    try:
+        path = download_ground_truth(2023, tmp_path / "d", base_url=f"{z.url}/files")
+        n = len(z.requests)
+        assert download_ground_truth(2023, tmp_path / "d", base_url=f"{z.url}/files") == path
+        assert len(z.requests) == n  # verified copy kept: nothing fetched again
+        gt = read_ground_truth(path)
+        assert gt.to_dict("records") == [
+            {"machine": "fan", "section": 0, "domain": "source", "filename": "section_00_0000.wav", "label": "anomaly"},
+            {"machine": "fan", "section": 0, "domain": "target", "filename": "section_00_0001.wav", "label": "normal"},
+        ]
+        with pytest.raises(DownloadError, match="line 2"):
+            download_ground_truth(2024, tmp_path / "d", base_url=f"{z.url}/files")
+        assert not (tmp_path / "d" / "ground_truth" / "eval_data_list_2024.csv").exists()
+    finally:
+        z.server.shutdown()

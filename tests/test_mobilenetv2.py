@@ -72,7 +72,14 @@ def test_tells_sections_apart_and_refuses_unseen_sections(tiny_dataset, easy_dat
         det.score(*extract(other[(other.section == 3) & (other.machine == "fan")]))
 
 
-def test_one_section_is_a_clear_error(easy_dataset, tmp_path):
+def test_one_section_classifies_attributes_and_one_class_is_a_clear_error(easy_dataset, tmp_path):
     t = index(easy_dataset)
-    with pytest.raises(ModelError, match="two sections"):
-        make("mobilenetv2", epochs=1).fit(*extract(t[(t.split == "train") & (t.section == 0)]))
+    one = t[(t.split == "train") & (t.section == 0)]
+    assert one.attributes.nunique() >= 2
+    det = make("mobilenetv2", epochs=1, lr=1e-3).fit(*extract(one))
+    assert all("|" in k for k in det.classes_) and len(det.classes_) == one.attributes.nunique()
+    test = t[(t.split == "test") & (t.section == 0)]
+    assert np.isfinite(det.score(*extract(test))).all()
+    single = one[one.attributes == one.attributes.iloc[0]]
+    with pytest.raises(ModelError, match="nothing to classify"):
+        make("mobilenetv2", epochs=1).fit(*extract(single))

@@ -126,13 +126,16 @@ def info(
 def download(
     dest: Path = typer.Option(..., "--dest", help="Folder to download and unpack into."),
     machines: str = typer.Option(None, help="Comma-separated machine types, e.g. fan,valve (default all)."),
-    part: str = typer.Option("dev", help="dev, eval or all."),
-    source: str = typer.Option("mimii-due", help="mimii-due (Zenodo 4740355) or dcase2021."),
-    base_url: str = typer.Option("https://zenodo.org", help="Zenodo address (for mirrors and tests)."),
+    part: str = typer.Option("dev", help="dev (development set), eval (additional training + evaluation) or all."),
+    year: int = typer.Option(None, "--year", help="DCASE year 2020-2025 (default: MIMII DUE, --source)."),
+    source: str = typer.Option("mimii-due", help="mimii-due (Zenodo 4740355) or dcase2020 ... dcase2025."),
+    ground_truth: int = typer.Option(None, "--ground-truth", help="Fetch the evaluation ground truth of this year."),
+    base_url: str = typer.Option(None, help="Zenodo (or ground-truth) address, for mirrors and tests."),
     keep_archives: bool = typer.Option(False, help="Keep the zip files after unpacking."),
 ) -> None:
-    """Download the dataset from Zenodo: resumable, verified, unpacked, safe to rerun."""
-    from mimii_due.data.download import download as _download
+    """Download a dataset from Zenodo, or a year's evaluation ground truth: resumable, verified,
+    unpacked, safe to rerun."""
+    from mimii_due.data import download as dl
 
     with progress_bar(download=True) as bar:
         tasks: dict[str, int] = {}
@@ -142,16 +145,20 @@ def download(
                 tasks[name] = bar.add_task(name, total=total or None, info="")
             bar.update(tasks[name], completed=done)
 
-        names = _download(
-            dest,
-            machines=_machines(machines),
-            part=part,
-            source=source,
-            base_url=base_url,
-            keep_archives=keep_archives,
-            progress=cb,
-        )
-    stdout.print(f"{len(names)} archive(s) ready in {dest}: {', '.join(names)}")
+        if ground_truth is not None:
+            path = dl.download_ground_truth(ground_truth, dest, base_url=base_url or dl.GROUND_TRUTH_URL, progress=cb)
+            names = [path.name]
+        else:
+            names = dl.download(
+                dest,
+                machines=_machines(machines),
+                part=part,
+                source=f"dcase{year}" if year else source,
+                base_url=base_url or dl.ZENODO,
+                keep_archives=keep_archives,
+                progress=cb,
+            )
+    stdout.print(f"{len(names)} file(s) ready in {dest}: {', '.join(names)}")
 
 
 # ------------------------------------------------------------------------------------ synthetic
@@ -167,13 +174,19 @@ def synth(
     severity: float = typer.Option(1.0, help="Scales every anomaly's size (1 = the default, hard mix)."),
     snr_offset: float = typer.Option(0.0, help="Shift every SNR of Table 1 by this many dB (0 = the paper)."),
     workers: int = typer.Option(1, help="Worker processes."),
+    layout: str = typer.Option("dcase2021", help="dcase2021 (MIMII DUE) or dcase2023 (2022-2025: one section, test/)."),
 ) -> None:
     """Generate a synthetic MIMII-DUE-like dataset in the real layout, with its ground truth."""
     from mimii_due.data.table1 import MACHINES, SECTIONS
     from mimii_due.synth.generate import generate
 
     ms = _machines(machines) or list(MACHINES)
-    ss = [int(s) for s in sections.split(",")] if sections else list(SECTIONS)
+    try:
+        ss = [int(s) for s in sections.split(",")] if sections else list(SECTIONS)
+    except ValueError as e:
+        raise MimiiDueError(f"--sections takes section numbers like 0,1,2, not {sections!r}") from e
+    if layout == "dcase2023" and not sections:
+        ss = [0]
     with progress_bar() as bar:
         task = bar.add_task("synth", total=None, info="")
         generate(
@@ -185,6 +198,7 @@ def synth(
             severity=severity,
             snr_offset=snr_offset,
             workers=workers,
+            layout=layout,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     stdout.print(f"dataset written to {out}")

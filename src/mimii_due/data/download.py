@@ -1,13 +1,22 @@
-"""Download MIMII DUE / DCASE 2021 Task 2 from Zenodo: resumable, verified, unpacked, idempotent.
+"""Download every DCASE Task 2 year (2020-2025) and MIMII DUE from Zenodo, and each year's
+evaluation ground truth: resumable, verified, unpacked, idempotent.
 
 Each archive is fetched to ``<dest>/.downloads/<name>.part`` with HTTP Range requests (an
 interrupted transfer continues where it stopped), checked against the MD5 the Zenodo record lists,
 unpacked into the layout :func:`mimii_due.data.index.index` reads (``dev_data/<machine>/...``,
 ``eval_data/<machine>/...``), and marked done (``<dest>/.downloads/<name>.done``) so a rerun skips it.
+Records per year: the development set (``dev``), the additional training and the evaluation test
+clips (``eval``), as the organisers' baseline scripts download them.
+
+The ground truth of the evaluation sets is the organisers' ``eval_data_list_<year>.csv`` (a line
+per machine type, then ``evaluation name,labelled name`` pairs), from the official baseline's
+repository. GitHub lists no checksum, so a file is verified by its content (every pair parses, the
+two names agree on the section) and its SHA-256 is recorded in the completion marker.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import http.client
 import json
@@ -20,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from mimii_due import atomic
 from mimii_due.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -28,8 +38,14 @@ ZENODO = "https://zenodo.org"
 # Public Zenodo records (brief and issue #2).
 RECORDS = {
     "mimii-due": {"dev": [4740355], "eval": [4740355]},
+    "dcase2020": {"dev": [3678171], "eval": [3727685, 3841772]},
     "dcase2021": {"dev": [4562016], "eval": [4660992, 4884786]},
+    "dcase2022": {"dev": [6355122], "eval": [6462969, 6586456]},
+    "dcase2023": {"dev": [7882613], "eval": [7830345, 7860847]},
+    "dcase2024": {"dev": [10902294], "eval": [11259435, 11363076]},
+    "dcase2025": {"dev": [15097779], "eval": [15392814, 15519362]},
 }
+GROUND_TRUTH_URL = "https://raw.githubusercontent.com/nttcslab/dcase2023_task2_baseline_ae/main/datasets"
 _CHUNK = 1 << 20
 
 Progress = Callable[[str, int, int], None]  # (archive name, bytes done, bytes total)
@@ -65,7 +81,8 @@ def _wanted(name: str, part: str, machines: list[str] | None) -> bool:
     stem = name.removesuffix(".zip")
     if not name.endswith(".zip"):
         return False
-    if part != "all" and not stem.startswith(f"{part}_data"):
+    archive_part = "eval" if stem.startswith("eval") else "dev"  # dev_data_fan, dev_fan, eval_data_fan_train...
+    if part != "all" and archive_part != part:
         return False
     return machines is None or any(m in stem.split("_") for m in machines)
 
@@ -107,7 +124,7 @@ def fetch(remote: RemoteFile, target: Path, *, progress: Progress | None = None,
     with open(part, "rb") as f:
         while chunk := f.read(_CHUNK):
             md5.update(chunk)
-    if md5.hexdigest() != remote.md5:
+    if remote.md5 and md5.hexdigest() != remote.md5:
         part.unlink()
         raise DownloadError(
             f"checksum mismatch (md5 {md5.hexdigest()}, record says {remote.md5}); the file was deleted",
@@ -118,12 +135,16 @@ def fetch(remote: RemoteFile, target: Path, *, progress: Progress | None = None,
 
 
 def unpack(archive: Path, dest: Path) -> None:
-    """Unpack a dataset archive into ``dest`` in the index's layout.
+    """Unpack a dataset archive into ``dest`` in the index's layout, all or nothing.
 
     Archives whose entries start with ``dev_data/`` or ``eval_data/`` unpack into ``dest``; the
     Zenodo archives (``<machine>/train/...``) unpack into ``dest/dev_data`` or ``dest/eval_data``
-    by the archive's name.
+    by the archive's name. Every member is first extracted (and CRC-checked) into a staging folder
+    beside the archive; only when all are good are they moved into place, so a bad archive leaves
+    no clip behind. A bad archive is deleted (its MD5 may have matched a corrupt upload).
     """
+    staging = archive.with_name(archive.name + ".unpack")
+    shutil.rmtree(staging, ignore_errors=True)
     try:
         with zipfile.ZipFile(archive) as z:
             names = [n for n in z.namelist() if not n.endswith("/")]
@@ -131,20 +152,35 @@ def unpack(archive: Path, dest: Path) -> None:
             root = (
                 dest
                 if top <= {"dev_data", "eval_data"}
-                else dest / ("eval_data" if archive.name.startswith("eval_data") else "dev_data")
+                else dest / ("eval_data" if archive.name.startswith("eval") else "dev_data")
             )
             for n in names:
                 p = PurePosixPath(n)
                 if p.is_absolute() or ".." in p.parts:
                     raise DownloadError(f"unsafe path in archive: {n}", archive)
-                out = root.joinpath(*p.parts)
+                out = staging.joinpath(*p.parts)
                 out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out.with_name(out.name + ".tmp")
-                with z.open(n) as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                tmp.replace(out)
-    except zipfile.BadZipFile as e:
-        raise DownloadError(f"not a valid zip archive: {e}", archive) from e
+                with z.open(n) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)  # zipfile checks each member's CRC at its end
+    except (zipfile.BadZipFile, zlib_error(), EOFError) as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+        raise DownloadError(f"broken zip archive ({e}); it was deleted, rerun to download it again", archive) from e
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DownloadError(f"cannot unpack ({e.strerror or e})", archive) from e
+    for n in names:
+        parts = PurePosixPath(n).parts
+        out = root.joinpath(*parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.joinpath(*parts).replace(out)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def zlib_error() -> type[Exception]:
+    import zlib
+
+    return zlib.error
 
 
 def download(
@@ -159,7 +195,9 @@ def download(
 ) -> list[str]:
     """Download, verify and unpack the chosen archives into ``dest``; return their names.
 
-    Archives already marked done are skipped, so running it again is safe and cheap.
+    ``source``: ``mimii-due`` or ``dcase2020`` ... ``dcase2025``; ``part``: ``dev`` (development
+    set), ``eval`` (additional training and evaluation test clips) or ``all``. Archives already
+    marked done are skipped, so running it again is safe and cheap.
     """
     if part not in ("dev", "eval", "all"):
         raise DownloadError(f"part must be dev, eval or all, not {part!r}")
@@ -181,7 +219,69 @@ def download(
         if not archive.exists():
             fetch(f, archive, progress=progress)
         unpack(archive, dest)
-        marker.write_text(f.md5 + "\n")
+        atomic.write_text(marker, f.md5 + "\n")
         if not keep_archives:
             archive.unlink()
     return [f.name for f in wanted]
+
+
+def check_ground_truth_list(path: Path) -> int:
+    """Verify an ``eval_data_list_<year>.csv`` by its content; return its number of clips."""
+    from mimii_due.data.naming import parse_name
+    from mimii_due.errors import FileNameError
+
+    n, machine = 0, None
+    with open(path, newline="") as fh:
+        for i, row in enumerate(csv.reader(fh)):
+            if not row or not row[0].strip():
+                continue
+            if len(row) == 1:
+                machine = row[0].strip()
+                continue
+            try:
+                short, full = parse_name(row[0].strip()), parse_name(row[1].strip())
+            except FileNameError as e:
+                raise DownloadError(f"line {i + 1}: {e}", path) from e
+            if machine is None or full.label is None or short.section != full.section:
+                msg = "not a machine type line or an 'evaluation name,labelled name' pair"
+                raise DownloadError(f"line {i + 1}: {msg}", path)
+            n += 1
+    if n == 0:
+        raise DownloadError("no labelled clips in the ground-truth list", path)
+    return n
+
+
+def download_ground_truth(
+    year: int, dest: str | Path, *, base_url: str = GROUND_TRUTH_URL, progress: Progress | None = None
+) -> Path:
+    """Fetch the organisers' evaluation ground truth of ``year`` into
+    ``dest/ground_truth/eval_data_list_<year>.csv`` (resumable, verified by content, idempotent)."""
+    if year not in (2020, 2021, 2022, 2023, 2024, 2025):
+        raise DownloadError(f"no ground truth for year {year}; choose 2020-2025")
+    dest = Path(dest)
+    name = f"eval_data_list_{year}.csv"
+    target = dest / "ground_truth" / name
+    marker = dest / ".downloads" / f"{name}.done"
+    if target.exists() and marker.exists() and marker.read_text().strip() == _sha256(target):
+        log.info("%s already downloaded", name)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    staged = marker.parent / name
+    fetch(RemoteFile(name, f"{base_url.rstrip('/')}/{name}", 0, ""), staged, progress=progress)
+    try:
+        check_ground_truth_list(staged)
+    except DownloadError:
+        staged.unlink(missing_ok=True)
+        raise
+    staged.replace(target)
+    atomic.write_text(marker, _sha256(target) + "\n")
+    return target
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()

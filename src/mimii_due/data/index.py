@@ -144,6 +144,9 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
     root = Path(root)
     if not root.is_dir():
         raise LayoutError("not a folder", root)
+    for folder in [root, *list(root.resolve().parents)[:3]]:
+        if (folder / "synth_incomplete.json").exists():
+            raise LayoutError("an interrupted `mimii-due synth` left this folder incomplete; rerun it", folder)
     rows, skipped = [], []
     for path in _wav_files(root):
         try:

@@ -50,7 +50,7 @@ SPECS = {
     2024: Year(2024, _DEV_2022, ("3DPrinter", "AirCompressor", "BrushlessMotor", "HairDryer", "HoveringDrone",
                                  "RoboticArm", "Scanner", "ToothBrush", "ToyCircuit"), (0,), (0,),
                "<machine>/{train,test}/section_00_..., attributes_00.csv"),
-    2025: Year(2025, _DEV_2022, ("AutoTrash", "BandSealer", "CoffeeGrinder", "HomeCamera", "Polisher", "ScrewFeeding",
+    2025: Year(2025, _DEV_2022, ("AutoTrash", "BandSealer", "CoffeeGrinder", "HomeCamera", "Polisher", "ScrewFeeder",
                                  "ToyPet", "ToyRCCar"), (0,), (0,),
                "<machine>/{train,test,supplemental}/section_00_..., attributes_00.csv"),
 }  # fmt: skip

@@ -144,13 +144,31 @@ class MobileNetV2Detector(Detector):
         starts, owner = patch_starts(features, self.config.frames, self.config.hop_frames)
         return torch.from_numpy(features.data), torch.from_numpy(starts), owner
 
+    @staticmethod
+    def _attribute_keys(clips: pd.DataFrame) -> np.ndarray:
+        attrs = clips["attributes"].fillna("").astype(str) if "attributes" in clips else pd.Series([""] * len(clips))
+        return np.array([f"{int(s):02d}|{a}" for s, a in zip(clips["section"], attrs, strict=True)])
+
+    def _targets(self, clips: pd.DataFrame) -> np.ndarray:
+        """Each clip's class index: its section's, or (one section) its section x attributes class;
+        -1 where the clip's attributes were not among the training classes (evaluation names)."""
+        if all(isinstance(k, int) for k in self.classes_):
+            return np.searchsorted(self.classes_, clips["section"].to_numpy())
+        lookup = {k: i for i, k in enumerate(self.classes_)}
+        return np.array([lookup.get(k, -1) for k in self._attribute_keys(clips)])
+
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
         c = self.config
         self.classes_ = sorted(int(s) for s in clips["section"].unique())
-        if len(self.classes_) < 2:
-            raise ModelError("mobilenetv2 classifies sections: it needs training clips of at least two sections")
+        if len(self.classes_) < 2:  # one section (DCASE 2023-2025): classify section x attribute classes
+            self.classes_ = sorted(set(self._attribute_keys(clips)))
+            if len(self.classes_) < 2:
+                raise ModelError(
+                    "mobilenetv2 classifies sections (or, with one section, its attribute values): these training "
+                    "clips have a single section and a single attribute value, so there is nothing to classify"
+                )
         data, starts, owner = self._patches(features)
-        label_of_clip = np.searchsorted(self.classes_, clips["section"].to_numpy())
+        label_of_clip = self._targets(clips)
         labels = torch.from_numpy(label_of_clip[owner]).long()
         offs = torch.arange(c.frames)
         with seeded(c.seed):
@@ -176,7 +194,7 @@ class MobileNetV2Detector(Detector):
 
     @torch.no_grad()
     def logits(self, features: Features, batch: int = 256) -> tuple[torch.Tensor, np.ndarray]:
-        """Section logits of every patch ``(n_patches, n_classes)`` and each patch's clip index."""
+        """Class (section) logits of every patch ``(n_patches, n_classes)`` and each patch's clip index."""
         data, starts, owner = self._patches(features)
         offs = torch.arange(self.config.frames)
         self.model_.eval()
@@ -185,7 +203,9 @@ class MobileNetV2Detector(Detector):
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         logits, owner = self.logits(features)
-        target = np.searchsorted(self.classes_, clips["section"].to_numpy())[owner]
+        target = self._targets(clips)[owner]
+        unknown = target < 0  # attributes not seen in training: the most likely class stands in
+        target[unknown] = logits[torch.from_numpy(unknown)].argmax(dim=1).numpy()
         per_patch = negative_logit(logits, torch.from_numpy(target).long(), self.config.score).numpy()
         sums = np.bincount(owner, weights=per_patch, minlength=len(features))
         return sums / np.bincount(owner, minlength=len(features))
@@ -194,6 +214,6 @@ class MobileNetV2Detector(Detector):
         return {"model": self.model_.state_dict(), "classes": self.classes_, "history": getattr(self, "history_", [])}
 
     def _set_state(self, state: dict) -> None:
-        self.classes_ = list(state["classes"])
+        self.classes_ = [int(k) if isinstance(k, int) else str(k) for k in state["classes"]]
         self.model_ = restore(self._build(len(self.classes_)), state["model"])
         self.history_ = state.get("history", [])

@@ -89,6 +89,9 @@ def read_ground_truth(path: str | Path) -> pd.DataFrame:
     official evaluator (``ground_truth_data/``, ``ground_truth_domain/``, ``ground_truth_attributes/``).
     """
     path = Path(path)
+    lists = sorted(path.glob("eval_data_list_*.csv")) if path.is_dir() else [path]
+    if lists and lists[0].name.startswith("eval_data_list_"):
+        return pd.concat([_read_eval_data_list(f) for f in lists], ignore_index=True)
     data_dir = path / "ground_truth_data" if (path / "ground_truth_data").is_dir() else path
     files = sorted(data_dir.glob("ground_truth_*.csv")) if data_dir.is_dir() else [path]
     if not files or not path.exists():
@@ -109,6 +112,33 @@ def read_ground_truth(path: str | Path) -> pd.DataFrame:
             label = "anomaly" if value == "1" else "normal"
             rows.append({"machine": m["machine"], "section": int(m["section"]), "domain": domain, "filename": name,
                          "label": label})  # fmt: skip
+    return pd.DataFrame(rows, columns=["machine", "section", "domain", "filename", "label"])
+
+
+def _read_eval_data_list(f: Path) -> pd.DataFrame:
+    """The organisers' ``eval_data_list_<year>.csv``: a machine type alone on a line, then
+    ``evaluation name,labelled name`` pairs; the labelled name gives the domain and the label."""
+    from mimii_due.data.naming import parse_name
+
+    rows, machine = [], None
+    try:
+        with open(f, newline="") as fh:
+            for i, r in enumerate(csv.reader(fh)):
+                if not r or not r[0].strip():
+                    continue
+                if len(r) == 1:
+                    machine = r[0].strip()
+                    continue
+                try:
+                    full = parse_name(r[1].strip())
+                except MimiiDueError as e:
+                    raise MimiiDueError(f"line {i + 1}: {e}", f) from e
+                if machine is None or full.label is None:
+                    raise MimiiDueError(f"line {i + 1}: expected a machine type line, then name pairs", f)
+                rows.append({"machine": machine, "section": full.section, "domain": full.domain,
+                             "filename": r[0].strip(), "label": full.label})  # fmt: skip
+    except OSError as e:
+        raise MimiiDueError(f"cannot read ground truth ({e.strerror or e})", f) from e
     return pd.DataFrame(rows, columns=["machine", "section", "domain", "filename", "label"])
 
 

@@ -61,11 +61,16 @@ class ClipTask:
     attribute: str  # the shifted attribute's value
     anomaly: str  # "" for normal clips
     severity: float
+    layout: str = "dcase2021"  # or "dcase2023": one section 00, one test/ folder, attributes in every name
 
     @property
     def relpath(self) -> str:
-        folder = "train" if self.split == "train" else f"{self.domain}_test"
         shift = MODELS[self.machine].SHIFTS[self.section]
+        if self.layout == "dcase2023":
+            name = ClipName(section=0, domain=self.domain, split=self.split, label=self.label, index=self.name_index,
+                            attributes=((shift.key, self.attribute),))  # fmt: skip
+            return f"dev_data/{self.machine}/{self.split}/{format_name(name)}"
+        folder = "train" if self.split == "train" else f"{self.domain}_test"
         unlabelled = self.part == "eval" and self.split == "test"
         name = ClipName(
             section=self.section, domain=self.domain, split=self.split,
@@ -75,8 +80,22 @@ class ClipTask:
         return f"{self.part}_data/{self.machine}/{folder}/{format_name(name)}"
 
 
+LAYOUTS = ("dcase2021", "dcase2023")
+MAX_CLIPS = 200_000  # a generated dataset larger than this is refused (about 60 GB of WAV files)
+
+
 def _scaled(n: int, scale: float, minimum: int) -> int:
     return max(minimum, int(round(n * scale)))
+
+
+def check_size(scale: float, min_test: int) -> None:
+    """Refuse sizes that are not numbers, not positive, or absurdly large, before any work."""
+    if not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
+        raise ConfigError(f"scale must be a positive number, not {scale!r}")
+    if scale > 10:
+        raise ConfigError(f"scale {scale} asks for more than ten times the paper's dataset; use at most 10")
+    if not isinstance(min_test, int) or min_test < 1:
+        raise ConfigError(f"min_test must be a positive whole number, not {min_test!r}")
 
 
 def plan(
@@ -87,11 +106,22 @@ def plan(
     seed: int = 0,
     severity: float = 1.0,
     min_test: int = 2,
+    layout: str = "dcase2021",
 ) -> list[ClipTask]:
     """Every clip to make: Table 1's counts times ``scale`` (target training stays 3 clips; every
-    section keeps at least ``min_test`` test clips per label and domain)."""
-    if scale <= 0:
-        raise ConfigError("scale must be positive")
+    section keeps at least ``min_test`` test clips per label and domain).
+
+    ``layout="dcase2023"``: the 2023-2025 development layout: one section (named 00, made with the
+    physics and SNR of the one section given), 990 source and 10 target training clips and 50
+    normal + 50 anomalous test clips per domain at scale 1, a single ``test/`` folder, attributes in
+    every name (and in ``attributes_00.csv``).
+    """
+    check_size(scale, min_test)
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    sections = list(sections)
+    if layout == "dcase2023" and len(sections) != 1:
+        raise ConfigError(f"the dcase2023 layout has one section per machine type; pick one, not {sections}")
     tasks = []
     for machine in machines:
         if machine not in MODELS:
@@ -101,7 +131,7 @@ def plan(
             if (machine, section) not in TABLE1:
                 raise ConfigError(f"section {section} is not in Table 1 (sections are 0 to 5)")
             row, shift = TABLE1[(machine, section)], model.SHIFTS[section]
-            part = "dev" if section <= 2 else "eval"
+            part = "dev" if section <= 2 or layout == "dcase2023" else "eval"
             for domain in ("source", "target"):
                 d = row.domain(domain)
                 values = shift.source if domain == "source" else shift.target
@@ -109,6 +139,9 @@ def plan(
                 n_train = 3 if domain == "target" else _scaled(d.train, scale, 3)
                 nrm = d.test_normal if d.test_normal is not None else (d.test_total + 1) // 2
                 abn = d.test_anomaly if d.test_anomaly is not None else d.test_total // 2
+                if layout == "dcase2023":  # the 2023-2025 task descriptions' counts
+                    n_train = _scaled(990, scale, 3) if domain == "source" else _scaled(10, scale, 3)
+                    nrm = abn = 50
                 counts = [("train", "normal", n_train), ("test", "normal", _scaled(nrm, scale, min_test)),
                           ("test", "anomaly", _scaled(abn, scale, min_test))]  # fmt: skip
                 n_test = counts[1][2] + counts[2][2]
@@ -125,6 +158,7 @@ def plan(
                             attribute=values[i % len(values)],
                             anomaly=model.anomalies[i % len(model.anomalies)] if anomalous else "",
                             severity=float(rng.uniform(0.3, 1.0) * severity) if anomalous else 0.0,
+                            layout=layout,
                         ))  # fmt: skip
     return tasks
 
@@ -215,25 +249,33 @@ def generate(
     snr_offset: float = 0.0,
     min_test: int = 2,
     workers: int = 1,
+    layout: str = "dcase2021",
     progress: Progress | None = None,
 ) -> Path:
     """Generate the dataset into ``out`` and return ``out``.
 
     ``severity`` scales every anomaly and ``snr_offset`` shifts every SNR of Table 1 (both leave
     the paper's setting at their defaults, 1 and 0; larger values make an easier task).
-    A finished generation leaves ``synth_done.json`` with its settings; generating again with the
-    same settings does nothing.
+    ``layout``: ``dcase2021`` (MIMII DUE) or ``dcase2023`` (the 2022-2025 layout, see :func:`plan`).
+    While it runs, ``synth_incomplete.json`` marks the folder, and the index refuses it (an
+    interrupted generation is never taken for a smaller dataset); a finished generation leaves
+    ``synth_done.json`` with its settings, and generating again with the same settings does nothing.
     """
     out = Path(out)
     settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale, "seed": seed,
                 "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 1}  # fmt: skip
+    if layout != "dcase2021":
+        settings["layout"] = layout
     marker = out / "synth_done.json"
     if marker.exists() and json.loads(marker.read_text()) == settings:
         log.info("%s already holds this dataset", out)
         return out
     tasks = plan(machines=settings["machines"], sections=settings["sections"], scale=scale, seed=seed,
-                 severity=severity, min_test=min_test)  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
+                 severity=severity, min_test=min_test, layout=layout)  # fmt: skip
+    if len(tasks) > MAX_CLIPS:
+        raise ConfigError(f"{len(tasks)} clips asked for; at most {MAX_CLIPS} are generated at once")
+    atomic.write_text(out / INCOMPLETE, json.dumps(settings))
+    marker.unlink(missing_ok=True)
     groups: dict[tuple[str, int], list[ClipTask]] = {}
     for t in tasks:
         groups.setdefault((t.machine, t.section), []).append(t)
@@ -262,7 +304,11 @@ def generate(
             pool.join()
     _write_meta(out, records)
     atomic.write_text(marker, json.dumps(settings))
+    (out / INCOMPLETE).unlink()
     return out
+
+
+INCOMPLETE = "synth_incomplete.json"
 
 
 def _write_meta(out: Path, records: list[dict]) -> None:
@@ -276,11 +322,20 @@ def _write_meta(out: Path, records: list[dict]) -> None:
         if r["part"] == "eval" and r["split"] == "test":
             key = f"ground_truth_{r['machine']}_section_{r['section']:02d}_{r['domain']}_test.csv"
             gt.setdefault(key, []).append((Path(r["path"]).name, int(r["label"] == "anomaly")))
-    if gt:
-        (out / "ground_truth").mkdir(exist_ok=True)
-        for key, rows in gt.items():
-            with open(out / "ground_truth" / key, "w", newline="") as f:
-                csv.writer(f).writerows(sorted(rows))
+    for key, rows in gt.items():
+        with atomic.atomic_path(out / "ground_truth" / key) as tmp, open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(sorted(rows))
+    attrs: dict[str, list[list[str]]] = {}  # dcase2023 layout: attributes_00.csv per machine type
+    for r in records:
+        if r.get("layout") == "dcase2023":
+            shift = MODELS[r["machine"]].SHIFTS[r["section"]]
+            rel = Path(r["path"])
+            attrs.setdefault(str(rel.parent.parent), []).append(
+                [f"{rel.parent.parent.name}/{rel.parent.name}/{rel.name}", shift.key, r["attribute"]]
+            )
+    for machine_dir, rows in attrs.items():
+        text = "file_name,d1p,d1v\n" + "".join(",".join(row) + "\n" for row in sorted(rows))
+        atomic.write_text(out / machine_dir / "attributes_00.csv", text)
 
 
 # ------------------------------------------------------------------- users' own recordings
