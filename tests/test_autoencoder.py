@@ -54,7 +54,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_dataset, tmp_path
 def test_interrupted_embedding_training_resumes_to_the_same_model(tiny_dataset, tmp_path):
     """Every random draw of a training step (crops, mixup) comes from the epoch's generator."""
     t = index(tiny_dataset)
-    ftrain, train = extract(t[(t.split == "train") & (t.machine == "fan")])
+    ftrain, train = extract(t[(t.split == "train") & (t.machine == "fan")], cfg=make("embedding").features)
     straight = make("embedding", epochs=3).fit(ftrain, train, checkpoint=tmp_path / "a")
     make("embedding", epochs=1).fit(ftrain, train, checkpoint=tmp_path / "b")  # "killed" after epoch 1
     resumed = make("embedding", epochs=3).fit(ftrain, train, checkpoint=tmp_path / "b")

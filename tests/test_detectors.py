@@ -5,9 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from mimii_due.config import FeatureConfig
 from mimii_due.data.index import index
 from mimii_due.detectors import REGISTRY, make
 from mimii_due.detectors.base import Detector
+from mimii_due.detectors.embedding import EmbeddingConfig
 from mimii_due.errors import ConfigError, ModelError, NotFittedError
 from mimii_due.evaluation.metrics import auc
 from mimii_due.features.extract import Features, extract
@@ -29,7 +31,8 @@ def easy(easy_dataset, tmp_path_factory):
     t = index(easy_dataset)
     cache = tmp_path_factory.mktemp("cache")
     train, test = t[t.split == "train"], t[t.split == "test"]
-    (ftrain, train), (ftest, test) = extract(train, cache=cache), extract(test, cache=cache)
+    cfg = FeatureConfig(spectrum_bins=EmbeddingConfig().spectrum_bins)  # what every detector reads
+    (ftrain, train), (ftest, test) = extract(train, cache=cache, cfg=cfg), extract(test, cache=cache, cfg=cfg)
     return ftrain, train, ftest, test
 
 
@@ -37,7 +40,8 @@ def _subset(feats: Features, idx, cut: dict | None = None) -> Features:
     """Features of clips ``idx`` (clip i cut to ``cut[i]`` frames where given)."""
     cut = cut or {}
     parts = [feats.clip(i)[: cut.get(i, None)] for i in idx]
-    return Features(np.concatenate(parts), np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64))
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+    return Features(np.concatenate(parts), offsets, None if feats.spectra is None else feats.spectra[idx])
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -75,7 +79,7 @@ def test_a_saved_model_that_does_not_fit_the_code_is_a_clear_error(easy, tmp_pat
     ftrain, train, _, _ = easy
     make("embedding", epochs=1).fit(ftrain, train).save(tmp_path / "model")
     meta = json.loads((tmp_path / "model" / "detector.json").read_text())
-    meta["params"]["config"]["spectrum_net"] = False  # as if saved by a version without that branch
+    meta["params"]["config"]["embedding"] = 64  # as if saved by a version with other layers
     (tmp_path / "model" / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="retrain") as e:
         Detector.load(tmp_path / "model")
@@ -114,7 +118,7 @@ def test_too_short_clips_are_a_clear_error(easy):
         ("ae", {"batch_size": 0}, "batch_size must be at least 1"),
         ("ae", {"seed": -1}, "seed must be between"),
         ("ae", {"epochs": 0}, "epochs must be at least 1"),
-        ("embedding", {"pool": "pool"}, "pool must be one of"),
+        ("embedding", {"subclusters": 0}, "subclusters must be between"),
         ("ensemble", {"members": ("twfr_gmm", "nope")}, "unknown detector"),
     ],
 )
@@ -128,7 +132,7 @@ def test_selective_mahalanobis_from_a_trained_ae_equals_training_it(tiny_dataset
 
     t = index(tiny_dataset)
     fan = t[(t.machine == "fan") & (t.section == 0)]
-    (ftrain, train), (ftest, test) = extract(fan[fan.split == "train"]), extract(fan[fan.split == "test"])
+    (ftrain, train), (ftest, test) = extract(fan[fan.split == "train"]), extract(fan[fan.split == "test"])  # log-mel
     direct = make("smahal", epochs=2, batch_size=256).fit(ftrain, train)
     ae = make("ae", epochs=2, batch_size=256).fit(ftrain, train)
     derived = SelectiveMahalanobisDetector.from_autoencoder(ae, ftrain, train)

@@ -71,8 +71,9 @@ def test_every_detector_trains_and_scores_on_real_2023_clips(name, real_2023):
     machines = ["ToyTrain"] if name == "mobilenetv2" else sorted(t.machine.unique())  # mobilenetv2: attribute classes
     for machine in machines:
         m = t[t.machine == machine]
-        det = make(name, **FAST[name]).fit(*extract(m[m.split == "train"]))
-        scores = det.score(*extract(m[m.split == "test"]))
+        det = make(name, **FAST[name])
+        det.fit(*extract(m[m.split == "train"], cfg=det.features))
+        scores = det.score(*extract(m[m.split == "test"], cfg=det.features))
         assert scores.shape == (2,) and np.isfinite(scores).all()
 
 
@@ -80,7 +81,7 @@ def test_generated_2023_layout_has_its_counts_names_and_attribute_files(tiny_202
     t = index(tiny_2023)
     assert set(t.year) == {2023} and set(t.section) == {0} and set(t.folder) == {"train", "test"}
     fan = t[t.machine == "fan"]
-    assert (fan.split == "train").sum() == round(990 * 0.02) + 3  # 20 source + 3 target
+    assert (fan.split == "train").sum() == round(990 * 0.02) + 10  # 20 source + always 10 target
     assert ((fan.split == "test") & (fan.label == "anomaly") & (fan.domain == "target")).sum() == 6
     assert (fan.attributes != "").all()
     assert (fan.csv_attributes == fan.attributes).all()  # attributes_00.csv agrees with the names

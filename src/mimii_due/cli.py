@@ -426,6 +426,117 @@ def run(
     stdout.print(f"runs in {out}; wall time {done['seconds']:.0f} s")
 
 
+# ---------------------------------------------------------------------------------- production
+
+
+@app.command()
+def score(
+    model: Path = typer.Argument(..., help="A run folder or one saved model folder (RUN/models/<machine>)."),
+    paths: list[Path] = typer.Argument(..., help="WAV files or folders of them (any names)."),
+    machine: str = typer.Option(None, help="Machine type of the clips (default: from the model or the names)."),
+    section: int = typer.Option(None, help="Section of the clips (default: from the names or the model)."),
+    domain: str = typer.Option(None, help="source or target, where known."),
+    out: Path = typer.Option(None, "--out", help="Write the table to this file."),
+    fmt: str = typer.Option("csv", "--format", help="csv or json (for --out)."),
+) -> None:
+    """Score new recordings: a table of file, score, threshold and decision."""
+    import json
+
+    from mimii_due import atomic
+    from mimii_due.scoring import ModelSet, score_files
+
+    if fmt not in ("csv", "json"):
+        raise MimiiDueError(f"--format must be csv or json, not {fmt!r}")
+    models = ModelSet(model)
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("score", total=None, info="")
+
+        def tick(done: int, total: int, info: str) -> None:
+            bar.update(task, completed=done, total=total, info=info)
+
+        decisions, failed = score_files(models, paths, machine=machine, section=section, domain=domain, progress=tick)
+    t = Table(title=f"{len(decisions)} clip(s) scored with {model}")
+    for col in ("file", "machine", "section", "score", "threshold", "decision"):
+        t.add_column(col)
+    for d in decisions:
+        t.add_row(d.filename, d.machine, f"{d.section:02d}", f"{d.score:.6g}", f"{d.threshold:.6g}",
+                  "[red]anomaly[/red]" if d.decision else "normal")  # fmt: skip
+    stdout.print(t)
+    for _, msg in failed:
+        console.print(f"[yellow]not scored[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
+    if out is not None:
+        rows = [d.as_dict() for d in decisions]
+        if fmt == "json":
+            atomic.write_text(out, json.dumps(rows, indent=1))
+        else:
+            import pandas as pd
+
+            atomic.write_text(out, pd.DataFrame(rows).to_csv(index=False))
+        stdout.print(f"wrote {out}")
+    if failed and not decisions:
+        raise typer.Exit(1)
+
+
+def _token(token: str | None) -> str | None:
+    import os
+
+    return token or os.environ.get("MIMII_DUE_TOKEN") or None
+
+
+@app.command()
+def serve(
+    run: Path = typer.Argument(..., help="A run folder (or one model folder) to serve."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs a token."),
+    port: int = typer.Option(8000, help="TCP port."),
+    token: str = typer.Option(None, help="Bearer token required on every request (or MIMII_DUE_TOKEN)."),
+    db: Path = typer.Option(None, help="SQLite record of decisions (default: RUN/decisions.sqlite)."),
+    keep_audio: Path = typer.Option(None, "--keep-audio", help="Keep every scored clip here (for retraining)."),
+    max_mb: float = typer.Option(16.0, "--max-mb", help="Largest upload accepted, in MB."),
+    threads: int = typer.Option(1, help="torch threads for scoring."),
+) -> None:
+    """An HTTP scoring service with a dashboard at / and Prometheus metrics at /metrics."""
+    from mimii_due.serve.app import serve as _serve
+
+    console.print(f"serving {run} on http://{host}:{port}/ (dashboard), POST /v1/score; Ctrl-C stops")
+    _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio,
+           max_bytes=int(max_mb * 1024 * 1024), threads=threads)  # fmt: skip
+
+
+@app.command()
+def watch(
+    run: Path = typer.Argument(..., help="A run folder (or one model folder)."),
+    folder: Path = typer.Argument(..., help="Folder where new recordings land."),
+    db: Path = typer.Option(None, help="SQLite record of decisions (default: RUN/decisions.sqlite)."),
+    machine: str = typer.Option(None, help="Machine type of the clips (default: from the model or the names)."),
+    section: int = typer.Option(None, help="Section of the clips."),
+    settle: float = typer.Option(1.0, help="Seconds a file must stay unchanged before it is scored."),
+    max_seconds: float = typer.Option(None, "--max-seconds", help="Stop after this long (default: run until Ctrl-C)."),
+) -> None:
+    """Score every WAV already in FOLDER and every new one, recording each decision."""
+    from mimii_due.scoring import ModelSet
+    from mimii_due.serve.record import Record
+    from mimii_due.serve.watch import Watcher
+
+    def show(d) -> None:
+        tag = "[red]ANOMALY[/red]" if d.decision else "normal"
+        stdout.print(
+            f"{d.filename}  {d.machine} {d.section:02d}  score {d.score:.6g} (threshold {d.threshold:.6g})  {tag}"
+        )
+
+    def bad(path: str, message: str) -> None:
+        console.print(f"[yellow]not scored[/yellow] {escape(message)}", soft_wrap=True)
+
+    record = Record(db or Path(run) / "decisions.sqlite")
+    w = Watcher(ModelSet(run), record, folder, settle=settle, machine=machine, section=section, on_decision=show,
+                on_error=bad)  # fmt: skip
+    console.print(f"watching {folder}; Ctrl-C stops")
+    try:
+        n = w.run(max_seconds=max_seconds)
+    except KeyboardInterrupt:
+        n = w.scored
+    console.print(f"{n} clip(s) scored")
+
+
 def main() -> None:
     app()
 

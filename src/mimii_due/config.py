@@ -33,9 +33,14 @@ class FeatureConfig:
     n_mels: int = 128  # Section 3: 128-bin log-mel
     power: float = 2.0  # official baseline: power spectrogram
     eps: float = 2.220446049250313e-16  # official baseline: sys.float_info.epsilon
+    # Beside the log-mel: the magnitude spectrum of the whole clip (one FFT over all its samples),
+    # averaged into this many equal bins from 0 Hz to the Nyquist frequency (0: not computed).
+    # Wilkinghoff's systems (DCASE 2022-2024) learn from it: it resolves tones a frame cannot.
+    spectrum_bins: int = 0
 
     def __post_init__(self):
-        check(self, sample_rate=(1, None), n_fft=(16, None), hop_length=(1, None), n_mels=(1, None))
+        check(self, sample_rate=(1, None), n_fft=(16, None), hop_length=(1, None), n_mels=(1, None),
+              spectrum_bins=(0, 1 << 20))  # fmt: skip
 
 
 @dataclass(frozen=True)

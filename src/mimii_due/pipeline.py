@@ -66,11 +66,7 @@ def features(
         for _, m in msgs:
             log.warning("skipping %s", m)
         keep = ~short
-        rows = [feats.clip(i) for i in range(len(feats)) if keep[i]]
-        import numpy as np
-
-        data = np.concatenate(rows) if rows else feats.data[:0]
-        feats = Features(data, np.concatenate([[0], np.cumsum(feats.lengths[keep])]).astype(np.int64))
+        feats = feats.select(keep.nonzero()[0])
         skipped = list(kept.attrs.get("skipped", [])) + msgs
         kept = kept[keep].reset_index(drop=True)
         kept.attrs["skipped"] = skipped

@@ -161,7 +161,8 @@ def load(
     if info.sample_rate != sr:
         if not resample:
             raise AudioError(
-                f"sample rate is {info.sample_rate} Hz, expected {sr} Hz (pass resample=True to convert)",
+                f"sample rate is {info.sample_rate} Hz, expected {sr} Hz (resample the file first, e.g. "
+                f"`sox in.wav -r {sr} out.wav`)",
                 path,
             )
         import librosa
@@ -182,3 +183,21 @@ def write(path: str | Path, y: np.ndarray, *, sr: int = SAMPLE_RATE) -> None:
             sf.write(str(tmp), pcm, sr, subtype="PCM_16", format="WAV")
         except sf.LibsndfileError as e:  # e.g. "System error" on a full disk
             raise OSError(str(e)) from e
+
+
+def decode(data: bytes, *, name: str = "upload", sr: int = SAMPLE_RATE) -> np.ndarray:
+    """:func:`load` for WAV bytes in memory (an upload), with the same checks; errors name ``name``.
+
+    The bytes go to a private temporary file (our name, never the caller's) and are read from there.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mimii-due-") as d:
+        p = Path(d) / "clip.wav"
+        p.write_bytes(data)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MultichannelWarning)
+                return load(p, sr=sr)
+        except AudioError as e:
+            raise AudioError(str(e).replace(f"{p}: ", ""), name) from None

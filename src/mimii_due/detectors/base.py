@@ -49,7 +49,7 @@ class Detector:
         self,
         *,
         config: Any = None,
-        features: FeatureConfig = FeatureConfig(),
+        features: FeatureConfig | None = None,
         threshold_quantile: float = THRESHOLD_QUANTILE,
     ):
         if config is not None and self.config_class is not None and not isinstance(config, self.config_class):
@@ -57,8 +57,12 @@ class Detector:
         if not 0 < threshold_quantile < 1:
             raise ConfigError(f"threshold quantile must be between 0 and 1, got {threshold_quantile!r}")
         self.config = config if config is not None else (self.config_class() if self.config_class else None)
-        self.features = features
+        self.features = features if features is not None else self.default_features()
         self.threshold_quantile = threshold_quantile
+
+    def default_features(self) -> FeatureConfig:
+        """The features this detector reads, unless told otherwise (the official baseline's log-mel)."""
+        return FeatureConfig()
 
     @property
     def min_frames(self) -> int:
@@ -193,6 +197,7 @@ class Detector:
             det.threshold_ = float(meta["threshold"])
             det.sections_ = list(meta["sections"])
             det.train_scores_ = np.asarray(meta["train_scores"])
+            det.history_ = list(meta.get("history", []))
             det._set_state(state)
         except (RuntimeError, KeyError, ValueError, TypeError, ConfigError) as e:  # saved by another version
             raise ModelError(

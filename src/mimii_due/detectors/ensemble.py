@@ -46,6 +46,13 @@ class EnsembleDetector(Detector):
     name = "ensemble"
     config_class = EnsembleConfig
 
+    def default_features(self) -> FeatureConfig:
+        """Every member's features: the log-mel, and the whole-clip spectrum if a member reads it."""
+        from mimii_due.detectors import REGISTRY
+
+        bins = [REGISTRY[m]().features.spectrum_bins for m in self.config.members]
+        return FeatureConfig(spectrum_bins=max(bins))
+
     @property
     def min_frames(self) -> int:
         from mimii_due.detectors import make

@@ -121,14 +121,18 @@ def fit_with_config(
     eval_batch_size: int | None = None,
     data_key: dict | None = None,
     ignore: tuple[str, ...] = ("epochs",),
+    repeat: np.ndarray | None = None,
 ) -> list[dict]:
     """:func:`fit_loop` with Adam and the settings of a detector config (``epochs``,
     ``batch_size``, ``lr``, ``validation_split``, ``seed``) over items ``0 .. n_items - 1``.
 
     ``checkpoint`` is a folder (the state goes to ``checkpoint.pt`` in it); the resume fingerprint
     is the config without ``ignore`` (settings that may change on resume) plus ``data_key``.
+    ``repeat`` (one count per item) repeats training items in every epoch (balanced sampling).
     """
     train_idx, val_idx = split_items(n_items, fraction=config.validation_split, seed=config.seed)
+    if repeat is not None:
+        train_idx = np.repeat(train_idx, np.asarray(repeat)[train_idx])
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     fingerprint = {k: v for k, v in vars(config).items() if k not in ignore} | {"n": n_items} | (data_key or {})
     return fit_loop(

@@ -15,11 +15,11 @@ What we changed, and why:
   section but one must score that group's clips above held-out clips of the other groups (the
   AUC of "another operating condition" as a pseudo-anomaly); the best mean AUC wins. Where a
   machine type has no attribute groups (``noAttributes``, one section), ``fallback_decay`` is used.
-- One model per section *and domain* (domain shift): the source domain gets a mixture of
+- One density per section *and domain* (domain shift): the source domain gets a mixture of
   ``components`` Gaussians; the target domain, with its handful of clips, a Gaussian around each
-  of its clips with the source domain's shrunk covariance. Each domain's negative log-likelihood
-  is standardised with its training clips' (the target's leave-one-out) and the smaller is the
-  score, so a normal clip of either domain is close to one of them.
+  of its clips with the source domain's shrunk covariance. The section's model is the two
+  densities with equal weight, and the score the negative log-likelihood under it, so a normal
+  clip of either domain is likely under one of them.
 - The log-mel bands are standardised with the section's source statistics before the mixture.
 """
 
@@ -105,18 +105,9 @@ class TWFRGMMDetector(Detector):
         gmm = _mixture(z[src], c.components, c.reg, c.seed)
         cov = LedoitWolf().fit(z[src]).covariance_ + c.reg * np.eye(z.shape[1])
         sign, logdet = np.linalg.slogdet(cov)
-        model = {"mu": mu, "sd": sd, "weights": gmm.weights_, "means": gmm.means_, "covariances": gmm.covariances_,
-                 "prec": np.linalg.inv(cov), "logdet": float(logdet), "targets": z[domains == "target"]}  # fmt: skip
-        # each domain's training negative log-likelihoods, for standardising it (target: leave-one-out)
-        nll_s = -self._source_loglik(model, z[src])
-        model["source_stats"] = (float(np.median(nll_s)), float(np.std(nll_s)) + 1e-9)
-        tz = model["targets"]
-        if len(tz) >= 3:
-            ll = _gauss_loglik(tz, tz, model["prec"], model["logdet"])
-            np.fill_diagonal(ll, -np.inf)
-            nll_t = -logsumexp(ll, axis=1)
-            model["target_stats"] = (float(np.median(nll_t)), float(np.std(nll_t)) + 1e-9)
-        return model
+        targets = z[(domains == "target") & ~src]
+        return {"mu": mu, "sd": sd, "weights": gmm.weights_, "means": gmm.means_, "covariances": gmm.covariances_,
+                "prec": np.linalg.inv(cov), "logdet": float(logdet), "targets": targets}  # fmt: skip
 
     @staticmethod
     def _source_loglik(model: dict, z: np.ndarray) -> np.ndarray:
@@ -126,15 +117,34 @@ class TWFRGMMDetector(Detector):
             parts.append(np.log(w) + _gauss_loglik(z, m[None], np.linalg.inv(cov), logdet)[:, 0])
         return logsumexp(np.stack(parts, axis=1), axis=1)
 
-    def _section_scores(self, model: dict, x: np.ndarray) -> np.ndarray:
+    def _section_scores(self, model: dict, x: np.ndarray, exclude_target: np.ndarray | None = None) -> np.ndarray:
+        """Negative log-likelihood under the section's source and target densities, equally weighted
+        (``exclude_target``: a mask of target kernels each row must not use, for leave-one-out)."""
         z = (x - model["mu"]) / model["sd"]
-        med, sd = model["source_stats"]
-        score = (-self._source_loglik(model, z) - med) / sd
-        if "target_stats" in model:
-            ll = _gauss_loglik(z, model["targets"], model["prec"], model["logdet"])
-            med_t, sd_t = model["target_stats"]
-            score = np.minimum(score, (-logsumexp(ll, axis=1) - med_t) / sd_t)
-        return score
+        ll = self._source_loglik(model, z)
+        tz = model["targets"]
+        if len(tz):
+            kern = _gauss_loglik(z, tz, model["prec"], model["logdet"])
+            if exclude_target is not None:
+                kern[exclude_target] = -np.inf
+            n_used = len(tz) - (exclude_target.sum(axis=1) if exclude_target is not None else 0)
+            ll_t = logsumexp(kern, axis=1) - np.log(np.maximum(n_used, 1))
+            ll = np.logaddexp(ll, np.where(n_used > 0, ll_t, -np.inf)) - np.log(2) * (n_used > 0)
+        return -ll
+
+    def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        # each target clip is a kernel of the target density: scored without its own kernel
+        x = gwrp(features, self.decay_)
+        sections, domains = clips["section"].to_numpy().astype(int), clips["domain"].to_numpy().astype(str)
+        out = np.empty(len(x))
+        for section in np.unique(sections):
+            i = np.flatnonzero(sections == section)
+            model = self.models_[int(section)]
+            tgt = np.flatnonzero(domains[i] == "target") if len(model["targets"]) else np.zeros(0, np.int64)
+            exclude = np.zeros((len(i), len(model["targets"])), bool)
+            exclude[tgt, np.arange(len(tgt))] = True
+            out[i] = self._section_scores(model, x[i], exclude)
+        return out
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         x = gwrp(features, self.decay_)
@@ -191,9 +201,6 @@ class TWFRGMMDetector(Detector):
         self.decay_ = float(state["decay"])
         self.models_ = {}
         for s, m in state["models"].items():
-            model = {k: array(v) for k, v in m.items() if k not in ("logdet", "source_stats", "target_stats")}
+            model = {k: array(v) for k, v in m.items() if k != "logdet"}
             model["logdet"] = float(m["logdet"])
-            for k in ("source_stats", "target_stats"):
-                if k in m:
-                    model[k] = tuple(float(v) for v in m[k])
             self.models_[int(s)] = model

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mimii_due import atomic
 from mimii_due.config import FeatureConfig
 from mimii_due.data import audio
 from mimii_due.errors import AudioError
@@ -34,10 +35,20 @@ Progress = Callable[[int, int], None]
 @dataclass
 class Features:
     """Log-mel frames of many clips: ``data`` (total_frames, n_mels), clip ``i`` is
-    ``data[offsets[i]:offsets[i + 1]]``."""
+    ``data[offsets[i]:offsets[i + 1]]``; with ``FeatureConfig.spectrum_bins``, ``spectra``
+    (n_clips, spectrum_bins) holds each clip's whole-clip magnitude spectrum."""
 
     data: np.ndarray
     offsets: np.ndarray
+    spectra: np.ndarray | None = None
+
+    def select(self, idx) -> Features:
+        """The features of clips ``idx`` (in that order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        parts = [self.clip(int(i)) for i in idx]
+        data = np.concatenate(parts) if parts else self.data[:0]
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        return Features(data, offsets, None if self.spectra is None else self.spectra[idx])
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -62,15 +73,35 @@ def cache_key(path: str | Path, cfg: FeatureConfig) -> str:
     return hashlib.sha1(ident.encode()).hexdigest()
 
 
-def _cache_file(cache: Path, key: str) -> Path:
-    return cache / key[:2] / f"{key}.npy"
+def _cache_file(cache: Path, key: str, kind: str = "") -> Path:
+    return cache / key[:2] / f"{key}{kind}.npy"
+
+
+def clip_spectrum(y: np.ndarray, bins: int) -> np.ndarray:
+    """The magnitude of one FFT over the whole clip, averaged into ``bins`` equal bands from 0 Hz
+    to the Nyquist frequency, shape ``(bins,)``: clips of any length give comparable vectors."""
+    import scipy.fft
+
+    mag = np.abs(scipy.fft.rfft(np.asarray(y, dtype=np.float32), workers=1))
+    edges = np.linspace(0, len(mag), bins + 1).astype(np.int64)
+    starts = np.minimum(edges[:-1], len(mag) - 1)
+    sums = np.add.reduceat(mag, starts)
+    return (sums / np.maximum(np.diff(edges), 1)).astype(np.float32)
 
 
 def _save(path: Path, x: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, x)
-    tmp.replace(path)
+    atomic.write_with(path, lambda tmp: np.save(tmp, x))
+
+
+def features_of(waves: list[np.ndarray], *, cfg: FeatureConfig = FeatureConfig()) -> Features:
+    """Features of waveforms already in memory (float samples at ``cfg.sample_rate``), the same
+    numbers :func:`extract` computes from files: for a service or a cluster task holding audio."""
+    module = LogMel(cfg)
+    parts = [module(torch.from_numpy(np.asarray(y, np.float32))[None])[0].numpy() for y in waves]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+    data = np.concatenate(parts) if parts else np.zeros((0, cfg.n_mels), np.float32)
+    spectra = np.stack([clip_spectrum(y, cfg.spectrum_bins) for y in waves]) if cfg.spectrum_bins and waves else None
+    return Features(data, offsets, spectra)
 
 
 def extract(
@@ -120,6 +151,7 @@ def extract(
     lengths = np.array([n_frames(x.frames, hop_length=cfg.hop_length) if x else 0 for x in infos], np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     data = np.empty((int(offsets[-1]), cfg.n_mels), np.float32)
+    spectra = np.empty((n, cfg.spectrum_bins), np.float32) if cfg.spectrum_bins else None
     keys = [cache_key(p, cfg) if cache and infos[i] else None for i, p in enumerate(paths)]
 
     todo = []
@@ -130,8 +162,11 @@ def extract(
         if f is not None and f.exists():
             try:
                 cached = np.load(f)
-                if cached.shape == (lengths[i], cfg.n_mels):
+                spec = np.load(_cache_file(cache, keys[i], ".spectrum")) if spectra is not None else None
+                if cached.shape == (lengths[i], cfg.n_mels) and (spec is None or spec.shape == (cfg.spectrum_bins,)):
                     data[offsets[i] : offsets[i + 1]] = cached
+                    if spec is not None:
+                        spectra[i] = spec
                     continue
             except (OSError, ValueError):
                 pass
@@ -164,6 +199,8 @@ def extract(
                     continue
                 if y.base is not buf:  # not 16-bit PCM: decoded elsewhere
                     row[:] = y
+                if spectra is not None:
+                    spectra[i] = clip_spectrum(row, cfg.spectrum_bins)
                 ok.append(i)
             if not ok:
                 continue
@@ -171,6 +208,8 @@ def extract(
             for i, feat in zip(ok, feats, strict=True):
                 data[offsets[i] : offsets[i + 1]] = feat
                 if cache:
+                    if spectra is not None:  # written first: the log-mel file marks the entry complete
+                        _save(_cache_file(cache, keys[i], ".spectrum"), spectra[i])
                     _save(_cache_file(cache, keys[i]), feat)
         return bad
 
@@ -196,6 +235,7 @@ def extract(
     if errors:  # compact: drop the rows of the clips left out
         data = np.concatenate([data[offsets[i] : offsets[i + 1]] for i in kept] or [data[:0]])
         offsets = np.concatenate([[0], np.cumsum(lengths[kept])])
+        spectra = spectra[kept] if spectra is not None else None
     out_table = table.iloc[kept].reset_index(drop=True)
     out_table.attrs["skipped"] = list(table.attrs.get("skipped", [])) + [(paths[i], str(e)) for i, e in errors.items()]
-    return Features(data, offsets.astype(np.int64)), out_table
+    return Features(data, offsets.astype(np.int64), spectra), out_table

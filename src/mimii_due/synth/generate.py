@@ -112,9 +112,10 @@ def plan(
     section keeps at least ``min_test`` test clips per label and domain).
 
     ``layout="dcase2023"``: the 2023-2025 development layout: one section (named 00, made with the
-    physics and SNR of the one section given), 990 source and 10 target training clips and 50
-    normal + 50 anomalous test clips per domain at scale 1, a single ``test/`` folder, attributes in
-    every name (and in ``attributes_00.csv``).
+    physics and SNR of the one section given), 990 source training clips at scale 1 and always 10
+    target ones (the few-shot target domain is the point of those years), 50 normal + 50 anomalous
+    test clips per domain at scale 1, a single ``test/`` folder, attributes in every name (and in
+    ``attributes_00.csv``).
     """
     check_size(scale, min_test)
     if layout not in LAYOUTS:
@@ -139,8 +140,8 @@ def plan(
                 n_train = 3 if domain == "target" else _scaled(d.train, scale, 3)
                 nrm = d.test_normal if d.test_normal is not None else (d.test_total + 1) // 2
                 abn = d.test_anomaly if d.test_anomaly is not None else d.test_total // 2
-                if layout == "dcase2023":  # the 2023-2025 task descriptions' counts
-                    n_train = _scaled(990, scale, 3) if domain == "source" else _scaled(10, scale, 3)
+                if layout == "dcase2023":  # the 2023-2025 task descriptions' counts; always 10 target clips
+                    n_train = _scaled(990, scale, 3) if domain == "source" else 10
                     nrm = abn = 50
                 counts = [("train", "normal", n_train), ("test", "normal", _scaled(nrm, scale, min_test)),
                           ("test", "anomaly", _scaled(abn, scale, min_test))]  # fmt: skip

@@ -1,0 +1,170 @@
+"""Score new recordings with trained models: any WAV files, any names.
+
+:class:`ModelSet` loads the models of a run folder (or one saved model folder) once and scores
+waveforms held in memory; :func:`score_files` reads files and scores them, reporting unreadable
+ones instead of stopping. The service, the folder watcher and the ``score`` command all use these.
+
+Which model and section a clip goes to: the machine type and section given, else those in the
+clip's name (challenge names), else the model's only machine type and section. A clip whose
+machine type or section cannot be decided is an error that says what to pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mimii_due import __version__
+from mimii_due.data import audio
+from mimii_due.data.naming import parse_name
+from mimii_due.detectors.base import Detector
+from mimii_due.errors import AudioError, FileNameError, MimiiDueError, ModelError
+from mimii_due.features.extract import features_of
+from mimii_due.runs import Run
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One scored clip."""
+
+    filename: str
+    machine: str
+    section: int
+    domain: str | None
+    score: float
+    threshold: float
+    decision: bool  # True: anomalous
+    detector: str
+    model_version: str  # the model artifact's fingerprint
+    sha256: str
+
+    def as_dict(self) -> dict:
+        return {"filename": self.filename, "machine": self.machine, "section": self.section, "domain": self.domain,
+                "score": self.score, "threshold": self.threshold, "decision": "anomaly" if self.decision else "normal",
+                "anomalous": self.decision, "model": f"{self.detector}:{self.machine}",
+                "model_version": self.model_version, "version": __version__}  # fmt: skip
+
+
+class ModelSet:
+    """The models of a run folder (one per machine type) or of one model folder, loaded once."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.models: dict[str, Detector] = {}
+        self.versions: dict[str, str] = {}
+        if (self.path / "detector.json").exists():
+            self._add(self.path.name, self.path)
+        elif Run(self.path).exists():
+            keeper = Run(self.path)
+            for machine in keeper.meta().get("machines", []):
+                if keeper.has_model(machine):
+                    self._add(machine, keeper.model_dir(machine))
+        if not self.models:
+            raise ModelError("no trained model here (expected a run folder or a model folder)", self.path)
+        self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
+
+    def _add(self, machine: str, folder: Path) -> None:
+        self.models[machine] = Detector.load(folder)
+        self.versions[machine] = hashlib.sha256((folder / "state.pt").read_bytes()).hexdigest()[:16]
+
+    def describe(self) -> list[dict]:
+        return [{"machine": m, "detector": d.name, "sections": d.sections_, "threshold": d.threshold_,
+                 "model_version": self.versions[m], "sample_rate": d.features.sample_rate,
+                 "min_seconds": self.min_seconds(m)} for m, d in sorted(self.models.items())]  # fmt: skip
+
+    def min_seconds(self, machine: str) -> float:
+        d = self.models[machine]
+        return d.min_frames * d.features.hop_length / d.features.sample_rate
+
+    def route(
+        self, filename: str, machine: str | None, section: int | None, domain: str | None
+    ) -> tuple[str, int, str | None, str]:
+        """The machine type, section, domain and attributes a clip is scored as."""
+        try:
+            name = parse_name(filename)
+        except FileNameError:
+            name = None
+        if machine is None:
+            if len(self.models) != 1:
+                raise MimiiDueError(f"say which machine type ({', '.join(sorted(self.models))})", filename)
+            machine = next(iter(self.models))
+        if machine not in self.models:
+            raise MimiiDueError(f"unknown machine type {machine!r}; models: {', '.join(sorted(self.models))}", filename)
+        sections = self.models[machine].sections_
+        if section is None:
+            section = name.section if name is not None else (sections[0] if len(sections) == 1 else None)
+        if section is None:
+            raise MimiiDueError(f"say which section ({', '.join(f'{s:02d}' for s in sections)})", filename)
+        det = self.models[machine]
+        if det.needs_known_sections and int(section) not in sections:
+            raise MimiiDueError(
+                f"section {int(section):02d} is not one {machine} was trained on ({sections})", filename
+            )
+        if domain is None and name is not None:
+            domain = name.domain
+        if domain not in (None, "source", "target"):
+            raise MimiiDueError(f"domain must be source or target, not {domain!r}", filename)
+        return machine, int(section), domain, name.attribute_values if name is not None else ""
+
+    def score_wave(self, y: np.ndarray, *, filename: str, sha256: str = "", machine: str | None = None,
+                   section: int | None = None, domain: str | None = None) -> Decision:  # fmt: skip
+        """Score one clip's samples (float, at the model's sample rate)."""
+        machine, section, domain, attrs = self.route(filename, machine, section, domain)
+        det = self.models[machine]
+        if not np.isfinite(y).all():
+            raise AudioError("the clip holds NaN or infinite samples", filename)
+        seconds = len(y) / det.features.sample_rate
+        if seconds < self.min_seconds(machine):
+            raise AudioError(
+                f"too short ({seconds:.2f} s; this model needs {self.min_seconds(machine):.2f} s)", filename
+            )
+        clips = pd.DataFrame([{"filename": filename, "section": section, "domain": domain, "attributes": attrs}])
+        feats = features_of([y], cfg=det.features)
+        with self._lock:
+            score = float(det.score(feats, clips)[0])
+        return Decision(filename, machine, section, domain, score, float(det.threshold_), score > det.threshold_,
+                        det.name, self.versions[machine], sha256)  # fmt: skip
+
+    def score_bytes(self, data: bytes, *, filename: str = "upload", **where) -> Decision:
+        """Score a WAV file's bytes (an upload)."""
+        y = audio.decode(data, name=filename)
+        return self.score_wave(y, filename=filename, sha256=hashlib.sha256(data).hexdigest(), **where)
+
+
+def wav_paths(paths: list[str | Path]) -> list[Path]:
+    """The WAV files among ``paths`` and in the folders among them (recursively), sorted."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() == ".wav" and not q.name.startswith("."))
+        else:
+            out.append(p)
+    return out
+
+
+def score_files(
+    models: ModelSet, paths: list[str | Path], *, machine: str | None = None, section: int | None = None,
+    domain: str | None = None, progress=None,
+) -> tuple[list[Decision], list[tuple[str, str]]]:  # fmt: skip
+    """Score WAV files (and the WAV files in folders). Returns the decisions and, for each clip
+    that could not be scored, ``(path, reason)``; one bad clip never stops the others."""
+    decisions, failed = [], []
+    files = wav_paths(paths)
+    for k, p in enumerate(files):
+        try:
+            data = p.read_bytes()
+            decisions.append(models.score_bytes(data, filename=p.name, machine=machine, section=section, domain=domain))
+        except OSError as e:
+            failed.append((str(p), f"{p}: cannot read ({e.strerror or e})"))
+        except MimiiDueError as e:
+            failed.append((str(p), str(e).replace(f"{p.name}: ", f"{p}: ", 1)))
+        if progress:
+            progress(k + 1, len(files), p.name)
+    if not files:
+        raise MimiiDueError("no WAV files found in " + ", ".join(map(str, paths)))
+    return decisions, failed

@@ -1,0 +1,1 @@
+"""The scoring service, its decision record, dashboard and folder watcher; they call the library."""

@@ -1,0 +1,165 @@
+"""The scoring service: an ASGI app (FastAPI) over :class:`~mimii_due.scoring.ModelSet`.
+
+``POST /v1/score``   a WAV as the body (or a multipart upload, field ``file``); query parameters
+                     ``machine``, ``section``, ``domain``, ``filename`` (a label only, never a path).
+                     Answers the decision after its row is committed to the record.
+``GET /v1/models``   the models loaded; ``GET /v1/decisions`` the recent decisions (the dashboard's data)
+``GET /healthz``     liveness; ``GET /metrics`` Prometheus text format; ``GET /`` the dashboard
+
+Models load once; scoring runs in a worker thread, off the event loop; torch uses ``threads``
+threads. Bad requests get a 4xx with ``{"error": "..."}`` and the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from mimii_due import __version__, atomic
+from mimii_due.errors import AudioError, MimiiDueError
+from mimii_due.scoring import ModelSet
+from mimii_due.serve.record import Record
+
+MAX_BYTES = 16 * 1024 * 1024  # a 10 s 16 kHz 16-bit clip is 320 kB; 8-channel 24-bit ones fit too
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(
+    models: ModelSet,
+    record: Record,
+    *,
+    token: str | None = None,
+    keep_audio: str | Path | None = None,
+    max_bytes: int = MAX_BYTES,
+    threads: int = 1,
+) -> FastAPI:
+    torch.set_num_threads(max(1, threads))
+    app = FastAPI(title="mimii-due", version=__version__)
+    registry = CollectorRegistry()
+    requests = Counter("mimii_due_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
+    latency = Histogram("mimii_due_score_seconds", "Time to answer POST /v1/score", registry=registry,
+                        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
+    decisions = Counter("mimii_due_decisions", "Decisions", ["machine", "section", "decision"], registry=registry)
+    keep = Path(keep_audio) if keep_audio else None
+    dashboard = (Path(__file__).with_name("dashboard.html")).read_text()
+
+    @app.middleware("http")
+    async def count_and_guard(request: Request, call_next):
+        path = request.url.path
+        if token and path not in ("/healthz", "/") and request.headers.get("authorization") != f"Bearer {token}":
+            response = _error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+        else:
+            try:
+                response = await call_next(request)
+            except Exception as e:  # never a traceback to the client; the service keeps serving
+                response = _error(500, f"internal error ({type(e).__name__})")
+        requests.labels(path if path in ("/v1/score", "/v1/models", "/v1/decisions", "/healthz", "/metrics", "/")
+                        else "other", str(response.status_code)).inc()  # fmt: skip
+        return response
+
+    async def _body(request: Request) -> bytes | JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            return _error(413, f"upload larger than {max_bytes} bytes")
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            try:
+                form = await request.form()
+            except Exception as e:
+                return _error(400, f"unreadable multipart body ({type(e).__name__})")
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                return _error(400, "multipart upload needs a file field named 'file'")
+            data = await upload.read()
+        else:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    return _error(413, f"upload larger than {max_bytes} bytes")
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        if len(data) > max_bytes:
+            return _error(413, f"upload larger than {max_bytes} bytes")
+        if not data:
+            return _error(400, "empty body: send a WAV file")
+        return data
+
+    @app.post("/v1/score")
+    async def score(request: Request, machine: str | None = None, section: str | None = None,
+                    domain: str | None = None, filename: str = "upload.wav"):  # fmt: skip
+        t0 = time.perf_counter()
+        data = await _body(request)
+        if isinstance(data, JSONResponse):
+            return data
+        label = Path(filename).name[:200] or "upload.wav"  # a label in the record, never opened
+        try:
+            sec = int(section) if section is not None else None
+        except ValueError:
+            return _error(400, f"section must be a number like 0 or 00, not {section!r}")
+
+        def work():
+            d = models.score_bytes(data, filename=label, machine=machine, section=sec, domain=domain)
+            kept = None
+            if keep is not None:  # the clip kept for retraining, under its content hash
+                kept = str(atomic.write_with(keep / f"{d.sha256}.wav", lambda tmp: tmp.write_bytes(data)))
+            row = record.add(d, source="upload", path=kept)  # committed before we answer
+            return d, row
+
+        try:
+            d, row = await run_in_threadpool(work)
+        except AudioError as e:
+            return _error(422, str(e))
+        except MimiiDueError as e:
+            status = 404 if "unknown machine" in str(e) or "not one" in str(e) else 400
+            return _error(status, str(e))
+        decisions.labels(d.machine, f"{d.section:02d}", "anomaly" if d.decision else "normal").inc()
+        latency.observe(time.perf_counter() - t0)
+        return d.as_dict() | {"id": row, "sha256": d.sha256}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"models": [m | {"expected_rate": 1 - models.models[m["machine"]].threshold_quantile}
+                           for m in models.describe()], "version": __version__}  # fmt: skip
+
+    @app.get("/v1/decisions")
+    async def recent(limit: int = 500, machine: str | None = None):
+        limit = max(1, min(int(limit), 5000))
+        return {"decisions": await run_in_threadpool(record.recent, limit=limit, machine=machine)}
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "models": sorted(models.models), "version": __version__}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return dashboard
+
+    return app
+
+
+def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          db: str | Path | None = None, keep_audio: str | Path | None = None, max_bytes: int = MAX_BYTES,
+          threads: int = 1) -> None:  # fmt: skip
+    """Load the models and serve until stopped. Binding anything but loopback needs a token."""
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        raise MimiiDueError(f"binding {host} exposes the service: set a bearer token (--token or MIMII_DUE_TOKEN)")
+    models = ModelSet(run)
+    record = Record(db or Path(run) / "decisions.sqlite")
+    app = create_app(models, record, token=token, keep_audio=keep_audio, max_bytes=max_bytes, threads=threads)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

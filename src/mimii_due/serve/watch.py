@@ -1,0 +1,128 @@
+"""Score every WAV that lands in a folder, and what is there at start, recording each decision.
+
+File events come from watchdog; a file is scored once its size and modification time have not
+changed for ``settle`` seconds (a recorder still writing it is left alone). A file already in the
+record with the same path and content is not scored again, so a restarted watcher picks up where
+it stopped without doubles. An unreadable clip is reported once and left unrecorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mimii_due.errors import MimiiDueError
+from mimii_due.scoring import Decision, ModelSet
+from mimii_due.serve.record import Record
+
+log = logging.getLogger(__name__)
+
+
+def _is_wav(path: Path) -> bool:
+    return path.suffix.lower() == ".wav" and not path.name.startswith(".")
+
+
+class Watcher:
+    def __init__(self, models: ModelSet, record: Record, folder: str | Path, *, settle: float = 1.0,
+                 machine: str | None = None, section: int | None = None,
+                 on_decision: Callable[[Decision], None] | None = None,
+                 on_error: Callable[[str, str], None] | None = None):  # fmt: skip
+        self.models, self.record, self.folder = models, record, Path(folder)
+        if not self.folder.is_dir():
+            raise MimiiDueError("not a folder to watch", self.folder)
+        self.settle, self.machine, self.section = settle, machine, section
+        self.on_decision, self.on_error = on_decision, on_error
+        self.pending: queue.Queue[Path] = queue.Queue()
+        self.failed: dict[str, tuple[int, int]] = {}  # path -> (size, mtime) already reported as bad
+        self.scored = 0
+
+    def _enqueue_existing(self) -> None:
+        for p in sorted(self.folder.rglob("*")):
+            if p.is_file() and _is_wav(p):
+                self.pending.put(p)
+
+    def _settled(self, p: Path) -> bool:
+        try:
+            st = p.stat()
+        except OSError:
+            return False
+        time.sleep(0)  # let writers run
+        if time.time() - st.st_mtime < self.settle:
+            return False
+        try:
+            again = p.stat()
+        except OSError:
+            return False
+        return (again.st_size, again.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+    def process(self, p: Path) -> bool:
+        """Score ``p`` if it is complete and new; False when it must be looked at again later."""
+        if not p.exists():
+            return True
+        if not self._settled(p):
+            return False
+        try:
+            data = p.read_bytes()
+            st = p.stat()
+        except OSError:
+            return False
+        path = str(p.resolve())
+        sha = hashlib.sha256(data).hexdigest()
+        if self.record.seen("watcher", path, sha):
+            return True
+        try:
+            d = self.models.score_bytes(data, filename=p.name, machine=self.machine, section=self.section)
+        except MimiiDueError as e:
+            if self.failed.get(path) != (st.st_size, st.st_mtime_ns):
+                self.failed[path] = (st.st_size, st.st_mtime_ns)
+                log.warning("not scored: %s", e)
+                if self.on_error:
+                    self.on_error(path, str(e))
+            return True
+        self.record.add(d, source="watcher", path=path)
+        self.scored += 1
+        if self.on_decision:
+            self.on_decision(d)
+        return True
+
+    def run(self, *, stop: threading.Event | None = None, max_seconds: float | None = None) -> int:
+        """Watch until ``stop`` is set or ``max_seconds`` pass; returns the clips scored."""
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        outer = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if event.is_directory:
+                    return
+                target = Path(getattr(event, "dest_path", "") or event.src_path)
+                if _is_wav(target):
+                    outer.pending.put(target)
+
+        observer = Observer()
+        observer.schedule(Handler(), str(self.folder), recursive=True)
+        observer.start()
+        self._enqueue_existing()  # after the observer starts: nothing written in between is missed
+        stop = stop or threading.Event()
+        t_end = time.time() + max_seconds if max_seconds is not None else None
+        later: dict[Path, None] = {}
+        try:
+            while not stop.is_set() and (t_end is None or time.time() < t_end):
+                try:
+                    p = self.pending.get(timeout=0.2)
+                    later[p] = None
+                except queue.Empty:
+                    pass
+                for q in list(later):
+                    if self.process(q):
+                        later.pop(q, None)
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+        return self.scored

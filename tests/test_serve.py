@@ -1,0 +1,288 @@
+"""Production monitoring: `score`, the service (in-process and as a real process), the record,
+the dashboard in headless Chromium, and the folder watcher."""
+
+import io
+import json
+import re
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from mimii_due.cli import app as cli
+from mimii_due.data.index import index
+from mimii_due.scoring import ModelSet
+from mimii_due.serve.app import create_app
+from mimii_due.serve.record import Record
+from mimii_due.serve.watch import Watcher
+
+runner = CliRunner()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("serve") / "run"
+    r = runner.invoke(cli, ["train", str(tiny_dataset), "--out", str(out), "--detector", "gaussian"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tiny_dataset):
+    t = index(tiny_dataset)
+    return t[(t.machine == "valve") & (t.split == "test") & (t.section == 0)]
+
+
+def wav_bytes(y, sr=16000, subtype="PCM_16") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def service(run, tmp_path):
+    record = Record(tmp_path / "d.sqlite")
+    client = TestClient(create_app(ModelSet(run), record, keep_audio=tmp_path / "kept", max_bytes=1_000_000))
+    return client, record
+
+
+def test_score_command_scores_any_names_and_reports_bad_clips(run, clips, tmp_path):
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i, p in enumerate(clips.path[:3]):
+        shutil.copy(p, folder / f"recording_{i}.wav")  # names that carry nothing
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    r = runner.invoke(cli, ["score", str(run), str(folder), "--machine", "valve", "--section", "0",
+                            "--out", str(tmp_path / "s.json"), "--format", "json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "recording_0.wav" in r.output and "broken.wav" in r.output and "not scored" in r.output
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert len(rows) == 3 and {x["machine"] for x in rows} == {"valve"}
+    assert all((x["score"] > x["threshold"]) == (x["decision"] == "anomaly") for x in rows)
+    # a model folder alone, challenge names: machine and section come from the model and the name
+    r = runner.invoke(cli, ["score", str(run / "models" / "valve"), *clips.path[:2]])
+    assert r.exit_code == 0, r.output and "2 clip(s) scored" in r.output
+
+
+def test_service_scores_records_and_answers_json(service, clips):
+    client, record = service
+    data = open(clips.path.iloc[0], "rb").read()
+    r = client.post("/v1/score?machine=valve&section=00", content=data, headers={"content-type": "audio/wav"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["machine"] == "valve" and body["section"] == 0 and body["model"] == "gaussian:valve"
+    assert body["anomalous"] == (body["score"] > body["threshold"]) and body["version"]
+    assert record.count() == 1 and record.recent()[0]["sha256"] == body["sha256"]
+    # the same clip as a multipart upload; machine and section from its challenge name
+    r = client.post("/v1/score", files={"file": (clips.filename.iloc[0], data, "audio/wav")},
+                    params={"filename": clips.filename.iloc[0], "machine": "valve"})  # fmt: skip
+    assert r.status_code == 200 and r.json()["score"] == pytest.approx(body["score"])
+    assert record.count() == 2
+    models = client.get("/v1/models").json()["models"]
+    assert {m["machine"] for m in models} == {"fan", "valve"} and models[0]["expected_rate"] == pytest.approx(0.1)
+    assert client.get("/healthz").json()["status"] == "ok"
+    metrics = client.get("/metrics").text
+    assert 'mimii_due_requests_total{endpoint="/v1/score",status="200"} 2.0' in metrics
+    assert "mimii_due_score_seconds_bucket" in metrics
+    assert re.search(r'mimii_due_decisions_total\{decision="(normal|anomaly)",machine="valve",section="00"\} 2.0', metrics)
+    assert client.get("/v1/decisions").json()["decisions"][-1]["source"] == "upload"
+
+
+def _float_wav_with_nan() -> bytes:
+    y = np.zeros(16000, np.float32)
+    y[100] = np.nan
+    return wav_bytes(y, subtype="FLOAT")
+
+
+@pytest.mark.parametrize(
+    "body, params, status, words",
+    [
+        (b"hello, not a wav", {"machine": "valve"}, 422, "not a WAV"),
+        (b"", {"machine": "valve"}, 400, "empty body"),
+        ("truncated", {"machine": "valve"}, 422, "truncated"),
+        ("rate", {"machine": "valve"}, 422, "sample rate is 8000 Hz"),
+        ("nan", {"machine": "valve"}, 422, "NaN"),
+        ("short", {"machine": "valve", "section": "0"}, 422, "too short"),
+        ("ok", {"machine": "pump"}, 404, "unknown machine type"),
+        ("ok", {"machine": "valve", "section": "x"}, 400, "section must be a number"),
+        ("ok", {"machine": "valve", "section": "7"}, 404, "section 07"),
+        ("ok", {}, 400, "say which machine type"),
+        ("big", {"machine": "valve"}, 413, "larger than"),
+        ("ok", {"machine": "valve", "section": "0", "filename": "../../etc/passwd"}, 200, ""),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_a_4xx_that_says_why_and_the_service_keeps_serving(service, clips, body, params, status,
+                                                                              words):  # fmt: skip
+    client, record = service
+    good = open(clips.path.iloc[0], "rb").read()
+    body = {"truncated": good[: len(good) // 2], "rate": wav_bytes(np.zeros(8000, np.float32), sr=8000),
+            "nan": _float_wav_with_nan(), "short": wav_bytes(np.zeros(100, np.float32)), "ok": good,
+            "big": good * 4}.get(body, body)  # fmt: skip
+    r = client.post("/v1/score", content=body, params=params)
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert words in r.json()["error"]
+        assert record.count() == 0  # nothing recorded for a refused request
+    else:
+        assert r.json()["filename"] == "passwd"  # the name is a label, never a path
+    assert client.post("/v1/score?machine=valve&section=0", content=good).status_code == 200  # still serving
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=3000), cut=st.integers(0, 60), flip=st.integers(0, 255))
+def test_random_bytes_and_mutated_headers_never_give_a_5xx(service, clips, data, cut, flip):
+    client, _ = service
+    header = bytearray(wav_bytes(np.zeros(20000, np.float32))[:44])
+    header[cut % 44] = flip  # one mutated header byte, then random samples
+    for body in (data, bytes(header) + data):
+        r = client.post("/v1/score?machine=valve&section=0", content=body)
+        assert r.status_code < 500, r.text
+
+
+def test_a_token_is_required_when_set(run, tmp_path):
+    client = TestClient(create_app(ModelSet(run), Record(tmp_path / "d.sqlite"), token="s3cret"))
+    assert client.get("/v1/models").status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/healthz").status_code == 200
+    r = runner.invoke(cli, ["serve", str(run), "--host", "0.0.0.0"])
+    assert r.exit_code == 1 and "token" in r.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(run, db, port):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "mimii_due.cli", "serve", str(run), "--port", str(port),
+                             "--db", str(db)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def _wait_up(url: str, proc, seconds: float = 60) -> None:
+    t_end = time.time() + seconds
+    while time.time() < t_end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise AssertionError("server did not come up")
+
+
+def _post(url: str, data: bytes, query: str = "machine=valve&section=0") -> dict:
+    req = urllib.request.Request(f"{url}/v1/score?{query}", data=data, headers={"content-type": "audio/wav"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _dump_dom(url: str, profile) -> str:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--dump-dom", url]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout
+
+
+def test_real_process_serves_survives_sigkill_and_shows_clips_on_the_dashboard(run, clips, tmp_path):
+    port, db = _free_port(), tmp_path / "d.sqlite"
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(run, db, port)
+    try:
+        _wait_up(url, proc)
+        if CHROMIUM:
+            before = _dump_dom(url + "/", tmp_path / "p1")
+            assert 'data-decisions="0"' in before
+        answers = [_post(url, open(p, "rb").read()) for p in clips.path[:4]]
+        assert all(a["machine"] == "valve" for a in answers)
+        if CHROMIUM:  # the dashboard draws the new decisions (scores against the threshold, drift, alarms)
+            page = _dump_dom(url + "/", tmp_path / "p2")
+            assert 'data-decisions="4"' in page and "valve section 00: scores" in page and "<circle" in page
+        stop = threading.Event()
+        sent = []
+
+        def load():  # clients keep posting while the server is killed
+            while not stop.is_set():
+                try:
+                    sent.append(_post(url, open(clips.path.iloc[5], "rb").read()))
+                except (urllib.error.URLError, OSError, ValueError):
+                    return
+
+        threads = [threading.Thread(target=load) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    ids = {r[0] for r in con.execute("SELECT id FROM decisions")}
+    assert {a["id"] for a in answers + sent} <= ids  # every answered decision was recorded first
+    con.close()
+    proc = _start(run, db, port)
+    try:
+        _wait_up(url, proc)
+        assert _post(url, open(clips.path.iloc[0], "rb").read())["id"] == max(ids) + 1
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_watcher_scores_existing_and_new_clips_once_each(run, clips, tmp_path):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    shutil.copy(clips.path.iloc[0], folder / "a.wav")
+    record = Record(tmp_path / "d.sqlite")
+    stop = threading.Event()
+    w = Watcher(ModelSet(run), record, folder, settle=0.5, machine="valve", section=0)
+    t = threading.Thread(target=w.run, kwargs={"stop": stop, "max_seconds": 60})
+    t.start()
+    try:
+        data = open(clips.path.iloc[1], "rb").read()
+        with open(folder / "b.wav", "wb") as f:  # written in two goes: scored only when complete
+            f.write(data[: len(data) // 2])
+            f.flush()
+            time.sleep(0.2)
+            f.write(data[len(data) // 2 :])
+        (folder / "c.wav").write_bytes(b"not audio")
+        t_end = time.time() + 30
+        while record.count() < 2 and time.time() < t_end:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    rows = record.recent()
+    assert sorted(r["filename"] for r in rows) == ["a.wav", "b.wav"] and {r["source"] for r in rows} == {"watcher"}
+    import hashlib
+
+    assert [r["sha256"] for r in rows if r["filename"] == "b.wav"] == [hashlib.sha256(data).hexdigest()]
+    # a restarted watcher does not score a clip twice
+    again = Watcher(ModelSet(run), record, folder, settle=0.5, machine="valve", section=0)
+    assert again.run(max_seconds=2) == 0 and record.count() == 2
