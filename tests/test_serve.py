@@ -3,8 +3,8 @@ the dashboard in headless Chromium, and the folder watcher."""
 
 import io
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import socket
@@ -100,7 +100,8 @@ def test_service_scores_records_and_answers_json(service, clips):
     metrics = client.get("/metrics").text
     assert 'mimii_due_requests_total{endpoint="/v1/score",status="200"} 2.0' in metrics
     assert "mimii_due_score_seconds_bucket" in metrics
-    assert re.search(r'mimii_due_decisions_total\{decision="(normal|anomaly)",machine="valve",section="00"\} 2.0', metrics)
+    pattern = r'mimii_due_decisions_total\{decision="(normal|anomaly)",machine="valve",section="00"\} 2.0'
+    assert re.search(pattern, metrics)
     assert client.get("/v1/decisions").json()["decisions"][-1]["source"] == "upload"
 
 

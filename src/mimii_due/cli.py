@@ -28,12 +28,25 @@ class _Group(TyperGroup):
         except MimiiDueError as e:
             if _DEBUG:
                 raise
-            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
-            ctx.exit(1)
+            _fail(ctx, str(e))
+        except OSError as e:  # disk full, permissions, a loop of links: the path and the reason, no traceback
+            if _DEBUG:
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            _fail(ctx, f"{where}{e.strerror or e}")
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0], cls=_Group)
-plot_app = typer.Typer(no_args_is_help=True, help="Draw the paper's figures.")
+def _fail(ctx, message: str) -> None:
+    # soft_wrap: one line, never broken inside a file name when stderr is not a terminal
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    ctx.exit(1)
+
+
+# rich_markup_mode=None: help texts are plain (brackets such as "[c-d, c+d]" stay as written)
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0], cls=_Group, rich_markup_mode=None
+)
+plot_app = typer.Typer(no_args_is_help=True, help="Draw the paper's figures.", rich_markup_mode=None)
 app.add_typer(plot_app, name="plot")
 console = Console(stderr=True)
 stdout = Console(width=None if sys.stdout.isatty() else 200)  # no wrapped tables in logs
@@ -48,6 +61,10 @@ def _main(
     global _DEBUG
     _DEBUG = debug
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.captureWarnings(True)  # a MultichannelWarning becomes one log line, not a source listing
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *a, **k: f"{category.__name__}: {message}"
 
 
 def progress_bar(transient: bool = False, download: bool = False) -> Progress:
@@ -60,6 +77,19 @@ def progress_bar(transient: bool = False, download: bool = False) -> Progress:
 YEAR = typer.Option(
     None, "--year", help="DCASE year of the data, 2020-2025 (default: recognised from layout and names)."
 )
+
+
+ENGINE = typer.Option("local", "--engine", help="local, or ray: a Ray cluster (pip install 'mimii-due[ray]').")
+ADDRESS = typer.Option(None, "--address", help="An existing Ray cluster (e.g. ray://head:10001 or auto).")
+TASK_CPUS = typer.Option(1.0, "--task-cpus", help="CPUs each Ray task asks for.")
+
+
+def _engine(name: str, address: str | None, task_cpus: float):
+    from mimii_due.engines import get_engine
+
+    if address and name != "ray":
+        raise MimiiDueError("--address is for --engine ray")
+    return get_engine(name, address=address, task_cpus=task_cpus)
 
 
 def _machines(value: str | None) -> list[str] | None:
@@ -175,6 +205,9 @@ def synth(
     snr_offset: float = typer.Option(0.0, help="Shift every SNR of Table 1 by this many dB (0 = the paper)."),
     workers: int = typer.Option(1, help="Worker processes."),
     layout: str = typer.Option("dcase2021", help="dcase2021 (MIMII DUE) or dcase2023 (2022-2025: one section, test/)."),
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
 ) -> None:
     """Generate a synthetic MIMII-DUE-like dataset in the real layout, with its ground truth."""
     from mimii_due.data.table1 import MACHINES, SECTIONS
@@ -187,7 +220,7 @@ def synth(
         raise MimiiDueError(f"--sections takes section numbers like 0,1,2, not {sections!r}") from e
     if layout == "dcase2023" and not sections:
         ss = [0]
-    with progress_bar() as bar:
+    with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         task = bar.add_task("synth", total=None, info="")
         generate(
             out,
@@ -200,6 +233,7 @@ def synth(
             workers=workers,
             layout=layout,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            engine=eng,
         )
     stdout.print(f"dataset written to {out}")
 
@@ -298,11 +332,14 @@ def train(
     cache: Path = typer.Option(None, help="Feature cache folder (default: RUN/features)."),
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
 ) -> None:
     """Train one detector per machine type."""
     from mimii_due import pipeline
 
-    with progress_bar() as bar:
+    with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         meta = pipeline.train(
             out,
             data,
@@ -314,6 +351,7 @@ def train(
             cache=cache,
             year=year,
             progress=_PipelineProgress(bar),
+            engine=eng,
         )
     stdout.print(f"trained {detector} for {', '.join(meta['machines'])} in {out}")
 
@@ -324,12 +362,16 @@ def test(
     data: Path = typer.Argument(..., help="Dataset folder (test clips are read from *_test/ and test/)."),
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
 ) -> None:
     """Score the test clips and write the official anomaly-score and decision CSV files."""
     from mimii_due import pipeline
 
-    with progress_bar() as bar:
-        scores = pipeline.test(run, data, on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar))
+    with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
+        scores = pipeline.test(run, data, on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar),
+                               engine=eng)  # fmt: skip
     _report_skipped(scores)
     stdout.print(f"scored {len(scores)} clips; files in {run / 'results'}")
 
@@ -370,12 +412,15 @@ def report(
 def plot_spectrograms(
     data: Path = typer.Argument(..., help="Dataset folder."),
     out: Path = typer.Option(Path("spectrograms.png"), "--out", help="PNG file to write."),
+    skip_bad: bool = SKIP_BAD,
 ) -> None:
     """The paper's Figure 1: a power spectrogram of one normal clip per machine type."""
     from mimii_due.data.index import index
     from mimii_due.report.figures import spectrograms
 
-    stdout.print(f"wrote {spectrograms(index(data), out)}")
+    table = index(data, on_error=_on_error(skip_bad))
+    _report_skipped(table)
+    stdout.print(f"wrote {spectrograms(table, out)}")
 
 
 @plot_app.command("tsne")
@@ -384,6 +429,7 @@ def plot_tsne(
     data: Path = typer.Argument(..., help="Dataset folder."),
     out: Path = typer.Option(Path("tsne.png"), "--out", help="PNG file to write."),
     seed: int = typer.Option(0, help="t-SNE seed."),
+    skip_bad: bool = SKIP_BAD,
 ) -> None:
     """The paper's Figure 2: t-SNE of the test clips' clip-mean log-mel, by domain and label."""
     from mimii_due.data.index import index
@@ -392,9 +438,10 @@ def plot_tsne(
     from mimii_due.runs import Run
 
     keeper = Run(run)
-    t = index(data)
+    t = index(data, on_error=_on_error(skip_bad))
     t = t[(t.split == "test") & t.machine.isin(keeper.meta()["machines"])]
-    feats, t = extract(t, cache=keeper.cache)
+    feats, t = extract(t, cache=keeper.cache, on_error=_on_error(skip_bad))
+    _report_skipped(t)
     stdout.print(f"wrote {tsne(t, feats.means(), out, seed=seed)}")
 
 
@@ -410,16 +457,19 @@ def run(
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth of unlabelled test clips."),
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
 ) -> None:
     """The whole pipeline: (generate) -> train -> test -> evaluate -> Table-4-style result."""
     from mimii_due import pipeline
     from mimii_due.report.tables import results_table
 
-    with progress_bar() as bar:
+    with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         done = pipeline.run(
             out, data, detectors=_machines(detectors) or ["ae"], machines=_machines(machines),
             params=_params(epochs, batch_size, None, []), scale=scale, ground_truth=ground_truth,
-            on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar),
+            on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar), engine=eng,
         )  # fmt: skip
     stdout.print(results_table(done["results"]))
     stdout.print(f"report: {done['report']}")
@@ -438,6 +488,9 @@ def score(
     domain: str = typer.Option(None, help="source or target, where known."),
     out: Path = typer.Option(None, "--out", help="Write the table to this file."),
     fmt: str = typer.Option("csv", "--format", help="csv or json (for --out)."),
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
 ) -> None:
     """Score new recordings: a table of file, score, threshold and decision."""
     import json
@@ -448,13 +501,14 @@ def score(
     if fmt not in ("csv", "json"):
         raise MimiiDueError(f"--format must be csv or json, not {fmt!r}")
     models = ModelSet(model)
-    with progress_bar(transient=True) as bar:
+    with _engine(engine, address, task_cpus) as eng, progress_bar(transient=True) as bar:
         task = bar.add_task("score", total=None, info="")
 
         def tick(done: int, total: int, info: str) -> None:
             bar.update(task, completed=done, total=total, info=info)
 
-        decisions, failed = score_files(models, paths, machine=machine, section=section, domain=domain, progress=tick)
+        decisions, failed = score_files(models, paths, machine=machine, section=section, domain=domain, progress=tick,
+                                        engine=eng)  # fmt: skip
     t = Table(title=f"{len(decisions)} clip(s) scored with {model}")
     for col in ("file", "machine", "section", "score", "threshold", "decision"):
         t.add_column(col)

@@ -12,17 +12,19 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mimii_due import __version__
 from mimii_due.config import MAX_FPR, FeatureConfig
 from mimii_due.data.index import index
 from mimii_due.detectors import make
+from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, MimiiDueError, ModelError
 from mimii_due.evaluation.files import read_ground_truth
 from mimii_due.evaluation.metrics import PROTOCOLS, protocol_of, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
-from mimii_due.features.extract import Features, extract
+from mimii_due.features.extract import Features, extract, is_cached, store
 from mimii_due.progress import StageProgress, for_stage
 from mimii_due.runs import Run
 
@@ -44,6 +46,41 @@ def _machines(table: pd.DataFrame, machines: list[str] | None, where: Path) -> l
     return list(machines)
 
 
+def _extract_shard(job: tuple) -> tuple[Features, pd.DataFrame, list]:
+    table, cfg, on_error = job
+    feats, kept = extract(table, cfg=cfg, on_error=on_error)
+    return feats, kept, list(kept.attrs.get("skipped", []))
+
+
+def _extract_on(engine: Engine, clips: pd.DataFrame, cfg: FeatureConfig, cache, on_error: str, progress):
+    """:func:`extract` with the uncached clips in shards on ``engine``; the driver keeps the cache."""
+    clips = clips.reset_index(drop=True)
+    todo = np.array([not (cache and is_cached(p, cfg, cache)) for p in clips["path"]], bool)
+    n_shards = max(1, min(int(todo.sum()), 4 * engine.workers))
+    shards = [part for part in np.array_split(np.flatnonzero(todo), n_shards) if len(part)]
+    results = engine.map(_extract_shard, [(clips.iloc[s], cfg, on_error) for s in shards],
+                         progress=(lambda d, t: progress(d, t, "")) if progress else None)  # fmt: skip
+    parts, tables, skipped = [], [], []
+    if (~todo).any():  # read from the cache here
+        feats, kept = extract(clips[~todo], cfg=cfg, cache=cache, on_error=on_error)
+        parts.append(feats)
+        tables.append(kept)
+        skipped += kept.attrs.get("skipped", [])
+    for feats, kept, bad in results:
+        if cache:
+            store(kept, feats, cfg=cfg, cache=cache)
+        parts.append(feats)
+        tables.append(kept)
+        skipped += bad
+    feats = Features.concat(parts)
+    table = pd.concat(tables, ignore_index=True)
+    row_of = {p: i for i, p in enumerate(clips["path"])}
+    order = np.argsort([row_of[p] for p in table["path"]], kind="stable")  # the clips' own order, as locally
+    table = table.iloc[order].reset_index(drop=True)
+    table.attrs["skipped"] = skipped
+    return feats.select(order), table
+
+
 def features(
     clips: pd.DataFrame,
     *,
@@ -52,11 +89,16 @@ def features(
     cache: str | Path | None = None,
     on_error: str = "raise",
     progress=None,
+    engine: Engine | None = None,
 ) -> tuple[Features, pd.DataFrame]:
-    """Features of ``clips`` (the one place the pipeline reads audio). Clips shorter than
-    ``min_frames`` are bad input like an unreadable clip: an error naming them, or (``skip``)
-    reported in ``attrs["skipped"]`` and left out."""
-    feats, kept = extract(clips, cfg=cfg, cache=cache, on_error=on_error, progress=progress)
+    """Features of ``clips`` (the one place the pipeline reads audio), on this machine or, with a
+    cluster ``engine``, in shards of the clip table. Clips shorter than ``min_frames`` are bad input
+    like an unreadable clip: an error naming them, or (``skip``) reported in ``attrs["skipped"]``
+    and left out."""
+    if engine is None or engine.name == "local":
+        feats, kept = extract(clips, cfg=cfg, cache=cache, on_error=on_error, progress=progress)
+    else:
+        feats, kept = _extract_on(engine, clips, cfg, cache, on_error, progress)
     short = feats.lengths < min_frames
     if short.any():
         msgs = [(p, f"{p}: too short ({n} frames; the model needs {min_frames})")
@@ -85,11 +127,13 @@ def train(
     cache: str | Path | None = None,
     year: int | None = None,
     progress: StageProgress | None = None,
+    engine: Engine | None = None,
 ) -> dict:
     """Train one detector per machine type on the training clips under ``data``.
 
     Without ``resume`` the run folder must not exist; with it, machines already trained are
-    skipped and an interrupted training continues from its last epoch.
+    skipped and an interrupted training continues from its last epoch. With a cluster ``engine``
+    the features are made in shards and the machine types train as parallel tasks.
     """
     params = dict(params or {})
     make(detector, **params)  # checks the name and every setting before any file is written
@@ -106,6 +150,8 @@ def train(
     meta = {"detector": detector, "params": params, "data": str(Path(data).resolve()), "machines": ms,
             "cache": str(cache), "year": int(table["year"].iloc[0])}  # fmt: skip
     keeper.start(meta, resume=resume)
+    engine = engine or LocalEngine()
+    jobs = []
     for machine in ms:
         if keeper.has_model(machine):
             log.info("%s: already trained", machine)
@@ -114,13 +160,31 @@ def train(
         feats, clips = features(
             train_table[train_table["machine"] == machine],
             cfg=det.features, min_frames=det.min_frames, cache=cache, on_error=on_error,
-            progress=for_stage(progress, "features", machine),
+            progress=for_stage(progress, "features", machine), engine=engine,
         )  # fmt: skip
         if clips.empty:
             raise ModelError(f"no readable training clips of {machine}", data)
-        det.fit(feats, clips, checkpoint=keeper.checkpoint_dir(machine), progress=for_stage(progress, "train", machine))
-        keeper.save_model(machine, det)
+        job = (machine, detector, params, feats, clips, str(keeper.checkpoint_dir(machine)))
+        if engine.name == "local":  # one machine type after the other, with epoch progress
+            keeper.save_model(machine, _fit_job(job, for_stage(progress, "train", machine)))
+        else:
+            jobs.append(job)
+    if jobs:  # one training task per machine type on the cluster; the driver saves the models
+        done = engine.map(_fit_job, jobs, progress=for_stage(progress, "train", "all machine types"))
+        for job, det in zip(jobs, done, strict=True):
+            keeper.save_model(job[0], det)
     return keeper.meta()
+
+
+def _fit_job(job: tuple, progress=None):
+    """Train one machine type's detector (here or in a cluster task): the same code either way."""
+    machine, detector, params, feats, clips, checkpoint = job
+    return make(detector, **params).fit(feats.writable(), clips, checkpoint=checkpoint, progress=progress)
+
+
+def _score_job(job: tuple) -> np.ndarray:
+    det, feats, clips = job
+    return det.score(feats.writable(), clips)
 
 
 def test(
@@ -130,9 +194,11 @@ def test(
     on_error: str = "raise",
     year: int | None = None,
     progress: StageProgress | None = None,
+    engine: Engine | None = None,
 ) -> pd.DataFrame:
     """Score every test clip of the run's machine types; publish ``results/`` (scores.csv and the
-    year's official score and decision CSVs). Unlabelled (evaluation) clips are scored too."""
+    year's official score and decision CSVs). Unlabelled (evaluation) clips are scored too; with a
+    cluster ``engine``, features are made in shards and each machine type is scored as a task."""
     _check_on_error(on_error)
     keeper = Run(run)
     meta = keeper.meta()
@@ -140,16 +206,18 @@ def test(
     test_table = table[(table["split"] == "test") & table["machine"].isin(meta["machines"])]
     if test_table.empty:
         raise ModelError(f"no test clips of {', '.join(meta['machines'])}", data)
-    parts, skipped = [], list(table.attrs.get("skipped", []))
+    engine = engine or LocalEngine()
+    jobs, skipped = [], list(table.attrs.get("skipped", []))
     for machine, clips in test_table.groupby("machine", sort=True):
         det = keeper.load_model(machine)
         feats, clips = features(clips, cfg=det.features, min_frames=det.min_frames, cache=keeper.cache,
-                                on_error=on_error, progress=for_stage(progress, "features", machine))  # fmt: skip
+                                on_error=on_error, progress=for_stage(progress, "features", machine),
+                                engine=engine)  # fmt: skip
         skipped += clips.attrs.get("skipped", [])
-        scores = det.score(feats, clips)
-        parts.append(clips.assign(score=scores, decision=scores > det.threshold_, threshold=det.threshold_))
-        if progress:
-            progress("score", machine, 1, 1, "")
+        jobs.append((det, feats, clips))
+    results = engine.map(_score_job, jobs, progress=for_stage(progress, "score", "all machine types"))
+    parts = [clips.assign(score=s, decision=s > det.threshold_, threshold=det.threshold_)
+             for (det, _, clips), s in zip(jobs, results, strict=True)]  # fmt: skip
     scores = pd.concat(parts, ignore_index=True)
     keeper.publish_scores(scores, data=data, protocol=protocol_of(int(table["year"].iloc[0])))
     scores.attrs["skipped"] = skipped
@@ -167,6 +235,7 @@ def evaluate(
     from the file names or from ``ground_truth``. Writes ``results/result.csv`` and ``result.json``.
     Sections whose clips carry no label and have no ground truth are left out (with a log message)."""
     keeper = Run(run)
+    keeper.meta()  # "not a run folder" before "run test first"
     scores = keeper.read_scores()
     protocol = protocol or keeper.stamp()["protocol"]
     if protocol not in PROTOCOLS:
@@ -206,9 +275,11 @@ def run(
     on_error: str = "raise",
     year: int | None = None,
     progress: StageProgress | None = None,
+    engine: Engine | None = None,
 ) -> dict:
     """The whole pipeline: (generate) -> train -> test -> evaluate -> report, one run folder per
-    detector under ``out``. Returns ``{"results": {detector: results}, "report": path, "seconds": s}``."""
+    detector under ``out``, on this machine or a cluster ``engine``. Returns ``{"results":
+    {detector: results}, "report": path, "seconds": s}``."""
     from mimii_due.data.table1 import MACHINES
     from mimii_due.report.html import build_report
     from mimii_due.synth.generate import generate
@@ -222,15 +293,15 @@ def run(
         data = out / "data"
         generate(data, machines=machines or list(MACHINES), sections=DEFAULT_RUN["sections"], scale=scale,
                  seed=DEFAULT_RUN["seed"], min_test=DEFAULT_RUN["min_test"], workers=2,
-                 progress=for_stage(progress, "generate", "data"))  # fmt: skip
+                 progress=for_stage(progress, "generate", "data"), engine=engine)  # fmt: skip
     data = Path(data)
     gt = ground_truth or (data / "ground_truth" if (data / "ground_truth").is_dir() else None)
     results = {}
     for det in detectors:
         run_dir = out / det
         train(run_dir, data, detector=det, machines=machines, params=params, resume=True, on_error=on_error,
-              cache=out / "features", year=year, progress=progress)  # fmt: skip
-        test(run_dir, data, on_error=on_error, year=year, progress=progress)
+              cache=out / "features", year=year, progress=progress, engine=engine)  # fmt: skip
+        test(run_dir, data, on_error=on_error, year=year, progress=progress, engine=engine)
         results[det], _ = evaluate(run_dir, ground_truth=gt)
     report = build_report([out / d for d in results], out / "report.html", data=data)
     return {"results": results, "report": report, "seconds": time.perf_counter() - t0, "version": __version__}

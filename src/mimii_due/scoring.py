@@ -68,6 +68,13 @@ class ModelSet:
             raise ModelError("no trained model here (expected a run folder or a model folder)", self.path)
         self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
 
+    def __getstate__(self) -> dict:  # to a cluster task: without the lock
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _add(self, machine: str, folder: Path) -> None:
         self.models[machine] = Detector.load(folder)
         self.versions[machine] = hashlib.sha256((folder / "state.pt").read_bytes()).hexdigest()[:16]
@@ -149,12 +156,31 @@ def wav_paths(paths: list[str | Path]) -> list[Path]:
 
 def score_files(
     models: ModelSet, paths: list[str | Path], *, machine: str | None = None, section: int | None = None,
-    domain: str | None = None, progress=None,
+    domain: str | None = None, progress=None, engine=None,
 ) -> tuple[list[Decision], list[tuple[str, str]]]:  # fmt: skip
     """Score WAV files (and the WAV files in folders). Returns the decisions and, for each clip
-    that could not be scored, ``(path, reason)``; one bad clip never stops the others."""
-    decisions, failed = [], []
+    that could not be scored, ``(path, reason)``; one bad clip never stops the others. With a
+    cluster ``engine`` the files are scored in shards as tasks (the files must be readable there)."""
     files = wav_paths(paths)
+    if not files:
+        raise MimiiDueError("no WAV files found in " + ", ".join(map(str, paths)))
+    where = {"machine": machine, "section": section, "domain": domain}
+    if engine is not None and engine.name != "local":
+        shards = [files[i : i + 32] for i in range(0, len(files), 32)]
+        parts = engine.map(_score_shard, [(models, shard, where) for shard in shards],
+                           progress=(lambda d, t: progress(d, t, "")) if progress else None)  # fmt: skip
+        return [d for p in parts for d in p[0]], [f for p in parts for f in p[1]]
+    return _score_paths(models, files, where, progress)
+
+
+def _score_shard(job: tuple) -> tuple[list[Decision], list[tuple[str, str]]]:
+    models, files, where = job
+    return _score_paths(models, files, where, None)
+
+
+def _score_paths(models: ModelSet, files: list[Path], where: dict, progress) -> tuple[list, list]:
+    decisions, failed = [], []
+    machine, section, domain = where["machine"], where["section"], where["domain"]
     for k, p in enumerate(files):
         try:
             data = p.read_bytes()
@@ -165,6 +191,4 @@ def score_files(
             failed.append((str(p), str(e).replace(f"{p.name}: ", f"{p}: ", 1)))
         if progress:
             progress(k + 1, len(files), p.name)
-    if not files:
-        raise MimiiDueError("no WAV files found in " + ", ".join(map(str, paths)))
     return decisions, failed

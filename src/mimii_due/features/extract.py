@@ -42,6 +42,23 @@ class Features:
     offsets: np.ndarray
     spectra: np.ndarray | None = None
 
+    def writable(self) -> Features:
+        """These features with arrays this process may write (a cluster's object store hands out
+        read-only ones, which torch warns about)."""
+        if self.data.flags.writeable and (self.spectra is None or self.spectra.flags.writeable):
+            return self
+        return Features(self.data.copy(), self.offsets.copy(), None if self.spectra is None else self.spectra.copy())
+
+    @staticmethod
+    def concat(parts: list[Features]) -> Features:
+        """The clips of several feature sets, one after the other."""
+        data = np.concatenate([p.data for p in parts]) if parts else np.zeros((0, 0), np.float32)
+        lengths = np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64)
+        spectra = None
+        if parts and parts[0].spectra is not None:
+            spectra = np.concatenate([p.spectra for p in parts])
+        return Features(data, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), spectra)
+
     def select(self, idx) -> Features:
         """The features of clips ``idx`` (in that order)."""
         idx = np.asarray(idx, dtype=np.int64)
@@ -91,6 +108,25 @@ def clip_spectrum(y: np.ndarray, bins: int) -> np.ndarray:
 
 def _save(path: Path, x: np.ndarray) -> None:
     atomic.write_with(path, lambda tmp: np.save(tmp, x))
+
+
+def is_cached(path: str | Path, cfg: FeatureConfig, cache: str | Path) -> bool:
+    """Whether ``cache`` holds the features of ``path`` under ``cfg`` (for the file as it is now)."""
+    try:
+        key = cache_key(path, cfg)
+    except OSError:
+        return False
+    return _cache_file(Path(cache), key).exists()
+
+
+def store(table: pd.DataFrame, features: Features, *, cfg: FeatureConfig, cache: str | Path) -> None:
+    """Write features computed elsewhere (a cluster task) into the cache, as :func:`extract` does."""
+    cache = Path(cache)
+    for i, path in enumerate(table["path"]):
+        key = cache_key(path, cfg)
+        if features.spectra is not None:
+            _save(_cache_file(cache, key, ".spectrum"), features.spectra[i])
+        _save(_cache_file(cache, key), features.clip(i))
 
 
 def features_of(waves: list[np.ndarray], *, cfg: FeatureConfig = FeatureConfig()) -> Features:

@@ -38,7 +38,7 @@ def results_table(runs: dict[str, pd.DataFrame], title: str = "AUC / pAUC (Table
     t.add_column("machine")
     t.add_column("section")
     for name, metric, domain in _cols(wide):
-        t.add_column(f"{name}\n{metric} {domain[:3]}", justify="right")
+        t.add_column(f"{name}\n{metric}\n{domain}", justify="right", no_wrap=True, min_width=len(domain))
     for (machine, section), row in wide.iterrows():
         t.add_row(MACHINE_TITLES.get(machine, machine), f"{section:02d}", *(f"{v:.3f}" for v in row.to_numpy()))
     t.add_section()

@@ -221,18 +221,16 @@ def _power(args) -> float:
     return float(np.mean(y**2))
 
 
-def _write(args) -> dict:
-    task, seed, a, gain, out, snr_offset = args
+def _render(args) -> tuple[dict, np.ndarray]:
+    """Step 2 for one clip: its mixture (float samples) and its metadata record; the caller writes it."""
+    task, seed, a, gain, snr_offset = args
     clean = clean_clip(task, seed)
     snr, factory, j = noise_choice(task, seed, snr_offset)
     y = gain * mix(clean, _noise(factory, j, seed), a=a, snr_db=snr)
-    path = Path(out) / task.relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    audio.write(path, np.clip(y, -1, 1 - 1 / 32768))
     rec = asdict(task)
     rec.update(path=task.relpath, snr_db=round(snr, 6), factory=factory, noise_clip=j, section_power=a,
                gain=gain, clipped=int(np.sum(np.abs(y) >= 1)))  # fmt: skip
-    return rec
+    return rec, np.clip(y, -1, 1 - 1 / 32768)
 
 
 def _section_gain(a: float, snr: float) -> float:
@@ -252,6 +250,7 @@ def generate(
     workers: int = 1,
     layout: str = "dcase2021",
     progress: Progress | None = None,
+    engine=None,
 ) -> Path:
     """Generate the dataset into ``out`` and return ``out``.
 
@@ -261,6 +260,8 @@ def generate(
     While it runs, ``synth_incomplete.json`` marks the folder, and the index refuses it (an
     interrupted generation is never taken for a smaller dataset); a finished generation leaves
     ``synth_done.json`` with its settings, and generating again with the same settings does nothing.
+    With a cluster ``engine`` the clips are rendered as tasks (same seeds, same bytes) and written
+    here; otherwise by ``workers`` local processes.
     """
     out = Path(out)
     settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale, "seed": seed,
@@ -282,8 +283,15 @@ def generate(
         groups.setdefault((t.machine, t.section), []).append(t)
     total, done = 2 * len(tasks), 0
     records = []
-    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
-    imap = pool.imap if pool else map
+    pool = mp.get_context("spawn").Pool(workers) if workers > 1 and engine is None else None
+    if engine is not None and engine.name != "local":
+
+        def imap(fn, items):  # noqa: E306 - in order, as a task per chunk of clips
+            chunks = [items[i : i + 16] for i in range(0, len(items), 16)]
+            for chunk in engine.map(functools.partial(_chunk, fn), chunks):
+                yield from chunk
+    else:
+        imap = pool.imap if pool else map
     try:
         for (machine, section), group in groups.items():
             powers = []
@@ -294,7 +302,8 @@ def generate(
                     progress(done, total)
             a = float(np.mean(powers))
             gain = _section_gain(a, TABLE1[(machine, section)].source.snr + snr_offset)
-            for rec in imap(_write, [(t, seed, a, gain, str(out), snr_offset) for t in group]):  # step 2
+            for rec, y in imap(_render, [(t, seed, a, gain, snr_offset) for t in group]):  # step 2
+                audio.write(out / rec["path"], y)
                 records.append(rec)
                 done += 1
                 if progress:
@@ -310,6 +319,10 @@ def generate(
 
 
 INCOMPLETE = "synth_incomplete.json"
+
+
+def _chunk(fn, items: list) -> list:
+    return [fn(x) for x in items]
 
 
 def _write_meta(out: Path, records: list[dict]) -> None:
