@@ -139,8 +139,6 @@ def train(
     make(detector, **params)  # checks the name and every setting before any file is written
     _check_on_error(on_error)
     keeper = Run(run)
-    if keeper.exists() and not resume:
-        raise ModelError("run folder exists; pass --resume to continue it, or choose another --out", run)
     table = index(data, on_error=on_error, year=year)
     train_table = table[table["split"] == "train"]
     if train_table.empty:

@@ -53,7 +53,8 @@ class Run:
         """Create the run folder with ``meta`` (or check it against the existing one on resume)."""
         if self.exists():
             old = self.meta()
-            if not resume:
+            same = (old.get("detector"), old.get("params")) == (meta["detector"], meta["params"])
+            if not resume and not (same and not any((self.path / "models").glob("*/detector.json"))):
                 raise ModelError("run folder exists; pass --resume to continue it, or choose another --out", self.path)
             if (old.get("detector"), old.get("params")) != (meta["detector"], meta["params"]):
                 raise ModelError("--resume with other settings than the run was started with", self.path)

@@ -22,7 +22,11 @@ domain. What it does:
   so that they are about a fifth of what the network sees.
 - **Scoring per section and domain.** Cosine distance to the nearest of ``means`` k-means centres
   of the source training embeddings and to the nearest target training embedding; the smaller
-  (a normal clip of either domain is near one of them).
+  (a normal clip of either domain is near one of them). Our addition: each domain's distance is
+  divided by its training clips' median distance (source: to their centres; target: to the other
+  target clips), so that both domains' normal clips get scores on one scale (the 2022-2025 metric
+  ranks source and target clips together). Measured on generated data, seed 0 (the tuning seeds
+  are 0-2): official score 0.561 without, 0.593 with.
 
 What we changed, for a 2-core CPU: smaller networks (a few hundred thousand weights, not
 millions), 128-frame log-mel excerpts in training (whole clips when scoring), the spectrum
@@ -225,7 +229,13 @@ class EmbeddingDetector(Detector):
         else:
             km = KMeans(self.config.means, n_init=3, random_state=self.config.seed).fit(source)
             centres = km.cluster_centers_ / np.linalg.norm(km.cluster_centers_, axis=1, keepdims=True)
-        return {"source": centres, "target": target}
+        # each domain's typical distance of a normal training clip: source to its centres, target
+        # to the other target clips (leave-one-out)
+        scale_s = float(np.median(self._nearest(source, centres))) if len(source) > len(centres) else 1.0
+        scale_t = 1.0
+        if len(target) >= 2:
+            scale_t = float(np.median(self._nearest(target, target, np.eye(len(target), dtype=bool))))
+        return {"source": centres, "target": target, "scale": np.array([scale_s or 1.0, scale_t or 1.0])}
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
@@ -256,7 +266,9 @@ class EmbeddingDetector(Detector):
         return d.min(axis=1)
 
     def _section_scores(self, emb: np.ndarray, bank: dict, exclude_target: np.ndarray | None = None) -> np.ndarray:
-        out = np.minimum(self._nearest(emb, bank["source"]), self._nearest(emb, bank["target"], exclude_target))
+        scale_s, scale_t = bank["scale"]
+        out = np.minimum(self._nearest(emb, bank["source"]) / scale_s,
+                         self._nearest(emb, bank["target"], exclude_target) / scale_t)  # fmt: skip
         if not np.isfinite(out).all():
             raise ModelError("embedding: a section has too few training clips to score against")
         return out
