@@ -1,0 +1,64 @@
+"""Training cost of every detector at full size: one machine type of the 2023 layout, 990 + 10
+training clips and 100 + 100 test clips (generated, 10 s), trained, scored and evaluated.
+
+Prints wall seconds and training clips/s per detector, and the ratio to the old embedding
+detector's 239 s measured on this machine (issue 15's reference; the new default may cost at most
+twice that). AE and MobileNetV2 run with a reduced number of epochs; their full-size time is
+extrapolated from the per-epoch time (said in the output).
+
+    python benchmarks/bench_train_cost.py [--detectors twfr_gmm,embedding,ensemble,gaussian,ae]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from mimii_due import pipeline
+from mimii_due.data.index import index
+from mimii_due.detectors import make
+from mimii_due.synth.generate import generate
+
+REFERENCE_S = 239.0  # the previous embedding detector: train + test + evaluate of such a machine type
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--detectors", default="twfr_gmm,embedding,ensemble,gaussian,ae")
+    ap.add_argument("--ae-epochs", type=int, default=5)
+    ap.add_argument("--out", default="/tmp/mimii_due_bench_cost")
+    a = ap.parse_args()
+    out = Path(a.out)
+    data = generate(out / "data", machines=["fan"], sections=[0], scale=1.0, seed=7, min_test=50, workers=2,
+                    layout="dcase2023")  # fmt: skip
+    t = index(data)
+    n_train = int((t.split == "train").sum())
+    print(f"{n_train} training clips, {int((t.split == 'test').sum())} test clips")
+    t0 = time.perf_counter()
+    pipeline.features(t, cache=out / "features", cfg=make("embedding").features)
+    print(f"features (log-mel + whole-clip spectrum, cached for all): {time.perf_counter() - t0:.0f} s")
+    for det in a.detectors.split(","):
+        params = {"epochs": a.ae_epochs} if det in ("ae", "mobilenetv2") else {}
+        run = out / det
+        shutil.rmtree(run, ignore_errors=True)
+        t1 = time.perf_counter()
+        pipeline.train(run, data, detector=det, params=params, cache=out / "features")
+        t_train = time.perf_counter() - t1
+        pipeline.test(run, data)
+        _, summary = pipeline.evaluate(run)
+        wall = time.perf_counter() - t1
+        note = ""
+        if params:
+            full = {"ae": 100, "mobilenetv2": 20}[det]
+            wall_full = wall + t_train * (full / a.ae_epochs - 1)
+            note = f" ({a.ae_epochs} epochs; {full} epochs extrapolated: {wall_full:.0f} s)"
+            wall = wall_full
+        score = summary["official_score"]
+        print(f"{det:10s} wall {wall:6.0f} s  train {n_train / t_train:7.1f} clips/s  ratio to the reference "
+              f"{wall / REFERENCE_S:.2f}  official score {score:.3f}{note}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
