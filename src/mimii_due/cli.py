@@ -449,11 +449,11 @@ def plot_tsne(
 def run(
     data: Path = typer.Argument(None, help="Dataset folder; without it a small synthetic dataset is generated."),
     out: Path = typer.Option(Path("mimii_due_run"), "--out", help="Folder for data, runs and report."),
-    detectors: str = typer.Option("ae,mobilenetv2", help="Comma-separated detectors to train and compare."),
+    detectors: str = typer.Option("ae,ensemble", help="Comma-separated detectors to train and compare."),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs (every detector)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
-    scale: float = typer.Option(0.005, help="Size of the generated dataset (no DATA)."),
+    scale: float = typer.Option(0.05, help="Size of the generated dataset (no DATA): 50 + 10 training clips."),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth of unlabelled test clips."),
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
@@ -472,8 +472,12 @@ def run(
             on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar), engine=eng,
         )  # fmt: skip
     stdout.print(results_table(done["results"]))
-    stdout.print(f"report: {done['report']}")
+    from mimii_due.evaluation.metrics import official_score
+
+    for name, res in done["results"].items():
+        stdout.print(f"{name}: official score {official_score(res):.3f} ({res['protocol'].iloc[0]})")
     stdout.print(f"runs in {out}; wall time {done['seconds']:.0f} s")
+    stdout.print(f"report: {done['report']} (open it in a browser)")
 
 
 # ---------------------------------------------------------------------------------- production
