@@ -20,7 +20,7 @@ FAST = {
     "ae": {"epochs": 10},
     "mobilenetv2": {"epochs": 2, "lr": 1e-3},
     "smahal": {"epochs": 10},
-    "embedding": {"epochs": 3},
+    "embedding": {"epochs": 8},
     "twfr_gmm": {},
     "ensemble": {"members": ("twfr_gmm", "gaussian")},
 }

@@ -76,7 +76,7 @@ def test_run_on_ray_prints_the_same_table_as_without(engine, tiny_dataset, tmp_p
         r = runner.invoke(app, ["run", str(tiny_dataset), "--out", str(tmp_path / f"o{len(extra)}"), "--detectors",
                                 "gaussian,twfr_gmm", "--machines", "valve", *extra])  # fmt: skip
         assert r.exit_code == 0, r.output
-        outputs.append(r.output.split("Table 4")[-1].split("report:")[0])
+        outputs.append(r.output.split("Table 4")[-1].split("runs in")[0])
     assert outputs[0] == outputs[1]
 
 
