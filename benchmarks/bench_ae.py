@@ -20,7 +20,7 @@ import torch
 
 from common import Timer, dataset
 from mimii_due.detectors import make
-from mimii_due.detectors.autoencoder import AutoEncoder, window_starts
+from mimii_due.detectors.autoencoder import AutoEncoder
 from mimii_due.features.extract import extract
 
 FULL_SIZE_CLIPS = 3009  # one machine type: 3 sections x (about 1000 source + 3 target) clips
@@ -75,7 +75,7 @@ def main() -> None:
     table = dataset(a.data)
     train = table[table.split == "train"].iloc[: a.clips]
     feats, train = extract(train, cache=f"{a.data}/.features")
-    starts = torch.from_numpy(window_starts(feats, 5))
+    starts = torch.from_numpy(feats.windows(5)[0])
     n_vec = len(starts)
     vectors = torch.from_numpy(feats.data)[starts[:, None] + torch.arange(5)].reshape(n_vec, -1)
     bare = bare_loop(vectors, a.epochs)

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
+from mimii_due.errors import MimiiDueError
 from mimii_due.evaluation.files import read_ground_truth, write_results, write_score_files
 from mimii_due.evaluation.metrics import auc, evaluate, hmean, pauc, prf, summarize
 from mimii_due.evaluation.threshold import gamma_threshold
@@ -88,7 +89,7 @@ def test_ground_truth_files_are_read_and_checked(tmp_path):
     gt = read_ground_truth(tmp_path)
     assert list(gt.label) == ["anomaly", "normal"] and set(gt.machine) == {"fan"}
     (tmp_path / "ground_truth_fan_section_04_source_test.csv").write_text("a.wav,maybe\n")
-    with pytest.raises(Exception, match="line 1"):
+    with pytest.raises(MimiiDueError, match="line 1"):
         read_ground_truth(tmp_path)
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from mimii_due.data.audio import write
 from mimii_due.data.index import COLUMNS, index
-from mimii_due.errors import FileNameError, LayoutError
+from mimii_due.errors import AudioError, FileNameError, LayoutError
 
 
 def test_index_reads_dev_and_eval_layout(tiny_dataset):
@@ -60,7 +60,7 @@ def test_clip_in_wrong_folder_and_truncated_header(tiny_dataset, tmp_path):
     shutil.rmtree(root / "target_test")
     (root / "source_test").mkdir()
     (root / "source_test" / src.name).write_bytes(src.read_bytes()[:5000])
-    with pytest.raises(Exception, match="truncated"):
+    with pytest.raises(AudioError, match="truncated"):
         index(root)
 
 

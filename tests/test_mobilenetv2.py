@@ -6,7 +6,7 @@ import torch
 
 from mimii_due.data.index import index
 from mimii_due.detectors import make
-from mimii_due.detectors.mobilenetv2 import EPS, MobileNetV2, make_divisible, negative_logit, patch_starts
+from mimii_due.detectors.mobilenetv2 import EPS, MobileNetV2, make_divisible, negative_logit
 from mimii_due.errors import ModelError
 from mimii_due.features.extract import extract
 
@@ -48,7 +48,7 @@ def test_score_formulas_on_hand_made_probabilities():
 
 def test_patches_every_8_frames():
     feats, _ = extract_stub()
-    starts, owner = patch_starts(feats, 64, 8)
+    starts, owner = feats.windows(64, 8)
     assert len(starts) == 2 * 32 and starts[1] - starts[0] == 8 and owner[-1] == 1
 
 

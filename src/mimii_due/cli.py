@@ -232,7 +232,7 @@ def synth(
             snr_offset=snr_offset,
             workers=workers,
             layout=layout,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=lambda done, total, info="": bar.update(task, completed=done, total=total),
             engine=eng,
         )
     stdout.print(f"dataset written to {out}")
@@ -261,7 +261,7 @@ def mix(
             spread=spread,
             rt60=rt60,
             seed=seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=lambda done, total, info="": bar.update(task, completed=done, total=total),
         )
     clipped = sum(r["clipped"] for r in recs)
     stdout.print(f"{len(recs)} clips mixed into {out}" + (f" ({clipped} clipped at full scale)" if clipped else ""))

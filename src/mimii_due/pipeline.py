@@ -58,8 +58,7 @@ def _extract_on(engine: Engine, clips: pd.DataFrame, cfg: FeatureConfig, cache, 
     todo = np.array([not (cache and is_cached(p, cfg, cache)) for p in clips["path"]], bool)
     n_shards = max(1, min(int(todo.sum()), 4 * engine.workers))
     shards = [part for part in np.array_split(np.flatnonzero(todo), n_shards) if len(part)]
-    results = engine.map(_extract_shard, [(clips.iloc[s], cfg, on_error) for s in shards],
-                         progress=(lambda d, t: progress(d, t, "")) if progress else None)  # fmt: skip
+    results = engine.map(_extract_shard, [(clips.iloc[s], cfg, on_error) for s in shards], progress=progress)
     parts, tables, skipped = [], [], []
     if (~todo).any():  # read from the cache here
         feats, kept = extract(clips[~todo], cfg=cfg, cache=cache, on_error=on_error)

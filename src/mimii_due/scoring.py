@@ -167,8 +167,7 @@ def score_files(
     where = {"machine": machine, "section": section, "domain": domain}
     if engine is not None and engine.name != "local":
         shards = [files[i : i + 32] for i in range(0, len(files), 32)]
-        parts = engine.map(_score_shard, [(models, shard, where) for shard in shards],
-                           progress=(lambda d, t: progress(d, t, "")) if progress else None)  # fmt: skip
+        parts = engine.map(_score_shard, [(models, shard, where) for shard in shards], progress=progress)
         return [d for p in parts for d in p[0]], [f for p in parts for f in p[1]]
     return _score_paths(models, files, where, progress)
 

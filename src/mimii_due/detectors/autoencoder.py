@@ -40,12 +40,6 @@ class AutoEncoder(nn.Module):
         return self.net(x)
 
 
-def window_starts(features: Features, frames: int) -> np.ndarray:
-    """Row index (in ``features.data``) of the first frame of every ``frames``-frame window."""
-    parts = [np.arange(a, b - frames + 1) for a, b in zip(features.offsets[:-1], features.offsets[1:], strict=True)]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-
-
 class AutoEncoderDetector(Detector):
     name = "ae"
     config_class = AEConfig
@@ -61,7 +55,7 @@ class AutoEncoderDetector(Detector):
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
         c = self.config
         data = torch.from_numpy(features.data)
-        starts = torch.from_numpy(window_starts(features, c.frames))
+        starts = torch.from_numpy(features.windows(c.frames)[0])
         offs = torch.arange(c.frames)
         with seeded(c.seed):
             model = self._build()

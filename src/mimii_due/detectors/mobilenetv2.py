@@ -96,18 +96,6 @@ class MobileNetV2(nn.Module):
         return self.classifier(self.embed(x))
 
 
-def patch_starts(features: Features, frames: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row of the first frame of every patch (one every ``hop`` frames) and the clip it belongs to."""
-    starts, owner = [], []
-    for i, (a, b) in enumerate(zip(features.offsets[:-1], features.offsets[1:], strict=True)):
-        s = np.arange(a, b - frames + 1, hop)
-        starts.append(s)
-        owner.append(np.full(len(s), i))
-    if not starts or sum(len(s) for s in starts) == 0:
-        raise ModelError(f"clips are shorter than one {frames}-frame patch")
-    return np.concatenate(starts).astype(np.int64), np.concatenate(owner)
-
-
 def negative_logit(logits: torch.Tensor, target: torch.Tensor, formula: str = "paper") -> torch.Tensor:
     """Per-patch score from section logits ``(n, classes)`` and each patch's own section ``(n,)``.
 
@@ -141,7 +129,9 @@ class MobileNetV2Detector(Detector):
         return MobileNetV2(n_classes, width=self.config.width).to(memory_format=torch.channels_last)
 
     def _patches(self, features: Features) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        starts, owner = patch_starts(features, self.config.frames, self.config.hop_frames)
+        starts, owner = features.windows(self.config.frames, self.config.hop_frames)
+        if len(starts) == 0:
+            raise ModelError(f"clips are shorter than one {self.config.frames}-frame patch")
         return torch.from_numpy(features.data), torch.from_numpy(starts), owner
 
     @staticmethod

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mimii_due.progress import Progress
+
 
 class Engine:
     """Maps ``fn`` over ``items`` and returns the results in the items' order."""
@@ -13,7 +15,7 @@ class Engine:
     name = "engine"
     workers = 1  # how many tasks run at once
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, progress: Callable[[int, int], None] | None = None,
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, progress: Progress | None = None,
             cpus: float | None = None) -> list[Any]:  # fmt: skip
         raise NotImplementedError
 
@@ -35,5 +37,5 @@ class LocalEngine(Engine):
         for k, item in enumerate(items):
             out.append(fn(item))
             if progress:
-                progress(k + 1, len(items))
+                progress(k + 1, len(items), "")
         return out

@@ -72,7 +72,7 @@ class RayEngine(Engine):
                     out[index[r]] = ray.get(r)
                     done += 1
                     if progress:
-                        progress(done, len(refs))
+                        progress(done, len(refs), "")
         except ray.exceptions.RayTaskError as e:  # an error raised by our code in the task: re-raise it
             raise e.as_instanceof_cause() from None
         except ray.exceptions.RayError as e:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,9 +26,9 @@ from mimii_due.config import FeatureConfig
 from mimii_due.data import audio
 from mimii_due.errors import AudioError
 from mimii_due.features.logmel import LogMel, n_frames
+from mimii_due.progress import Progress
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -41,6 +40,20 @@ class Features:
     data: np.ndarray
     offsets: np.ndarray
     spectra: np.ndarray | None = None
+
+    def windows(self, frames: int, hop: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Every ``frames``-frame window of every clip, one every ``hop`` frames: the row of its
+        first frame in ``data`` and the clip it belongs to (the AE's 5-frame vectors, MobileNetV2's
+        64-frame patches). A model gathers ``data[starts[:, None] + arange(frames)]`` per batch, so
+        the windows are never materialised for the whole set."""
+        starts, owner = [], []
+        for i, (a, b) in enumerate(zip(self.offsets[:-1], self.offsets[1:], strict=True)):
+            s = np.arange(a, b - frames + 1, hop)
+            starts.append(s)
+            owner.append(np.full(len(s), i))
+        if not starts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(starts).astype(np.int64), np.concatenate(owner).astype(np.int64)
 
     def writable(self) -> Features:
         """These features with arrays this process may write (a cluster's object store hands out
@@ -210,7 +223,7 @@ def extract(
         todo.append(i)
     done = n - len(todo)
     if progress:
-        progress(done, n)
+        progress(done, n, "")
 
     local = threading.local()  # per thread: reused buffers (fresh memory costs page faults)
     half = cfg.n_fft // 2
@@ -262,7 +275,7 @@ def extract(
                 fail(i, e)
             done += len(batch)
             if progress:
-                progress(done, n)
+                progress(done, n, "")
     finally:
         pool.shutdown(cancel_futures=True)  # an error stops the clips not yet started
         torch.set_num_threads(threads)

@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import multiprocessing as mp
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from mimii_due.data import audio
 from mimii_due.data.naming import ClipName, format_name
 from mimii_due.data.table1 import MACHINES, SECTIONS, TABLE1
 from mimii_due.errors import ConfigError
+from mimii_due.progress import Progress
 from mimii_due.synth.machines import MODELS, REVERBERATED
 from mimii_due.synth.mixing import (
     RT60,
@@ -45,7 +46,6 @@ DURATION = 10.0  # Section 2.1: 10-second clips
 N_NOISE_CLIPS = 24  # background-noise clips recorded per factory
 OUTPUT_RMS = 0.05  # level of the written mixtures (about -26 dBFS), one gain per section
 JITTER = 0.02  # relative clip-to-clip spread of every physical parameter
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ def generate(
                 powers.append(pw)
                 done += 1
                 if progress:
-                    progress(done, total)
+                    progress(done, total, "")
             a = float(np.mean(powers))
             gain = _section_gain(a, TABLE1[(machine, section)].source.snr + snr_offset)
             for rec, y in imap(_render, [(t, seed, a, gain, snr_offset) for t in group]):  # step 2
@@ -307,7 +307,7 @@ def generate(
                 records.append(rec)
                 done += 1
                 if progress:
-                    progress(done, total)
+                    progress(done, total, "")
     finally:
         if pool:
             pool.close()
@@ -392,7 +392,7 @@ def mix_folder(
         y = dry(p)
         a_sum, n_sum = a_sum + float(np.sum(y**2)), n_sum + y.size
         if progress:
-            progress(i + 1, total)
+            progress(i + 1, total, "")
     a = a_sum / n_sum
     rng = np.random.default_rng(seed)
     records = []
@@ -409,5 +409,5 @@ def mix_folder(
         records.append({"path": str(target), "snr_db": gamma, "noise": str(noises[j]), "section_power": a,
                         "clipped": peak >= 1})  # fmt: skip
         if progress:
-            progress(len(cleans) + i + 1, total)
+            progress(len(cleans) + i + 1, total, "")
     return records
