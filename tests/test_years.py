@@ -65,7 +65,7 @@ def test_real_2020_samples_index_as_2020_with_every_machine_type(real_2020_sampl
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_detector_trains_and_scores_on_real_2023_clips(name, real_2023):
-    from tests.test_detectors import FAST
+    from test_detectors import FAST  # tests/ is on sys.path (pytest's prepend import mode)
 
     t = index(real_2023)
     machines = ["ToyTrain"] if name == "mobilenetv2" else sorted(t.machine.unique())  # mobilenetv2: attribute classes
