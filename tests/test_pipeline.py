@@ -44,7 +44,7 @@ def test_train_test_evaluate_on_dev_and_eval_data(tiny_dataset, tmp_path):
 
 def test_existing_run_needs_resume_and_resume_skips_trained_machines(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    args = ["train", str(tiny_dataset), "--out", str(run), "--epochs", "1", "--machines", "valve"]
+    args = ["train", str(tiny_dataset), "--out", str(run), "--detector", "ae", "--epochs", "1", "--machines", "valve"]
     assert runner.invoke(app, args).exit_code == 0
     r = runner.invoke(app, args)
     assert r.exit_code == 1 and "--resume" in r.output
@@ -58,9 +58,11 @@ def test_corrupt_clip_fails_with_its_name_or_is_skipped(tiny_dataset, tmp_path):
     shutil.copytree(tiny_dataset / "dev_data" / "valve", data / "dev_data" / "valve")
     bad = sorted((data / "dev_data" / "valve" / "train").glob("*.wav"))[1]
     bad.write_bytes(bad.read_bytes()[:1000])
-    r = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "r1"), "--epochs", "1"])
+    r = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "r1"), "--detector", "ae", "--epochs", "1"])
     assert r.exit_code == 1 and bad.name in r.output and "truncated" in r.output
-    r = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "r2"), "--epochs", "1", "--skip-bad"])
+    r = runner.invoke(
+        app, ["train", str(data), "--out", str(tmp_path / "r2"), "--detector", "ae", "--epochs", "1", "--skip-bad"]
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -79,7 +81,7 @@ def test_train_and_test_on_real_dcase2020_layout(real_data, tmp_path):
     run, data = tmp_path / "run", tmp_path / "data"
     data.mkdir()
     (data / real_data.name).symlink_to(real_data)
-    r = runner.invoke(app, ["train", str(data), "--out", str(run), "--epochs", "1"])
+    r = runner.invoke(app, ["train", str(data), "--out", str(run), "--detector", "ae", "--epochs", "1"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["test", str(run), str(data)])
     assert r.exit_code == 0, r.output
@@ -92,7 +94,8 @@ def test_a_new_test_leaves_no_stale_results_and_report_refuses_mixed_outputs(tin
     run = tmp_path / "run"
     assert (
         runner.invoke(
-            app, ["train", str(tiny_dataset), "--out", str(run), "--epochs", "1", "--machines", "valve"]
+            app,
+            ["train", str(tiny_dataset), "--out", str(run), "--detector", "ae", "--epochs", "1", "--machines", "valve"],
         ).exit_code
         == 0
     )
@@ -117,8 +120,12 @@ def test_a_new_test_leaves_no_stale_results_and_report_refuses_mixed_outputs(tin
 )
 def test_bad_settings_write_nothing_and_a_retry_works(tiny_dataset, tmp_path, args, message):
     run = tmp_path / "run"
-    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(run), "--machines", "valve"] + args)
+    r = runner.invoke(
+        app, ["train", str(tiny_dataset), "--out", str(run), "--machines", "valve", "--detector", "ae"] + args
+    )
     assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
     assert not run.exists()
-    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(run), "--machines", "valve", "--epochs", "1"])
+    r = runner.invoke(
+        app, ["train", str(tiny_dataset), "--out", str(run), "--machines", "valve", "--detector", "ae", "--epochs", "1"]
+    )
     assert r.exit_code == 0, r.output

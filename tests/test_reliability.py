@@ -89,10 +89,10 @@ def test_a_short_clip_changes_no_other_score_and_a_one_sample_clip_is_reported(v
     run2 = tmp_path / "run2"
     (valve / "dev_data" / "valve" / "train" / "section_00_source_train_normal_9001_x_1.wav").write_bytes(
         (test_dir / "section_00_source_test_normal_9001.wav").read_bytes())  # fmt: skip
-    r = runner.invoke(app, ["train", str(valve), "--out", str(run2), "--epochs", "1"])
+    r = runner.invoke(app, ["train", str(valve), "--out", str(run2), "--detector", "ae", "--epochs", "1"])
     assert r.exit_code == 1 and "normal_9001_x_1.wav" in r.output and "too short" in r.output
     assert "Traceback" not in r.output
-    r = runner.invoke(app, ["train", str(valve), "--out", str(run2), "--epochs", "1", "--skip-bad"])
+    r = runner.invoke(app, ["train", str(valve), "--out", str(run2), "--detector", "ae", "--epochs", "1", "--skip-bad"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["test", str(run2), str(valve), "--skip-bad"])
     assert r.exit_code == 0 and "normal_9001.wav" in r.output and "too short" in r.output
@@ -134,10 +134,12 @@ def test_a_nan_clip_fails_train_and_a_plain_retry_works_after_the_fix(valve, tmp
     y[10] = np.nan
     sf.write(bad, y, 16000, subtype="FLOAT")
     run = tmp_path / "run"
-    r = runner.invoke(app, ["train", str(valve), "--out", str(run), "--epochs", "1"])
+    r = runner.invoke(app, ["train", str(valve), "--out", str(run), "--detector", "ae", "--epochs", "1"])
     assert r.exit_code == 1 and "NaN" in r.output and bad.name in r.output
     bad.unlink()
-    r = runner.invoke(app, ["train", str(valve), "--out", str(run), "--epochs", "1"])  # the same command again
+    r = runner.invoke(
+        app, ["train", str(valve), "--out", str(run), "--detector", "ae", "--epochs", "1"]
+    )  # the same command again
     assert r.exit_code == 0, r.output
 
 
@@ -166,7 +168,7 @@ def test_a_full_disk_is_a_one_line_error_naming_the_path(command, valve, tmp_pat
 
     monkeypatch.setattr(os, "replace", full)
     args = {
-        "train": ["train", str(valve), "--out", str(tmp_path / "r2"), "--epochs", "1"],
+        "train": ["train", str(valve), "--out", str(tmp_path / "r2"), "--detector", "ae", "--epochs", "1"],
         "report": ["report", str(run)],
         "synth": ["synth", str(tmp_path / "s"), "--machines", "fan", "--sections", "0", "--scale", "0.005"],
     }[command]

@@ -321,7 +321,9 @@ def train(
     data: Path = typer.Argument(..., help="Dataset folder (training clips are read from */train/)."),
     out: Path = typer.Option(..., "--out", help="Run folder to create."),
     detector: str = typer.Option(
-        "ae", "--detector", help="Detector name: ae, gaussian, mobilenetv2, smahal, embedding, twfr_gmm, ensemble."
+        "ensemble",
+        "--detector",
+        help="Detector name: ensemble (default), twfr_gmm, embedding, ae, mobilenetv2, smahal, gaussian.",
     ),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all found)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs."),

@@ -118,7 +118,7 @@ def train(
     run: str | Path,
     data: str | Path,
     *,
-    detector: str = "ae",
+    detector: str = "ensemble",
     machines: list[str] | None = None,
     params: dict | None = None,
     resume: bool = False,

@@ -222,21 +222,24 @@ class EmbeddingDetector(Detector):
     def _bank(self, source: np.ndarray, target: np.ndarray) -> dict:
         from sklearn.cluster import KMeans
 
+        own = len(source) <= self.config.means  # few clips: every source clip is a centre itself
         if len(source) == 0:
             centres = np.zeros((0, target.shape[1]))
-        elif len(source) <= self.config.means:
+        elif own:
             centres = source
         else:
             km = KMeans(self.config.means, n_init=3, random_state=self.config.seed).fit(source)
             centres = km.cluster_centers_ / np.linalg.norm(km.cluster_centers_, axis=1, keepdims=True)
         # each domain's typical distance of a normal training clip: source to its centres, target
         # to the other target clips (leave-one-out)
-        scale_s = float(np.median(self._nearest(source, centres))) if len(source) > len(centres) else 1.0
+        scale_s = 1.0
+        if len(source) >= 2:  # (leave-one-out where the clips are their own centres)
+            scale_s = float(np.median(self._nearest(source, centres, np.eye(len(source), dtype=bool) if own else None)))
         scale_s = scale_s or 1.0
         scale_t = scale_s  # with fewer than 5 target clips (MIMII DUE has 3) their spread is not estimable
         if len(target) >= 5:
             scale_t = float(np.median(self._nearest(target, target, np.eye(len(target), dtype=bool)))) or scale_s
-        return {"source": centres, "target": target, "scale": np.array([scale_s, scale_t])}
+        return {"source": centres, "target": target, "scale": np.array([scale_s, scale_t]), "own": np.array(own)}
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
@@ -266,9 +269,10 @@ class EmbeddingDetector(Detector):
             d[exclude] = np.inf
         return d.min(axis=1)
 
-    def _section_scores(self, emb: np.ndarray, bank: dict, exclude_target: np.ndarray | None = None) -> np.ndarray:
+    def _section_scores(self, emb: np.ndarray, bank: dict, exclude_target: np.ndarray | None = None,
+                        exclude_source: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         scale_s, scale_t = bank["scale"]
-        out = np.minimum(self._nearest(emb, bank["source"]) / scale_s,
+        out = np.minimum(self._nearest(emb, bank["source"], exclude_source) / scale_s,
                          self._nearest(emb, bank["target"], exclude_target) / scale_t)  # fmt: skip
         if not np.isfinite(out).all():
             raise ModelError("embedding: a section has too few training clips to score against")
@@ -292,7 +296,12 @@ class EmbeddingDetector(Detector):
             tgt_rows = np.flatnonzero(target[i])
             exclude = np.zeros((len(i), len(bank["target"])), bool)
             exclude[tgt_rows, np.arange(len(tgt_rows))] = True
-            out[i] = self._section_scores(emb[i], bank, exclude)
+            exclude_src = None
+            if bool(bank["own"]):  # source clips are centres themselves: leave-one-out
+                src_rows = np.flatnonzero(~target[i])
+                exclude_src = np.zeros((len(i), len(bank["source"])), bool)
+                exclude_src[src_rows, np.arange(len(src_rows))] = True
+            out[i] = self._section_scores(emb[i], bank, exclude, exclude_src)
         del self._train_emb
         return out
 
