@@ -45,7 +45,8 @@ def test_training_and_scores_on_ray_equal_the_local_run_and_survive_a_killed_wor
     from mimii_due.engines.ray_engine import RayEngine
 
     marker = tmp_path / "killed-once"
-    faulty = RayEngine(fault_once=str(marker))  # joins the running cluster; its first task kills its worker
+    # joins the running cluster; its first task kills its worker; torch threads as in this process
+    faulty = RayEngine(fault_once=str(marker), threads=torch.get_num_threads())
     for name, eng in (("local", None), ("ray", faulty)):
         pipeline.train(tmp_path / name, tiny_dataset, detector="ae", params={"epochs": 2, "batch_size": 256},
                        engine=eng)  # fmt: skip

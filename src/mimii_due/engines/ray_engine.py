@@ -2,8 +2,9 @@
 
 Each task is retried by Ray when its worker dies (``max_retries``), so a killed worker costs a
 rerun of its task, not the run. Results come back to the driver in the items' order; progress is
-reported as tasks finish. Torch in a task uses the driver's thread count, so a training gives the
-same weights as on this machine.
+reported as tasks finish. Torch in a task uses ``threads`` threads (default: the CPUs the task asks
+for, so parallel tasks do not fight over cores); with the thread count of a local run, a training
+gives exactly the same weights as that run (float sums depend on how work is split over threads).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class RayEngine(Engine):
     name = "ray"
 
     def __init__(self, *, address: str | None = None, num_cpus: int | None = None, task_cpus: float = 1.0,
-                 max_retries: int = 3, fault_once: str | None = None):  # fmt: skip
+                 max_retries: int = 3, fault_once: str | None = None, threads: int | None = None):  # fmt: skip
         try:
             import ray
         except ImportError as e:
