@@ -85,3 +85,24 @@ def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"pip install 'mimii-due\[ray\]'"):
         get_engine("ray")
+
+
+def test_an_interrupted_training_resumes_on_ray_from_its_checkpoints(engine, tiny_dataset, tmp_path):
+    from mimii_due.engines.ray_engine import RayEngine
+
+    same_threads = RayEngine(threads=torch.get_num_threads())
+    params = {"epochs": 3, "batch_size": 256}
+    pipeline.train(tmp_path / "straight", tiny_dataset, detector="ae", params=params, machines=["fan"])
+    # "interrupted" after epoch 1: the checkpoint of a 1-epoch run, then --resume on the cluster
+    t = index(tiny_dataset)
+    feats, clips = pipeline.features(t[(t.split == "train") & (t.machine == "fan")])
+    from mimii_due.detectors import make
+
+    make("ae", epochs=1, batch_size=256).fit(feats, clips, checkpoint=tmp_path / "run" / "checkpoints" / "fan")
+    Run(tmp_path / "run").start({"detector": "ae", "params": params, "machines": ["fan"]}, resume=False)
+    pipeline.train(tmp_path / "run", tiny_dataset, detector="ae", params=params, machines=["fan"], resume=True,
+                   engine=same_threads)  # fmt: skip
+    a, b = Run(tmp_path / "straight").load_model("fan"), Run(tmp_path / "run").load_model("fan")
+    assert [h["epoch"] for h in b.history_] == [1, 2, 3]
+    for k, v in a.model_.state_dict().items():
+        torch.testing.assert_close(b.model_.state_dict()[k], v, rtol=0, atol=0)
