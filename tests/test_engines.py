@@ -99,7 +99,7 @@ def test_an_interrupted_training_resumes_on_ray_from_its_checkpoints(engine, tin
     from mimii_due.detectors import make
 
     make("ae", epochs=1, batch_size=256).fit(feats, clips, checkpoint=tmp_path / "run" / "checkpoints" / "fan")
-    Run(tmp_path / "run").start({"detector": "ae", "params": params, "machines": ["fan"]}, resume=False)
+    Run(tmp_path / "run").start({"detector": "ae", "params": params, "machines": ["fan"]}, resume=True)
     pipeline.train(tmp_path / "run", tiny_dataset, detector="ae", params=params, machines=["fan"], resume=True,
                    engine=same_threads)  # fmt: skip
     a, b = Run(tmp_path / "straight").load_model("fan"), Run(tmp_path / "run").load_model("fan")

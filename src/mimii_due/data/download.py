@@ -16,7 +16,6 @@ two names agree on the section) and its SHA-256 is recorded in the completion ma
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import http.client
 import json
@@ -226,26 +225,15 @@ def download(
 
 
 def check_ground_truth_list(path: Path) -> int:
-    """Verify an ``eval_data_list_<year>.csv`` by its content; return its number of clips."""
-    from mimii_due.data.naming import parse_name
-    from mimii_due.errors import FileNameError
+    """Verify an ``eval_data_list_<year>.csv`` by its content (the evaluation parser reads every
+    pair); return its number of clips."""
+    from mimii_due.errors import MimiiDueError
+    from mimii_due.evaluation.files import read_ground_truth
 
-    n, machine = 0, None
-    with open(path, newline="") as fh:
-        for i, row in enumerate(csv.reader(fh)):
-            if not row or not row[0].strip():
-                continue
-            if len(row) == 1:
-                machine = row[0].strip()
-                continue
-            try:
-                short, full = parse_name(row[0].strip()), parse_name(row[1].strip())
-            except FileNameError as e:
-                raise DownloadError(f"line {i + 1}: {e}", path) from e
-            if machine is None or full.label is None or short.section != full.section:
-                msg = "not a machine type line or an 'evaluation name,labelled name' pair"
-                raise DownloadError(f"line {i + 1}: {msg}", path)
-            n += 1
+    try:
+        n = len(read_ground_truth(path))
+    except MimiiDueError as e:
+        raise DownloadError(str(e).replace(f"{path}: ", ""), path) from e
     if n == 0:
         raise DownloadError("no labelled clips in the ground-truth list", path)
     return n

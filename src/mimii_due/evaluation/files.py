@@ -130,10 +130,10 @@ def _read_eval_data_list(f: Path) -> pd.DataFrame:
                     machine = r[0].strip()
                     continue
                 try:
-                    full = parse_name(r[1].strip())
+                    short, full = parse_name(r[0].strip()), parse_name(r[1].strip())
                 except MimiiDueError as e:
                     raise MimiiDueError(f"line {i + 1}: {e}", f) from e
-                if machine is None or full.label is None:
+                if machine is None or full.label is None or short.section != full.section:
                     raise MimiiDueError(f"line {i + 1}: expected a machine type line, then name pairs", f)
                 rows.append({"machine": machine, "section": full.section, "domain": full.domain,
                              "filename": r[0].strip(), "label": full.label})  # fmt: skip
