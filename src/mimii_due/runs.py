@@ -18,7 +18,9 @@ new scores; ``read_results`` refuses results whose stamp does not match the scor
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -56,7 +58,7 @@ class Run:
             same = (old.get("detector"), old.get("params")) == (meta["detector"], meta["params"])
             if not resume and not (same and not any((self.path / "models").glob("*/detector.json"))):
                 raise ModelError("run folder exists; pass --resume to continue it, or choose another --out", self.path)
-            if (old.get("detector"), old.get("params")) != (meta["detector"], meta["params"]):
+            if not same:
                 raise ModelError("--resume with other settings than the run was started with", self.path)
             meta = old | {"machines": sorted(set(old.get("machines", [])) | set(meta["machines"]))}
         elif self.path.exists() and any(p.name != "features" for p in self.path.iterdir()) and not resume:
@@ -79,8 +81,6 @@ class Run:
 
     def save_model(self, machine: str, detector: Detector) -> None:
         detector.save(self.model_dir(machine))
-        import shutil
-
         shutil.rmtree(self.checkpoint_dir(machine), ignore_errors=True)
 
     def load_model(self, machine: str) -> Detector:
@@ -136,8 +136,6 @@ class Run:
             raise ModelError(
                 f"the models of {', '.join(changed)} changed after the test; run `mimii-due test` again", self.path
             )
-        import io
-
         return pd.read_csv(io.StringIO(text), dtype={"label": object, "domain": object, "filename": str})
 
     def publish_results(self, results: pd.DataFrame, summary: dict) -> None:
