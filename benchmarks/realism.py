@@ -1,0 +1,80 @@
+"""How real the generated benchmark looks: the figures of issue 14 per machine type and seed.
+
+For each seed (the data of ``compare_detectors.py``, generated if missing): the labelled reference
+(a logistic regression on the test clips' own labels, clip mean and deviation of the log-mel,
+5-fold cross-validated, per machine, section and domain), the domains' separation against the
+labels' (silhouette of the clip-mean log-mel: domains should form clusters, normal and anomalous
+clips should overlap), and with ``--ae`` the paper's AE (paper settings) beside the paper's Table 4.
+Prints which of the issue's targets hold.
+
+    python benchmarks/realism.py [--seeds 3,4,5] [--scale 0.2] [--ae]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import silhouette_score
+
+from mimii_due import pipeline
+from mimii_due.data.index import index
+from mimii_due.evaluation.metrics import hmean
+from mimii_due.features.extract import extract
+from mimii_due.synth.generate import generate
+
+TABLE4_AE = {"source": 0.651, "target": 0.589}  # the paper's Table 4, AE, harmonic means
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", default="3,4,5")
+    ap.add_argument("--scale", type=float, default=0.2)
+    ap.add_argument("--out", default="/tmp/cmpcheck")
+    ap.add_argument("--ae", action="store_true", help="also train the paper's AE (slow: minutes per machine type)")
+    a = ap.parse_args()
+    from compare_detectors import supervised_reference  # the same labelled reference
+
+    refs, seps = [], []
+    for seed in [int(s) for s in a.seeds.split(",")]:
+        base = Path(a.out) / f"dcase2023_scale{a.scale}_seed{seed}"
+        data = generate(base / "data", machines=["fan", "gearbox", "pump", "slider", "valve"], sections=[0],
+                        scale=a.scale, seed=seed, min_test=50, workers=2, layout="dcase2023")  # fmt: skip
+        ref = supervised_reference(data, base / "features")
+        refs += ref
+        t = index(data)
+        test = t[t.split == "test"]
+        for machine, clips in test.groupby("machine"):
+            feats, clips = extract(clips, cache=base / "features")
+            x = feats.means()
+            dom = silhouette_score(x, clips.domain.to_numpy())
+            lab = silhouette_score(x, clips.label.to_numpy())
+            seps.append((dom, lab))
+            print(f"seed {seed} {machine:8s} silhouette by domain {dom:+.3f}, by label {lab:+.3f}")
+        print(f"seed {seed}: labelled reference AUC per machine/domain: " + ", ".join(f"{v:.2f}" for v in ref))
+        if a.ae:
+            pipeline.train(base / "ae", data, detector="ae", resume=True, cache=base / "features")
+            pipeline.test(base / "ae", data)
+            res, _ = pipeline.evaluate(base / "ae")
+            src, tgt = hmean(res[res.domain == "source"].AUC), hmean(res[res.domain == "target"].AUC)
+            below = int(
+                (res.pivot_table(index="machine", columns="domain", values="AUC").eval("target < source")).sum()
+            )
+            print(f"seed {seed}: AE AUC source {src:.3f}, target {tgt:.3f} (Table 4: {TABLE4_AE}); "
+                  f"target below source in {below} of 5 machine types")  # fmt: skip
+    refs = np.array(refs)
+    med = float(np.median(refs))
+    print(f"\nlabelled reference: median {med:.3f}, share >= 0.95: {np.mean(refs >= 0.95):.2f}, "
+          f"share < 0.80: {np.mean(refs < 0.80):.2f}")  # fmt: skip
+    print(f"  median >= 0.85: {'holds' if med >= 0.85 else 'does not hold'}; some >= 0.95: "
+          f"{'holds' if (refs >= 0.95).any() else 'does not hold'}; some < 0.80: "
+          f"{'holds' if (refs < 0.80).any() else 'does not hold'}")  # fmt: skip
+    dom = np.mean([d for d, _ in seps])
+    lab = np.mean([lab for _, lab in seps])
+    print(f"domains as clusters (silhouette by domain {dom:+.3f} > by label {lab:+.3f}): "
+          f"{'holds' if dom > lab else 'does not hold'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
