@@ -42,6 +42,7 @@ from mimii_due.errors import ConfigError
 from mimii_due.evaluation.metrics import auc
 from mimii_due.features.extract import Features
 
+MAX_GROUPS = 8  # attribute groups per section used to choose the decay (a machine type may have dozens)
 DECAYS = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.5, 0.0)  # candidates of ``decay="auto"``
 
 
@@ -178,7 +179,8 @@ class TWFRGMMDetector(Detector):
         for section in np.unique(clips["section"]):
             in_sec = (clips["section"] == section).to_numpy() & src
             names, counts = np.unique(groups[in_sec], return_counts=True)
-            names = names[counts >= 5]
+            keep = np.argsort(-counts, kind="stable")[:MAX_GROUPS]  # the largest groups: bounded cost
+            names = names[keep][counts[keep] >= 5]
             if len(names) >= 2:
                 tasks += [(in_sec, in_sec & (groups == g)) for g in names]
         if not tasks:
