@@ -45,5 +45,9 @@ class StorageError(MimiiDueError):
     """A file or folder could not be written or read (disk full, permissions, a symlink loop)."""
 
 
+class UnknownModelError(MimiiDueError):
+    """A clip names a machine type or section that no loaded model covers."""
+
+
 class ModelError(MimiiDueError):
     """A saved model or run folder is missing, incomplete, or incompatible."""

@@ -21,9 +21,10 @@ import pandas as pd
 
 from mimii_due import __version__
 from mimii_due.data import audio
+from mimii_due.data.index import wav_files
 from mimii_due.data.naming import parse_name
 from mimii_due.detectors.base import Detector
-from mimii_due.errors import AudioError, FileNameError, MimiiDueError, ModelError
+from mimii_due.errors import AudioError, FileNameError, MimiiDueError, ModelError, UnknownModelError
 from mimii_due.features.extract import features_of
 from mimii_due.runs import Run
 
@@ -101,7 +102,9 @@ class ModelSet:
                 raise MimiiDueError(f"say which machine type ({', '.join(sorted(self.models))})", filename)
             machine = next(iter(self.models))
         if machine not in self.models:
-            raise MimiiDueError(f"unknown machine type {machine!r}; models: {', '.join(sorted(self.models))}", filename)
+            raise UnknownModelError(
+                f"unknown machine type {machine!r}; models: {', '.join(sorted(self.models))}", filename
+            )
         sections = self.models[machine].sections_
         if section is None:
             section = name.section if name is not None else (sections[0] if len(sections) == 1 else None)
@@ -109,7 +112,7 @@ class ModelSet:
             raise MimiiDueError(f"say which section ({', '.join(f'{s:02d}' for s in sections)})", filename)
         det = self.models[machine]
         if det.needs_known_sections and int(section) not in sections:
-            raise MimiiDueError(
+            raise UnknownModelError(
                 f"section {int(section):02d} is not one {machine} was trained on ({sections})", filename
             )
         if domain is None and name is not None:
@@ -148,7 +151,7 @@ def wav_paths(paths: list[str | Path]) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() == ".wav" and not q.name.startswith("."))
+            out += wav_files(p)
         else:
             out.append(p)
     return out

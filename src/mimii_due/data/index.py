@@ -40,7 +40,8 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def _wav_files(root: Path) -> list[Path]:
+def wav_files(root: Path) -> list[Path]:
+    """Every WAV file under ``root`` (hidden ones left out), sorted; links followed, loops skipped."""
     out: list[Path] = []
     stack, seen = [root], set()
     while stack:
@@ -148,7 +149,7 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
         if (folder / "synth_incomplete.json").exists():
             raise LayoutError("an interrupted `mimii-due synth` left this folder incomplete; rerun it", folder)
     rows, skipped = [], []
-    for path in _wav_files(root):
+    for path in wav_files(root):
         try:
             rows.append(_row(path))
         except MimiiDueError as e:

@@ -226,6 +226,16 @@ class Detector:
         pass
 
 
+def class_keys(clips: pd.DataFrame) -> np.ndarray:
+    """Each clip's section x attributes class, ``"00|strength_1"``: the attributes of its name, else
+    those of ``attributes_XX.csv`` (the auxiliary classes and pseudo-anomaly groups of detectors)."""
+    n = len(clips)
+    attrs = clips["attributes"].fillna("").astype(str).to_numpy() if "attributes" in clips else np.full(n, "")
+    if "csv_attributes" in clips:
+        attrs = np.where(attrs == "", clips["csv_attributes"].fillna("").astype(str).to_numpy(), attrs)
+    return np.array([f"{int(s):02d}|{a}" for s, a in zip(clips["section"], attrs, strict=True)])
+
+
 def pack(obj: Any) -> Any:
     """Make a state loadable with ``torch.load(weights_only=True)``: numeric numpy arrays become
     tensors, string arrays lists, numpy scalars Python numbers; containers are walked."""

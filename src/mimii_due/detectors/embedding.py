@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimii_due.config import TRAINING, FeatureConfig, check
-from mimii_due.detectors.base import Detector, array
+from mimii_due.detectors.base import Detector, array, class_keys
 from mimii_due.detectors.training import fit_with_config, restore, seeded
 from mimii_due.errors import ConfigError, ModelError
 from mimii_due.features.extract import Features
@@ -149,14 +149,6 @@ class EmbeddingDetector(Detector):
         return FeatureConfig(spectrum_bins=self.config.spectrum_bins)
 
     # ------------------------------------------------------------------ inputs
-    def _class_keys(self, clips: pd.DataFrame) -> list[str]:
-        attrs = clips["attributes"].fillna("").astype(str).tolist()
-        if "csv_attributes" in clips:
-            attrs = [
-                a or (c if isinstance(c, str) else "") for a, c in zip(attrs, clips["csv_attributes"], strict=True)
-            ]
-        return [f"{int(s):02d}|{a}" for s, a in zip(clips["section"], attrs, strict=True)]
-
     def _inputs(self, features: Features) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised log spectra ``(n_clips, bins)`` and log-mel frames ``(total_frames, mels)``."""
         spec = (np.log(features.spectra.astype(np.float64) + 1e-6) - self.spec_norm_[0]) / self.spec_norm_[1]
@@ -173,7 +165,7 @@ class EmbeddingDetector(Detector):
         offsets = torch.from_numpy(features.offsets[:-1].copy())
         lengths = torch.from_numpy(features.lengths.copy())
         crop = torch.arange(c.crop)
-        keys = self._class_keys(clips)
+        keys = class_keys(clips).tolist()
         self.classes_ = sorted(set(keys))
         k = len(self.classes_)
         y = torch.tensor([self.classes_.index(x) for x in keys])

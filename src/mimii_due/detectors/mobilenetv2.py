@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mimii_due.config import MobileNetV2Config
-from mimii_due.detectors.base import Detector
+from mimii_due.detectors.base import Detector, class_keys
 from mimii_due.detectors.training import fit_with_config, restore, seeded
 from mimii_due.errors import ModelError
 from mimii_due.features.extract import Features
@@ -134,24 +134,19 @@ class MobileNetV2Detector(Detector):
             raise ModelError(f"clips are shorter than one {self.config.frames}-frame patch")
         return torch.from_numpy(features.data), torch.from_numpy(starts), owner
 
-    @staticmethod
-    def _attribute_keys(clips: pd.DataFrame) -> np.ndarray:
-        attrs = clips["attributes"].fillna("").astype(str) if "attributes" in clips else pd.Series([""] * len(clips))
-        return np.array([f"{int(s):02d}|{a}" for s, a in zip(clips["section"], attrs, strict=True)])
-
     def _targets(self, clips: pd.DataFrame) -> np.ndarray:
         """Each clip's class index: its section's, or (one section) its section x attributes class;
         -1 where the clip's attributes were not among the training classes (evaluation names)."""
         if all(isinstance(k, int) for k in self.classes_):
             return np.searchsorted(self.classes_, clips["section"].to_numpy())
         lookup = {k: i for i, k in enumerate(self.classes_)}
-        return np.array([lookup.get(k, -1) for k in self._attribute_keys(clips)])
+        return np.array([lookup.get(k, -1) for k in class_keys(clips)])
 
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
         c = self.config
         self.classes_ = sorted(int(s) for s in clips["section"].unique())
         if len(self.classes_) < 2:  # one section (DCASE 2023-2025): classify section x attribute classes
-            self.classes_ = sorted(set(self._attribute_keys(clips)))
+            self.classes_ = sorted(set(class_keys(clips)))
             if len(self.classes_) < 2:
                 raise ModelError(
                     "mobilenetv2 classifies sections (or, with one section, its attribute values): these training "

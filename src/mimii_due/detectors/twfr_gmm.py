@@ -37,7 +37,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from mimii_due.config import check
-from mimii_due.detectors.base import Detector, array
+from mimii_due.detectors.base import Detector, array, class_keys
 from mimii_due.errors import ConfigError
 from mimii_due.evaluation.metrics import auc
 from mimii_due.features.extract import Features
@@ -170,11 +170,7 @@ class TWFRGMMDetector(Detector):
         """The candidate decay whose pooled features best tell one attribute group of a section
         (a pseudo-anomaly: another operating condition) from the other groups' held-out clips."""
         src = (clips["domain"] == "source").to_numpy()
-        attrs = clips["attributes"].fillna("").astype(str).to_numpy()
-        if "csv_attributes" in clips:
-            csv_attrs = clips["csv_attributes"].fillna("").astype(str).to_numpy()
-            attrs = np.where(attrs == "", csv_attrs, attrs)
-        groups = np.char.add(clips["section"].astype(str).to_numpy().astype(str), np.char.add("|", attrs.astype(str)))
+        groups = class_keys(clips)
         tasks = []  # (section mask, held-out group mask)
         for section in np.unique(clips["section"]):
             in_sec = (clips["section"] == section).to_numpy() & src

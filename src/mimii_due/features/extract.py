@@ -136,10 +136,14 @@ def store(table: pd.DataFrame, features: Features, *, cfg: FeatureConfig, cache:
     """Write features computed elsewhere (a cluster task) into the cache, as :func:`extract` does."""
     cache = Path(cache)
     for i, path in enumerate(table["path"]):
-        key = cache_key(path, cfg)
-        if features.spectra is not None:
-            _save(_cache_file(cache, key, ".spectrum"), features.spectra[i])
-        _save(_cache_file(cache, key), features.clip(i))
+        spectrum = features.spectra[i] if features.spectra is not None else None
+        _store_clip(cache, cache_key(path, cfg), features.clip(i), spectrum)
+
+
+def _store_clip(cache: Path, key: str, logmel: np.ndarray, spectrum: np.ndarray | None) -> None:
+    if spectrum is not None:  # written first: the log-mel file marks the entry complete
+        _save(_cache_file(cache, key, ".spectrum"), spectrum)
+    _save(_cache_file(cache, key), logmel)
 
 
 def features_of(waves: list[np.ndarray], *, cfg: FeatureConfig = FeatureConfig()) -> Features:
@@ -257,9 +261,7 @@ def extract(
             for i, feat in zip(ok, feats, strict=True):
                 data[offsets[i] : offsets[i + 1]] = feat
                 if cache:
-                    if spectra is not None:  # written first: the log-mel file marks the entry complete
-                        _save(_cache_file(cache, keys[i], ".spectrum"), spectra[i])
-                    _save(_cache_file(cache, keys[i]), feat)
+                    _store_clip(cache, keys[i], feat, spectra[i] if spectra is not None else None)
         return bad
 
     # Each of ``workers`` threads decodes a few clips and computes their log-mel with one torch

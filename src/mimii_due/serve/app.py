@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from mimii_due import __version__, atomic
-from mimii_due.errors import AudioError, MimiiDueError
+from mimii_due.errors import AudioError, MimiiDueError, UnknownModelError
 from mimii_due.scoring import ModelSet
 from mimii_due.serve.record import Record
 
@@ -119,9 +119,10 @@ def create_app(
             d, row = await run_in_threadpool(work)
         except AudioError as e:
             return _error(422, str(e))
+        except UnknownModelError as e:
+            return _error(404, str(e))
         except MimiiDueError as e:
-            status = 404 if "unknown machine" in str(e) or "not one" in str(e) else 400
-            return _error(status, str(e))
+            return _error(400, str(e))
         decisions.labels(d.machine, f"{d.section:02d}", "anomaly" if d.decision else "normal").inc()
         latency.observe(time.perf_counter() - t0)
         return d.as_dict() | {"id": row, "sha256": d.sha256}

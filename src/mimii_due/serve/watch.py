@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mimii_due.data.index import wav_files
 from mimii_due.errors import MimiiDueError
 from mimii_due.scoring import Decision, ModelSet
 from mimii_due.serve.record import Record
@@ -42,23 +43,15 @@ class Watcher:
         self.scored = 0
 
     def _enqueue_existing(self) -> None:
-        for p in sorted(self.folder.rglob("*")):
-            if p.is_file() and _is_wav(p):
-                self.pending.put(p)
+        for p in wav_files(self.folder):
+            self.pending.put(p)
 
     def _settled(self, p: Path) -> bool:
+        """Unchanged for ``settle`` seconds (a writer still at work keeps touching it)."""
         try:
-            st = p.stat()
+            return time.time() - p.stat().st_mtime >= self.settle
         except OSError:
             return False
-        time.sleep(0)  # let writers run
-        if time.time() - st.st_mtime < self.settle:
-            return False
-        try:
-            again = p.stat()
-        except OSError:
-            return False
-        return (again.st_size, again.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
 
     def process(self, p: Path) -> bool:
         """Score ``p`` if it is complete and new; False when it must be looked at again later."""
