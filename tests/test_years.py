@@ -11,6 +11,7 @@ from mimii_due.cli import app
 from mimii_due.data.index import index
 from mimii_due.data.naming import format_name, parse_name
 from mimii_due.data.table1 import compare
+from mimii_due.data.years import expected
 from mimii_due.detectors import REGISTRY, make
 from mimii_due.features.extract import extract
 
@@ -137,8 +138,32 @@ def test_info_names_the_year_and_compares_its_counts(year, tiny_dataset, tiny_20
             assert not cmp[~src].differs.str.contains("train").any()
     if year == 2021:
         assert "Table 1" in r.output
-    if year == 2020:
-        assert cmp.differs.str.contains("not in").all()  # 2020 counts are not tabulated: said, not invented
+    if year == 2020:  # id_00 is tabulated for the MIMII machine types (development), not for others
+        mimii = cmp.machine.isin(["fan", "pump", "slider", "valve"])
+        assert cmp[mimii].differs.str.contains("train").all() and (cmp[mimii].paper_test_normal == 100).all()
+        assert cmp[~mimii].differs.str.contains("not in").all()
+
+
+def test_2020_development_counts_per_machine_id_add_up_to_the_published_totals():
+    totals = {"fan": (3675, 1875), "pump": (3349, 856), "slider": (2804, 1290), "valve": (3291, 879)}
+    for machine, (train, test) in totals.items():
+        rows = [expected(2020, machine, i) for i in (0, 2, 4, 6)]
+        assert sum(r.source.train for r in rows) == train
+        assert sum(r.source.test_total for r in rows) == test
+    assert expected(2020, "fan", 1) is None  # an evaluation ID: not tabulated
+    assert expected(2020, "ToyCar", 1).source.test_total is None  # toy test counts unknown: not compared
+
+
+def test_a_2020_clip_table_with_the_published_counts_compares_clean():
+    rows = []
+    for split, label, n in (("train", "normal", 911), ("test", "normal", 100), ("test", "anomaly", 407)):
+        rows += [{"machine": "fan", "section": 0, "domain": "source", "split": split, "label": label}] * n
+    rows += [{"machine": "ToyCar", "section": 1, "domain": "source", "split": "train", "label": "normal"}] * 1000
+    rows += [{"machine": "ToyCar", "section": 1, "domain": "source", "split": "test", "label": "anomaly"}] * 7
+    cmp = compare(pd.DataFrame(rows), 2020)
+    assert (cmp.differences == "").all(), cmp.differences.tolist()
+    short = compare(pd.DataFrame(rows[1:]), 2020)  # one training clip missing
+    assert short.set_index("machine").loc["fan", "differs"] == "train"
 
 
 def test_2023_data_through_train_test_evaluate_with_the_2023_metric(tiny_2023, tmp_path):

@@ -4,8 +4,8 @@ From each year's task description. 2021 is MIMII DUE, whose counts are the paper
 (:mod:`mimii_due.data.table1`). From 2022 on every section has 990 source and 10 target training
 clips and, in the development set, 50 normal and 50 anomalous test clips per domain; 2023-2025 have
 one section (00) per machine type, and evaluation machine types differ from the development ones.
-For 2020 the task description gives counts per machine ID that we do not tabulate: ``info``
-lists the clips found and says so.
+For 2020 the development set is tabulated per machine ID (:data:`COUNTS_2020`); the additional
+training and evaluation IDs of 2020 are not (``info`` lists the clips found and says so).
 """
 
 from __future__ import annotations
@@ -55,6 +55,24 @@ SPECS = {
                "<machine>/{train,test,supplemental}/section_00_..., attributes_00.csv"),
 }  # fmt: skip
 
+# DCASE 2020 development set per machine ID: (training clips, test normal, test anomalous).
+# fan/pump/slider/valve are the MIMII recordings of those IDs (MIMII, Purohit et al. 2019, Table 1:
+# normal / abnormal segments per model ID); the 2020 split keeps 100 normal clips per ID for the
+# test set with every anomalous clip, which gives the published totals (training: fan 3675, pump
+# 3349, slider 2804, valve 3291; test: 1875, 856, 1290, 879). ToyCar and ToyConveyor (ToyADMOS)
+# have 1,000 training clips per ID; their per-ID test counts are not tabulated (None: not compared).
+_MIMII_2020 = {
+    "fan": {0: (1011, 407), 2: (1016, 359), 4: (1033, 348), 6: (1015, 361)},
+    "pump": {0: (1006, 143), 2: (1005, 111), 4: (702, 100), 6: (1036, 102)},
+    "slider": {0: (1068, 356), 2: (1068, 267), 4: (534, 178), 6: (534, 89)},
+    "valve": {0: (991, 119), 2: (708, 120), 4: (1000, 120), 6: (992, 120)},
+}
+COUNTS_2020: dict[tuple[str, int], tuple[int, int | None, int | None]] = {
+    **{(m, i): (nrm - 100, 100, abn) for m, ids in _MIMII_2020.items() for i, (nrm, abn) in ids.items()},
+    **{("ToyCar", i): (1000, None, None) for i in (1, 2, 3, 4)},
+    **{("ToyConveyor", i): (1000, None, None) for i in (1, 2, 3)},
+}
+
 
 def detect_year(table: pd.DataFrame) -> int:
     """The challenge year of an indexed folder, from its layout and names.
@@ -89,8 +107,16 @@ def expected(year: int, machine: str, section: int) -> SectionRow | None:
     """The counts a year's task description gives for a machine type and section (None: not known)."""
     if year == 2021:
         return TABLE1.get((machine, section))
+    if year == 2020:
+        if (machine, section) not in COUNTS_2020:
+            return None
+        train, nrm, abn = COUNTS_2020[machine, section]
+        total = None if nrm is None else nrm + abn
+        none = DomainCounts(0, 0, 0, 0, float("nan"), 0.0)  # 2020 has no target domain
+        return SectionRow(machine, section, DomainCounts(train, nrm, abn, total, float("nan"), 0.0), none,
+                          f"DCASE 2020 development, machine ID {section:02d}")  # fmt: skip
     spec = SPECS[year]
-    if year == 2020 or (section not in spec.dev_sections + spec.eval_sections):
+    if section not in spec.dev_sections + spec.eval_sections:
         return None
     if machine not in spec.dev_machines + spec.eval_machines:
         return None
