@@ -77,11 +77,13 @@ def main() -> None:
           f"{'holds' if dom > lab else 'does not hold'}")  # fmt: skip
     if aes:
         src, tgt, below = (np.array(v) for v in zip(*aes, strict=True))
-        print(f"AE (paper settings): AUC source {src.mean():.3f} (0.60-0.70: "
-              f"{'holds' if ((src >= 0.60) & (src <= 0.70)).all() else 'does not hold'} on every seed), "
-              f"target {tgt.mean():.3f} (0.52-0.64: "
-              f"{'holds' if ((tgt >= 0.52) & (tgt <= 0.64)).all() else 'does not hold'}), target below source "
-              f"in >= 4 of 5 machine types: {'holds' if (below >= 4).all() else 'does not hold'} ({below.tolist()})")
+        print(
+            f"AE (paper settings): AUC source {src.mean():.3f} (0.60-0.70: "
+            f"{'holds' if ((src >= 0.60) & (src <= 0.70)).all() else 'does not hold'} on every seed), "
+            f"target {tgt.mean():.3f} (0.52-0.64: "
+            f"{'holds' if ((tgt >= 0.52) & (tgt <= 0.64)).all() else 'does not hold'}), target below source "
+            f"in >= 4 of 5 machine types: {'holds' if (below >= 4).all() else 'does not hold'} ({below.tolist()})"
+        )
 
 
 if __name__ == "__main__":

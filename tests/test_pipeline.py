@@ -1,5 +1,6 @@
 """The commands end to end on a tiny generated dataset."""
 
+import json
 import shutil
 
 import pandas as pd
@@ -129,3 +130,15 @@ def test_bad_settings_write_nothing_and_a_retry_works(tiny_dataset, tmp_path, ar
         app, ["train", str(tiny_dataset), "--out", str(run), "--machines", "valve", "--detector", "ae", "--epochs", "1"]
     )
     assert r.exit_code == 0, r.output
+
+
+def test_members_names_the_ensembles_members_and_is_refused_for_other_detectors(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", str(tiny_dataset), "--out", str(run), "--machines", "fan"]
+    r = runner.invoke(app, [*args, "--detector", "ensemble", "--members", "twfr_gmm,gaussian"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((run / "models" / "fan" / "detector.json").read_text())
+    assert meta["params"]["config"]["members"] == ["twfr_gmm", "gaussian"]
+    args[3] = str(tmp_path / "run2")
+    r = runner.invoke(app, [*args, "--detector", "twfr_gmm", "--members", "gaussian"])
+    assert r.exit_code != 0 and "--members" in r.output and not (tmp_path / "run2").exists()

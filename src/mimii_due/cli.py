@@ -330,6 +330,9 @@ def train(
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
     seed: int = typer.Option(None, help="Seed of initialisation and shuffling."),
     set_: list[str] = typer.Option(None, "--set", help="Other detector settings, KEY=VALUE."),
+    members: str = typer.Option(
+        None, help="The ensemble's members, comma-separated (default twfr_gmm,embedding); --detector ensemble only."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     cache: Path = typer.Option(None, help="Feature cache folder (default: RUN/features)."),
     skip_bad: bool = SKIP_BAD,
@@ -341,13 +344,18 @@ def train(
     """Train one detector per machine type."""
     from mimii_due import pipeline
 
+    params = _params(epochs, batch_size, seed, set_)
+    if members is not None:
+        if detector != "ensemble":
+            raise MimiiDueError(f"--members is a setting of the ensemble, not of {detector!r}")
+        params["members"] = _machines(members) or []
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         meta = pipeline.train(
             out,
             data,
             detector=detector,
             machines=_machines(machines),
-            params=_params(epochs, batch_size, seed, set_),
+            params=params,
             resume=resume,
             on_error=_on_error(skip_bad),
             cache=cache,
