@@ -73,7 +73,7 @@ def test_run_command_end_to_end(tiny_dataset, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "Table 4" in r.output and "Valve" in r.output and "official score" in r.output
-    assert "ae" in r.output and "ensemble" in r.output  # the paper's AE beside our strongest detector
+    assert "ae" in r.output and "ensemble" in r.output  # the paper's AE beside our default detector
     assert (tmp_path / "o" / "report.html").exists() and (tmp_path / "o" / "report.md").exists()
 
 

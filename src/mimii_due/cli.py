@@ -463,7 +463,7 @@ def run(
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs (every detector)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
-    scale: float = typer.Option(0.2, help="Size of the generated dataset (no DATA): 198 + 10 training clips."),
+    scale: float = typer.Option(0.1, help="Size of the generated dataset (no DATA): 99 + 10 training clips."),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth of unlabelled test clips."),
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,

@@ -256,11 +256,12 @@ def evaluate(
 
 
 # The default dataset of `mimii-due run`: two machine types in the layout the field uses now
-# (DCASE 2023: one section, 198 source + 10 target training clips at scale 0.2, 50 normal + 50
-# anomalous test clips per domain), small enough that the paper's AE (100 epochs) and our strongest
-# detector train and are evaluated within 5 minutes on 2 cores. Pump and fan: the machine types on
-# which the ensemble detects clearly on the tuning seeds (README says so).
-DEFAULT_RUN = {"machines": ["fan", "pump"], "sections": [0], "scale": 0.2, "min_test": 50, "seed": 0,
+# (DCASE 2023: one section, 99 source + 10 target training clips at scale 0.1, 50 normal + 50
+# anomalous test clips per domain), small enough that the paper's AE (100 epochs) and our default
+# detector train and are evaluated within 5 minutes on 2 cores (at scale 0.2 the AE alone took
+# about 4.5 of the 6 minutes). Pump and fan: two machine types whose anomalies are neither the
+# easiest nor the hardest of the five (README).
+DEFAULT_RUN = {"machines": ["fan", "pump"], "sections": [0], "scale": 0.1, "min_test": 50, "seed": 0,
                "layout": "dcase2023", "detectors": ["ae", "ensemble"]}  # fmt: skip
 
 
