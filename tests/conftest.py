@@ -30,7 +30,7 @@ def _real(name: str) -> Path:
     value = os.environ.get("MIMII_DUE_REAL_DATA")
     if not value:
         pytest.skip("MIMII_DUE_REAL_DATA is not set (point it at ../shared/real to test on real recordings)")
-    path = Path(value) / name
+    path = (Path(value) / name).resolve()  # absolute: tests link to it from temporary folders
     if not path.is_dir():
         pytest.skip(f"MIMII_DUE_REAL_DATA={value} holds no {name} folder")
     return path
