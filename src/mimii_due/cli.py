@@ -463,7 +463,9 @@ def run(
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs (every detector)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
-    scale: float = typer.Option(0.1, help="Size of the generated dataset (no DATA): 99 + 10 training clips."),
+    scale: float = typer.Option(
+        None, help="Size of the generated dataset (no DATA; default: the main job's, 99 + 10 training clips)."
+    ),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth of unlabelled test clips."),
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
@@ -478,7 +480,8 @@ def run(
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         done = pipeline.run(
             out, data, detectors=_machines(detectors) or ["ae"], machines=_machines(machines),
-            params=_params(epochs, batch_size, None, []), scale=scale, ground_truth=ground_truth,
+            params=_params(epochs, batch_size, None, []), ground_truth=ground_truth,
+            **({} if scale is None else {"scale": scale}),  # default: pipeline.DEFAULT_RUN
             on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar), engine=eng,
         )  # fmt: skip
     stdout.print(results_table(done["results"]))
