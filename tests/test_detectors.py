@@ -140,3 +140,63 @@ def test_selective_mahalanobis_from_a_trained_ae_equals_training_it(tiny_dataset
     assert derived.threshold_ == pytest.approx(direct.threshold_)
     # the smaller of the two domain distances: a target normal clip is scored against target statistics
     assert set(direct.stats_) == {(0, "source"), (0, "target")}
+
+
+def _as_other_machine(clips):
+    return clips.assign(machine="other")
+
+
+def test_outlier_exposure_adds_classes_but_stays_out_of_the_model_of_normal_sound(easy):
+    ftrain, train, ftest, test = easy
+    other = (ftrain, _as_other_machine(train))  # another machine type's clips (here: relabelled copies)
+    plain = make("embedding", epochs=1).fit(ftrain, train)
+    exposed = make("embedding", epochs=1).fit(ftrain, train, outliers=other)
+    own = set(plain.classes_)
+    assert own < set(exposed.classes_)
+    assert set(exposed.classes_) - own == {f"other|{k}" for k in own}
+    assert exposed.sections_bank_.keys() == plain.sections_bank_.keys()  # scored against our clips only
+    for s, bank in exposed.sections_bank_.items():
+        assert len(bank["target"]) == len(plain.sections_bank_[s]["target"])
+    assert exposed.train_scores_.shape == (len(train),)
+    assert not np.allclose(exposed.score(ftest, test), plain.score(ftest, test))  # the network did change
+    with pytest.raises(ModelError, match="outlier clips must be normal"):
+        make("embedding", epochs=1).fit(ftrain, train, outliers=(ftest, _as_other_machine(test)))
+
+
+def test_detectors_without_outlier_exposure_ignore_the_outliers(easy):
+    ftrain, train, ftest, test = easy
+    assert not REGISTRY["twfr_gmm"].uses_outliers and make("ensemble").uses_outliers
+    a = make("twfr_gmm").fit(ftrain, train).score(ftest, test)
+    b = make("twfr_gmm").fit(ftrain, train, outliers=(ftrain, _as_other_machine(train))).score(ftest, test)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_twfr_gmm_training_scores_are_held_out(easy):
+    """The mixture fits its own clips better than new ones: the training scores that set the
+    threshold and the ensemble's standardisation come from models that did not see the clip."""
+    ftrain, train, ftest, test = easy
+    det = make("twfr_gmm").fit(ftrain, train)
+    in_sample = det.score(ftrain, train)
+    src = (train.domain == "source").to_numpy()
+    assert np.median(det.train_scores_[src]) > np.median(in_sample[src]) + 1.0
+    normal = (test.label == "normal").to_numpy() & (test.domain == "source").to_numpy()
+    test_normal = det.score(ftest, test)[normal]  # new normal clips: nearer the held-out scores
+    gap_held, gap_in = (abs(np.median(test_normal) - np.median(s[src])) for s in (det.train_scores_, in_sample))
+    assert gap_held < gap_in
+
+
+def test_ensemble_weights_twfr_gmm_six_times_by_default(easy):
+    from mimii_due.detectors.ensemble import DEFAULT_WEIGHTS
+
+    ftrain, train, ftest, test = easy
+    ens = make("ensemble", members=("twfr_gmm", "gaussian")).fit(ftrain, train)
+    z = []
+    for det, norms in zip(ens.members_, ens.norms_, strict=True):
+        med = np.array([norms[int(s)][0] for s in test.section])
+        dev = np.array([norms[int(s)][1] for s in test.section])
+        z.append((det.score(ftest, test) - med) / dev)
+    w = DEFAULT_WEIGHTS["twfr_gmm"]
+    assert w == 6.0
+    np.testing.assert_allclose(ens.score(ftest, test), (w * z[0] + z[1]) / (w + 1))
+    equal = make("ensemble", members=("twfr_gmm", "gaussian"), weights=(1.0, 1.0)).fit(ftrain, train)
+    np.testing.assert_allclose(equal.score(ftest, test), (z[0] + z[1]) / 2)

@@ -142,3 +142,25 @@ def test_members_names_the_ensembles_members_and_is_refused_for_other_detectors(
     args[3] = str(tmp_path / "run2")
     r = runner.invoke(app, [*args, "--detector", "twfr_gmm", "--members", "gaussian"])
     assert r.exit_code != 0 and "--members" in r.output and not (tmp_path / "run2").exists()
+
+
+def test_outlier_clips_come_from_the_other_machine_types_only(tiny_dataset):
+    from mimii_due.pipeline import outlier_clips
+
+    train = index(tiny_dataset).query("split == 'train'")
+    n_fan = (train.machine == "fan").sum()
+    rows = outlier_clips(train, "fan", n_fan)
+    assert set(rows.machine) == {"valve"} and len(rows) == min(n_fan, (train.machine == "valve").sum())
+    assert rows.path.is_unique and rows.equals(outlier_clips(train, "fan", n_fan))  # seeded: same draw
+    assert len(outlier_clips(train, "fan", 3)) == 3
+    assert outlier_clips(train[train.machine == "fan"], "fan", 5).empty
+
+
+def test_training_one_machine_type_exposes_the_embedding_to_the_others(tiny_dataset, tmp_path):
+    from mimii_due import pipeline
+    from mimii_due.runs import Run
+
+    pipeline.train(tmp_path / "run", tiny_dataset, detector="embedding", machines=["fan"], params={"epochs": 1})
+    det = Run(tmp_path / "run").load_model("fan")
+    assert any(c.startswith("valve|") for c in det.classes_)  # valve's classes were learned beside fan's
+    assert all(not c.startswith("fan|") for c in det.classes_)

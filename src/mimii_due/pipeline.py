@@ -161,7 +161,14 @@ def train(
         )  # fmt: skip
         if clips.empty:
             raise ModelError(f"no readable training clips of {machine}", data)
-        job = (machine, detector, params, feats, clips, str(keeper.checkpoint_dir(machine)))
+        outliers = None
+        if det.uses_outliers and (train_table["machine"] != machine).any():
+            outliers = features(
+                outlier_clips(train_table, machine, len(clips)), cfg=det.features, min_frames=det.min_frames,
+                cache=cache, on_error=on_error, progress=for_stage(progress, "features", f"{machine} (outliers)"),
+                engine=engine,
+            )  # fmt: skip
+        job = (machine, detector, params, feats, clips, str(keeper.checkpoint_dir(machine)), outliers)
         if engine.name == "local":  # one machine type after the other, with epoch progress
             keeper.save_model(machine, _fit_job(job, for_stage(progress, "train", machine)))
         else:
@@ -173,10 +180,22 @@ def train(
     return keeper.meta()
 
 
+def outlier_clips(train_table: pd.DataFrame, machine: str, n: int, seed: int = 0) -> pd.DataFrame:
+    """Up to ``n`` training clips of the machine types other than ``machine``, drawn at random
+    (seeded): the outlier exposure of detectors that learn from auxiliary classes. As many as the
+    machine type's own clips, so training costs at most twice as much as without."""
+    others = train_table[train_table["machine"] != machine]
+    pick = np.random.default_rng(seed).permutation(len(others))[:n]
+    return others.iloc[np.sort(pick)]
+
+
 def _fit_job(job: tuple, progress=None):
     """Train one machine type's detector (here or in a cluster task): the same code either way."""
-    machine, detector, params, feats, clips, checkpoint = job
-    return make(detector, **params).fit(feats.writable(), clips, checkpoint=checkpoint, progress=progress)
+    machine, detector, params, feats, clips, checkpoint, outliers = job
+    if outliers is not None:
+        outliers = (outliers[0].writable(), outliers[1]) if len(outliers[1]) else None
+    return make(detector, **params).fit(feats.writable(), clips, checkpoint=checkpoint, progress=progress,
+                                        outliers=outliers)  # fmt: skip
 
 
 def _score_job(job: tuple) -> np.ndarray:

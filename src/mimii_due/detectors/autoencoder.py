@@ -52,7 +52,8 @@ class AutoEncoderDetector(Detector):
         c = self.config
         return AutoEncoder(c.frames * self.features.n_mels, c.hidden, c.n_hidden, c.bottleneck)
 
-    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
+    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
+             outliers=None) -> None:  # fmt: skip
         c = self.config
         data = torch.from_numpy(features.data)
         starts = torch.from_numpy(features.windows(c.frames)[0])

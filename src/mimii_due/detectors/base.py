@@ -4,7 +4,10 @@ Every detector, classic or deep, has the same small surface (after scikit-learn 
 
 - ``__init__(**params)`` only stores its configuration: no work, no randomness, no I/O;
 - ``fit(features, clips) -> self`` trains on the features of normal clips (``clips``: the clip
-  table's rows for the same clips, in the same order); fitted attributes end in ``_``;
+  table's rows for the same clips, in the same order); fitted attributes end in ``_``. Optional
+  ``outliers=(features, clips)``: normal clips of *other* machine types, which a detector that
+  learns from auxiliary classes (``uses_outliers``) trains on as extra classes (outlier exposure)
+  and every other detector ignores; they are never part of the model of normal sound;
 - ``score(features, clips) -> np.ndarray`` of shape ``(n_clips,)``: higher means more anomalous,
   always, and a clip's score never depends on which other clips are in the call;
 - ``predict(features, clips)``: ``score > threshold_``, defined here only;
@@ -44,6 +47,7 @@ class Detector:
     name: ClassVar[str] = "base"
     config_class: ClassVar[type | None] = None  # the dataclass of the detector's own settings
     needs_known_sections: ClassVar[bool] = False  # True: refuses sections it was not trained on
+    uses_outliers: ClassVar[bool] = False  # True: learns from other machine types' clips (outlier exposure)
 
     def __init__(
         self,
@@ -77,19 +81,24 @@ class Detector:
         *,
         checkpoint: str | Path | None = None,
         progress: Progress | None = None,
+        outliers: tuple[Features, pd.DataFrame] | None = None,
     ) -> Detector:
         """Train on the features of normal clips; then fit the decision threshold to the
         training clips' scores (gamma distribution, ``threshold_quantile``).
 
         ``checkpoint`` names a folder where long trainings save their state every epoch and from
-        which a new call resumes.
+        which a new call resumes. ``outliers``: features and clip rows of other machine types'
+        normal clips, for detectors that ``uses_outliers`` (ignored by the others).
         """
+        for what, c in (("training", clips), ("outlier", None if outliers is None else outliers[1])):
+            if c is not None and "label" in c and (c["label"] == "anomaly").any():
+                raise ModelError(f"{self.name}: {what} clips must be normal (unsupervised ASD)")
         if len(clips) == 0:
             raise ModelError(f"{self.name}: no training clips")
-        if "label" in clips and (clips["label"] == "anomaly").any():
-            raise ModelError(f"{self.name}: training clips must be normal (unsupervised ASD)")
         clips = self._check_input(features, clips)
-        self._fit(features, clips, checkpoint=checkpoint, progress=progress)
+        if outliers is not None:
+            outliers = (outliers[0], self._check_input(*outliers))
+        self._fit(features, clips, checkpoint=checkpoint, progress=progress, outliers=outliers)
         self.sections_ = sorted(int(s) for s in clips["section"].unique())
         self.train_scores_ = np.asarray(self._train_scores(features, clips), dtype=np.float64)
         if not np.isfinite(self.train_scores_).all():
@@ -208,7 +217,8 @@ class Detector:
         return det
 
     # ------------------------------------------------------------------ for subclasses
-    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
+    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
+             outliers=None) -> None:  # fmt: skip
         raise NotImplementedError
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:

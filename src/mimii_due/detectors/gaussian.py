@@ -26,7 +26,8 @@ class GaussianDetector(Detector):
     config_class = GaussianConfig
     needs_known_sections = True
 
-    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
+    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
+             outliers=None) -> None:  # fmt: skip
         x = features.means().astype(np.float64)
         self.models_ = {}
         for section in sorted(clips["section"].unique()):

@@ -142,7 +142,8 @@ class MobileNetV2Detector(Detector):
         lookup = {k: i for i, k in enumerate(self.classes_)}
         return np.array([lookup.get(k, -1) for k in class_keys(clips)])
 
-    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
+    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
+             outliers=None) -> None:  # fmt: skip
         c = self.config
         self.classes_ = sorted(int(s) for s in clips["section"].unique())
         if len(self.classes_) < 2:  # one section (DCASE 2023-2025): classify section x attribute classes

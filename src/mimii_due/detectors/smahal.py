@@ -29,7 +29,8 @@ class SelectiveMahalanobisDetector(AutoEncoderDetector):
         v = stack_frames(torch.from_numpy(features.clip(i)), frames=self.config.frames)
         return (self.model_(v) - v).double().numpy()
 
-    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
+    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
+             outliers=None) -> None:  # fmt: skip
         trained = self.__dict__.pop("_trained", None)  # set by from_autoencoder: reuse its network
         if trained is None:
             super()._fit(features, clips, checkpoint=checkpoint, progress=progress)

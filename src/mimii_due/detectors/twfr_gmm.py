@@ -43,6 +43,7 @@ from mimii_due.evaluation.metrics import auc
 from mimii_due.features.extract import Features
 
 MAX_GROUPS = 8  # attribute groups per section used to choose the decay (a machine type may have dozens)
+FOLDS = 5  # cross-fitting folds of the held-out training scores
 DECAYS = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.5, 0.0)  # candidates of ``decay="auto"``
 
 
@@ -90,7 +91,8 @@ class TWFRGMMDetector(Detector):
     config_class = TWFRConfig
     needs_known_sections = True
 
-    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None) -> None:
+    def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
+             outliers=None) -> None:  # fmt: skip
         c = self.config
         self.decay_ = self._choose_decay(features, clips) if c.decay == "auto" else float(c.decay)
         x = gwrp(features, self.decay_)
@@ -144,10 +146,14 @@ class TWFRGMMDetector(Detector):
         return -ll
 
     def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
-        # each target clip is a kernel of the target density: scored without its own kernel
+        """Held-out scores of the training clips: a source clip is scored by a section model fitted
+        without its fold (``FOLDS``-fold; the full-covariance mixture fits its own clips far better
+        than new ones), a target clip without its own kernel. These set the threshold and the
+        ensemble's standardisation, so both see what a new normal clip scores."""
         x = gwrp(features, self.decay_)
         sections, domains = clips["section"].to_numpy().astype(int), clips["domain"].to_numpy().astype(str)
         out = np.empty(len(x))
+        rng = np.random.default_rng(self.config.seed)
         for section in np.unique(sections):
             i = np.flatnonzero(sections == section)
             model = self.models_[int(section)]
@@ -155,6 +161,13 @@ class TWFRGMMDetector(Detector):
             exclude = np.zeros((len(i), len(model["targets"])), bool)
             exclude[tgt, np.arange(len(tgt))] = True
             out[i] = self._section_scores(model, x[i], exclude)
+            src = np.setdiff1d(np.arange(len(i)), tgt)
+            if len(src) < 2 * FOLDS:  # too few clips to hold any out: in-sample scores
+                continue
+            for fold in np.array_split(rng.permutation(src), FOLDS):
+                keep = np.setdiff1d(np.arange(len(i)), fold)
+                held = self._fit_section(x[i[keep]], domains[i[keep]])
+                out[i[fold]] = self._section_scores(held, x[i[fold]])
         return out
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
