@@ -1,5 +1,7 @@
 """Training cost of every detector at full size: one machine type of the 2023 layout, 990 + 10
-training clips and 100 + 100 test clips (generated, 10 s), trained, scored and evaluated.
+training clips and 100 + 100 test clips (generated, 10 s), trained, scored and evaluated. A second
+machine type (pump) is in the dataset, as in every DCASE development set: detectors with outlier
+exposure (the embedding) also train on as many of its clips.
 
 Prints wall seconds and training clips/s per detector, and the ratio to the old embedding
 detector's 239 s measured on this machine (issue 15's reference; the new default may cost at most
@@ -31,20 +33,22 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/mimii_due_bench_cost")
     a = ap.parse_args()
     out = Path(a.out)
-    data = generate(out / "data", machines=["fan"], sections=[0], scale=1.0, seed=7, min_test=50, workers=2,
+    data = generate(out / "data", machines=["fan", "pump"], sections=[0], scale=1.0, seed=7, min_test=50, workers=2,
                     layout="dcase2023")  # fmt: skip
-    t = index(data)
+    everything = index(data)
+    t = everything[everything.machine == "fan"]
     n_train = int((t.split == "train").sum())
     print(f"{n_train} training clips, {int((t.split == 'test').sum())} test clips")
     t0 = time.perf_counter()
-    pipeline.features(t, cache=out / "features", cfg=make("embedding").features)
-    print(f"features (log-mel + whole-clip spectrum, cached for all): {time.perf_counter() - t0:.0f} s")
+    pipeline.features(everything, cache=out / "features", cfg=make("embedding").features)
+    print(f"features of both machine types (log-mel + whole-clip spectrum, cached for all): "
+          f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
     for det in a.detectors.split(","):
         params = {"epochs": a.ae_epochs} if det in ("ae", "mobilenetv2") else {}
         run = out / det
         shutil.rmtree(run, ignore_errors=True)
         t1 = time.perf_counter()
-        pipeline.train(run, data, detector=det, params=params, cache=out / "features")
+        pipeline.train(run, data, detector=det, params=params, cache=out / "features", machines=["fan"])
         t_train = time.perf_counter() - t1
         pipeline.test(run, data)
         _, summary = pipeline.evaluate(run)
