@@ -200,3 +200,18 @@ def test_ensemble_weights_twfr_gmm_six_times_by_default(easy):
     np.testing.assert_allclose(ens.score(ftest, test), (w * z[0] + z[1]) / (w + 1))
     equal = make("ensemble", members=("twfr_gmm", "gaussian"), weights=(1.0, 1.0)).fit(ftrain, train)
     np.testing.assert_allclose(equal.score(ftest, test), (z[0] + z[1]) / 2)
+
+
+def test_ensemble_leaves_out_networks_where_a_section_has_few_clips(easy):
+    ftrain, train, ftest, test = easy
+    assert train.section.value_counts().max() < 100  # every section below the default min_clips
+    members = ("twfr_gmm", "embedding")
+    few = make("ensemble", members=members).fit(ftrain, train)
+    tw, _ = few.members_
+    med = np.array([few.norms_[0][int(s)][0] for s in test.section])
+    dev = np.array([few.norms_[0][int(s)][1] for s in test.section])
+    np.testing.assert_allclose(few.score(ftest, test), (tw.score(ftest, test) - med) / dev)  # TWFR-GMM alone
+    both = make("ensemble", members=members, min_clips=0).fit(ftrain, train)
+    assert not np.allclose(both.score(ftest, test), few.score(ftest, test))
+    only_network = make("ensemble", members=("embedding",)).fit(ftrain, train)
+    assert only_network.score(ftest, test).std() > 0  # not left out: someone must score

@@ -42,6 +42,7 @@ class AutoEncoder(nn.Module):
 
 class AutoEncoderDetector(Detector):
     name = "ae"
+    trains_network = True
     config_class = AEConfig
 
     @property

@@ -48,6 +48,7 @@ class Detector:
     config_class: ClassVar[type | None] = None  # the dataclass of the detector's own settings
     needs_known_sections: ClassVar[bool] = False  # True: refuses sections it was not trained on
     uses_outliers: ClassVar[bool] = False  # True: learns from other machine types' clips (outlier exposure)
+    trains_network: ClassVar[bool] = False  # True: a neural network learned from the clips (needs many)
 
     def __init__(
         self,

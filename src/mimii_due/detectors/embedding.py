@@ -151,6 +151,7 @@ class EmbeddingDetector(Detector):
     config_class = EmbeddingConfig
     needs_known_sections = True
     uses_outliers = True
+    trains_network = True
 
     def default_features(self) -> FeatureConfig:
         return FeatureConfig(spectrum_bins=self.config.spectrum_bins)

@@ -117,6 +117,7 @@ def negative_logit(logits: torch.Tensor, target: torch.Tensor, formula: str = "p
 
 class MobileNetV2Detector(Detector):
     name = "mobilenetv2"
+    trains_network = True
     config_class = MobileNetV2Config
     needs_known_sections = True
 
