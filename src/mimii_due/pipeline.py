@@ -132,7 +132,9 @@ def train(
 
     Without ``resume`` the run folder must not exist; with it, machines already trained are
     skipped and an interrupted training continues from its last epoch. With a cluster ``engine``
-    the features are made in shards and the machine types train as parallel tasks.
+    the features are made in shards and the machine types train as parallel tasks. A detector that
+    ``uses_outliers`` also trains on other machine types' clips of ``data`` (``outlier_clips``),
+    whether or not they are in ``machines``.
     """
     params = dict(params or {})
     make(detector, **params)  # checks the name and every setting before any file is written
