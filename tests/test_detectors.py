@@ -10,6 +10,7 @@ from mimii_due.data.index import index
 from mimii_due.detectors import REGISTRY, make
 from mimii_due.detectors.base import Detector
 from mimii_due.detectors.embedding import EmbeddingConfig
+from mimii_due.detectors.twfr_gmm import gwrp
 from mimii_due.errors import ConfigError, ModelError, NotFittedError
 from mimii_due.evaluation.metrics import auc
 from mimii_due.features.extract import Features, extract
@@ -183,6 +184,57 @@ def test_twfr_gmm_training_scores_are_held_out(easy):
     test_normal = det.score(ftest, test)[normal]  # new normal clips: nearer the held-out scores
     gap_held, gap_in = (abs(np.median(test_normal) - np.median(s[src])) for s in (det.train_scores_, in_sample))
     assert gap_held < gap_in
+
+
+def _clips(rng, n, shift, anomaly=0.0, frames=12, bands=128):
+    """Log-mel-like clips: a level around ``shift`` that varies from clip to clip along a few
+    smooth directions, as machine sound does (+ ``anomaly`` in 10 bands)."""
+    directions = np.cos(np.outer(np.arange(bands) / bands * np.pi, np.arange(1, 5)))  # the same in every call
+    parts = []
+    for _ in range(n):
+        level = shift + directions @ rng.normal(0, 1, 4) + rng.normal(0, 0.1, bands)
+        level[:10] += anomaly
+        parts.append(level + rng.normal(0, 0.3, (frames, bands)))
+    return parts
+
+
+def test_twfr_gmm_judges_a_clip_on_the_scale_of_the_domain_it_fits(tmp_path):
+    """Ten target clips cannot model their domain as well as 200 source clips model theirs: under one
+    likelihood new target normal clips look worse than source anomalies. Each domain's NLL is
+    standardised with its own held-out clips, so they do not (the 2022-2025 AUC of a domain counts
+    its normal clips against all anomalies)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    groups = [("train", "source", 200, 0.0, 0.0), ("train", "target", 10, 3.0, 0.0),
+              ("test", "source", 40, 0.0, 0.0), ("test", "target", 40, 3.0, 0.0),
+              ("test", "source", 40, 0.0, 0.6), ("test", "target", 40, 3.0, 0.6)]  # split, domain, n, shift, anomaly
+    made = {"train": ([], []), "test": ([], [])}
+    for split, domain, n, shift, anomaly in groups:
+        made[split][0].extend(_clips(rng, n, shift, anomaly))
+        label = "anomaly" if anomaly else "normal"
+        first = len(made[split][1])
+        made[split][1].extend({"section": 0, "domain": domain, "label": label, "filename": f"{split}_{first + i}.wav"}
+                              for i in range(n))  # fmt: skip
+
+    def feats(parts):
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        return Features(np.concatenate(parts).astype(np.float32), offsets)
+
+    ftrain, train = feats(made["train"][0]), pd.DataFrame(made["train"][1])
+    ftest, test = feats(made["test"][0]), pd.DataFrame(made["test"][1])
+    det = make("twfr_gmm", decay=1.0).fit(ftrain, train.drop(columns="label"))
+    scores = det.score(ftest, test)
+    anomalous = (test.label == "anomaly").to_numpy()
+    target_normal = ~anomalous & (test.domain == "target").to_numpy()
+    keep = target_normal | anomalous
+    assert auc(anomalous[keep], scores[keep]) > 0.95
+    src, tgt = det._nlls(det.models_[0], gwrp(ftest, 1.0))
+    one_likelihood = -np.logaddexp(-src, -tgt)  # both densities, equally weighted: the paper's single model
+    assert auc(anomalous[keep], one_likelihood[keep]) < 0.6
+    held = det.train_scores_  # centred per domain on held-out clips
+    for domain in ("source", "target"):
+        assert abs(np.median(held[(train.domain == domain).to_numpy()])) < 0.5
 
 
 def test_ensemble_weights_twfr_gmm_six_times_by_default(easy):
