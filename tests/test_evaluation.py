@@ -33,6 +33,13 @@ def test_gamma_threshold_is_the_official_quantile():
     assert gamma_threshold(s) == pytest.approx(scipy.stats.gamma.ppf(0.9, shape, loc=loc, scale=scale))
     assert abs(np.mean(s > gamma_threshold(s)) - 0.1) < 0.02
     assert gamma_threshold(np.ones(10)) == 1.0  # degenerate scores: the empirical quantile
+    # standardised, heavy-tailed scores (a domain's few clips spread widely): where the fitted gamma
+    # leaves far from a tenth of the scores above it, the empirical quantile decides
+    rng = np.random.default_rng(1)
+    wide = np.r_[rng.normal(0, 1, 200), rng.standard_t(1, 10) * 10]
+    shape, loc, scale = scipy.stats.gamma.fit(wide)
+    assert abs(np.mean(wide > scipy.stats.gamma.ppf(0.9, shape, loc=loc, scale=scale)) - 0.1) > 0.05
+    assert gamma_threshold(wide) == pytest.approx(np.quantile(wide, 0.9))
 
 
 def scores_table():

@@ -16,7 +16,11 @@ def gamma_threshold(scores: np.ndarray, *, quantile: float = 0.9) -> float:
     """``scipy.stats.gamma.ppf(quantile, *gamma.fit(scores))``, as the official code.
 
     Falls back to the empirical quantile (with a log message) when the fit fails, e.g. for
-    constant scores.
+    constant scores, or when the fitted gamma does not describe the scores: if the share of
+    training scores above its threshold is off by more than half of ``1 - quantile`` (the official
+    fit can land far off on scores that are negative or heavy-tailed, such as standardised ones:
+    a threshold below nine tenths of the training clips was measured, which raises an alarm for
+    every normal clip).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if not 0 < quantile < 1:
@@ -27,9 +31,9 @@ def gamma_threshold(scores: np.ndarray, *, quantile: float = 0.9) -> float:
             try:
                 shape, loc, scale = scipy.stats.gamma.fit(scores)
                 t = float(scipy.stats.gamma.ppf(quantile, shape, loc=loc, scale=scale))
-                if np.isfinite(t):
+                if np.isfinite(t) and abs(np.mean(scores > t) - (1 - quantile)) <= (1 - quantile) / 2:
                     return t
             except (ValueError, RuntimeError, FloatingPointError):
                 pass
-    log.info("gamma fit failed on %d scores; using the empirical %.2f quantile", len(scores), quantile)
+    log.info("gamma fit failed or does not fit %d scores; using the empirical %.2f quantile", len(scores), quantile)
     return float(np.quantile(scores, quantile))
