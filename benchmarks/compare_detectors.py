@@ -9,6 +9,8 @@ Runs resume: a rerun skips what is done. Results also go to ``OUT/comparison.md`
     python benchmarks/compare_detectors.py [--seeds 3,4,5] [--scale 0.2] [--layout dcase2023]
         [--detectors ensemble,twfr_gmm,embedding,gaussian,ae] [--out /tmp/mimii_due_compare]
 
+A detector may carry settings, ``twfr_gmm:domains=pooled`` (its own row and run folder).
+
 The supervised reference row (``--reference``) is not a detector: a logistic regression on the
 test clips' own labels (clip mean and deviation of the log-mel, 5-fold cross-validated), i.e. how
 separable the anomalies are at all with clip statistics.
@@ -96,11 +98,13 @@ def main() -> None:
                         min_test=a.min_test, workers=2, layout=a.layout)  # fmt: skip
         for det in a.detectors.split(","):
             t0 = time.perf_counter()
-            run = base / det
+            run = base / det.replace(":", "_").replace("=", "-")
+            name, *sets = det.split(":")
+            params = dict(kv.split("=", 1) for kv in sets)
             if det == "smahal" and (base / "ae" / "run.json").exists():
                 smahal_from_ae(base / "ae", run, data)  # the same network as "ae": no second training
             else:
-                pipeline.train(run, data, detector=det, resume=True, cache=base / "features")
+                pipeline.train(run, data, detector=name, params=params, resume=True, cache=base / "features")
             pipeline.test(run, data)
             res, summary = pipeline.evaluate(run)
             rows.setdefault(det, []).append(summary["official_score"])

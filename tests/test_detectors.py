@@ -121,6 +121,7 @@ def test_too_short_clips_are_a_clear_error(easy):
         ("ae", {"epochs": 0}, "epochs must be at least 1"),
         ("embedding", {"subclusters": 0}, "subclusters must be between"),
         ("ensemble", {"members": ("twfr_gmm", "nope")}, "unknown detector"),
+        ("twfr_gmm", {"domains": "both"}, "domains must be 'separate' or 'pooled'"),
     ],
 )
 def test_settings_are_checked_when_the_detector_is_made(name, settings, message):
@@ -232,6 +233,9 @@ def test_twfr_gmm_judges_a_clip_on_the_scale_of_the_domain_it_fits(tmp_path):
     src, tgt = det._nlls(det.models_[0], gwrp(ftest, 1.0))
     one_likelihood = -np.logaddexp(-src, -tgt)  # both densities, equally weighted: the paper's single model
     assert auc(anomalous[keep], one_likelihood[keep]) < 0.6
+    pooled = make("twfr_gmm", decay=1.0, domains="pooled").fit(ftrain, train.drop(columns="label"))
+    assert len(pooled.models_[0]["targets"]) == 0  # the paper's one mixture of all clips
+    assert auc(anomalous[keep], pooled.score(ftest, test)[keep]) < auc(anomalous[keep], scores[keep]) - 0.1
     held = det.train_scores_  # centred per domain on held-out clips
     for domain in ("source", "target"):
         assert abs(np.median(held[(train.domain == domain).to_numpy()])) < 0.5
