@@ -280,7 +280,7 @@ def evaluate(
 # The default dataset of `mimii-due run`: two machine types in the layout the field uses now
 # (DCASE 2023: one section, 99 source + 10 target training clips at scale 0.1, 50 normal + 50
 # anomalous test clips per domain), small enough that the paper's AE (100 epochs) and our default
-# detector train and are evaluated within 5 minutes on 2 cores (158 s measured; at scale 0.2 it
+# detector train and are evaluated within 5 minutes on 2 cores (228 s measured; at scale 0.2 it
 # took 369 s, before outlier exposure). Fan and pump were chosen for the demonstration: on the
 # check seeds pump's anomalies are the easiest of the five for the labelled reference, fan's among
 # the harder (README).

@@ -12,11 +12,13 @@ system the same way); without it a member with a large score range would decide 
 
 ``weights`` sets each member's share; by default TWFR-GMM counts ``DEFAULT_WEIGHTS["twfr_gmm"]``
 (6) times as much as any other member. Chosen on generated data, tuning seeds 0-2 (five machine
-types, TWFR-GMM's standardisation from held-out training scores, the embedding with outlier
-exposure): equal weights gave 0.747 / 0.729 / 0.730 official score against TWFR-GMM's own 0.791 /
-0.773 / 0.759; weights 2, 4 and 6 gave 0.770 / 0.750 / 0.747, 0.786 / 0.768 / 0.764 and 0.793 /
-0.773 / 0.768, i.e. at 6 the ensemble matches or passes TWFR-GMM on each seed (checked on seeds
-3-5: 0.778 / 0.758 / 0.795 against 0.785 / 0.753 / 0.795: level, not above). It also agrees with
+types, 2023 layout, scale 0.2; TWFR-GMM with per-domain standardisation, the embedding with
+outlier exposure; rescored from the saved members): weights 1, 2, 4, 6 and 10 gave 0.775 / 0.770 /
+0.752, 0.807 / 0.793 / 0.777, 0.825 / 0.805 / 0.790, 0.829 / 0.808 / 0.793 and 0.830 / 0.808 /
+0.792 official score against TWFR-GMM's own 0.823 / 0.802 / 0.783 and the embedding's 0.661 /
+0.660 / 0.687: from 4 on the ensemble is above both members on each seed and the curve is flat.
+At full size (990 + 10 training clips, tuning seed 0) the same weights gave 0.857, 0.867, 0.870
+(4), 0.869 (6) and 0.866 against TWFR-GMM's 0.858 and the embedding's 0.774. It also agrees with
 what real recordings showed (issue 15: our embedding 0.570 official score on a held-back DCASE 2023
 machine type, TWFR-GMM about 0.73 as published on the 2022 development set): the training-free
 member is the one to trust most, the learned one adds to it.
