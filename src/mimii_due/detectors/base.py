@@ -268,6 +268,13 @@ def array(value: Any, dtype=None) -> np.ndarray:
     return np.asarray(value, dtype=dtype)
 
 
+def robust_scale(scores: np.ndarray) -> tuple[float, float]:
+    """Median and robust deviation of scores (interquartile range / 1.349, else the standard
+    deviation, else 1): how a new normal clip's score is standardised against held-out ones."""
+    dev = float(np.quantile(scores, 0.75) - np.quantile(scores, 0.25)) / 1.349 or float(np.std(scores)) or 1.0
+    return float(np.median(scores)), dev
+
+
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and precision (pseudo-inverse of the Ledoit-Wolf shrunk covariance) of rows ``x``:
     the shrinkage keeps the estimate sound when there are fewer rows than dimensions."""

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from mimii_due.config import FeatureConfig, check
-from mimii_due.detectors.base import Detector, array
+from mimii_due.detectors.base import Detector, array, robust_scale
 from mimii_due.errors import ConfigError
 from mimii_due.features.extract import Features
 
@@ -113,13 +113,8 @@ class EnsembleDetector(Detector):
 
     @staticmethod
     def _norms(train_scores: np.ndarray, clips: pd.DataFrame) -> dict[int, tuple[float, float]]:
-        out = {}
-        for section in np.unique(clips["section"]):
-            s = train_scores[(clips["section"] == section).to_numpy()]
-            med = float(np.median(s))
-            dev = float(np.quantile(s, 0.75) - np.quantile(s, 0.25)) / 1.349 or float(np.std(s)) or 1.0
-            out[int(section)] = (med, dev)
-        return out
+        sections = clips["section"].to_numpy()
+        return {int(section): robust_scale(train_scores[sections == section]) for section in np.unique(sections)}
 
     def _combine(self, scores: list[np.ndarray], clips: pd.DataFrame) -> np.ndarray:
         sections = clips["section"].to_numpy().astype(int)

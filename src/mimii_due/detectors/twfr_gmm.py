@@ -49,7 +49,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from mimii_due.config import check
-from mimii_due.detectors.base import Detector, array, class_keys
+from mimii_due.detectors.base import Detector, array, class_keys, robust_scale
 from mimii_due.errors import ConfigError
 from mimii_due.evaluation.metrics import auc
 from mimii_due.features.extract import Features
@@ -198,10 +198,9 @@ class TWFRGMMDetector(Detector):
                 keep = np.setdiff1d(np.arange(len(x)), fold)
                 held = self._fit_section(x[keep], domains[keep])
                 src_nll[fold] = self._nlls(held, x[fold])[0]
-        held_src = src_nll[s_rows]
-        spread = (np.quantile(held_src, 0.75) - np.quantile(held_src, 0.25)) / 1.349 or np.std(held_src) or 1.0
+        centre_s, spread = robust_scale(src_nll[s_rows])
         centre_t = float(np.median(tgt_nll[t_rows])) if len(t_rows) else np.nan
-        model.update(centres=np.array([np.median(held_src), centre_t]), spread=float(spread))
+        model.update(centres=np.array([centre_s, centre_t]), spread=spread)
         return self._standardise(model, src_nll, tgt_nll)
 
     def _section_scores(self, model: dict, x: np.ndarray) -> np.ndarray:
