@@ -73,6 +73,7 @@ def test_contract(name, easy, tmp_path):
     det.save(tmp_path / "model")
     loaded = Detector.load(tmp_path / "model")
     assert type(loaded) is type(det) and loaded.threshold_ == det.threshold_
+    np.testing.assert_array_equal(loaded.held_out_, det.held_out_)
     np.testing.assert_allclose(loaded.score(ftest, test), scores, rtol=1e-6, atol=1e-9)
 
 
@@ -269,5 +270,43 @@ def test_ensemble_leaves_out_networks_where_a_section_has_few_clips(easy):
     np.testing.assert_allclose(few.score(ftest, test), (tw.score(ftest, test) - med) / dev)  # TWFR-GMM alone
     both = make("ensemble", members=members, min_clips=0).fit(ftrain, train)
     assert not np.allclose(both.score(ftest, test), few.score(ftest, test))
+    # calibrated on the clips every member that counts held out: all where the network is left out
+    assert few.held_out_.all() and not few.members_[1].held_out_.all()
+    np.testing.assert_array_equal(both.held_out_, both.members_[1].held_out_)
     only_network = make("ensemble", members=("embedding",)).fit(ftrain, train)
     assert only_network.score(ftest, test).std() > 0  # not left out: someone must score
+
+
+def test_calibration_uses_held_out_training_scores_where_a_section_has_enough():
+    import pandas as pd
+
+    from mimii_due.detectors.base import MIN_HELD_OUT, calibration_rows
+    from mimii_due.detectors.ensemble import EnsembleDetector
+
+    sections = np.repeat([0, 1], 40)
+    held = np.zeros(80, bool)
+    held[:MIN_HELD_OUT] = True  # section 0: enough held-out clips
+    held[40 : 40 + MIN_HELD_OUT - 1] = True  # section 1: one too few
+    rows = calibration_rows(held, sections)
+    np.testing.assert_array_equal(rows[:40], held[:40])
+    assert rows[40:].all()
+    scores = np.r_[np.full(MIN_HELD_OUT, 5.0), np.zeros(30), np.arange(40.0)]  # held-out clips score higher
+    norms = EnsembleDetector._norms(scores, held, pd.DataFrame({"section": sections}))
+    assert norms[0][0] == 5.0 and norms[1][0] == np.median(np.arange(40.0))
+
+
+def test_the_embedding_calibrates_with_the_clips_it_did_not_train_on(easy):
+    """The network learns its training clips (their distances are smaller than a new normal
+    clip's: measured in ``detectors/ensemble.py``), so the threshold comes from the validation
+    clips it never trained on, where there are enough of them."""
+    from mimii_due.detectors.training import split_items
+    from mimii_due.evaluation.threshold import gamma_threshold
+
+    ftrain, train, ftest, test = easy
+    det = make("embedding", epochs=8, validation_split=0.5).fit(ftrain, train)
+    validation = split_items(len(train), fraction=0.5, seed=0)[1]
+    np.testing.assert_array_equal(np.flatnonzero(det.held_out_), validation)
+    assert det.threshold_ == gamma_threshold(det.train_scores_[det.held_out_])
+    assert det.threshold_ != gamma_threshold(det.train_scores_)
+    few = make("embedding", epochs=1, validation_split=0.05).fit(ftrain, train)  # too few held out: all
+    assert 0 < few.held_out_.sum() < 10 and few.threshold_ == gamma_threshold(few.train_scores_)

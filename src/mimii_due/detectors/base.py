@@ -18,7 +18,11 @@ Detectors never open audio files: the pipeline makes features once and hands the
 service or a cluster task that already holds the audio uses a detector the same way.
 
 Subclasses implement ``_fit(features, clips)``, ``_score(features, clips)`` and, if they hold
-weights, ``_state()`` / ``_set_state(state)``. The state is saved with ``torch.save`` after numpy
+weights, ``_state()`` / ``_set_state(state)``. ``train_scores_`` are the training clips' scores;
+``held_out_`` says which of them were made without that clip in the model (``_held_out``; all of
+them by default). The threshold, and an ensemble's standardisation, use the held-out ones where
+there are ``MIN_HELD_OUT`` of them (``calibration_rows``): a network's distances to clips it has
+learned are smaller than a new normal clip's. The state is saved with ``torch.save`` after numpy
 arrays are turned into tensors and lists, and loaded with ``weights_only=True``: loading a model
 someone sent you never runs their code.
 """
@@ -104,7 +108,9 @@ class Detector:
         self.train_scores_ = np.asarray(self._train_scores(features, clips), dtype=np.float64)
         if not np.isfinite(self.train_scores_).all():
             raise ModelError(f"{self.name}: training gave non-finite scores (diverged?); try a lower learning rate")
-        self.threshold_ = gamma_threshold(self.train_scores_, quantile=self.threshold_quantile)
+        self.held_out_ = np.asarray(self._held_out(clips), dtype=bool)
+        rows = calibration_rows(self.held_out_)
+        self.threshold_ = gamma_threshold(self.train_scores_[rows], quantile=self.threshold_quantile)
         return self
 
     def score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
@@ -171,6 +177,7 @@ class Detector:
             "threshold": self.threshold_,
             "sections": self.sections_,
             "train_scores": [float(s) for s in self.train_scores_],
+            "held_out": [bool(h) for h in self.held_out_],
             "history": getattr(self, "history_", []),
         }
         with atomic.atomic_dir(directory) as tmp:
@@ -207,6 +214,7 @@ class Detector:
             det.threshold_ = float(meta["threshold"])
             det.sections_ = list(meta["sections"])
             det.train_scores_ = np.asarray(meta["train_scores"])
+            det.held_out_ = np.asarray(meta.get("held_out", [True] * len(det.train_scores_)), bool)
             det.history_ = list(meta.get("history", []))
             det._set_state(state)
         except (RuntimeError, KeyError, ValueError, TypeError, ConfigError) as e:  # saved by another version
@@ -229,6 +237,11 @@ class Detector:
         """Scores of the training clips, for the threshold (a detector that memorises its
         training clips overrides this with a leave-one-out version)."""
         return self._score(features, clips)
+
+    def _held_out(self, clips: pd.DataFrame) -> np.ndarray:
+        """Which training scores were made without the clip in the model (called after
+        ``_train_scores``): all, unless a detector that learns its clips says otherwise."""
+        return np.ones(len(clips), bool)
 
     def _state(self) -> dict:
         return {}
@@ -266,6 +279,22 @@ def array(value: Any, dtype=None) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.numpy()
     return np.asarray(value, dtype=dtype)
+
+
+MIN_HELD_OUT = 10  # held-out training scores needed to calibrate with them alone
+
+
+def calibration_rows(held_out: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """The training scores to calibrate a threshold or a standardisation with: in each group
+    (section), the held-out ones where it has at least ``MIN_HELD_OUT``, else all of the group."""
+    held_out = np.asarray(held_out, bool)
+    groups = np.zeros(len(held_out), int) if groups is None else np.asarray(groups)
+    rows = np.ones(len(held_out), bool)
+    for g in np.unique(groups):
+        i = groups == g
+        if held_out[i].sum() >= MIN_HELD_OUT:
+            rows[i] = held_out[i]
+    return rows
 
 
 def robust_scale(scores: np.ndarray) -> tuple[float, float]:

@@ -112,7 +112,7 @@ class TWFRGMMDetector(Detector):
         self.decay_ = self._choose_decay(features, clips) if c.decay == "auto" else float(c.decay)
         x = gwrp(features, self.decay_)
         self.models_ = {}
-        self._held_out = np.empty(len(x))  # the training clips' held-out scores (see _calibrate)
+        self._held_out_scores = np.empty(len(x))  # the training clips' held-out scores (see _calibrate)
         rng = np.random.default_rng(c.seed)
         sections, domains = clips["section"].to_numpy().astype(int), clips["domain"].to_numpy().astype(str)
         if c.domains == "pooled":  # as published: one mixture of every clip of the section
@@ -120,7 +120,7 @@ class TWFRGMMDetector(Detector):
         for k, section in enumerate(np.unique(sections)):
             rows = sections == section
             model = self._fit_section(x[rows], domains[rows])
-            self._held_out[rows] = self._calibrate(model, x[rows], domains[rows], rng)
+            self._held_out_scores[rows] = self._calibrate(model, x[rows], domains[rows], rng)
             self.models_[int(section)] = model
             if progress:
                 progress(k + 1, len(np.unique(sections)), f"r={self.decay_:g}")
@@ -209,7 +209,7 @@ class TWFRGMMDetector(Detector):
     def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         """The held-out scores made in ``_fit`` (``_calibrate``): they set the threshold and the
         ensemble's standardisation, so both see what a new normal clip scores."""
-        return self._held_out
+        return self._held_out_scores
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         x = gwrp(features, self.decay_)
