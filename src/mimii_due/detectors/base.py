@@ -20,9 +20,11 @@ service or a cluster task that already holds the audio uses a detector the same 
 Subclasses implement ``_fit(features, clips)``, ``_score(features, clips)`` and, if they hold
 weights, ``_state()`` / ``_set_state(state)``. ``train_scores_`` are the training clips' scores;
 ``held_out_`` says which of them were made without that clip in the model (``_held_out``; all of
-them by default). The threshold, and an ensemble's standardisation, use the held-out ones where
-there are ``MIN_HELD_OUT`` of them (``calibration_rows``): a network's distances to clips it has
-learned are smaller than a new normal clip's. The state is saved with ``torch.save`` after numpy
+them by default: training-free detectors, those whose ``_train_scores`` hold clips out, and the
+paper's baselines, whose official threshold takes their training scores as they are). The
+threshold, and an ensemble's standardisation, use the held-out ones where there are
+``MIN_HELD_OUT`` of them (``calibration_rows``): a network's distances to clips it has learned are
+smaller than a new normal clip's. The state is saved with ``torch.save`` after numpy
 arrays are turned into tensors and lists, and loaded with ``weights_only=True``: loading a model
 someone sent you never runs their code.
 """
@@ -239,8 +241,8 @@ class Detector:
         return self._score(features, clips)
 
     def _held_out(self, clips: pd.DataFrame) -> np.ndarray:
-        """Which training scores were made without the clip in the model (called after
-        ``_train_scores``): all, unless a detector that learns its clips says otherwise."""
+        """Which training scores to calibrate with as a new clip's (called after ``_train_scores``):
+        all, unless a detector that learns its clips says which it did not learn."""
         return np.ones(len(clips), bool)
 
     def _state(self) -> dict:

@@ -221,8 +221,8 @@ class EmbeddingDetector(Detector):
             data_key={"classes": self.classes_}, repeat=repeat,
         )  # fmt: skip
         self.net_ = net
-        self._validation = np.isin(np.arange(n_own), split_items(len(keys), fraction=c.validation_split,
-                                                                 seed=c.seed)[1])  # as fit_with_config  # fmt: skip
+        validation = split_items(len(keys), fraction=c.validation_split, seed=c.seed)[1]  # fit_with_config's
+        self._validation = np.isin(np.arange(n_own), validation)
         features, target = features.select(np.arange(n_own)), target[:n_own]  # the model: our clips only
         emb = self.embed(features)
         self.sections_bank_ = {}

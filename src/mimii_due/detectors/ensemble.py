@@ -6,8 +6,9 @@ clips: TWFR-GMM's are 5-fold cross-fitted; the embedding's are its validation cl
 network never trained on, where a section has at least ``MIN_HELD_OUT`` of them (its distances to
 the clips it learned are smaller than a new normal clip's: at scale 0.2, tuning seeds 0-2, the
 validation clips' deviation was 1.2 to 1.8 times the learned clips'; at full size about the same).
-The ensemble's score is the weighted mean of the members' standardised scores. The threshold is fitted on the ensemble's
-training scores like any detector's. Standardising per section is what the DCASE 2022-2024
+The ensemble's score is the weighted mean of the members' standardised scores. The threshold is
+fitted on the ensemble's training scores like any detector's, on those every member that counts
+held out (``_held_out``) where a section has enough. Standardising per section is what the DCASE 2022-2024
 ensembles do before adding (Wilkinghoff 2023; Guan et al. 2023 combine TWFR-GMM with a learned
 system the same way); without it a member with a large score range would decide alone.
 
@@ -21,9 +22,9 @@ outlier exposure; rescored from the saved members): weights 1, 2, 4, 6 and 10 ga
 At full size (990 + 10 training clips, tuning seed 0) the same weights gave 0.857, 0.867, 0.870
 (4), 0.869 (6) and 0.866 against TWFR-GMM's 0.858 and the embedding's 0.774. (These were
 measured with the embedding standardised by all its training clips; with its validation clips, as
-now, the same saved members rescored give 0.793 / 0.774 / 0.766 at weight 1, 0.831 / 0.809 / 0.793
-at 6, and at full size 0.862 at 1, 0.869 at 6: the weights matter less, the choice stands.) It also agrees with
-what real recordings showed (issue 15: our embedding 0.570 official score on a held-back DCASE 2023
+now, the same saved members rescored give 0.793 / 0.774 / 0.766 at weight 1, 0.831 / 0.809 /
+0.793 at 6, and at full size 0.862 at 1, 0.869 at 6: the weights matter less, the choice stands.)
+It also agrees with what real recordings showed (issue 15: our embedding 0.570 official score on a held-back DCASE 2023
 machine type, TWFR-GMM about 0.73 as published on the 2022 development set): the training-free
 member is the one to trust most, the learned one adds to it.
 
