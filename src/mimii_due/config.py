@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -56,9 +57,11 @@ class AEConfig:
     lr: float = 1e-3  # Section 3: Adam, learning rate 0.001
     validation_split: float = 0.1  # official baseline
     seed: int = 0
+    device: str = "auto"  # where the network trains: "auto" (a CUDA GPU if torch sees one), "cpu", "cuda[:N]"
 
     def __post_init__(self):
         check(self, frames=(1, None), hidden=(1, None), n_hidden=(1, None), bottleneck=(1, None), **TRAINING)
+        check_device(self)
 
 
 @dataclass(frozen=True)
@@ -74,10 +77,12 @@ class MobileNetV2Config:
     validation_split: float = 0.1  # official baseline
     score: str = "paper"  # "paper": log((1-p)/p); "official": the official code's log((1-p) - log p)
     seed: int = 0
+    device: str = "auto"  # as AEConfig.device
 
     def __post_init__(self):
         check(self, frames=(1, None), hop_frames=(1, None), width=(0.01, None), **TRAINING)
         choice(self, "score", ("paper", "official"))
+        check_device(self)
 
 
 # Ranges shared by every trained detector's config: at least one epoch, a positive batch and
@@ -101,6 +106,13 @@ def check(cfg: Any, **ranges: tuple[float | None, float | None]) -> None:
         if (low is not None and value < low) or (high is not None and value > high):
             span = f"at least {low}" if high is None else f"between {low} and {high}"
             raise ConfigError(f"{type(cfg).__name__}.{name} must be {span}, got {value!r}")
+
+
+def check_device(cfg: Any) -> None:
+    """A trained detector's ``device``: "auto", "cpu", "cuda" or "cuda:N" (the setting, not whether
+    that GPU exists: that is asked when training starts, :func:`detectors.training.torch_device`)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
+        raise ConfigError(f"{type(cfg).__name__}.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
 
 
 def choice(cfg: Any, name: str, options: tuple) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from mimii_due.config import AEConfig
 from mimii_due.detectors.base import Detector
-from mimii_due.detectors.training import fit_with_config, restore, seeded
+from mimii_due.detectors.training import fit_with_config, restore, seeded, torch_device
 from mimii_due.features.extract import Features
 from mimii_due.features.logmel import stack_frames
 
@@ -56,7 +56,7 @@ class AutoEncoderDetector(Detector):
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
              outliers=None) -> None:  # fmt: skip
         c = self.config
-        data = torch.from_numpy(features.data)
+        data = torch.from_numpy(features.data).to(torch_device(c.device))
         starts = torch.from_numpy(features.windows(c.frames)[0])
         offs = torch.arange(c.frames)
         with seeded(c.seed):

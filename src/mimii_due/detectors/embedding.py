@@ -55,9 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimii_due.config import TRAINING, FeatureConfig, check
+from mimii_due.config import TRAINING, FeatureConfig, check, check_device
 from mimii_due.detectors.base import Detector, array, class_keys
-from mimii_due.detectors.training import fit_with_config, restore, seeded, split_items
+from mimii_due.detectors.training import fit_with_config, restore, seeded, split_items, torch_device
 from mimii_due.errors import ConfigError, ModelError
 from mimii_due.features.extract import Features
 
@@ -77,10 +77,12 @@ class EmbeddingConfig:
     crop: int = 128  # train on random excerpts of this many log-mel frames (wrapped around shorter clips)
     means: int = 16  # k-means centres of each section's source embeddings
     seed: int = 0
+    device: str = "auto"  # where the network trains: "auto" (a CUDA GPU if torch sees one), "cpu", "cuda[:N]"
 
     def __post_init__(self):
         check(self, embedding=(1, None), spectrum_bins=(64, 1 << 18), subclusters=(1, 64), mixup=(0.0, None),
               crop=(1, None), means=(1, None), **TRAINING)  # fmt: skip
+        check_device(self)
         if not self.channels or min(self.channels) < 1:
             raise ConfigError(f"EmbeddingConfig.channels must be positive numbers, got {self.channels!r}")
 
@@ -179,13 +181,14 @@ class EmbeddingDetector(Detector):
         if outliers is not None:  # outlier exposure: other machine types' classes, trained on beside ours
             features = Features.concat([features, outliers[0]])
             keys += [f"{m}|{k}" for m, k in zip(outliers[1]["machine"], class_keys(outliers[1]), strict=True)]
-        spec, mel = self._inputs(features)
+        dev = torch_device(c.device)
+        spec, mel = (x.to(dev) for x in self._inputs(features))  # indices and random draws stay on the CPU
         offsets = torch.from_numpy(features.offsets[:-1].copy())
         lengths = torch.from_numpy(features.lengths.copy())
         crop = torch.arange(c.crop)
         self.classes_ = sorted(set(keys))
         k = len(self.classes_)
-        y = torch.tensor([self.classes_.index(x) for x in keys])
+        y = torch.tensor([self.classes_.index(x) for x in keys], device=dev)
         n_out = 2 * k if c.featex else k
         with seeded(c.seed):
             net = TwoBranchNet(c, features.data.shape[1])

@@ -26,7 +26,7 @@ from torch import nn
 
 from mimii_due.config import MobileNetV2Config
 from mimii_due.detectors.base import Detector, class_keys
-from mimii_due.detectors.training import fit_with_config, restore, seeded
+from mimii_due.detectors.training import fit_with_config, restore, seeded, torch_device
 from mimii_due.errors import ModelError
 from mimii_due.features.extract import Features
 
@@ -155,8 +155,9 @@ class MobileNetV2Detector(Detector):
                     "clips have a single section and a single attribute value, so there is nothing to classify"
                 )
         data, starts, owner = self._patches(features)
-        label_of_clip = self._targets(clips)
-        labels = torch.from_numpy(label_of_clip[owner]).long()
+        dev = torch_device(c.device)
+        data = data.to(dev)
+        labels = torch.from_numpy(self._targets(clips)[owner]).long().to(dev)
         offs = torch.arange(c.frames)
         with seeded(c.seed):
             model = self._build(len(self.classes_))

@@ -4,6 +4,11 @@ Each epoch's shuffle and every random draw of a training step (crops, mixup) com
 generator seeded with ``(seed, epoch)`` and handed to the step, and the checkpoint holds the model,
 the optimizer and the loss history, so a run interrupted after epoch ``k`` and resumed reaches the
 same weights as an uninterrupted one. Checkpoints load with ``weights_only=True``.
+
+Networks train where their config's ``device`` says (``"auto"``: a CUDA GPU when torch sees one);
+the batch indices and random draws stay on the CPU, so a GPU run draws the same batches, crops and
+mixup weights as a CPU run (its float arithmetic differs). The trained model comes back to the CPU:
+scoring, saving and serving run there.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,13 +24,25 @@ import numpy as np
 import torch
 
 from mimii_due import atomic
-from mimii_due.errors import ModelError
+from mimii_due.errors import ConfigError, ModelError
 from mimii_due.progress import Progress
 
 log = logging.getLogger(__name__)
 
 # (batch of item indices, the epoch's random generator) -> mean loss
 Step = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def torch_device(name: str) -> torch.device:
+    """The torch device of a config's ``device``: ``"auto"`` is the first CUDA GPU when torch
+    sees one, else the CPU; a GPU asked for by name must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        n = torch.cuda.device_count()
+        raise ConfigError(f"device {name!r} was asked for, but torch sees {n} CUDA GPU(s) here; use auto or cpu")
+    return dev
 
 
 def split_items(n: int, *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +73,8 @@ def fit_loop(
     its random draws must come from ``generator``. With
     ``checkpoint`` (a file path) the state is saved after every epoch and a later call resumes from
     it; ``fingerprint`` (settings that must not change between the two calls) is checked.
-    Returns the history: one ``{"epoch", "loss", "val_loss"}`` per epoch.
+    Returns the history: one ``{"epoch", "loss", "val_loss", "seconds"}`` per epoch (``seconds``:
+    the epoch's wall time, training and validation).
     """
     path = Path(checkpoint) if checkpoint else None
     fp = json.dumps(fingerprint or {}, sort_keys=True)
@@ -76,6 +95,7 @@ def fit_loop(
     val_t = torch.as_tensor(val_idx, dtype=torch.long)
     n_batches = max(1, math.ceil(len(train_t) / batch_size))
     for epoch in range(start, epochs):
+        t0 = time.perf_counter()
         g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch)
         order = train_t[torch.randperm(len(train_t), generator=g)]
         model.train()
@@ -88,9 +108,9 @@ def fit_loop(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(idx)
+            total = total + loss.detach().double() * len(idx)  # summed where the loss is: no wait on a GPU
             count += len(idx)
-        rec = {"epoch": epoch + 1, "loss": total / max(count, 1), "val_loss": None}
+        rec = {"epoch": epoch + 1, "loss": float(total) / max(count, 1), "val_loss": None}
         if len(val_t):
             model.eval()
             vb = eval_batch_size or batch_size
@@ -98,6 +118,7 @@ def fit_loop(
             with torch.no_grad():
                 vl = sum(float(step(val_t[i : i + vb], gv)) * len(val_t[i : i + vb]) for i in range(0, len(val_t), vb))
             rec["val_loss"] = vl / len(val_t)
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
         history.append(rec)
         if path is not None:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
@@ -124,23 +145,29 @@ def fit_with_config(
     repeat: np.ndarray | None = None,
 ) -> list[dict]:
     """:func:`fit_loop` with Adam and the settings of a detector config (``epochs``,
-    ``batch_size``, ``lr``, ``validation_split``, ``seed``) over items ``0 .. n_items - 1``.
+    ``batch_size``, ``lr``, ``validation_split``, ``seed``, ``device``) over items ``0 .. n_items - 1``.
+    The model trains on ``config.device`` (``step`` must return its loss there) and is on the CPU
+    when this returns.
 
     ``checkpoint`` is a folder (the state goes to ``checkpoint.pt`` in it); the resume fingerprint
-    is the config without ``ignore`` (settings that may change on resume) plus ``data_key``.
+    is the config without ``ignore`` and ``device`` (settings that may change on resume) plus ``data_key``.
     ``repeat`` (one count per item) repeats training items in every epoch (balanced sampling).
     """
     train_idx, val_idx = split_items(n_items, fraction=config.validation_split, seed=config.seed)
     if repeat is not None:
         train_idx = np.repeat(train_idx, np.asarray(repeat)[train_idx])
+    model.to(torch_device(config.device))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    fingerprint = {k: v for k, v in vars(config).items() if k not in ignore} | {"n": n_items} | (data_key or {})
-    return fit_loop(
+    skip = set(ignore) | {"device"}
+    fingerprint = {k: v for k, v in vars(config).items() if k not in skip} | {"n": n_items} | (data_key or {})
+    history = fit_loop(
         model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=config.epochs,
         batch_size=config.batch_size, seed=config.seed,
         checkpoint=Path(checkpoint) / "checkpoint.pt" if checkpoint else None, fingerprint=fingerprint,
         progress=progress, eval_batch_size=eval_batch_size,
     )  # fmt: skip
+    model.to("cpu")
+    return history
 
 
 def seeded(seed: int):
