@@ -20,6 +20,14 @@ detector on the same seeds cancels the shared part. The table gives its mean, it
 how many seeds it is above zero: that, not two overlapping means, says whether one method beats
 another.
 
+The test clips' share of the spread (``--bootstrap N``, default 100 draws; 0: off): each row also
+gives the standard deviation of its official score over bootstrap test sets drawn from its own
+(``evaluation.metrics.bootstrap_sd``), the spread that 50 + 50 test clips per domain cause by
+themselves; the summary gives its mean beside each detector's spread over seeds. A spread over
+seeds near it is the test clips' luck; the rest is the data's seed and the method's own noise.
+The paired table gives the same for each difference to ``--against``, both scores computed on the
+same bootstrap draws: the luck two detectors do not share.
+
 The supervised reference row (``--reference``) is not a detector: a logistic regression on the
 test clips' own labels (clip mean and deviation of the log-mel, 5-fold cross-validated), i.e. how
 separable the anomalies are at all with clip statistics.
@@ -37,7 +45,7 @@ import yaml
 from mimii_due import pipeline
 from mimii_due.data.index import index
 from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
-from mimii_due.evaluation.metrics import hmean
+from mimii_due.evaluation.metrics import bootstrap_sd, hmean
 from mimii_due.features.extract import extract
 from mimii_due.runs import Run
 from mimii_due.synth.generate import generate
@@ -86,17 +94,19 @@ def supervised_reference(data: Path, cache: Path) -> list[float]:
     return out
 
 
-def paired(rows: dict[str, list[float]], against: str) -> list[str]:
+def paired(rows: dict[str, list[float]], against: str, luck: dict[str, list[float]] | None = None) -> list[str]:
     """Markdown lines: each detector's official score minus ``against``'s on the same seeds (mean,
-    spread, seeds above zero). Population standard deviations, as in the summary table."""
+    spread, seeds above zero; ``luck``: the mean paired bootstrap sd of the difference). Population
+    standard deviations, as in the summary table."""
     base = np.asarray(rows[against])
-    out = [f"| detector - {against} (same seeds) | mean difference | spread (std) | seeds above |",
-           "|---|---|---|---|"]  # fmt: skip
+    out = [f"| detector - {against} (same seeds) | mean difference | spread (std) | seeds above "
+           "| test clips alone (paired bootstrap sd) |", "|---|---|---|---|---|"]  # fmt: skip
     for det, v in rows.items():
         if det in (against, "reference"):
             continue
         d = np.asarray(v) - base
-        out.append(f"| {det} | {d.mean():+.3f} | {d.std():.3f} | {int((d > 0).sum())} of {len(d)} |")
+        sd = f"{np.mean(luck[det]):.3f}" if luck and det in luck else "-"
+        out.append(f"| {det} | {d.mean():+.3f} | {d.std():.3f} | {int((d > 0).sum())} of {len(d)} | {sd} |")
     return out
 
 
@@ -110,6 +120,7 @@ def main() -> None:
     ap.add_argument("--detectors", default="ensemble,twfr_gmm,embedding,gaussian,ae")
     ap.add_argument("--machines", default=None, help="comma-separated machine types (default: all five)")
     ap.add_argument("--reference", action="store_true", help="add the supervised reference row")
+    ap.add_argument("--bootstrap", type=int, default=100, help="bootstrap draws of the test clips per run (0: none)")
     ap.add_argument("--against", default=None, help="detector the others are compared with, seed by seed "
                     "(default: the first of --detectors)")  # fmt: skip
     a = ap.parse_args()
@@ -119,11 +130,15 @@ def main() -> None:
     machines = a.machines.split(",") if a.machines else ["fan", "gearbox", "pump", "slider", "valve"]
     sections = [0] if a.layout == "dcase2023" else [0, 1, 2]
     rows: dict[str, list[float]] = {}
+    luck: dict[str, list[float]] = {}  # bootstrap sd of each run's official score
+    paired_luck: dict[str, list[float]] = {}  # ... of its difference to ``against``'s on the same draws
+    against = a.against or a.detectors.split(",")[0]
     lines = []
     for seed in [int(s) for s in a.seeds.split(",")]:
         base = out / f"{a.layout}_scale{a.scale}_seed{seed}"
         data = generate(base / "data", machines=machines, sections=sections, scale=a.scale, seed=seed,
                         min_test=a.min_test, workers=2, layout=a.layout)  # fmt: skip
+        tables = {}
         for det in a.detectors.split(","):
             t0 = time.perf_counter()
             run = base / det.replace(":", "_").replace("=", "-")
@@ -136,28 +151,38 @@ def main() -> None:
             pipeline.test(run, data)
             res, summary = pipeline.evaluate(run)
             rows.setdefault(det, []).append(summary["official_score"])
+            if a.bootstrap:
+                tables[det] = Run(run).read_scores().sort_values("path", ignore_index=True)
+                luck.setdefault(det, []).append(bootstrap_sd(tables[det], protocol=summary["protocol"], n=a.bootstrap))
             auc = {d: hmean(res[res.domain == d]["AUC"]) for d in ("source", "target")}
-            line = (f"| {seed} | {det} | {summary['official_score']:.3f} | {auc['source']:.3f} | {auc['target']:.3f} "
-                    f"| {hmean(res.drop_duplicates(['machine', 'section'])['pAUC']):.3f} "
+            sd = f"{luck[det][-1]:.3f}" if a.bootstrap else "-"
+            line = (f"| {seed} | {det} | {summary['official_score']:.3f} | {sd} | {auc['source']:.3f} "
+                    f"| {auc['target']:.3f} | {hmean(res.drop_duplicates(['machine', 'section'])['pAUC']):.3f} "
                     f"| {time.perf_counter() - t0:.0f} |")  # fmt: skip
             lines.append(line)
             print(line, flush=True)
+        for det in tables:
+            if det != against and against in tables:
+                paired_luck.setdefault(det, []).append(
+                    bootstrap_sd(tables[det], versus=tables[against], protocol=summary["protocol"], n=a.bootstrap))
         if a.reference:
             ref = supervised_reference(data, base / "features")
             rows.setdefault("reference", []).append(float(np.median(ref)))
             print(f"| {seed} | labelled reference (median AUC over sections/domains) | {np.median(ref):.3f} |")
-    head = "| seed | detector | official score | AUC source (hmean) | AUC target | pAUC | wall s |\n" + "|---" * 7 + "|"
-    summary = ["| detector | official score, mean | spread (std over seeds) | seeds |", "|---|---|---|---|"]
+    head = ("| seed | detector | official score | test-set sd (bootstrap) | AUC source (hmean) | AUC target | pAUC "
+            "| wall s |\n" + "|---" * 8 + "|")  # fmt: skip
+    summary = ["| detector | official score, mean | spread (std over seeds) | test clips alone (mean bootstrap sd) "
+               "| seeds |", "|---|---|---|---|---|"]  # fmt: skip
     for det, v in rows.items():
-        summary.append(f"| {det} | {np.mean(v):.3f} | {np.std(v):.3f} | {len(v)} |")
-    against = a.against or a.detectors.split(",")[0]
+        sd = f"{np.mean(luck[det]):.3f}" if det in luck else "-"
+        summary.append(f"| {det} | {np.mean(v):.3f} | {np.std(v):.3f} | {sd} | {len(v)} |")
     text = (
         f"layout {a.layout}, scale {a.scale}, seeds {a.seeds}\n\n{head}\n"
         + "\n".join(lines)
         + "\n\n"
         + "\n".join(summary)
         + "\n\n"
-        + "\n".join(paired(rows, against))
+        + "\n".join(paired(rows, against, paired_luck))
         + "\n"
     )
     (out / "comparison.md").parent.mkdir(parents=True, exist_ok=True)

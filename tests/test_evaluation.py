@@ -5,7 +5,7 @@ import scipy.stats
 
 from mimii_due.errors import MimiiDueError
 from mimii_due.evaluation.files import read_ground_truth, write_results, write_score_files
-from mimii_due.evaluation.metrics import auc, evaluate, hmean, pauc, prf, summarize
+from mimii_due.evaluation.metrics import auc, bootstrap_sd, evaluate, hmean, official_score, pauc, prf, summarize
 from mimii_due.evaluation.threshold import gamma_threshold
 
 
@@ -132,3 +132,40 @@ def test_the_2022_to_2025_metric_against_a_hand_computation(tmp_path):
     # the official files of 2022-2025: one per machine and section, no domain in the name
     write_score_files(df, tmp_path, protocol="dcase2022")
     assert len((tmp_path / "anomaly_score_ToyCar_section_00_test.csv").read_text().splitlines()) == 8
+
+
+def _test_set(rng, n, shift=1.0):
+    """Two machine types, one section, 50-style test sets: n normal and n anomalous clips per domain."""
+    rows = [{"machine": m, "section": 0, "domain": d, "label": lab, "decision": False,
+             "score": rng.normal(shift if lab == "anomaly" else 0.0)}
+            for m in ("fan", "valve") for d in ("source", "target") for lab in ("normal", "anomaly")
+            for _ in range(n)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_bootstrap_sd_matches_the_spread_over_independent_test_sets():
+    rng = np.random.default_rng(0)
+    one = _test_set(rng, 50)
+    sd = bootstrap_sd(one, protocol="dcase2022", n=100, seed=1)
+    assert sd == bootstrap_sd(one, protocol="dcase2022", n=100, seed=1)  # seeded
+    fresh = [official_score(evaluate(_test_set(rng, 50), protocol="dcase2022")) for _ in range(60)]
+    assert 0.6 < sd / np.std(fresh) < 1.6, (sd, np.std(fresh))
+    assert 0.35 < bootstrap_sd(_test_set(rng, 200), protocol="dcase2022", n=100) / sd < 0.7  # 4x the clips: ~half
+    perfect = one.assign(score=(one.label == "anomaly").astype(float) * 10 + rng.random(len(one)))
+    assert bootstrap_sd(perfect, protocol="dcase2022", n=20) == 0.0
+    with pytest.raises(MimiiDueError, match="at least 2 draws"):
+        bootstrap_sd(one, n=1)
+
+
+def test_the_paired_bootstrap_cancels_the_luck_two_detectors_share():
+    """Two detectors that see the same clips share their luck: the spread of their difference
+    is much smaller than either's, and zero against itself."""
+    rng = np.random.default_rng(2)
+    a = _test_set(rng, 50)
+    b = a.assign(score=a.score + rng.normal(0, 0.3, len(a)))  # a close variant of a
+    alone = bootstrap_sd(a, protocol="dcase2022", n=60)
+    paired = bootstrap_sd(a, versus=b, protocol="dcase2022", n=60)
+    assert 0 < paired < 0.6 * alone
+    assert bootstrap_sd(a, versus=a, protocol="dcase2022", n=5) == 0.0
+    with pytest.raises(MimiiDueError, match="same clips in the same order"):
+        bootstrap_sd(a, versus=b.iloc[::-1], n=5)

@@ -13,6 +13,9 @@ Results are one row per machine, section and domain (for ``dcase2022`` each doma
 the section's pAUC; for ``dcase2020`` the domain is ``source``), with a ``protocol`` column. The
 official score is the harmonic mean of every AUC and pAUC that the year's evaluator counts
 (``dcase2022``: each section's source AUC, target AUC and pAUC, the pAUC once).
+
+:func:`bootstrap_sd` says how much of an official score is the luck of the test clips: its
+standard deviation over test sets drawn with replacement from the one at hand.
 """
 
 from __future__ import annotations
@@ -141,3 +144,32 @@ def summarize(results: pd.DataFrame) -> dict:
         "official_score": official_score(results),
         "protocol": str(results["protocol"].iloc[0]) if "protocol" in results and len(results) else "dcase2021",
     }
+
+
+def bootstrap_sd(scores: pd.DataFrame, *, versus: pd.DataFrame | None = None, protocol: str = "dcase2021",
+                 n: int = 100, seed: int = 0) -> float:  # fmt: skip
+    """Standard deviation of the official score over ``n`` bootstrap test sets: each draws, with
+    replacement, as many clips as there are from every machine, section, domain and label group of
+    ``scores`` (so every AUC keeps its normal and anomalous clips). With the DCASE 2022-2025 test
+    sets (50 + 50 clips per domain and section) it is 0.013 to 0.017 for the detectors measured
+    on generated data (README): differences between methods below that are the test clips' luck.
+
+    ``versus`` (another detector's scores of the same clips, rows in the same order): the standard
+    deviation of the *difference* of the two official scores, both computed on the same draws.
+    """
+    if n < 2:
+        raise MimiiDueError(f"bootstrap_sd needs at least 2 draws, got {n}")
+    keys = ["machine", "section", "domain", "label"]
+    if versus is not None and not versus[keys].reset_index(drop=True).equals(scores[keys].reset_index(drop=True)):
+        raise MimiiDueError("bootstrap_sd: the two score tables do not hold the same clips in the same order")
+    rng = np.random.default_rng(seed)
+    groups = list(scores.groupby(keys).indices.values())  # row positions
+
+    def official(table, rows):
+        return official_score(evaluate(table.iloc[rows].reset_index(drop=True), protocol=protocol))
+
+    draws = []
+    for _ in range(n):
+        rows = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        draws.append(official(scores, rows) - (official(versus, rows) if versus is not None else 0.0))
+    return float(np.std(draws))
