@@ -13,7 +13,9 @@ from mimii_due.data.naming import format_name, parse_name
 from mimii_due.data.table1 import compare
 from mimii_due.data.years import expected
 from mimii_due.detectors import REGISTRY, make
+from mimii_due.evaluation.metrics import bootstrap_sd
 from mimii_due.features.extract import extract
+from mimii_due.runs import Run
 
 runner = CliRunner()
 
@@ -177,4 +179,10 @@ def test_2023_data_through_train_test_evaluate_with_the_2023_metric(tiny_2023, t
     text = (run / "results" / "result.csv").read_text()
     assert "AUC (source),AUC (target),pAUC" in text
     res = pd.read_json(run / "results" / "result.json", typ="series")
-    assert res["protocol"] == "dcase2022"
+    assert res["protocol"] == "dcase2022" and "bootstrap_sd" not in res
+    r = runner.invoke(app, ["evaluate", str(run), "--bootstrap", "20"])  # the test clips' luck, on request
+    assert r.exit_code == 0 and "bootstrap sd" in r.output, r.output
+    res = pd.read_json(run / "results" / "result.json", typ="series")
+    scores = Run(run).read_scores()
+    sd = bootstrap_sd(scores, protocol="dcase2022", n=20)
+    assert res["bootstrap_draws"] == 20 and sd > 0 and res["bootstrap_sd"] == pytest.approx(sd, rel=1e-12)

@@ -391,17 +391,20 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run folder with scores (after `mimii-due test`)."),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground-truth CSV file or folder."),
     protocol: str = typer.Option(None, help="dcase2020, dcase2021 or dcase2022 (2022-2025); default: the data's year."),
+    bootstrap: int = typer.Option(0, min=0, help="Bootstrap draws of the test clips: the official score's sd."),
 ) -> None:
     """AUC, pAUC, precision, recall and F1 per machine, section and domain, as the year's
-    official evaluator computes them; result.csv in its layout."""
+    official evaluator computes them; result.csv in its layout. With --bootstrap N, also how much
+    the official score would move with another test set of the same size."""
     from mimii_due import pipeline
     from mimii_due.report.tables import results_table
     from mimii_due.runs import Run
 
-    results, summary = pipeline.evaluate(run, ground_truth=ground_truth, protocol=protocol)
+    results, summary = pipeline.evaluate(run, ground_truth=ground_truth, protocol=protocol, bootstrap=bootstrap)
     stdout.print(results_table({Run(run).meta()["detector"]: results}))
+    luck = f" (bootstrap sd {summary['bootstrap_sd']:.4f} over {bootstrap} test sets)" if bootstrap else ""
     stdout.print(
-        f"official score ({summary['protocol']}) {summary['official_score']:.4f}; result.csv in {run / 'results'}"
+        f"official score ({summary['protocol']}) {summary['official_score']:.4f}{luck}; result.csv in {run / 'results'}"
     )
 
 

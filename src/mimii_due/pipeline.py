@@ -22,7 +22,7 @@ from mimii_due.detectors import make
 from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, MimiiDueError, ModelError
 from mimii_due.evaluation.files import read_ground_truth
-from mimii_due.evaluation.metrics import PROTOCOLS, protocol_of, summarize
+from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, protocol_of, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
 from mimii_due.features.extract import Features, extract, is_cached, store
 from mimii_due.progress import StageProgress, for_stage
@@ -249,10 +249,13 @@ def evaluate(
     ground_truth: str | Path | None = None,
     protocol: str | None = None,
     max_fpr: float = MAX_FPR,
+    bootstrap: int = 0,
 ) -> tuple[pd.DataFrame, dict]:
     """Metrics of the run's scores under the data's year's protocol (or ``protocol``); labels come
     from the file names or from ``ground_truth``. Writes ``results/result.csv`` and ``result.json``.
-    Sections whose clips carry no label and have no ground truth are left out (with a log message)."""
+    Sections whose clips carry no label and have no ground truth are left out (with a log message).
+    ``bootstrap`` draws (0: none) add ``bootstrap_sd`` to the summary: the official score's standard
+    deviation over resampled test sets (:func:`evaluation.metrics.bootstrap_sd`)."""
     keeper = Run(run)
     keeper.meta()  # "not a run folder" before "run test first"
     scores = keeper.read_scores()
@@ -273,6 +276,9 @@ def evaluate(
         log.info("%d unlabelled clips left out of the evaluation", len(scores) - len(labelled))
     results = compute_metrics(labelled, protocol=protocol, max_fpr=max_fpr)
     summary = summarize(results)
+    if bootstrap:
+        sd = bootstrap_sd(labelled.reset_index(drop=True), protocol=protocol, n=bootstrap, max_fpr=max_fpr)
+        summary |= {"bootstrap_sd": sd, "bootstrap_draws": bootstrap}
     keeper.publish_results(results, summary)
     return results, summary
 

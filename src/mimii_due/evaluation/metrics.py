@@ -147,7 +147,7 @@ def summarize(results: pd.DataFrame) -> dict:
 
 
 def bootstrap_sd(scores: pd.DataFrame, *, versus: pd.DataFrame | None = None, protocol: str = "dcase2021",
-                 n: int = 100, seed: int = 0) -> float:  # fmt: skip
+                 n: int = 100, seed: int = 0, max_fpr: float = MAX_FPR) -> float:  # fmt: skip
     """Standard deviation of the official score over ``n`` bootstrap test sets: each draws, with
     replacement, as many clips as there are from every machine, section, domain and label group of
     ``scores`` (so every AUC keeps its normal and anomalous clips). With the DCASE 2022-2025 test
@@ -166,7 +166,7 @@ def bootstrap_sd(scores: pd.DataFrame, *, versus: pd.DataFrame | None = None, pr
     groups = list(scores.groupby(keys).indices.values())  # row positions
 
     def official(table, rows):
-        return official_score(evaluate(table.iloc[rows].reset_index(drop=True), protocol=protocol))
+        return official_score(evaluate(table.iloc[rows].reset_index(drop=True), protocol=protocol, max_fpr=max_fpr))
 
     draws = []
     for _ in range(n):
