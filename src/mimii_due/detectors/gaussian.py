@@ -3,6 +3,12 @@
 One Gaussian per section, fitted to the section's normal training clips of the chosen domains
 (by default the source domain only, which shows the domain shift plainly), with a Ledoit-Wolf
 shrunk covariance because a section may have few clips. The score is the Mahalanobis distance.
+
+Its training scores, which set the threshold, are cross-fitted (``FOLDS`` folds of the clips the
+Gaussian is fitted to, each scored by a Gaussian fitted without it): in-sample distances are far
+smaller than a new clip's when the clips are few against 128 bands. Measured on the real DCASE 2020
+clips of one machine (``benchmarks/real_clips.py``: 5-fold over 75 normal clips, 60 to train), the
+in-sample threshold raised alarms on 41 of 75 new normal clips at a nominal rate of 0.10.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import pandas as pd
 
 from mimii_due.detectors.base import Detector, array, ledoit_wolf
 from mimii_due.features.extract import Features
+
+FOLDS = 5  # cross-fitting folds of the training scores (in-sample below 2 * FOLDS clips)
 
 
 @dataclass(frozen=True)
@@ -29,20 +37,41 @@ class GaussianDetector(Detector):
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
              outliers=None) -> None:  # fmt: skip
         x = features.means().astype(np.float64)
-        self.models_ = {}
-        for section in sorted(clips["section"].unique()):
-            m = (clips["section"] == section).to_numpy() & clips["domain"].isin(self.config.domains).to_numpy()
-            if m.sum() < 2:
-                m = (clips["section"] == section).to_numpy()
-            self.models_[int(section)] = ledoit_wolf(x[m])
+        self.models_ = {int(s): ledoit_wolf(x[self._fit_rows(clips, s)]) for s in sorted(clips["section"].unique())}
+
+    def _fit_rows(self, clips: pd.DataFrame, section) -> np.ndarray:
+        """The section's clips of the chosen domains (all of its clips if fewer than two)."""
+        m = (clips["section"] == section).to_numpy()
+        chosen = m & clips["domain"].isin(self.config.domains).to_numpy()
+        return chosen if chosen.sum() >= 2 else m
+
+    @staticmethod
+    def _distance(x: np.ndarray, model: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        mu, prec = model
+        d = x - mu
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, prec, d), 0.0))
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         x = features.means().astype(np.float64)
+        sections = clips["section"].to_numpy()
         out = np.empty(len(x))
-        for i, section in enumerate(clips["section"].to_numpy()):
-            mu, prec = self.models_[int(section)]
-            d = x[i] - mu
-            out[i] = np.sqrt(max(d @ prec @ d, 0.0))
+        for section in np.unique(sections):
+            i = sections == section
+            out[i] = self._distance(x[i], self.models_[int(section)])
+        return out
+
+    def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        """Each fitted clip scored by a Gaussian fitted without its fold; the others (other domains)
+        were never fitted to and keep their score."""
+        out = self._score(features, clips)
+        x = features.means().astype(np.float64)
+        rng = np.random.default_rng(0)
+        for section in sorted(clips["section"].unique()):
+            rows = np.flatnonzero(self._fit_rows(clips, section))
+            if len(rows) < 2 * FOLDS:
+                continue  # too few to hold any out: in-sample
+            for fold in np.array_split(rng.permutation(rows), FOLDS):
+                out[fold] = self._distance(x[fold], ledoit_wolf(x[np.setdiff1d(rows, fold)]))
         return out
 
     def _state(self) -> dict:
