@@ -46,16 +46,14 @@ def main() -> None:
           + (f", {a.train} training clips per fold" if a.train else ""))  # fmt: skip
     cfg = FeatureConfig(spectrum_bins=make("embedding").features.spectrum_bins)  # what every detector reads
     folds = np.random.default_rng(0).permutation(len(normal)) % a.folds
+    splits = [(pipeline.features(normal[folds != k].assign(split="train").iloc[: a.train], cfg=cfg, cache=a.cache),
+               pipeline.features(normal[folds == k], cfg=cfg, cache=a.cache)) for k in range(a.folds)]  # fmt: skip
+    fan, can = pipeline.features(anomaly, cfg=cfg, cache=a.cache)
     print("| detector | false alarms on new normal clips (nominal 0.10) | anomaly's rank among them | "
           "anomaly raised an alarm |\n|---|---|---|---|")  # fmt: skip
     for det in a.detectors.split(","):
         alarms, ranks, caught = 0, [], 0
-        for k in range(a.folds):
-            train = normal[folds != k].assign(split="train").iloc[: a.train]
-            test = normal[folds == k]
-            ftr, ctr = pipeline.features(train, cfg=cfg, cache=a.cache)
-            fte, cte = pipeline.features(test, cfg=cfg, cache=a.cache)
-            fan, can = pipeline.features(anomaly, cfg=cfg, cache=a.cache)
+        for (ftr, ctr), (fte, cte) in splits:
             model = make(det).fit(ftr, ctr)
             s_normal, s_anomaly = model.score(fte, cte), model.score(fan, can)
             alarms += int((s_normal > model.threshold_).sum())

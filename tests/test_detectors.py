@@ -203,6 +203,12 @@ def _clips(rng, n, shift, anomaly=0.0, frames=12, bands=128):
     return parts
 
 
+def _features(parts) -> Features:
+    """Features of clips given as frame arrays (``_clips``)."""
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+    return Features(np.concatenate(parts).astype(np.float32), offsets)
+
+
 def test_twfr_gmm_judges_a_clip_on_the_scale_of_the_domain_it_fits(tmp_path):
     """Ten target clips cannot model their domain as well as 200 source clips model theirs: under one
     likelihood new target normal clips look worse than source anomalies. Each domain's NLL is
@@ -222,12 +228,8 @@ def test_twfr_gmm_judges_a_clip_on_the_scale_of_the_domain_it_fits(tmp_path):
         made[split][1].extend({"section": 0, "domain": domain, "label": label, "filename": f"{split}_{first + i}.wav"}
                               for i in range(n))  # fmt: skip
 
-    def feats(parts):
-        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-        return Features(np.concatenate(parts).astype(np.float32), offsets)
-
-    ftrain, train = feats(made["train"][0]), pd.DataFrame(made["train"][1])
-    ftest, test = feats(made["test"][0]), pd.DataFrame(made["test"][1])
+    ftrain, train = _features(made["train"][0]), pd.DataFrame(made["train"][1])
+    ftest, test = _features(made["test"][0]), pd.DataFrame(made["test"][1])
     det = make("twfr_gmm", decay=1.0).fit(ftrain, train.drop(columns="label"))
     scores = det.score(ftest, test)
     anomalous = (test.label == "anomaly").to_numpy()
@@ -359,12 +361,8 @@ def test_the_gaussian_threshold_is_set_by_clips_it_was_not_fitted_to():
 
     rng = np.random.default_rng(1)
 
-    def feats(parts):
-        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-        return Features(np.concatenate(parts).astype(np.float32), offsets)
-
     clips = pd.DataFrame({"section": 0, "domain": "source", "filename": [f"{i}.wav" for i in range(60)]})
-    ftrain, fnew = feats(_clips(rng, 60, 0.0)), feats(_clips(rng, 400, 0.0))
+    ftrain, fnew = _features(_clips(rng, 60, 0.0)), _features(_clips(rng, 400, 0.0))
     new = pd.DataFrame({"section": 0, "domain": "source", "filename": [f"n{i}.wav" for i in range(400)]})
     det = make("gaussian").fit(ftrain, clips)
     scores = det.score(fnew, new)

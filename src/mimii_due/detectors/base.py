@@ -286,6 +286,13 @@ def array(value: Any, dtype=None) -> np.ndarray:
 
 
 MIN_HELD_OUT = 10  # held-out training scores needed to calibrate with them alone
+FOLDS = 5  # cross-fitting folds of a detector's held-out training scores
+
+
+def cross_folds(rows: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """``rows`` in ``FOLDS`` random folds, each to be scored by a model fitted without it; none
+    (in-sample scores) where there are fewer than ``2 * FOLDS`` rows to hold out."""
+    return np.array_split(rng.permutation(rows), FOLDS) if len(rows) >= 2 * FOLDS else []
 
 
 def calibration_rows(held_out: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:

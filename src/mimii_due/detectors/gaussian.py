@@ -4,7 +4,7 @@ One Gaussian per section, fitted to the section's normal training clips of the c
 (by default the source domain only, which shows the domain shift plainly), with a Ledoit-Wolf
 shrunk covariance because a section may have few clips. The score is the Mahalanobis distance.
 
-Its training scores, which set the threshold, are cross-fitted (``FOLDS`` folds of the clips the
+Its training scores, which set the threshold, are cross-fitted (``base.FOLDS`` folds of the clips the
 Gaussian is fitted to, each scored by a Gaussian fitted without it): in-sample distances are far
 smaller than a new clip's when the clips are few against 128 bands. Measured on the real DCASE 2020
 clips of one machine (``benchmarks/real_clips.py``: 5-fold over 75 normal clips, 60 to train), the
@@ -18,10 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mimii_due.detectors.base import Detector, array, ledoit_wolf
+from mimii_due.detectors.base import Detector, array, cross_folds, ledoit_wolf
 from mimii_due.features.extract import Features
-
-FOLDS = 5  # cross-fitting folds of the training scores (in-sample below 2 * FOLDS clips)
 
 
 @dataclass(frozen=True)
@@ -52,8 +50,9 @@ class GaussianDetector(Detector):
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, prec, d), 0.0))
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
-        x = features.means().astype(np.float64)
-        sections = clips["section"].to_numpy()
+        return self._distances(features.means().astype(np.float64), clips["section"].to_numpy())
+
+    def _distances(self, x: np.ndarray, sections: np.ndarray) -> np.ndarray:
         out = np.empty(len(x))
         for section in np.unique(sections):
             i = sections == section
@@ -63,14 +62,12 @@ class GaussianDetector(Detector):
     def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         """Each fitted clip scored by a Gaussian fitted without its fold; the others (other domains)
         were never fitted to and keep their score."""
-        out = self._score(features, clips)
         x = features.means().astype(np.float64)
+        out = self._distances(x, clips["section"].to_numpy())
         rng = np.random.default_rng(0)
         for section in sorted(clips["section"].unique()):
             rows = np.flatnonzero(self._fit_rows(clips, section))
-            if len(rows) < 2 * FOLDS:
-                continue  # too few to hold any out: in-sample
-            for fold in np.array_split(rng.permutation(rows), FOLDS):
+            for fold in cross_folds(rows, rng):  # none below 2 * FOLDS clips: in-sample
                 out[fold] = self._distance(x[fold], ledoit_wolf(x[np.setdiff1d(rows, fold)]))
         return out
 

@@ -49,13 +49,12 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from mimii_due.config import check
-from mimii_due.detectors.base import Detector, array, class_keys, robust_scale
+from mimii_due.detectors.base import Detector, array, class_keys, cross_folds, robust_scale
 from mimii_due.errors import ConfigError
 from mimii_due.evaluation.metrics import auc
 from mimii_due.features.extract import Features
 
 MAX_GROUPS = 8  # attribute groups per section used to choose the decay (a machine type may have dozens)
-FOLDS = 5  # cross-fitting folds of the held-out training scores
 DECAYS = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.5, 0.0)  # candidates of ``decay="auto"``
 
 
@@ -185,7 +184,7 @@ class TWFRGMMDetector(Detector):
     def _calibrate(self, model: dict, x: np.ndarray, domains: np.ndarray, rng) -> np.ndarray:
         """Set the section's domain centres and spread from held-out NLLs of its training clips and
         return their held-out scores. A source clip's source NLL comes from a model fitted without
-        its fold (``FOLDS``-fold: the full-covariance mixture fits its own clips far better than new
+        its fold (``base.FOLDS``-fold: the full-covariance mixture fits its own clips far better than new
         ones), a target clip's target NLL without its own kernel. Each domain is centred on its
         clips' median, both are scaled by the source clips' spread."""
         t_rows = np.flatnonzero(~self._source_rows(domains))
@@ -193,11 +192,10 @@ class TWFRGMMDetector(Detector):
         exclude[t_rows, np.arange(len(t_rows))] = True
         src_nll, tgt_nll = self._nlls(model, x, exclude if len(t_rows) else None)
         s_rows = np.setdiff1d(np.arange(len(x)), t_rows)
-        if len(s_rows) >= 2 * FOLDS:  # else too few clips to hold any out: in-sample
-            for fold in np.array_split(rng.permutation(s_rows), FOLDS):
-                keep = np.setdiff1d(np.arange(len(x)), fold)
-                held = self._fit_section(x[keep], domains[keep])
-                src_nll[fold] = self._nlls(held, x[fold])[0]
+        for fold in cross_folds(s_rows, rng):  # none with too few clips to hold any out: in-sample
+            keep = np.setdiff1d(np.arange(len(x)), fold)
+            held = self._fit_section(x[keep], domains[keep])
+            src_nll[fold] = self._nlls(held, x[fold])[0]
         centre_s, spread = robust_scale(src_nll[s_rows])
         centre_t = float(np.median(tgt_nll[t_rows])) if len(t_rows) else np.nan
         model.update(centres=np.array([centre_s, centre_t]), spread=spread)
