@@ -236,15 +236,51 @@ def test_twfr_gmm_judges_a_clip_on_the_scale_of_the_domain_it_fits(tmp_path):
     target_normal = ~anomalous & (test.domain == "target").to_numpy()
     keep = target_normal | anomalous
     assert auc(anomalous[keep], scores[keep]) > 0.95
-    src, tgt = det._nlls(det.models_[0], gwrp(ftest, 1.0))
+    src, tgt = det._nlls(det.models_[0][0], gwrp(ftest, 1.0))
     one_likelihood = -np.logaddexp(-src, -tgt)  # both densities, equally weighted: the paper's single model
     assert auc(anomalous[keep], one_likelihood[keep]) < 0.6
     pooled = make("twfr_gmm", decay=1.0, domains="pooled").fit(ftrain, train.drop(columns="label"))
-    assert len(pooled.models_[0]["targets"]) == 0  # the paper's one mixture of all clips
+    assert len(pooled.models_[0][0]["targets"]) == 0  # the paper's one mixture of all clips
     assert auc(anomalous[keep], pooled.score(ftest, test)[keep]) < auc(anomalous[keep], scores[keep]) - 0.1
     held = det.train_scores_  # centred per domain on held-out clips
     for domain in ("source", "target"):
         assert abs(np.median(held[(train.domain == domain).to_numpy()])) < 0.5
+
+
+def test_twfr_gmm_multiscale_finds_short_loud_and_long_faint_anomalies():
+    """An anomaly of two loud frames hardly moves the clip mean (``r = 1``); a faint one over the
+    whole clip hardly moves its loudest frame (``r = 0``). The default, every decay's model
+    averaged, finds both; each single extreme misses one."""
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    frames, bands = 100, 128
+
+    def clips(n, kind=""):
+        out = []
+        for _ in range(n):
+            x = rng.normal(0, 1, (frames, bands))
+            if kind == "short":
+                x[rng.integers(frames), :8] += 5.0
+            elif kind == "faint":
+                x[:, :8] += 0.35
+            out.append(x)
+        return out
+
+    table = lambda n, domain="source": pd.DataFrame({"section": 0, "domain": [domain] * n})  # noqa: E731
+    ftrain, train = _features(clips(150)), table(150)
+    normal, short, faint = clips(40), clips(40, "short"), clips(40, "faint")
+    y = np.r_[np.zeros(40), np.ones(40)]
+    aucs = {}
+    for decay in ("multiscale", 1.0, 0.0):
+        det = make("twfr_gmm", decay=decay).fit(ftrain, train)
+        score = lambda parts: det.score(_features(parts), table(len(parts)))  # noqa: E731, B023
+        aucs[decay] = [auc(y, np.r_[score(normal), score(kind)]) for kind in (short, faint)]
+    assert aucs["multiscale"][0] > 0.85 and aucs["multiscale"][1] > 0.85, aucs
+    assert aucs[1.0][0] < 0.75 and aucs[0.0][1] < 0.75, aucs  # the mean misses the short one, the maximum the faint one
+    det = make("twfr_gmm").fit(ftrain, train)
+    assert len(det.models_) == len(det.decays_) == 10
+    assert np.allclose(gwrp(ftrain, (1.0, 0.0))[0], ftrain.means())  # r = 1 is the clip mean
 
 
 def test_ensemble_weights_twfr_gmm_six_times_by_default(easy):
