@@ -248,9 +248,9 @@ def test_twfr_gmm_judges_a_clip_on_the_scale_of_the_domain_it_fits(tmp_path):
 
 
 def test_twfr_gmm_multiscale_finds_short_loud_and_long_faint_anomalies():
-    """An anomaly of two loud frames hardly moves the clip mean (``r = 1``); a faint one over the
+    """An anomaly of one loud frame hardly moves the clip mean (``r = 1``); a faint one over the
     whole clip hardly moves its loudest frame (``r = 0``). The default, every decay's model
-    averaged, finds both; each single extreme misses one."""
+    averaged, finds both; each single extreme misses one. With fewer clips than bands: the mean."""
     import pandas as pd
 
     rng = np.random.default_rng(1)
@@ -280,6 +280,8 @@ def test_twfr_gmm_multiscale_finds_short_loud_and_long_faint_anomalies():
     assert aucs[1.0][0] < 0.75 and aucs[0.0][1] < 0.75, aucs  # the mean misses the short one, the maximum the faint one
     det = make("twfr_gmm").fit(ftrain, train)
     assert len(det.models_) == len(det.decays_) == 10
+    few = make("twfr_gmm").fit(_features(clips(100)), table(100))  # no more clips than bands: the mean alone
+    assert few.decays_ == (1.0,) and len(few.models_) == 1
     assert np.allclose(gwrp(ftrain, (1.0, 0.0))[0], ftrain.means())  # r = 1 is the clip mean
 
 
