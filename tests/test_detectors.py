@@ -247,6 +247,19 @@ def test_twfr_gmm_judges_a_clip_on_the_scale_of_the_domain_it_fits(tmp_path):
         assert abs(np.median(held[(train.domain == domain).to_numpy()])) < 0.5
 
 
+def _events(rng, n, kind="", frames=100, bands=128):
+    """Noise clips; ``kind`` "short": one loud frame in 8 bands, "faint": a small level in them throughout."""
+    out = []
+    for _ in range(n):
+        x = rng.normal(0, 1, (frames, bands))
+        if kind == "short":
+            x[rng.integers(frames), :8] += 5.0
+        elif kind == "faint":
+            x[:, :8] += 0.35
+        out.append(x)
+    return out
+
+
 def test_twfr_gmm_multiscale_finds_short_loud_and_long_faint_anomalies():
     """An anomaly of one loud frame hardly moves the clip mean (``r = 1``); a faint one over the
     whole clip hardly moves its loudest frame (``r = 0``). The default, every decay's model
@@ -254,19 +267,7 @@ def test_twfr_gmm_multiscale_finds_short_loud_and_long_faint_anomalies():
     import pandas as pd
 
     rng = np.random.default_rng(1)
-    frames, bands = 100, 128
-
-    def clips(n, kind=""):
-        out = []
-        for _ in range(n):
-            x = rng.normal(0, 1, (frames, bands))
-            if kind == "short":
-                x[rng.integers(frames), :8] += 5.0
-            elif kind == "faint":
-                x[:, :8] += 0.35
-            out.append(x)
-        return out
-
+    clips = lambda n, kind="": _events(rng, n, kind)  # noqa: E731
     table = lambda n, domain="source": pd.DataFrame({"section": 0, "domain": [domain] * n})  # noqa: E731
     ftrain, train = _features(clips(150)), table(150)
     normal, short, faint = clips(40), clips(40, "short"), clips(40, "faint")
@@ -283,6 +284,20 @@ def test_twfr_gmm_multiscale_finds_short_loud_and_long_faint_anomalies():
     few = make("twfr_gmm").fit(_features(clips(100)), table(100))  # no more clips than bands: the mean alone
     assert few.decays_ == (1.0,) and len(few.models_) == 1
     assert np.allclose(gwrp(ftrain, (1.0, 0.0))[0], ftrain.means())  # r = 1 is the clip mean
+
+
+def test_twfr_gmm_auto_chooses_the_decay_that_tells_operating_conditions_apart():
+    """``decay="auto"``: the decay whose pooled features best separate one attribute group from the
+    others. Groups that differ by one loud frame per clip call for the maximum's end of the range,
+    groups that differ by a faint level over the whole clip for the mean's."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    clips = lambda n, kind: _events(rng, n, kind)  # noqa: E731
+    table = pd.DataFrame({"section": 0, "domain": "source", "attributes": ["g_1"] * 60 + ["g_2"] * 60})
+    for kind, ok in (("short", lambda r: r <= 0.8), ("faint", lambda r: r >= 0.99)):
+        det = make("twfr_gmm", decay="auto").fit(_features(clips(60, "") + clips(60, kind)), table)
+        assert len(det.decays_) == 1 and ok(det.decays_[0]), (kind, det.decays_)
 
 
 def test_ensemble_weights_twfr_gmm_six_times_by_default(easy):
