@@ -21,10 +21,9 @@ import pandas as pd
 import torch
 
 from mimii_due import pipeline
-from mimii_due.config import FeatureConfig, from_dict
 from mimii_due.data.index import index
-from mimii_due.detectors import REGISTRY, make
-from mimii_due.detectors.base import array
+from mimii_due.detectors import make
+from mimii_due.detectors.ensemble import load_member
 from mimii_due.detectors.training import split_items
 from mimii_due.evaluation.metrics import bootstrap_sd, evaluate, official_score
 
@@ -35,18 +34,11 @@ def saved_embedding(state_file: Path, n_train: int):
     """The embedding member of a saved ensemble. Runs saved before ``held_out`` was stored: its
     validation clips as the embedding draws them (the pipeline gives it as many outlier clips as
     its own, so it split twice ``n_train`` items)."""
-    mem = torch.load(state_file, weights_only=True)["members"][1]
-    klass = REGISTRY["embedding"]
-    emb = klass(config=from_dict(klass.config_class, mem["params"]["config"]),
-                features=from_dict(FeatureConfig, mem["params"]["features"]))  # fmt: skip
-    emb.threshold_, emb.sections_ = float(mem["threshold"]), list(mem["sections"])
-    emb.train_scores_ = array(mem["train_scores"])
-    if "held_out" in mem:
-        emb.held_out_ = array(mem["held_out"], bool)
-    else:
+    saved = torch.load(state_file, weights_only=True)["members"][1]
+    emb = load_member("embedding", saved)
+    if "held_out" not in saved:
         val = split_items(2 * n_train, fraction=emb.config.validation_split, seed=emb.config.seed)[1]
         emb.held_out_ = np.isin(np.arange(n_train), val)
-    emb._set_state(mem["state"])
     return emb
 
 
@@ -71,9 +63,7 @@ def main() -> None:
             tables["twfr_gmm"].append(cte.assign(score=scores[0], decision=False))
             for w in weights:
                 ens = make("ensemble", weights=(w, 1.0))
-                ens.members_ = [twfr, emb]
-                ens.norms_ = [ens._norms(d.train_scores_, d.held_out_, ctr) for d in ens.members_]
-                ens.counts_ = {int(s): int(n) for s, n in ctr["section"].value_counts().items()}
+                ens.adopt([twfr, emb], ctr)
                 tables[f"ensemble {w:g}:1"].append(cte.assign(score=ens._combine(scores, cte), decision=False))
         full = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
         base_score = official_score(evaluate(full["twfr_gmm"], protocol=PROTOCOL))

@@ -109,7 +109,7 @@ class EnsembleDetector(Detector):
              outliers=None) -> None:  # fmt: skip
         from mimii_due.detectors import make
 
-        self.members_ = []
+        members = []
         for k, name in enumerate(self.config.members):
             det = make(name, features=self.features, threshold_quantile=self.threshold_quantile)
             sub = None
@@ -117,7 +117,13 @@ class EnsembleDetector(Detector):
                 sub = lambda d, t, info="", k=k, name=name: progress(k, len(self.config.members), f"{name} {info}")  # noqa: E731
             det.fit(features, clips, checkpoint=(checkpoint and f"{checkpoint}/{name}"), progress=sub,
                     outliers=outliers)  # fmt: skip
-            self.members_.append(det)
+            members.append(det)
+        self.adopt(members, clips)
+
+    def adopt(self, members: list[Detector], clips: pd.DataFrame) -> None:
+        """Combine fitted ``members`` (one per ``config.members``, fitted on ``clips``): their
+        standardisation per section and the clip counts that decide who counts where."""
+        self.members_ = list(members)
         self.norms_ = [self._norms(det.train_scores_, det.held_out_, clips) for det in self.members_]
         self.counts_ = {int(s): int(n) for s, n in clips["section"].value_counts().items()}
 
@@ -179,22 +185,25 @@ class EnsembleDetector(Detector):
         }
 
     def _set_state(self, state: dict) -> None:
-        from mimii_due.config import from_dict
-        from mimii_due.detectors import REGISTRY
-
-        self.members_ = []
-        for name, m in zip(self.config.members, state["members"], strict=True):
-            klass = REGISTRY[name]
-            p = m["params"]
-            det = klass(
-                config=from_dict(klass.config_class, p["config"]) if klass.config_class else None,
-                features=from_dict(FeatureConfig, p["features"]),
-                threshold_quantile=p["threshold_quantile"],
-            )
-            det.threshold_, det.sections_ = float(m["threshold"]), list(m["sections"])
-            det.train_scores_ = array(m["train_scores"])
-            det.held_out_ = array(m.get("held_out", np.ones(len(det.train_scores_))), bool)
-            det._set_state(m["state"])
-            self.members_.append(det)
+        self.members_ = [load_member(name, m) for name, m in zip(self.config.members, state["members"], strict=True)]
         self.norms_ = [{int(k): tuple(float(x) for x in v) for k, v in n.items()} for n in state["norms"]]
         self.counts_ = {int(k): int(v) for k, v in state["counts"].items()}
+
+
+def load_member(name: str, saved: dict) -> Detector:
+    """One member of a saved ensemble state (``EnsembleDetector._state``'s ``members`` entries)."""
+    from mimii_due.config import from_dict
+    from mimii_due.detectors import REGISTRY
+
+    klass = REGISTRY[name]
+    p = saved["params"]
+    det = klass(
+        config=from_dict(klass.config_class, p["config"]) if klass.config_class else None,
+        features=from_dict(FeatureConfig, p["features"]),
+        threshold_quantile=p["threshold_quantile"],
+    )
+    det.threshold_, det.sections_ = float(saved["threshold"]), list(saved["sections"])
+    det.train_scores_ = array(saved["train_scores"])
+    det.held_out_ = array(saved.get("held_out", np.ones(len(det.train_scores_))), bool)
+    det._set_state(saved["state"])
+    return det

@@ -278,8 +278,7 @@ class TWFRGMMDetector(Detector):
             if len(fit_rows) >= 10:
                 splits.append((fit_rows, test_normal, held))
         best, best_auc = self.config.fallback_decay, -1.0
-        for decay in DECAYS:
-            x = gwrp(features, decay)
+        for decay, x in zip(DECAYS, gwrp(features, DECAYS), strict=True):  # each clip sorted once
             aucs = []
             for fit_rows, test_normal, held in splits:
                 model = self._fit_section(x[fit_rows], np.array(["source"] * len(fit_rows)))
