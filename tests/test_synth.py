@@ -99,6 +99,25 @@ def test_same_seed_same_bytes_with_any_number_of_workers(tmp_path):
     assert digest(a) != digest(c)
 
 
+def test_anomaly_size_and_jitter_act_on_their_machine_type_only(monkeypatch):
+    def plans():
+        tasks = g.plan(machines=["fan", "valve"], sections=[0], scale=0.02)
+        sev = {m: np.array([t.severity for t in tasks if t.machine == m and t.anomaly]) for m in ("fan", "valve")}
+        same = {m: [t for t in tasks if t.machine == m and t.label == "normal" and t.domain == "source"
+                    and t.attribute == tasks[0].attribute] for m in ("fan", "valve")}  # fmt: skip
+        return sev, {m: [g.clip_params(t, 0) for t in same[m]] for m in same}
+
+    sev, params = plans()
+    monkeypatch.setitem(g.ANOMALY_SIZE, "fan", 2 * g.ANOMALY_SIZE["fan"])
+    monkeypatch.setitem(g.JITTER, "fan", 5 * g.JITTER["fan"])
+    sev2, params2 = plans()
+    np.testing.assert_allclose(sev2["fan"], 2 * sev["fan"])
+    np.testing.assert_array_equal(sev2["valve"], sev["valve"])
+    assert params2["valve"] == params["valve"]
+    spread = [np.std([p["rot_hz"] for p in ps["fan"]]) for ps in (params, params2)]
+    assert len(params["fan"]) >= 5 and spread[1] == pytest.approx(5 * spread[0], rel=1e-6)  # the same draws
+
+
 @pytest.mark.parametrize("machine", MACHINES)
 def test_every_anomaly_changes_the_sound(machine):
     task = [t for t in g.plan(machines=[machine], sections=[0], scale=0.01) if t.label == "anomaly"][0]

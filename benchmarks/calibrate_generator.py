@@ -1,0 +1,140 @@
+"""Calibrate the generator per machine type: a grid of (anomaly size, jitter) settings.
+
+Each task generates one machine type (sections 00-02, the paper's layout, ``--scale`` 0.1, 50 + 50
+test clips per domain) with one setting of ``synth.generate.ANOMALY_SIZE`` and ``JITTER`` (the
+clip-to-clip spread of its physical parameters) for that machine type, measures the labelled
+reference of ``realism.py`` per section and domain and, with ``--ae``, trains the paper's AE on
+the three sections (as Table 4 was made) and reads its AUC per section and domain. Tasks run in
+``--workers`` processes (a GPU, where torch sees one, is shared by them); each task's result is
+one JSON line in ``OUT/results.jsonl`` (a rerun skips the tasks already there). The summary
+prints, per machine type and setting, the reference's median and the AE's source and target AUC
+(harmonic means over sections) per seed beside Table 4; with ``--combine`` (one setting per
+machine type in the grid), also issue 14's figures over all machine types per seed.
+
+    python benchmarks/calibrate_generator.py --seeds 0,1 --grid "fan=1.6/0.02,2.4/0.05;pump=1.6/0.02" --ae
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_grid(text: str) -> list[tuple[str, float, float]]:
+    """``"fan=1.6/0.02,2.4/0.05;pump=1.6/0.02"`` ->
+    ``[("fan", 1.6, 0.02), ("fan", 2.4, 0.05), ("pump", 1.6, 0.02)]``."""
+    out = []
+    for part in filter(None, text.split(";")):
+        machine, settings = part.split("=")
+        for s in settings.split(","):
+            a, j = s.split("/")
+            out.append((machine.strip(), float(a), float(j)))
+    return out
+
+
+def run_task(task: tuple) -> dict:
+    machine, a, j, seed, scale, out, ae = task
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from compare_detectors import supervised_reference
+    from mimii_due import pipeline
+    from mimii_due.data.index import index
+    from mimii_due.synth import generate as g
+
+    g.ANOMALY_SIZE[machine], g.JITTER[machine] = a, j
+    base = Path(out) / f"{machine}_a{a}_j{j}_seed{seed}"
+    data = g.generate(base / "data", machines=[machine], sections=[0, 1, 2], scale=scale, seed=seed,
+                      min_test=50, workers=1)  # fmt: skip
+    t = index(data)
+    keys = sorted(t[t.split == "test"].groupby(["section", "domain"]).groups)
+    ref = supervised_reference(data, base / "features")
+    rec = {"machine": machine, "a": a, "jitter": j, "seed": seed,
+           "reference": {f"{s:02d}_{d}": r for (s, d), r in zip(keys, ref, strict=True)}}  # fmt: skip
+    if ae:
+        pipeline.train(base / "ae", data, detector="ae", resume=True, cache=base / "features")
+        pipeline.test(base / "ae", data)
+        res, _ = pipeline.evaluate(base / "ae")
+        rec["ae"] = {f"{int(r.section):02d}_{r.domain}": float(r.AUC) for r in res.itertuples()}
+    return rec
+
+
+def summary(records: list[dict]) -> list[str]:
+    from mimii_due.evaluation.metrics import hmean
+    from realism import TABLE4_AE_TYPES
+
+    lines = ["| machine | anomaly size | jitter | seed | reference median | AE source / target (Table 4) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in sorted(records, key=lambda r: (r["machine"], r["a"], r["jitter"], r["seed"])):
+        ref = np.median(list(r["reference"].values()))
+        ae = "-"
+        if "ae" in r:
+            s, t = hmean(_ae(r, "source")), hmean(_ae(r, "target"))
+            p = TABLE4_AE_TYPES[r["machine"]]
+            ae = f"{s:.3f} / {t:.3f} ({p[0]:.3f} / {p[1]:.3f})"
+        lines.append(f"| {r['machine']} | {r['a']} | {r['jitter']} | {r['seed']} | {ref:.3f} | {ae} |")
+    return lines
+
+
+def _ae(r: dict, domain: str) -> np.ndarray:
+    return np.array([v for k, v in r["ae"].items() if k.endswith(domain)])
+
+
+def combined(records: list[dict], grid: list[tuple[str, float, float]]) -> list[str]:
+    """Issue 14's figures per seed for one generator setting (the grid's one entry per machine
+    type), over all its machine types, as ``realism.py`` prints them."""
+    from mimii_due.evaluation.metrics import hmean
+
+    chosen = {(m, a, j) for m, a, j in grid}
+    lines = []
+    for seed in sorted({r["seed"] for r in records}):
+        rs = [r for r in records if r["seed"] == seed and (r["machine"], r["a"], r["jitter"]) in chosen]
+        if len(rs) < len(chosen) or not all("ae" in r for r in rs):
+            continue
+        refs = np.array([v for r in rs for v in r["reference"].values()])
+        src, tgt = (hmean(np.concatenate([_ae(r, d) for r in rs])) for d in ("source", "target"))
+        below = sum(hmean(_ae(r, "target")) < hmean(_ae(r, "source")) for r in rs)
+        lines.append(f"seed {seed}: reference median {np.median(refs):.3f}, >= 0.95 {np.mean(refs >= 0.95):.0%}, "
+                     f"< 0.80 {np.mean(refs < 0.80):.0%}; AE AUC source {src:.3f}, target {tgt:.3f}; "
+                     f"target below source in {below} of {len(rs)} machine types")  # fmt: skip
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", default="0,1", help="tuning seeds")
+    ap.add_argument("--grid", required=True, help='"fan=1.6/0.02,2.4/0.05;pump=1.6/0.02": machine=anomaly/jitter,...')
+    ap.add_argument("--scale", type=float, default=0.1)
+    ap.add_argument("--ae", action="store_true")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="/tmp/mimii_due_calibrate")
+    ap.add_argument("--combine", action="store_true", help="the grid is one setting per machine type: print its "
+                    "figures over all machine types per seed, as realism.py does")  # fmt: skip
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "results.jsonl"
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    have = {(r["machine"], r["a"], r["jitter"], r["seed"]) for r in done if a.ae <= ("ae" in r)}
+    tasks = [(m, an, j, int(s), a.scale, str(out), a.ae) for s in a.seeds.split(",") for m, an, j in parse_grid(a.grid)
+             if (m, an, j, int(s)) not in have]  # fmt: skip
+    print(f"{len(tasks)} tasks, {len(have)} already done", flush=True)
+    with mp.get_context("spawn").Pool(a.workers) as pool, log.open("a") as f:
+        for rec in pool.imap_unordered(run_task, tasks):
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            done.append(rec)
+            print(summary([rec])[-1], flush=True)
+    print("\n".join(summary(done)))
+    if a.combine:
+        print("\n".join(combined(done, parse_grid(a.grid))))
+
+
+if __name__ == "__main__":
+    main()
