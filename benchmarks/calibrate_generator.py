@@ -28,18 +28,24 @@ import numpy as np
 def parse_grid(text: str) -> list[tuple[str, float, float]]:
     """``"fan=1.6/0.02,2.4/0.05;pump=1.6/0.02"`` ->
     ``[("fan", 1.6, 0.02), ("fan", 2.4, 0.05), ("pump", 1.6, 0.02)]``."""
+    from mimii_due.synth.machines import MODELS
+
     out = []
     for part in filter(None, text.split(";")):
-        machine, settings = part.split("=")
-        for s in settings.split(","):
-            a, j = s.split("/")
-            out.append((machine.strip(), float(a), float(j)))
+        try:
+            machine, settings = part.split("=")
+            for s in settings.split(","):
+                size, jitter = s.split("/")
+                out.append((machine.strip(), float(size), float(jitter)))
+        except ValueError:
+            raise SystemExit(f"--grid: {part!r} is not machine=size/jitter[,size/jitter...]") from None
+        if machine.strip() not in MODELS:
+            raise SystemExit(f"--grid: unknown machine type {machine.strip()!r}; choose from {', '.join(MODELS)}")
     return out
 
 
 def run_task(task: tuple) -> dict:
     machine, a, j, seed, scale, out, ae = task
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
@@ -49,13 +55,13 @@ def run_task(task: tuple) -> dict:
     from mimii_due.synth import generate as g
 
     g.ANOMALY_SIZE[machine], g.JITTER[machine] = a, j
-    base = Path(out) / f"{machine}_a{a}_j{j}_seed{seed}"
+    base = Path(out) / f"{machine}_a{a}_j{j}_scale{scale}_seed{seed}"
     data = g.generate(base / "data", machines=[machine], sections=[0, 1, 2], scale=scale, seed=seed,
                       min_test=50, workers=1)  # fmt: skip
     t = index(data)
     keys = sorted(t[t.split == "test"].groupby(["section", "domain"]).groups)
     ref = supervised_reference(data, base / "features")
-    rec = {"machine": machine, "a": a, "jitter": j, "seed": seed,
+    rec = {"machine": machine, "a": a, "jitter": j, "scale": scale, "seed": seed,
            "reference": {f"{s:02d}_{d}": r for (s, d), r in zip(keys, ref, strict=True)}}  # fmt: skip
     if ae:
         pipeline.train(base / "ae", data, detector="ae", resume=True, cache=base / "features")
@@ -120,10 +126,17 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "results.jsonl"
-    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    done = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        try:
+            done.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by an interrupted run: that task runs again
+            print(f"{log}: skipping an unreadable line ({line[:60]!r})")
+    done = [r for r in done if r.get("scale", 0.1) == a.scale]
     have = {(r["machine"], r["a"], r["jitter"], r["seed"]) for r in done if a.ae <= ("ae" in r)}
     tasks = [(m, an, j, int(s), a.scale, str(out), a.ae) for s in a.seeds.split(",") for m, an, j in parse_grid(a.grid)
              if (m, an, j, int(s)) not in have]  # fmt: skip
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per task, inherited by the workers
     print(f"{len(tasks)} tasks, {len(have)} already done", flush=True)
     with mp.get_context("spawn").Pool(a.workers) as pool, log.open("a") as f:
         for rec in pool.imap_unordered(run_task, tasks):
