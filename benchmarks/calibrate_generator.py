@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mimii_due import atomic
+
 
 def parse_grid(text: str) -> list[tuple[str, float, float]]:
     """``"fan=1.6/0.02,2.4/0.05;pump=1.6/0.02"`` ->
@@ -126,12 +128,14 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "results.jsonl"
-    done = []
-    for line in log.read_text().splitlines() if log.exists() else []:
+    done, lines = [], log.read_text().splitlines() if log.exists() else []
+    for line in lines:
         try:
             done.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by an interrupted run: that task runs again
-            print(f"{log}: skipping an unreadable line ({line[:60]!r})")
+        except json.JSONDecodeError:  # a line cut short by an interrupted run: dropped, its task runs again
+            print(f"{log}: dropping an unreadable line ({line[:60]!r})")
+    if len(done) < len(lines):
+        atomic.write_text(log, "".join(json.dumps(r) + "\n" for r in done))
     done = [r for r in done if r.get("scale", 0.1) == a.scale]
     have = {(r["machine"], r["a"], r["jitter"], r["seed"]) for r in done if a.ae <= ("ae" in r)}
     tasks = [(m, an, j, int(s), a.scale, str(out), a.ae) for s in a.seeds.split(",") for m, an, j in parse_grid(a.grid)
