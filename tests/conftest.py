@@ -6,8 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from mimii_due.synth.generate import generate
+
+# Property tests draw fixed examples (a CI run is reproducible); HYPOTHESIS_PROFILE=random draws new
+# ones on every run, to search for failures locally.
+settings.register_profile("fixed", derandomize=True)
+settings.register_profile("random", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -298,6 +298,7 @@ def test_the_loader_never_crashes_on_random_bytes_or_mutated_headers(tmp_path, d
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pos=st.integers(0, 43), value=st.integers(0, 255), keep=st.integers(0, 40000))
+@example(pos=20, value=0, keep=32000)  # format tag 0: indexed, then unreadable: no empty results as a success
 def test_train_and_test_on_one_clip_folders_never_traceback_nor_write_nan(tmp_path_factory, pos, value, keep):
     root = tmp_path_factory.mktemp("one")
     good = bytearray(_wav())
@@ -317,4 +318,6 @@ def test_train_and_test_on_one_clip_folders_never_traceback_nor_write_nan(tmp_pa
     assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
     if r.exit_code == 0:
         scores = pd.read_csv(root / "run" / "results" / "scores.csv")
-        assert np.isfinite(scores.score).all()
+        assert len(scores) == 1 and np.isfinite(scores.score).all()
+    else:
+        assert "error:" in r.output and not (root / "run" / "results" / "scores.csv").exists()

@@ -234,6 +234,8 @@ def test(
                                 engine=engine)  # fmt: skip
         skipped += clips.attrs.get("skipped", [])
         jobs.append((det, feats, clips))
+    if not any(len(clips) for _, _, clips in jobs):  # an empty results folder would look like a finished test
+        raise ModelError(f"none of the {len(test_table)} test clips could be read (all skipped as bad)", data)
     results = engine.map(_score_job, jobs, progress=for_stage(progress, "score", "all machine types"))
     parts = [clips.assign(score=s, decision=s > det.threshold_, threshold=det.threshold_)
              for (det, _, clips), s in zip(jobs, results, strict=True)]  # fmt: skip
