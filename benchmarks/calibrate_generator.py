@@ -136,7 +136,8 @@ def main() -> None:
             print(f"{log}: dropping an unreadable line ({line[:60]!r})")
     if len(done) < len(lines):
         atomic.write_text(log, "".join(json.dumps(r) + "\n" for r in done))
-    done = [r for r in done if r.get("scale", 0.1) == a.scale]
+    latest = {(r["machine"], r["a"], r["jitter"], r["seed"]): r for r in done if r.get("scale", 0.1) == a.scale}
+    done = list(latest.values())  # a task rerun with --ae replaces its record without the AE
     have = {(r["machine"], r["a"], r["jitter"], r["seed"]) for r in done if a.ae <= ("ae" in r)}
     tasks = [(m, an, j, int(s), a.scale, str(out), a.ae) for s in a.seeds.split(",") for m, an, j in parse_grid(a.grid)
              if (m, an, j, int(s)) not in have]  # fmt: skip

@@ -161,7 +161,7 @@ def test_mix_command_on_users_recordings(tmp_path):
         assert -7.05 < 10 * np.log10(a / np.mean(noise**2)) < -4.95
 
 
-def test_synth_command_and_rerun_is_a_no_op(tmp_path):
+def test_synth_command_and_rerun_is_a_no_op(tmp_path, monkeypatch):
     args = ["synth", str(tmp_path / "d"), "--machines", "pump", "--sections", "4", "--scale", "0.005"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
@@ -170,3 +170,7 @@ def test_synth_command_and_rerun_is_a_no_op(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "d").rglob("*.wav")}
     assert CliRunner().invoke(app, args).exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "d").rglob("*.wav")} == before
+    monkeypatch.setitem(g.ANOMALY_SIZE, "pump", 2 * g.ANOMALY_SIZE["pump"])  # a new calibration: made again
+    assert CliRunner().invoke(app, args).exit_code == 0
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "d").rglob("*.wav")}
+    assert after.keys() == before.keys() and all(after[p] != before[p] for p in before)

@@ -270,13 +270,15 @@ def generate(
     ``layout``: ``dcase2021`` (MIMII DUE) or ``dcase2023`` (the 2022-2025 layout, see :func:`plan`).
     While it runs, ``synth_incomplete.json`` marks the folder, and the index refuses it (an
     interrupted generation is never taken for a smaller dataset); a finished generation leaves
-    ``synth_done.json`` with its settings, and generating again with the same settings does nothing.
+    ``synth_done.json`` with its settings (and the generator's calibration of those machine types),
+    and generating again with the same settings does nothing.
     With a cluster ``engine`` the clips are rendered as tasks (same seeds, same bytes) and written
     here; otherwise by ``workers`` local processes.
     """
     out = Path(out)
     settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale, "seed": seed,
                 "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 2}  # fmt: skip
+    settings["calibration"] = {m: [ANOMALY_SIZE.get(m), JITTER.get(m)] for m in settings["machines"]}
     if layout != "dcase2021":
         settings["layout"] = layout
     marker = out / "synth_done.json"
