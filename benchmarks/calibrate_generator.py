@@ -53,18 +53,15 @@ def run_task(task: tuple) -> dict:
     torch.set_num_threads(1)
     from compare_detectors import supervised_reference
     from mimii_due import pipeline
-    from mimii_due.data.index import index
     from mimii_due.synth import generate as g
 
     g.ANOMALY_SIZE[machine], g.JITTER[machine] = a, j
     base = Path(out) / f"{machine}_a{a}_j{j}_scale{scale}_seed{seed}"
     data = g.generate(base / "data", machines=[machine], sections=[0, 1, 2], scale=scale, seed=seed,
                       min_test=50, workers=1)  # fmt: skip
-    t = index(data)
-    keys = sorted(t[t.split == "test"].groupby(["section", "domain"]).groups)
     ref = supervised_reference(data, base / "features")
     rec = {"machine": machine, "a": a, "jitter": j, "scale": scale, "seed": seed,
-           "reference": {f"{s:02d}_{d}": r for (s, d), r in zip(keys, ref, strict=True)}}  # fmt: skip
+           "reference": {f"{s:02d}_{d}": r for (_, s, d), r in ref.items()}}  # fmt: skip
     if ae:
         pipeline.train(base / "ae", data, detector="ae", resume=True, cache=base / "features")
         pipeline.test(base / "ae", data)

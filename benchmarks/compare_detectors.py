@@ -67,8 +67,8 @@ def smahal_from_ae(ae_run: Path, run: Path, data: Path) -> None:
         keeper.save_model(machine, SelectiveMahalanobisDetector.from_autoencoder(ae, feats, clips))
 
 
-def supervised_reference(data: Path, cache: Path) -> list[float]:
-    """AUCs of a labelled logistic regression per machine, section and domain (not a detector)."""
+def supervised_reference(data: Path, cache: Path) -> dict[tuple[str, int, str], float]:
+    """AUCs of a labelled logistic regression per (machine, section, domain) (not a detector)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -79,8 +79,8 @@ def supervised_reference(data: Path, cache: Path) -> list[float]:
     from sklearn.preprocessing import StandardScaler
 
     table = index(data)
-    out = []
-    for _, clips in table[table.split == "test"].groupby(["machine", "section", "domain"]):
+    out = {}
+    for key, clips in table[table.split == "test"].groupby(["machine", "section", "domain"]):
         feats, clips = extract(clips, cache=cache)
         x = np.concatenate([feats.means(), [feats.clip(i).std(0) for i in range(len(feats))]], axis=1)
         y = (clips.label == "anomaly").to_numpy()
@@ -90,7 +90,7 @@ def supervised_reference(data: Path, cache: Path) -> list[float]:
             warnings.simplefilter("ignore", FutureWarning)
             p = cross_val_predict(model, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
                                   method="predict_proba")[:, 1]  # fmt: skip
-        out.append(roc_auc_score(y, p))
+        out[key] = float(roc_auc_score(y, p))
     return out
 
 
@@ -166,7 +166,7 @@ def main() -> None:
                 paired_luck.setdefault(det, []).append(
                     bootstrap_sd(tables[det], versus=tables[against], protocol=summary["protocol"], n=a.bootstrap))
         if a.reference:
-            ref = supervised_reference(data, base / "features")
+            ref = list(supervised_reference(data, base / "features").values())
             rows.setdefault("reference", []).append(float(np.median(ref)))
             print(f"| {seed} | labelled reference (median AUC over sections/domains) | {np.median(ref):.3f} |")
     head = ("| seed | detector | official score | test-set sd (bootstrap) | AUC source (hmean) | AUC target | pAUC "

@@ -62,7 +62,7 @@ def main() -> None:
         base = Path(a.out) / f"{a.layout}_scale{a.scale}_seed{seed}"
         data = generate(base / "data", machines=list(TABLE4_AE_TYPES), sections=sections, scale=a.scale,
                         seed=seed, min_test=50, workers=2, layout=a.layout)  # fmt: skip
-        ref = supervised_reference(data, base / "features")
+        ref = list(supervised_reference(data, base / "features").values())
         refs += ref
         t = index(data)
         test = t[t.split == "test"]
