@@ -88,6 +88,27 @@ def test_a_saved_model_that_does_not_fit_the_code_is_a_clear_error(easy, tmp_pat
     assert str(tmp_path / "model") in str(e.value)  # names the folder, not just the word "model"
 
 
+def test_an_embedding_saved_before_the_linear_spectrum_still_scores_as_it_was_trained(easy, tmp_path):
+    import torch
+
+    ftrain, train, ftest, test = easy
+    old = make("embedding", epochs=1, spectrum="log").fit(ftrain, train)
+    old.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "detector.json").read_text())
+    del meta["params"]["config"]["spectrum"]  # as saved by the version that knew only the log spectrum
+    (tmp_path / "model" / "detector.json").write_text(json.dumps(meta))
+    state = torch.load(tmp_path / "model" / "state.pt", weights_only=True)
+    del state["spectrum"]
+    torch.save(state, tmp_path / "model" / "state.pt")
+    loaded = Detector.load(tmp_path / "model")
+    assert loaded.config.spectrum == "linear" and loaded.spectrum_ == "log"
+    np.testing.assert_allclose(loaded.score(ftest, test), old.score(ftest, test), rtol=1e-6, atol=1e-9)
+    new = make("embedding", epochs=1).fit(ftrain, train)  # the default reads linear magnitudes
+    assert new.spectrum_ == "linear" and np.all(new.spec_norm_[1] == new.spec_norm_[1][0])  # one scale for all bins
+    spec, _ = new._inputs(ftest)
+    np.testing.assert_allclose(spec.numpy()[:, :5], ftest.spectra[:, :5] / new.spec_norm_[1][0], rtol=1e-5)
+
+
 def test_a_model_file_that_would_run_code_is_refused(easy, tmp_path):
     import torch
 
@@ -121,6 +142,7 @@ def test_too_short_clips_are_a_clear_error(easy):
         ("ae", {"seed": -1}, "seed must be between"),
         ("ae", {"epochs": 0}, "epochs must be at least 1"),
         ("embedding", {"subclusters": 0}, "subclusters must be between"),
+        ("embedding", {"spectrum": "mel"}, "spectrum must be one of linear, log"),
         ("ensemble", {"members": ("twfr_gmm", "nope")}, "unknown detector"),
         ("twfr_gmm", {"domains": "both"}, "domains must be 'separate' or 'pooled'"),
         ("ae", {"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
