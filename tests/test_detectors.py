@@ -109,6 +109,26 @@ def test_an_embedding_saved_before_the_linear_spectrum_still_scores_as_it_was_tr
     np.testing.assert_allclose(spec.numpy()[:, :5], ftest.spectra[:, :5] / new.spec_norm_[1][0], rtol=1e-5)
 
 
+def test_adaproj_gives_each_class_the_angle_to_its_subspace():
+    import torch
+
+    from mimii_due.detectors.embedding import AngularHead
+
+    head = AngularHead(8, n_classes=2, subclusters=3, loss="adaproj")
+    with torch.no_grad():
+        head.centres.copy_(torch.eye(8)[:6])  # class 0 spans e0-e2, class 1 e3-e5
+    x = torch.zeros(3, 8)
+    x[0, [0, 1]] = 1.0  # in class 0's subspace, anywhere in it: as close as can be
+    x[1, [2, 6]] = 1.0  # 45 degrees off class 0's subspace, orthogonal to class 1's
+    x[2, [3, 4, 5]] = 2.0
+    cos = head(x) / head.scale
+    np.testing.assert_allclose(cos.detach().numpy(), [[1, 0], [2**-0.5, 0], [0, 1]], atol=1e-6)
+    sc = AngularHead(8, n_classes=2, subclusters=3, loss="subcluster_adacos")
+    sc.load_state_dict(head.state_dict())  # sub-clusters: log of the summed exp(scale * cos) to each centre
+    expected = np.log(2 * np.exp(sc.scale * 2**-0.5) + 1)  # 45 degrees from e0 and e1, 90 from e2
+    np.testing.assert_allclose(sc(x[:1])[0, 0].item(), expected, rtol=1e-5)
+
+
 def test_a_model_file_that_would_run_code_is_refused(easy, tmp_path):
     import torch
 
@@ -143,6 +163,7 @@ def test_too_short_clips_are_a_clear_error(easy):
         ("ae", {"epochs": 0}, "epochs must be at least 1"),
         ("embedding", {"subclusters": 0}, "subclusters must be between"),
         ("embedding", {"spectrum": "mel"}, "spectrum must be one of linear, log"),
+        ("embedding", {"loss": "arcface"}, "loss must be one of adaproj, subcluster_adacos"),
         ("ensemble", {"members": ("twfr_gmm", "nope")}, "unknown detector"),
         ("twfr_gmm", {"domains": "both"}, "domains must be 'separate' or 'pooled'"),
         ("ae", {"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
