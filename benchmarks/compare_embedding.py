@@ -11,8 +11,8 @@ the 2022-2025 metric). Every (setting, seed) result is one line of ``OUT/embeddi
 a rerun skips those done. The data are ``compare_detectors.py``'s (same folders, generated if
 missing).
 
-    python benchmarks/compare_embedding.py --seeds 0,1,2 --variants "log:spectrum=log;linear:spectrum=linear"
-        [--scale 0.2] [--weights 1,6] [--out /tmp/mimii_due_compare]
+    python benchmarks/compare_embedding.py [--seeds 3,4,5] [--variants "log:spectrum=log,loss=subcluster_adacos;
+        adaproj:spectrum=linear,loss=adaproj"] [--scale 0.2] [--weights 1,6] [--out /tmp/mimii_due_compare]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import yaml
 from mimii_due import pipeline
 from mimii_due.data.index import index
 from mimii_due.detectors import make
+from mimii_due.errors import ConfigError
 from mimii_due.evaluation.metrics import evaluate, hmean, official_score
 from mimii_due.synth.generate import generate
 
@@ -45,7 +46,10 @@ def variants(text: str) -> dict[str, dict]:
             out[name] = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in filter(None, sets.split(",")))}
         except ValueError:
             raise SystemExit(f"--variants: {entry!r} is not name:key=value,...") from None
-        make("embedding", **out[name])  # a wrong key or value is refused here, before any training
+        try:
+            make("embedding", **out[name])  # a wrong key or value is refused here, before any training
+        except ConfigError as e:
+            raise SystemExit(f"--variants {entry!r}: {e}") from None
     return out
 
 
@@ -99,7 +103,8 @@ def measure(base: Path, params: dict, weights: list[float]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="3,4,5", help="check seeds (README: seeds 0-2 were used for choices)")
-    ap.add_argument("--variants", default="log:spectrum=log;linear:spectrum=linear",
+    ap.add_argument("--variants", default="log:spectrum=log,loss=subcluster_adacos;"
+                    "linear:spectrum=linear,loss=subcluster_adacos;adaproj:spectrum=linear,loss=adaproj",
                     help='"name:key=value,...;name2:..." embedding settings; the first is the reference')  # fmt: skip
     ap.add_argument("--scale", type=float, default=0.2)
     ap.add_argument("--weights", default="6", help="TWFR-GMM's weights in the ensemble (the embedding's is 1)")
