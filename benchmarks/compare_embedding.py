@@ -29,6 +29,7 @@ import yaml
 from mimii_due import pipeline
 from mimii_due.data.index import index
 from mimii_due.detectors import make
+from mimii_due.detectors.base import Detector
 from mimii_due.errors import ConfigError
 from mimii_due.evaluation.metrics import evaluate, hmean, official_score
 from mimii_due.synth.generate import generate
@@ -54,16 +55,12 @@ def variants(text: str) -> dict[str, dict]:
 
 
 def twfr(base: Path, machine: str, ftr, ctr, cfg):
-    """TWFR-GMM of one machine type, fitted once and kept in the seed folder."""
-    import pickle
-
-    path = base / f"twfr_gmm_{machine}.pkl"
-    if path.exists():
-        return pickle.loads(path.read_bytes())
+    """TWFR-GMM of one machine type, fitted once and kept in the seed folder (``Detector.save``)."""
+    path = base / "twfr_gmm_models" / machine
+    if (path / "detector.json").exists():
+        return Detector.load(path)
     det = make("twfr_gmm", features=cfg).fit(ftr, ctr)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(det))
-    tmp.replace(path)
+    det.save(path)
     return det
 
 
