@@ -62,6 +62,9 @@ settings with experiment switches since removed):
   0.816. Check seeds 3 / 4 / 5: 0.698 / 0.677 / 0.686 against 0.711 / 0.663 / 0.683 alone, the
   ensemble 0.832 / 0.794 / 0.820 against 0.829 / 0.786 / 0.826 (a tie; AdaProj's paper reports
   it ahead on the real DCASE 2022 and 2023 development sets). Ours keeps the fixed AdaCos scale.
+  At full size (990 + 10 training clips, check seeds 3 / 4 / 5) the linear spectrum and AdaProj
+  together: 0.740 / 0.749 / 0.737 against 0.736 / 0.746 / 0.742 alone, the ensemble 0.847 / 0.816 /
+  0.836 against 0.845 / 0.820 / 0.835 (a tie).
 - Tried and not kept (with sub-cluster AdaCos, the log spectrum unless said): the fixed centres of the main task
   (0.619 / 0.587 / 0.655: the target domain fell to 0.46-0.61 AUC; the published system keeps its
   self-supervised heads trainable, ours has one head); per-clip mean normalisation of the log-mel
