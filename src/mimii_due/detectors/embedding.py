@@ -73,7 +73,7 @@ settings with experiment switches since removed):
   0.656 with the log spectrum, 0.688 / 0.706 / 0.666 with the linear one); the domain in the class
   key (the same networks: the generator's target domains already have attribute values of their
   own); whole clips instead of 128-frame excerpts in training (1.7 times the training time, over the
-  main job's budget; not measured further); two networks trained with model seeds 0 and 1,
+  main job's budget; not measured further); with the default settings, two networks trained with model seeds 0 and 1,
   standardised and averaged (0.691 / 0.730 / 0.720 alone against 0.677 / 0.722 / 0.721, the
   ensemble 0.855 / 0.821 / 0.823 against 0.855 / 0.820 / 0.819: twice the training time for a
   tie in the ensemble).
