@@ -90,7 +90,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimii_due.config import TRAINING, FeatureConfig, check, check_device
+from mimii_due.config import TRAINING, FeatureConfig, check, check_device, choice
 from mimii_due.detectors.base import Detector, array, class_keys
 from mimii_due.detectors.training import fit_with_config, restore, seeded, split_items, torch_device
 from mimii_due.errors import ConfigError, ModelError
@@ -123,12 +123,8 @@ class EmbeddingConfig:
         check(self, embedding=(1, None), spectrum_bins=(64, 1 << 18), subclusters=(1, 64), mixup=(0.0, None),
               crop=(1, None), means=(1, None), **TRAINING)  # fmt: skip
         check_device(self)
-        if self.spectrum not in SPECTRUM_SCALES:
-            raise ConfigError(
-                f"EmbeddingConfig.spectrum must be one of {', '.join(SPECTRUM_SCALES)}, got {self.spectrum!r}"
-            )
-        if self.loss not in LOSSES:
-            raise ConfigError(f"EmbeddingConfig.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        choice(self, "spectrum", SPECTRUM_SCALES)
+        choice(self, "loss", LOSSES)
         if not self.channels or min(self.channels) < 1:
             raise ConfigError(f"EmbeddingConfig.channels must be positive numbers, got {self.channels!r}")
 
@@ -378,8 +374,7 @@ class EmbeddingDetector(Detector):
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict:
         return {"net": self.net_.state_dict(), "classes": self.classes_, "spectrum": self.spectrum_,
-                "spec_norm": self.spec_norm_,
-                "mel_norm": self.mel_norm_, "banks": self.sections_bank_}  # fmt: skip
+                "spec_norm": self.spec_norm_, "mel_norm": self.mel_norm_, "banks": self.sections_bank_}  # fmt: skip
 
     def _set_state(self, state: dict) -> None:
         self.net_ = restore(TwoBranchNet(self.config, self.features.n_mels), state["net"])
