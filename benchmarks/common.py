@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmarks: a generated dataset to measure on, and a timer."""
+"""Helpers shared by the benchmarks: a generated dataset to measure on, detector settings, and a timer."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import yaml
 
 from mimii_due.data.index import index
 from mimii_due.synth.generate import generate
@@ -13,6 +15,16 @@ def dataset(root: str | Path, *, machines=("fan",), sections=(0, 1, 2), scale: f
     """Generate (once) and index a synthetic dataset for a benchmark."""
     generate(root, machines=list(machines), sections=list(sections), scale=scale, seed=0, workers=2)
     return index(root)
+
+
+def detector_params(items) -> dict:
+    """``["key=value", ...]`` -> ``{key: value}``, each value read as YAML as the CLI's ``--set``
+    reads it; an item without ``=`` raises ``ValueError``."""
+    out = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 class Timer:

@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from common import detector_params
 from mimii_due import pipeline
 from mimii_due.data.index import index
 from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
@@ -143,7 +143,7 @@ def main() -> None:
             t0 = time.perf_counter()
             run = base / det.replace(":", "_").replace("=", "-")
             name, *sets = det.split(":")
-            params = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in sets)}  # as `--set` reads them
+            params = detector_params(sets)
             if det == "smahal" and (base / "ae" / "run.json").exists():
                 smahal_from_ae(base / "ae", run, data)  # the same network as "ae": no second training
             else:

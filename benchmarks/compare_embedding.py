@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from common import detector_params
 from mimii_due import pipeline
 from mimii_due.data.index import index
 from mimii_due.detectors import make
@@ -44,7 +44,7 @@ def variants(text: str) -> dict[str, dict]:
     for entry in filter(None, (e.strip() for e in text.split(";"))):
         name, _, sets = entry.partition(":")
         try:
-            out[name] = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in filter(None, sets.split(",")))}
+            out[name] = detector_params(filter(None, sets.split(",")))
         except ValueError:
             raise SystemExit(f"--variants: {entry!r} is not name:key=value,...") from None
         try:
