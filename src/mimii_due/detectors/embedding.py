@@ -72,11 +72,13 @@ settings with experiment switches since removed):
   clip's per-frame level and spread over the bands, three label blocks as published: 0.643 / 0.665 /
   0.656 with the log spectrum, 0.688 / 0.706 / 0.666 with the linear one); the domain in the class
   key (the same networks: the generator's target domains already have attribute values of their
-  own); whole clips instead of 128-frame excerpts in training (1.7 times the training time, over the
-  main job's budget; not measured further); with the default settings, two networks trained with model seeds 0 and 1,
-  standardised and averaged (0.691 / 0.730 / 0.720 alone against 0.677 / 0.722 / 0.721, the
-  ensemble 0.855 / 0.821 / 0.823 against 0.855 / 0.820 / 0.819: twice the training time for a
-  tie in the ensemble).
+  own); whole clips instead of 128-frame excerpts in training (``crop=313``, with AdaProj and the
+  linear spectrum: 0.655 / 0.728 / 0.725 against 0.690 / 0.735 / 0.722 alone, the ensemble 0.854 /
+  0.811 / 0.822 against 0.856 / 0.822 / 0.819, for 1.6 times the training time, measured on another
+  machine than the rest, where the default's own figures differ by up to 0.013: README); with the
+  default settings, two networks trained with model seeds 0 and 1, standardised and averaged
+  (0.691 / 0.730 / 0.720 alone against 0.677 / 0.722 / 0.721, the ensemble 0.855 / 0.821 / 0.823
+  against 0.855 / 0.820 / 0.819: twice the training time for a tie in the ensemble).
 """
 
 from __future__ import annotations
