@@ -74,17 +74,17 @@ settings with experiment switches since removed):
   key (the same networks: the generator's target domains already have attribute values of their
   own); whole clips instead of 128-frame excerpts in training (``crop=313``: 0.655 / 0.728 / 0.725
   against 0.690 / 0.735 / 0.722 alone, the ensemble 0.854 / 0.811 / 0.822 against 0.856 / 0.822 /
-  0.819, for 1.6 times the training time); either branch's
-  half of the embedding scored alone (log-mel: the ensemble 0.861 / 0.823 / 0.826, +0.005 on the
-  generated data, a tie; spectrum: 0.841 / 0.812 / 0.768); 40 epochs (0.682 / 0.710 / 0.717 alone,
-  below on every seed; the ensemble 0.855 / 0.822 / 0.823, +0.001); batches of 64 (0.667 / 0.709 /
-  0.710 alone, the ensemble 0.857 / 0.822 / 0.817); and, as a check of a published part, no mixup
-  (0.676 / 0.684 / 0.693 alone, the ensemble 0.855 / 0.814 / 0.810: below on every seed, so mixup
-  stays) (these five with AdaProj and the linear spectrum, on another machine than the rest, where
-  the default's own figures differ by up to 0.013: README); with the
-  default settings, two networks trained with model seeds 0 and 1, standardised and averaged
-  (0.691 / 0.730 / 0.720 alone against 0.677 / 0.722 / 0.721, the ensemble 0.855 / 0.821 / 0.823
-  against 0.855 / 0.820 / 0.819: twice the training time for a tie in the ensemble).
+  0.819, for 1.6 times the training time); either branch's half of the embedding scored alone
+  (log-mel: the ensemble 0.861 / 0.823 / 0.826, +0.004 on average on the generated data, a tie;
+  spectrum: 0.841 / 0.812 / 0.768); 40 epochs (0.682 / 0.710 / 0.717 alone, below on every seed;
+  the ensemble 0.855 / 0.822 / 0.823, +0.001); batches of 64 (0.667 / 0.709 / 0.710 alone, the
+  ensemble 0.857 / 0.822 / 0.817); and, as a check of a published part, no mixup (0.676 / 0.684 /
+  0.693 alone, the ensemble 0.855 / 0.814 / 0.810: below on every seed, so mixup stays) (these
+  five with AdaProj and the linear spectrum, on another machine than the rest, where the default's
+  own figures differ by up to 0.013: README); with the default settings, two networks trained with
+  model seeds 0 and 1, standardised and averaged (0.691 / 0.730 / 0.720 alone against 0.677 /
+  0.722 / 0.721, the ensemble 0.855 / 0.821 / 0.823 against 0.855 / 0.820 / 0.819: twice the
+  training time for a tie in the ensemble).
 """
 
 from __future__ import annotations
