@@ -213,3 +213,33 @@ def test_ground_truth_of_a_year_is_fetched_verified_and_used_by_evaluate(tmp_pat
         assert not (tmp_path / "d" / "ground_truth" / "eval_data_list_2024.csv").exists()
     finally:
         z.server.shutdown()
+
+
+def make_mimii_zip(tmp_path, machine):
+    """A MIMII archive (``6_dB_fan.zip``): <machine>/id_00/{normal,abnormal}/XXXXXXXX.wav, 3 + 2 clips."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for folder, n in (("normal", 3), ("abnormal", 2)):
+            for i in range(n):
+                p = tmp_path / f"{machine}_{folder}{i}.wav"
+                write(p, np.random.default_rng(i).normal(0, 0.1, 16000))
+                z.write(p, f"{machine}/id_00/{folder}/{i:08d}.wav")
+    return buf.getvalue()
+
+
+def test_mimii_downloads_each_snr_under_its_own_folder(tmp_path):
+    z = Zenodo({name: make_mimii_zip(tmp_path, name.split("_")[-1].removesuffix(".zip"))
+                for name in ("6_dB_fan.zip", "-6_dB_fan.zip", "6_dB_valve.zip")}, record=3384388)  # fmt: skip
+    try:
+        r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--source", "mimii", "--machines",
+                                     "fan", "--snr=-6", "--base-url", z.url])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert "-6_dB_fan.zip" in r.output and "6_dB_valve.zip" not in r.output
+        t = index(tmp_path / "d")
+        assert set(t.machine) == {"fan_-6dB"} and set(t.year) == {2019} and sorted(t.split) == ["test"] * 4 + ["train"]
+        assert download(tmp_path / "d", source="mimii", base_url=z.url) == sorted(z.files, key=list(z.files).index)
+        assert set(index(tmp_path / "d").machine) == {"fan_-6dB", "fan_6dB", "valve_6dB"}
+        with pytest.raises(DownloadError, match="only for MIMII"):
+            download(tmp_path / "d", source="dcase2023", snrs=[6], base_url=z.url)
+    finally:
+        z.server.shutdown()

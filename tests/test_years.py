@@ -1,6 +1,9 @@
 """The DCASE years: names, layouts, year recognition, counts, and real files of 2020 and 2023."""
 
+import json
+import logging
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -8,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mimii_due.cli import app
+from mimii_due.data.audio import MultichannelWarning
 from mimii_due.data.index import index
 from mimii_due.data.naming import format_name, parse_name
 from mimii_due.data.table1 import compare
@@ -186,3 +190,67 @@ def test_2023_data_through_train_test_evaluate_with_the_2023_metric(tiny_2023, t
     scores = Run(run).read_scores()
     sd = bootstrap_sd(scores, protocol="dcase2022", n=20)
     assert res["bootstrap_draws"] == 20 and sd > 0 and res["bootstrap_sd"] == pytest.approx(sd, rel=1e-12)
+
+
+def make_mimii(root, *, level="6dB", machine="fan", ids=(0, 2), n_normal=14, n_abnormal=4, seconds=1.0):
+    """MIMII's layout as its archives unpack: <level>/<machine>/id_XX/{normal,abnormal}/XXXXXXXX.wav,
+    8-channel 16-bit WAVs (WAVE_FORMAT_EXTENSIBLE, as the real files); anomalies add a 3 kHz tone."""
+    import soundfile as sf
+
+    t = np.arange(int(16000 * seconds)) / 16000
+    for ident in ids:
+        rng = np.random.default_rng(ident)
+        for folder, n in (("normal", n_normal), ("abnormal", n_abnormal)):
+            d = root / level / machine / f"id_{ident:02d}" / folder
+            d.mkdir(parents=True)
+            for i in range(n):
+                y = 0.2 * np.sin(2 * np.pi * 440 * t) + rng.normal(0, 0.02, (8, len(t)))
+                if folder == "abnormal":
+                    y[0] += 0.2 * np.sin(2 * np.pi * 3000 * t)
+                sf.write(str(d / f"{i:08d}.wav"), (y.T * 32767).astype("<i2"), 16000, subtype="PCM_16")
+    return root
+
+
+def test_mimii_layout_indexes_with_the_baseline_split_and_is_evaluated_per_machine_id(tmp_path, caplog):
+    root = make_mimii(tmp_path / "mimii")
+    make_mimii(tmp_path / "mimii", level="min6dB", ids=(4,), n_normal=6, n_abnormal=2)
+    assert parse_name(root / "6dB/fan/id_02/abnormal/00000003.wav").label == "anomaly"
+    with pytest.raises(Exception, match="fits no"):  # a bare MIMII name says nothing of its ID or label
+        parse_name("00000003.wav")
+    t = index(root)
+    assert set(t.year) == {2019} and set(t.machine) == {"fan_6dB", "fan_-6dB"} and (t.channels == 8).all()
+    fan = t[(t.machine == "fan_6dB") & (t.section == 0)]
+    test = fan[fan.split == "test"]
+    # MIMII's baseline split: as many normal test clips as anomalous ones, the first by name
+    assert (test.label == "anomaly").sum() == 4 and (test.label == "normal").sum() == 4
+    assert sorted(test[test.label == "normal"]["clip"]) == [0, 1, 2, 3]
+    assert len(fan[fan.split == "train"]) == 10 and set(fan[fan.split == "train"].label) == {"normal"}
+    assert "anomaly_id_00_00000003.wav" in set(test.filename)  # unique per ID, as DCASE 2020 named them
+    assert len(set(zip(t.machine, t.section, t.filename, strict=True))) == len(t)
+    r = runner.invoke(app, ["info", str(root)])
+    assert r.exit_code == 0 and "MIMII data" in r.output, r.output
+    cmp = compare(t, 2019).set_index(["machine", "section"])
+    assert cmp.loc[("fan_6dB", 0), "paper_train"] == 1011 - 407 and cmp.loc[("fan_6dB", 0), "paper_test_anomaly"] == 407
+    assert expected(2019, "fan_-6dB", 0).source.snr == -6 and expected(2019, "fan", 1) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MultichannelWarning)  # features say it once, not per clip
+        with caplog.at_level(logging.WARNING, logger="mimii_due.features.extract"):
+            feats, _ = extract(fan)
+    said = [r.getMessage() for r in caplog.records if "several channels" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{len(fan)} of {len(fan)} clips") and len(feats) == len(fan)
+
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(root / "6dB"), "--out", str(run), "--detector", "twfr_gmm"])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["test", str(run), str(root / "6dB")]).exit_code == 0
+    assert (run / "results" / "anomaly_score_fan_6dB_id_02.csv").exists()
+    r = runner.invoke(app, ["evaluate", str(run)])
+    assert r.exit_code == 0, r.output
+    res = pd.read_json(run / "results" / "result.json", typ="series")
+    assert res["protocol"] == "dcase2020" and res["official_score"] > 0.9  # the 3 kHz tone stands out
+    r = runner.invoke(app, ["score", str(run), str(root / "6dB/fan/id_02/abnormal/00000001.wav"), "--format", "json",
+                            "--out", str(tmp_path / "s.json")])  # the folders route a bare MIMII name to its ID
+    assert r.exit_code == 0, r.output
+    [d] = json.loads((tmp_path / "s.json").read_text())
+    assert (d["filename"], d["machine"], d["section"], d["decision"]) == (
+        "id_02/abnormal/00000001.wav", "fan_6dB", 2, "anomaly")  # fmt: skip

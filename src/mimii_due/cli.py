@@ -75,7 +75,7 @@ def progress_bar(transient: bool = False, download: bool = False) -> Progress:
 
 
 YEAR = typer.Option(
-    None, "--year", help="DCASE year of the data, 2020-2025 (default: recognised from layout and names)."
+    None, "--year", help="DCASE year of the data, 2020-2025, or 2019 for MIMII (default: recognised from the data)."
 )
 
 
@@ -96,6 +96,13 @@ def _machines(value: str | None) -> list[str] | None:
     return [m.strip() for m in value.split(",") if m.strip()] if value else None
 
 
+def _snrs(value: str | None) -> list[int] | None:
+    try:
+        return [int(v.removesuffix("dB")) for v in _machines(value)] if value else None
+    except ValueError:
+        raise MimiiDueError(f"--snr takes whole decibels such as 6,0,-6, not {value!r}") from None
+
+
 # ----------------------------------------------------------------------------------------- data
 
 
@@ -110,14 +117,16 @@ def info(
     (2021: the paper's Table 1)."""
     from mimii_due.data.index import index
     from mimii_due.data.table1 import compare
+    from mimii_due.data.years import name_of
 
     named = year is not None
     table = index(path, on_error="skip" if skip_bad else "raise", year=year)
     year = int(table["year"].iloc[0])
     cmp = compare(table, year)
-    where = "Table 1" if year == 2021 else f"DCASE {year}"
+    where = "Table 1" if year == 2021 else name_of(year)
     stdout.print(
-        f"DCASE {year} data ({'named with --year' if named else 'recognised from the layout and names'})", markup=False
+        f"{name_of(year)} data ({'named with --year' if named else 'recognised from the layout and names'})",
+        markup=False,
     )
     t = Table(title=f"{len(table)} clips in {path} (found / {where})")
     for col in ("machine", "section", "domain", "train", "test normal", "test anomaly", "test total", "differs"):
@@ -158,7 +167,10 @@ def download(
     machines: str = typer.Option(None, help="Comma-separated machine types, e.g. fan,valve (default all)."),
     part: str = typer.Option("dev", help="dev (development set), eval (additional training + evaluation) or all."),
     year: int = typer.Option(None, "--year", help="DCASE year 2020-2025 (default: MIMII DUE, --source)."),
-    source: str = typer.Option("mimii-due", help="mimii-due (Zenodo 4740355) or dcase2020 ... dcase2025."),
+    source: str = typer.Option(
+        "mimii-due", help="mimii-due (Zenodo 4740355), dcase2020 ... dcase2025, or mimii (MIMII, Zenodo 3384388)."
+    ),
+    snr: str = typer.Option(None, help="MIMII only: comma-separated noise levels in dB, e.g. 6,0 (default all)."),
     ground_truth: int = typer.Option(None, "--ground-truth", help="Fetch the evaluation ground truth of this year."),
     base_url: str = typer.Option(None, help="Zenodo (or ground-truth) address, for mirrors and tests."),
     keep_archives: bool = typer.Option(False, help="Keep the zip files after unpacking."),
@@ -187,6 +199,7 @@ def download(
                 base_url=base_url or dl.ZENODO,
                 keep_archives=keep_archives,
                 progress=cb,
+                snrs=_snrs(snr),
             )
     stdout.print(f"{len(names)} file(s) ready in {dest}: {', '.join(names)}")
 

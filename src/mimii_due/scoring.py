@@ -180,17 +180,27 @@ def _score_shard(job: tuple) -> tuple[list[Decision], list[tuple[str, str]]]:
     return _score_paths(models, files, where, None)
 
 
+def scored_name(p: Path) -> str:
+    """The name a file is scored under: its own, or with MIMII's ``id_XX/{normal,abnormal}`` folders,
+    which carry the section its bare name (``00000000.wav``) does not."""
+    try:
+        return Path(*p.parts[-3:]).as_posix() if parse_name(p).scheme == "mimii" else p.name
+    except FileNameError:
+        return p.name
+
+
 def _score_paths(models: ModelSet, files: list[Path], where: dict, progress) -> tuple[list, list]:
     decisions, failed = [], []
     machine, section, domain = where["machine"], where["section"], where["domain"]
     for k, p in enumerate(files):
+        name = scored_name(p)
         try:
             data = p.read_bytes()
-            decisions.append(models.score_bytes(data, filename=p.name, machine=machine, section=section, domain=domain))
+            decisions.append(models.score_bytes(data, filename=name, machine=machine, section=section, domain=domain))
         except OSError as e:
             failed.append((str(p), f"{p}: cannot read ({e.strerror or e})"))
         except MimiiDueError as e:
-            failed.append((str(p), str(e).replace(f"{p.name}: ", f"{p}: ", 1)))
+            failed.append((str(p), str(e).replace(f"{name}: ", f"{p}: ", 1)))
         if progress:
             progress(k + 1, len(files), p.name)
     return decisions, failed

@@ -98,6 +98,7 @@ def load(
     resample: bool = False,
     info: WavInfo | None = None,
     out: np.ndarray | None = None,
+    warn_channels: bool = True,
 ) -> np.ndarray:
     """Load a clip as float32 mono samples in [-1, 1] at ``sr`` Hz.
 
@@ -109,6 +110,8 @@ def load(
     info : the header, if already read (saves one read).
     out : a float32 array of the clip's length to write 16-bit samples into (saves allocating one;
         ignored when it does not fit).
+    warn_channels : warn when a multichannel file is reduced to channel 0 (a caller that reads
+        many clips says it once for all of them instead).
 
     Returns
     -------
@@ -150,7 +153,7 @@ def load(
         except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/TypeError
             raise AudioError(f"cannot decode WAV data: {e}", path) from e
         y = np.ascontiguousarray(data[:, 0])
-    if info.channels > 1:
+    if info.channels > 1 and warn_channels:
         warnings.warn(
             f"{path}: {info.channels} channels, keeping channel 0 (the first microphone, as the paper)",
             MultichannelWarning,

@@ -1,4 +1,4 @@
-"""Download every DCASE Task 2 year (2020-2025) and MIMII DUE from Zenodo, and each year's
+"""Download every DCASE Task 2 year (2020-2025), MIMII DUE and MIMII from Zenodo, and each year's
 evaluation ground truth: resumable, verified, unpacked, idempotent.
 
 Each archive is fetched to ``<dest>/.downloads/<name>.part`` with HTTP Range requests (an
@@ -6,7 +6,9 @@ interrupted transfer continues where it stopped), checked against the MD5 the Ze
 unpacked into the layout :func:`mimii_due.data.index.index` reads (``dev_data/<machine>/...``,
 ``eval_data/<machine>/...``), and marked done (``<dest>/.downloads/<name>.done``) so a rerun skips it.
 Records per year: the development set (``dev``), the additional training and the evaluation test
-clips (``eval``), as the organisers' baseline scripts download them.
+clips (``eval``), as the organisers' baseline scripts download them. MIMII (``mimii``) has one
+record of archives per SNR and machine type (``-6_dB_fan.zip``: ``fan/id_00/normal/...``), each
+unpacked under its SNR (``<dest>/-6dB/fan/...``), the layout the index reads; ``snrs`` picks levels.
 
 The ground truth of the evaluation sets is the organisers' ``eval_data_list_<year>.csv`` (a line
 per machine type, then ``evaluation name,labelled name`` pairs), from the official baseline's
@@ -20,6 +22,7 @@ import hashlib
 import http.client
 import json
 import logging
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -37,6 +40,7 @@ ZENODO = "https://zenodo.org"
 # Public Zenodo records (brief and issue #2).
 RECORDS = {
     "mimii-due": {"dev": [4740355], "eval": [4740355]},
+    "mimii": {"dev": [3384388], "eval": []},  # MIMII (Purohit et al. 2019): no evaluation set
     "dcase2020": {"dev": [3678171], "eval": [3727685, 3841772]},
     "dcase2021": {"dev": [4562016], "eval": [4660992, 4884786]},
     "dcase2022": {"dev": [6355122], "eval": [6462969, 6586456]},
@@ -46,6 +50,7 @@ RECORDS = {
 }
 GROUND_TRUTH_URL = "https://raw.githubusercontent.com/nttcslab/dcase2023_task2_baseline_ae/main/datasets"
 _CHUNK = 1 << 20
+_MIMII_ARCHIVE = re.compile(r"^(?P<snr>-?\d+)_dB_(?P<machine>[A-Za-z]+)\.zip$")  # -6_dB_fan.zip
 
 Progress = Callable[[str, int, int], None]  # (archive name, bytes done, bytes total)
 
@@ -76,9 +81,11 @@ def record_files(record: int, *, base_url: str = ZENODO, timeout: float = 60) ->
     return files
 
 
-def _wanted(name: str, part: str, machines: list[str] | None) -> bool:
+def _wanted(name: str, part: str, machines: list[str] | None, snrs: list[int] | None = None) -> bool:
     stem = name.removesuffix(".zip")
     if not name.endswith(".zip"):
+        return False
+    if snrs is not None and not ((m := _MIMII_ARCHIVE.match(name)) and int(m["snr"]) in snrs):
         return False
     archive_part = "eval" if stem.startswith("eval") else "dev"  # dev_data_fan, dev_fan, eval_data_fan_train...
     if part != "all" and archive_part != part:
@@ -138,9 +145,10 @@ def unpack(archive: Path, dest: Path) -> None:
 
     Archives whose entries start with ``dev_data/`` or ``eval_data/`` unpack into ``dest``; the
     Zenodo archives (``<machine>/train/...``) unpack into ``dest/dev_data`` or ``dest/eval_data``
-    by the archive's name. Every member is first extracted (and CRC-checked) into a staging folder
-    beside the archive; only when all are good are they moved into place, so a bad archive leaves
-    no clip behind. A bad archive is deleted (its MD5 may have matched a corrupt upload).
+    by the archive's name, MIMII's (``6_dB_fan.zip``) into ``dest/6dB``. Every member is first
+    extracted (and CRC-checked) into a staging folder beside the archive; only when all are good
+    are they moved into place, so a bad archive leaves no clip behind. A bad archive is deleted
+    (its MD5 may have matched a corrupt upload).
     """
     staging = archive.with_name(archive.name + ".unpack")
     shutil.rmtree(staging, ignore_errors=True)
@@ -148,11 +156,13 @@ def unpack(archive: Path, dest: Path) -> None:
         with zipfile.ZipFile(archive) as z:
             names = [n for n in z.namelist() if not n.endswith("/")]
             top = {PurePosixPath(n).parts[0] for n in names}
-            root = (
-                dest
-                if top <= {"dev_data", "eval_data"}
-                else dest / ("eval_data" if archive.name.startswith("eval") else "dev_data")
-            )
+            mimii = _MIMII_ARCHIVE.match(archive.name)
+            if mimii:
+                root = dest / f"{int(mimii['snr'])}dB"
+            elif top <= {"dev_data", "eval_data"}:
+                root = dest
+            else:
+                root = dest / ("eval_data" if archive.name.startswith("eval") else "dev_data")
             for n in names:
                 p = PurePosixPath(n)
                 if p.is_absolute() or ".." in p.parts:
@@ -191,24 +201,30 @@ def download(
     base_url: str = ZENODO,
     keep_archives: bool = False,
     progress: Progress | None = None,
+    snrs: list[int] | None = None,
 ) -> list[str]:
     """Download, verify and unpack the chosen archives into ``dest``; return their names.
 
-    ``source``: ``mimii-due`` or ``dcase2020`` ... ``dcase2025``; ``part``: ``dev`` (development
-    set), ``eval`` (additional training and evaluation test clips) or ``all``. Archives already
+    ``source``: ``mimii-due``, ``dcase2020`` ... ``dcase2025`` or ``mimii``; ``part``: ``dev``
+    (development set), ``eval`` (additional training and evaluation test clips) or ``all``;
+    ``snrs``: MIMII's noise levels to fetch (of 6, 0 and -6 dB; default all). Archives already
     marked done are skipped, so running it again is safe and cheap.
     """
     if part not in ("dev", "eval", "all"):
         raise DownloadError(f"part must be dev, eval or all, not {part!r}")
     if source not in RECORDS:
         raise DownloadError(f"source must be one of {', '.join(RECORDS)}, not {source!r}")
+    if snrs is not None and source != "mimii":
+        raise DownloadError(f"SNRs are chosen only for MIMII (--source mimii), not for {source}")
     dest = Path(dest)
     work = dest / ".downloads"
     work.mkdir(parents=True, exist_ok=True)
     records = sorted({r for p in (("dev", "eval") if part == "all" else (part,)) for r in RECORDS[source][p]})
-    wanted = [f for r in records for f in record_files(r, base_url=base_url) if _wanted(f.name, part, machines)]
+    wanted = [f for r in records for f in record_files(r, base_url=base_url)
+              if _wanted(f.name, part, machines, snrs)]  # fmt: skip
     if not wanted:
-        raise DownloadError(f"no archive in records {records} matches part={part} machines={machines}")
+        raise DownloadError(f"no archive in records {records} matches part={part} machines={machines}"
+                            + (f" snrs={snrs}" if snrs is not None else ""))  # fmt: skip
     for f in wanted:
         marker = work / f"{f.name}.done"
         if marker.exists() and marker.read_text().strip() == f.md5:

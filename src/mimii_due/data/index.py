@@ -9,6 +9,14 @@ Layouts read (``root`` may be any of these folders or a parent of them):
   ``eval_data/``, ``dev_data/raw/``...), with ``attributes_XX.csv`` beside the split folders and
   the 2025 ``supplemental/`` clips (split ``supplemental``, not used for training by default)
 - a single machine folder: ``<machine>/{train,source_test,target_test}``
+- MIMII (Purohit et al. 2019, Zenodo 3384388; the year column says 2019):
+  ``[<snr>dB/]<machine>/id_XX/{normal,abnormal}/XXXXXXXX.wav``, as its archives unpack. MIMII has
+  no split; the index makes the one of MIMII's public baseline: per machine ID, the first (by name)
+  as many normal clips as there are anomalous ones are test clips with every anomalous clip, the
+  other normal clips train. Under an SNR folder (``6dB``, ``0dB``, ``-6dB``; also ``min6dB``) the
+  machine type is named with it, ``fan_6dB``, so the three noise levels of one machine are
+  separate models and results, as MIMII reports them. MIMII's names repeat in every folder, so the
+  ``filename`` column holds the name DCASE 2020 gave the same clip (``anomaly_id_00_00000000.wav``).
 
 The year is recognised from the layout and names (:func:`mimii_due.data.years.detect_year`) or
 named (``year=``); it is in the ``year`` column. Attributes from ``attributes_XX.csv`` files land
@@ -21,18 +29,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from mimii_due.data.audio import read_header
-from mimii_due.data.naming import parse_name
+from mimii_due.data.naming import MIMII_LABELS, format_name, parse_name
 from mimii_due.data.years import check_year, detect_year
 from mimii_due.errors import LayoutError, MimiiDueError, StorageError
 
 log = logging.getLogger(__name__)
 
 SPLIT_FOLDERS = ("train", "test", "source_test", "target_test", "supplemental")
+_SNR_FOLDER = re.compile(r"^(?P<sign>-|min|minus|\+|plus)?(?P<db>\d+)_?db$", re.IGNORECASE)  # MIMII's noise levels
 PARTS = {"dev_data": "dev", "eval_data": "eval"}
 COLUMNS = [
     "path", "filename", "part", "machine", "section", "domain", "split", "label", "clip",
@@ -68,7 +79,28 @@ def _part(machine_dir: Path, scheme: str) -> str | None:
     for parent in machine_dir.parents:
         if parent.name in PARTS:
             return PARTS[parent.name]
-    return "dev" if scheme == "dcase2020" else None
+    return "dev" if scheme in ("dcase2020", "mimii") else None
+
+
+def _mimii_machine(machine_dir: Path) -> str:
+    """A MIMII machine folder's name, with the SNR of the folder above it where there is one."""
+    m = _SNR_FOLDER.match(machine_dir.parent.name)
+    if not m:
+        return machine_dir.name
+    minus = m["sign"] is not None and m["sign"].lower() in ("-", "min", "minus") and int(m["db"]) != 0
+    return f"{machine_dir.name}_{'-' if minus else ''}{int(m['db'])}dB"
+
+
+def _mimii_splits(table: pd.DataFrame) -> pd.Series:
+    """MIMII's baseline split: per machine and ID, the first (by name) as many normal clips as there
+    are anomalous ones are test clips, with every anomalous clip; the other normal clips train."""
+    split = pd.Series("test", index=table.index, dtype=object)
+    mimii = table[table["scheme"] == "mimii"]
+    for _, clips in mimii.groupby(["machine", "section"]):
+        normal = clips[clips["label"] == "normal"].sort_values("path")
+        n_test = int((clips["label"] == "anomaly").sum())
+        split[normal.index[n_test:]] = "train"
+    return split.where(table["scheme"] == "mimii", table["split"])
 
 
 def _csv_attributes(machine_dir: Path) -> dict[str, str]:
@@ -91,9 +123,11 @@ def _csv_attributes(machine_dir: Path) -> dict[str, str]:
 
 def _row(path: Path) -> dict:
     folder = path.parent.name
-    if folder not in SPLIT_FOLDERS:
-        raise LayoutError(f"clip is in folder '{folder}', expected one of {', '.join(SPLIT_FOLDERS)}", path)
-    machine_dir = path.parent.parent
+    mimii = folder in MIMII_LABELS and path.parent.parent.name.startswith("id_")
+    if folder not in SPLIT_FOLDERS and not mimii:
+        raise LayoutError(f"clip is in folder '{folder}', expected one of {', '.join(SPLIT_FOLDERS)}"
+                          " (or MIMII's id_XX/normal, id_XX/abnormal)", path)  # fmt: skip
+    machine_dir = path.parent.parent.parent if mimii else path.parent.parent
     name = parse_name(path)
     split = name.split or folder  # DCASE 2020 names carry no split: the folder says it
     if folder.endswith("_test") and (name.split != "test" or not folder.startswith(name.domain)):
@@ -105,9 +139,9 @@ def _row(path: Path) -> dict:
     info = read_header(path)
     return {
         "path": str(path),
-        "filename": path.name,
+        "filename": format_name(replace(name, scheme="dcase2020")) if mimii else path.name,
         "part": _part(machine_dir, name.scheme),
-        "machine": machine_dir.name,
+        "machine": _mimii_machine(machine_dir) if mimii else machine_dir.name,
         "section": name.section,
         "domain": name.domain,
         "split": split,
@@ -164,6 +198,7 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
         )
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
+    table["split"] = _mimii_splits(table)
     table["domain"] = table["domain"].astype(object).where(table["domain"].notna(), None)
     csv_attrs: dict[str, str] = {}
     for machine_dir in sorted({Path(p).parent.parent for p in table["path"]}):

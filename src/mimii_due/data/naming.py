@@ -1,4 +1,4 @@
-"""Parse and format the file names of MIMII DUE / DCASE 2021 Task 2 and DCASE 2020 Task 2.
+"""Parse and format the file names of MIMII DUE / DCASE 2021 Task 2, DCASE 2020 Task 2 and MIMII.
 
 Patterns (examples from the real data):
 
@@ -9,6 +9,9 @@ Patterns (examples from the real data):
   (``section_00_source_train_normal_0001_car_A1_spd_28V_mic_1.wav``, ``..._0001_noAttributes.wav``);
   evaluation test names carry neither domain nor label: ``section_00_0001.wav``
 - DCASE 2020: ``normal_id_00_00000000.wav``, ``anomaly_id_02_00000012.wav``; evaluation ``id_05_00000000.wav``
+- MIMII (Purohit et al. 2019, the recordings behind DCASE 2020's fan, pump, slider and valve): the
+  name is only the clip number, the folders say the rest: ``id_00/normal/00000000.wav``,
+  ``id_02/abnormal/00000012.wav``; such a name is parsed only with its two folders
 
 Attributes are the ``_``-separated tokens after the clip index. They are kept in order: a token
 followed by a value-like token (one holding a digit) forms a ``(key, value)`` pair; any other token
@@ -32,6 +35,9 @@ _DCASE2021 = re.compile(
 )
 _DCASE2020 = re.compile(r"^(?:(?P<label>normal|anomaly)_)?id_(?P<section>\d{2})_(?P<index>\d+)\.wav$")
 _EVAL2022 = re.compile(r"^section_(?P<section>\d{2})_(?P<index>\d+)\.wav$")
+_MIMII_NAME = re.compile(r"^(?P<index>\d+)\.wav$")
+_MIMII_ID = re.compile(r"^id_(?P<section>\d{2})$")
+MIMII_LABELS = {"normal": "normal", "abnormal": "anomaly"}  # MIMII's folder -> our label
 NO_ATTRIBUTES = "noAttributes"  # the 2023-2025 names' token for a machine type without attributes
 
 Attributes = tuple[tuple[str, str | None], ...]
@@ -53,7 +59,7 @@ class ClipName:
     index: int
     index_digits: int = 4
     attributes: Attributes = ()
-    scheme: str = "dcase2021"  # or "dcase2020", or "eval2022" (``section_00_0001.wav``)
+    scheme: str = "dcase2021"  # or "dcase2020", "eval2022" (``section_00_0001.wav``), "mimii"
 
     @property
     def attribute_string(self) -> str:
@@ -125,16 +131,25 @@ def parse_name(name: str | Path) -> ClipName:
     if m:
         return ClipName(section=int(m["section"]), domain=None, split="test", label=None, index=int(m["index"]),
                         index_digits=len(m["index"]), scheme="eval2022")  # fmt: skip
+    m, parent = _MIMII_NAME.match(base), Path(name).parent
+    ident = _MIMII_ID.match(parent.parent.name)
+    if m and parent.name in MIMII_LABELS and ident:  # MIMII gives no split: the index assigns it
+        return ClipName(section=int(ident["section"]), domain="source", split="", label=MIMII_LABELS[parent.name],
+                        index=int(m["index"]), index_digits=len(m["index"]), scheme="mimii")  # fmt: skip
     raise FileNameError(
         "file name fits no MIMII DUE / DCASE pattern (expected e.g. "
-        "'section_00_source_train_normal_0000.wav', 'section_00_0001.wav' or 'normal_id_00_00000000.wav')",
+        "'section_00_source_train_normal_0000.wav', 'section_00_0001.wav', 'normal_id_00_00000000.wav' "
+        "or MIMII's 'id_00/normal/00000000.wav')",
         name,
     )
 
 
 def format_name(clip: ClipName) -> str:
-    """The file name of ``clip``; the inverse of :func:`parse_name`."""
+    """The file name of ``clip``; the inverse of :func:`parse_name` (for MIMII the name alone,
+    without the ``id_XX/normal/`` folders that carry its section and label)."""
     index = f"{clip.index:0{clip.index_digits}d}"
+    if clip.scheme == "mimii":
+        return f"{index}.wav"
     if clip.scheme == "dcase2020":
         return f"{clip.label}_id_{clip.section:02d}_{index}.wav" if clip.label else f"id_{clip.section:02d}_{index}.wav"
     if clip.scheme == "eval2022":

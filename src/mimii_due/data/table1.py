@@ -133,7 +133,7 @@ def compare(table: pd.DataFrame, year: int = 2021) -> pd.DataFrame:
     sections not in Table 1 are reported as such.
     Where a section's test labels are unknown (evaluation data) only the totals are compared.
     """
-    from mimii_due.data.years import expected
+    from mimii_due.data.years import expected, name_of
 
     out = []
     table = table.assign(domain=table["domain"].fillna("?"))
@@ -152,7 +152,7 @@ def compare(table: pd.DataFrame, year: int = 2021) -> pd.DataFrame:
         rec = {"machine": machine, "section": int(section), "domain": domain}
         rec.update({f"found_{k}": v for k, v in found.items()})
         diffs, keys_differ = [], []
-        where = "Table 1" if year == 2021 else f"the DCASE {year} counts"
+        where = "Table 1" if year == 2021 else f"the {name_of(year)} counts"
         if row is None:
             rec.update({f"paper_{k}": None for k in found})
             diffs.append(f"not in {where}")

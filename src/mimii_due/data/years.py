@@ -6,6 +6,10 @@ clips and, in the development set, 50 normal and 50 anomalous test clips per dom
 one section (00) per machine type, and evaluation machine types differ from the development ones.
 For 2020 the development set is tabulated per machine ID (:data:`COUNTS_2020`); the additional
 training and evaluation IDs of 2020 are not (``info`` lists the clips found and says so).
+
+2019 stands for MIMII (Purohit et al., DCASE 2019 workshop), the recordings DCASE 2020 took its fan,
+pump, slider and valve from: four machine IDs per type, no domains, evaluated as 2020 is (per ID).
+Its counts are MIMII's Table 1 split as MIMII's public baseline splits them (:mod:`mimii_due.data.index`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from mimii_due.data.table1 import TABLE1, DomainCounts, SectionRow
 from mimii_due.errors import LayoutError
 from mimii_due.evaluation.metrics import protocol_of
 
-YEARS = (2020, 2021, 2022, 2023, 2024, 2025)
+YEARS = (2019, 2020, 2021, 2022, 2023, 2024, 2025)
 _DEV_2022 = ("ToyCar", "ToyTrain", "bearing", "fan", "gearbox", "slider", "valve")
 
 
@@ -37,6 +41,8 @@ class Year:
 
 
 SPECS = {
+    2019: Year(2019, ("fan", "pump", "slider", "valve"), (), (0, 2, 4, 6), (),
+               "[<snr>dB/]<machine>/id_XX/{normal,abnormal}/XXXXXXXX.wav"),
     2020: Year(2020, ("ToyCar", "ToyConveyor", "fan", "pump", "slider", "valve"),
                ("ToyCar", "ToyConveyor", "fan", "pump", "slider", "valve"), tuple(range(7)), tuple(range(7)),
                "<machine>/{train,test}/{normal,anomaly}_id_XX_XXXXXXXX.wav"),
@@ -61,28 +67,37 @@ SPECS = {
 # test set with every anomalous clip, which gives the published totals (training: fan 3675, pump
 # 3349, slider 2804, valve 3291; test: 1875, 856, 1290, 879). ToyCar and ToyConveyor (ToyADMOS)
 # have 1,000 training clips per ID; their per-ID test counts are not tabulated (None: not compared).
-_MIMII_2020 = {
+# MIMII itself (2019 here) splits the same clips as its public baseline does (``expected``).
+_MIMII_TABLE1 = {
     "fan": {0: (1011, 407), 2: (1016, 359), 4: (1033, 348), 6: (1015, 361)},
     "pump": {0: (1006, 143), 2: (1005, 111), 4: (702, 100), 6: (1036, 102)},
     "slider": {0: (1068, 356), 2: (1068, 267), 4: (534, 178), 6: (534, 89)},
     "valve": {0: (991, 119), 2: (708, 120), 4: (1000, 120), 6: (992, 120)},
 }
 COUNTS_2020: dict[tuple[str, int], tuple[int, int | None, int | None]] = {
-    **{(m, i): (nrm - 100, 100, abn) for m, ids in _MIMII_2020.items() for i, (nrm, abn) in ids.items()},
+    **{(m, i): (nrm - 100, 100, abn) for m, ids in _MIMII_TABLE1.items() for i, (nrm, abn) in ids.items()},
     **{("ToyCar", i): (1000, None, None) for i in (1, 2, 3, 4)},
     **{("ToyConveyor", i): (1000, None, None) for i in (1, 2, 3)},
 }
 
 
+def name_of(year: int) -> str:
+    """How messages name a year's data: ``DCASE 2023``, or ``MIMII`` for 2019."""
+    return "MIMII" if year == 2019 else f"DCASE {year}"
+
+
 def detect_year(table: pd.DataFrame) -> int:
     """The challenge year of an indexed folder, from its layout and names.
 
-    DCASE 2020 names (``normal_id_00_...``) give 2020; ``source_test``/``target_test`` folders 2021;
-    a single ``test/`` folder with section names 2022-2025: 2022 where a machine type has several
-    sections or sections 03-05, 2025 where there are ``supplemental`` clips or 2025 evaluation
-    machine types, 2024 for its evaluation machine types, else 2023 (2023-2025 development sets
-    share machine types and counts; name the year with ``--year`` to be exact).
+    MIMII's ``id_XX/normal`` folders give 2019; DCASE 2020 names (``normal_id_00_...``) 2020;
+    ``source_test``/``target_test`` folders 2021; a single ``test/`` folder with section names
+    2022-2025: 2022 where a machine type has several sections or sections 03-05, 2025 where there
+    are ``supplemental`` clips or 2025 evaluation machine types, 2024 for its evaluation machine
+    types, else 2023 (2023-2025 development sets share machine types and counts; name the year
+    with ``--year`` to be exact).
     """
+    if (table["scheme"] == "mimii").any():
+        return 2019
     if (table["scheme"] == "dcase2020").any():
         return 2020
     if table["folder"].isin(["source_test", "target_test"]).any():
@@ -107,6 +122,16 @@ def expected(year: int, machine: str, section: int) -> SectionRow | None:
     """The counts a year's task description gives for a machine type and section (None: not known)."""
     if year == 2021:
         return TABLE1.get((machine, section))
+    if year == 2019:  # MIMII: "fan" or "fan_6dB"; every SNR holds the same clips
+        kind, _, level = machine.partition("_")
+        ids = _MIMII_TABLE1.get(kind, {})
+        if section not in ids:
+            return None
+        nrm, abn = ids[section]
+        snr = float(level.removesuffix("dB")) if level.endswith("dB") else float("nan")
+        none = DomainCounts(0, 0, 0, 0, float("nan"), 0.0)  # MIMII has no target domain
+        return SectionRow(machine, section, DomainCounts(nrm - abn, abn, abn, 2 * abn, snr, 0.0), none,
+                          f"MIMII, machine ID {section:02d}")  # fmt: skip
     if year == 2020:
         if (machine, section) not in COUNTS_2020:
             return None

@@ -201,6 +201,10 @@ def extract(
             infos[i] = audio.read_header(p)
         except AudioError as e:
             fail(i, e)
+    several = [i for i, x in enumerate(infos) if x and x.channels > 1]
+    if several:  # once for all clips (MIMII's are 8-channel), not a line per clip
+        log.warning("%d of %d clips have several channels (%s: %d); channel 0 is kept, the first microphone, "
+                    "as the paper", len(several), n, paths[several[0]], infos[several[0]].channels)  # fmt: skip
     lengths = np.array([n_frames(x.frames, hop_length=cfg.hop_length) if x else 0 for x in infos], np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     data = np.empty((int(offsets[-1]), cfg.n_mels), np.float32)
@@ -246,7 +250,7 @@ def extract(
             for i in group:
                 row = buf[len(ok), half : half + n_samples]
                 try:
-                    y = audio.load(paths[i], sr=cfg.sample_rate, info=infos[i], out=row)
+                    y = audio.load(paths[i], sr=cfg.sample_rate, info=infos[i], out=row, warn_channels=False)
                 except AudioError as e:
                     bad[i] = e
                     continue

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mimii_due.data.index import wav_files
 from mimii_due.errors import MimiiDueError
-from mimii_due.scoring import Decision, ModelSet
+from mimii_due.scoring import Decision, ModelSet, scored_name
 from mimii_due.serve.record import Record
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class Watcher:
         if self.record.seen("watcher", path, sha):
             return True
         try:
-            d = self.models.score_bytes(data, filename=p.name, machine=self.machine, section=self.section)
+            d = self.models.score_bytes(data, filename=scored_name(p), machine=self.machine, section=self.section)
         except MimiiDueError as e:
             if self.failed.get(path) != (st.st_size, st.st_mtime_ns):
                 self.failed[path] = (st.st_size, st.st_mtime_ns)
