@@ -342,13 +342,18 @@ def run(
                  progress=for_stage(progress, "generate", "data"), engine=engine)  # fmt: skip
     data = Path(data)
     gt = ground_truth or (data / "ground_truth" if (data / "ground_truth").is_dir() else None)
-    results = {}
-    for det in detectors:
-        run_dir = out / det
+    for det in detectors:  # every detector trained and scored before any evaluation, so that test data
+        run_dir = out / det  # that cannot be evaluated (a class missing) still leaves every model and score
         train(run_dir, data, detector=det, machines=machines, params=_params_for(det, params), resume=True,
               on_error=on_error,
               cache=out / "features", year=year, progress=progress, engine=engine)  # fmt: skip
         test(run_dir, data, on_error=on_error, year=year, progress=progress, engine=engine)
-        results[det], _ = evaluate(run_dir, ground_truth=gt)
+    results = {}
+    for det in detectors:
+        try:
+            results[det], _ = evaluate(out / det, ground_truth=gt)
+        except MimiiDueError:
+            log.error("cannot evaluate %s; every detector's model and scores are kept in %s", det, out)
+            raise
     report = build_report([out / d for d in results], out / "report.html", data=data)
     return {"results": results, "report": report, "seconds": time.perf_counter() - t0, "version": __version__}

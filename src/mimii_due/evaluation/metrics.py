@@ -104,7 +104,8 @@ def evaluate(scores: pd.DataFrame, *, protocol: str = "dcase2021", max_fpr: floa
             else:  # this domain's normal clips against every anomalous clip of the section
                 keep = in_domain | (y_all == 1)
                 if not ((y_all == 0) & in_domain).any():
-                    raise MimiiDueError(f"{what} {domain}: no normal clips")
+                    raise MimiiDueError(f"{what} {domain}: no normal test clips, so its AUC is undefined (the "
+                                        "2022-2025 metric needs normal clips in every domain and anomalous ones)")
                 a, pa = auc(y_all[keep], s_all[keep]), section_pauc
             rows.append(_row(machine, section, domain, a, pa, prf(y, sec["decision"].to_numpy()[in_domain]), y,
                              protocol))  # fmt: skip
