@@ -207,7 +207,8 @@ def make_mimii(root, *, level="6dB", machine="fan", ids=(0, 2), n_normal=14, n_a
                 y = 0.2 * np.sin(2 * np.pi * 440 * t) + rng.normal(0, 0.02, (8, len(t)))
                 if folder == "abnormal":
                     y[0] += 0.2 * np.sin(2 * np.pi * 3000 * t)
-                sf.write(str(d / f"{i:08d}.wav"), (y.T * 32767).astype("<i2"), 16000, subtype="PCM_16")
+                sf.write(str(d / f"{i:08d}.wav"), (y.T * 32767).astype("<i2"), 16000, subtype="PCM_16",
+                         format="WAVEX")  # fmt: skip
     return root
 
 
@@ -219,6 +220,7 @@ def test_mimii_layout_indexes_with_the_baseline_split_and_is_evaluated_per_machi
         parse_name("00000003.wav")
     t = index(root)
     assert set(t.year) == {2019} and set(t.machine) == {"fan_6dB", "fan_-6dB"} and (t.channels == 8).all()
+    assert (root / "6dB/fan/id_00/normal/00000000.wav").read_bytes()[20:22] == b"\xfe\xff"  # EXTENSIBLE
     fan = t[(t.machine == "fan_6dB") & (t.section == 0)]
     test = fan[fan.split == "test"]
     # MIMII's baseline split: as many normal test clips as anomalous ones, the first by name
