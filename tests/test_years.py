@@ -241,6 +241,13 @@ def test_mimii_layout_indexes_with_the_baseline_split_and_is_evaluated_per_machi
     said = [r.getMessage() for r in caplog.records if "several channels" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"{len(fan)} of {len(fan)} clips") and len(feats) == len(fan)
 
+    other = make_mimii(tmp_path / "levels", level="-6_dB_fan", ids=(0,), n_normal=3, n_abnormal=1)  # unzipped
+    assert set(index(other).machine) == {"fan_-6dB"}  # into a folder named after its archive
+    make_mimii(tmp_path / "levels", level="noise_a", ids=(0,), n_normal=3, n_abnormal=1)
+    make_mimii(tmp_path / "levels", level="noise_b", ids=(0,), n_normal=3, n_abnormal=1)
+    with pytest.raises(Exception, match="there twice"):  # two levels the names cannot tell apart: never mixed
+        index(tmp_path / "levels")
+
     run = tmp_path / "run"
     r = runner.invoke(app, ["train", str(root / "6dB"), "--out", str(run), "--detector", "twfr_gmm"])
     assert r.exit_code == 0, r.output

@@ -13,9 +13,10 @@ Layouts read (``root`` may be any of these folders or a parent of them):
   ``[<snr>dB/]<machine>/id_XX/{normal,abnormal}/XXXXXXXX.wav``, as its archives unpack. MIMII has
   no split; the index makes the one of MIMII's public baseline: per machine ID, the first (by name)
   as many normal clips as there are anomalous ones are test clips with every anomalous clip, the
-  other normal clips train. Under an SNR folder (``6dB``, ``0dB``, ``-6dB``; also ``min6dB``) the
-  machine type is named with it, ``fan_6dB``, so the three noise levels of one machine are
-  separate models and results, as MIMII reports them. MIMII's names repeat in every folder, so the
+  other normal clips train. Under an SNR folder (``6dB``, ``0dB``, ``-6dB``; also ``min6dB`` or the
+  archive's name, ``-6_dB_fan``) the machine type is named with it, ``fan_6dB``, so the three noise
+  levels of one machine are separate models and results, as MIMII reports them; the same clip
+  found twice (levels in folders not named so) is an error, never a mix. MIMII's names repeat in every folder, so the
   ``filename`` column holds the name DCASE 2020 gave the same clip (``anomaly_id_00_00000000.wav``).
 
 The year is recognised from the layout and names (:func:`mimii_due.data.years.detect_year`) or
@@ -43,7 +44,8 @@ from mimii_due.errors import LayoutError, MimiiDueError, StorageError
 log = logging.getLogger(__name__)
 
 SPLIT_FOLDERS = ("train", "test", "source_test", "target_test", "supplemental")
-_SNR_FOLDER = re.compile(r"^(?P<sign>-|min|minus|\+|plus)?(?P<db>\d+)_?db$", re.IGNORECASE)  # MIMII's noise levels
+# MIMII's noise-level folders: 6dB, -6dB, min6dB, or an archive's name (-6_dB_fan, unzipped into its own folder)
+_SNR_FOLDER = re.compile(r"^(?P<sign>-|min|minus|\+|plus)?(?P<db>\d+)_?db(?:_[a-z]+)?$", re.IGNORECASE)
 PARTS = {"dev_data": "dev", "eval_data": "eval"}
 COLUMNS = [
     "path", "filename", "part", "machine", "section", "domain", "split", "label", "clip",
@@ -96,6 +98,11 @@ def _mimii_splits(table: pd.DataFrame) -> pd.Series:
     are anomalous ones are test clips, with every anomalous clip; the other normal clips train."""
     split = pd.Series("test", index=table.index, dtype=object)
     mimii = table[table["scheme"] == "mimii"]
+    twice = mimii[mimii.duplicated(["machine", "section", "label", "clip"], keep=False)]
+    if len(twice):  # e.g. two noise levels under folders the index cannot tell apart: never mix them
+        raise LayoutError(f"MIMII clip {twice['filename'].iloc[0]} of {twice['machine'].iloc[0]} is there twice "
+                          f"({twice['path'].iloc[0]}, {twice['path'].iloc[1]}); put each noise level in its own "
+                          "folder named 6dB, 0dB or -6dB, or index one level at a time")  # fmt: skip
     for _, clips in mimii.groupby(["machine", "section"]):
         normal = clips[clips["label"] == "normal"].sort_values("path")
         n_test = int((clips["label"] == "anomaly").sum())
