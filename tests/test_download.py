@@ -243,3 +243,15 @@ def test_mimii_downloads_each_snr_under_its_own_folder(tmp_path):
             download(tmp_path / "d", source="dcase2023", snrs=[6], base_url=z.url)
     finally:
         z.server.shutdown()
+
+
+def test_2026_downloads_from_its_records_and_indexes_as_2026(tmp_path):
+    z = Zenodo({"dev_valveEmu.zip": make_zip_2023(tmp_path, "valveEmu"), "dev_ToyCar_r2.zip": make_zip_2023(tmp_path,
+               "ToyCar")}, record=19336329)  # the 2026 development record; ToyCar's archive is its second release
+    try:
+        r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--year", "2026", "--base-url", z.url])
+        assert r.exit_code == 0, r.output
+        t = index(tmp_path / "d")
+        assert set(t.machine) == {"valveEmu", "ToyCar"} and set(t.year) == {2026} and set(t.part) == {"dev"}
+    finally:
+        z.server.shutdown()

@@ -263,3 +263,31 @@ def test_mimii_layout_indexes_with_the_baseline_split_and_is_evaluated_per_machi
     [d] = json.loads((tmp_path / "s.json").read_text())
     assert (d["filename"], d["machine"], d["section"], d["decision"]) == (
         "id_02/abnormal/00000001.wav", "fan_6dB", 2, "anomaly")  # fmt: skip
+
+
+def test_2026_two_channel_clips_of_its_machine_types_are_read_as_2026_and_scored_with_its_metric(tiny_2023, tmp_path):
+    import soundfile as sf
+
+    from mimii_due.data.audio import load
+
+    root = tmp_path / "dcase2026"
+    rng = np.random.default_rng(0)
+    for p in sorted((tiny_2023 / "dev_data" / "valve").rglob("*.wav")):  # valve becomes 2026's valveEmu,
+        out = root / "dev_data" / "valveEmu" / p.parent.name / p.name  # near (0) and far (1) microphones
+        out.parent.mkdir(parents=True, exist_ok=True)
+        y = load(p)
+        sf.write(str(out), np.stack([y, 0.3 * y + rng.normal(0, 0.05, len(y))], axis=1), 16000, subtype="PCM_16")
+    t = index(root)
+    assert set(t.year) == {2026} and (t.channels == 2).all() and set(t.machine) == {"valveEmu"}
+    r = runner.invoke(app, ["info", str(root)])
+    assert r.exit_code == 0 and "DCASE 2026 data" in r.output, r.output
+    cmp = compare(t, 2026)
+    assert (cmp.differences == "").all() and cmp.paper_train.isna().all()  # counts not tabulated: not compared
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(root), "--out", str(run), "--detector", "twfr_gmm"]).exit_code == 0
+    assert runner.invoke(app, ["test", str(run), str(root)]).exit_code == 0
+    assert (run / "results" / "anomaly_score_valveEmu_section_00_test.csv").exists()
+    r = runner.invoke(app, ["evaluate", str(run)])
+    assert r.exit_code == 0, r.output
+    assert pd.read_json(run / "results" / "result.json", typ="series")["protocol"] == "dcase2022"
+    assert index(tiny_2023, year=2026)["year"].iloc[0] == 2026  # --year names it where the names cannot

@@ -75,7 +75,7 @@ def progress_bar(transient: bool = False, download: bool = False) -> Progress:
 
 
 YEAR = typer.Option(
-    None, "--year", help="DCASE year of the data, 2020-2025, or 2019 for MIMII (default: recognised from the data)."
+    None, "--year", help="DCASE year of the data, 2020-2026, or 2019 for MIMII (default: recognised from the data)."
 )
 
 
@@ -166,9 +166,9 @@ def download(
     dest: Path = typer.Option(..., "--dest", help="Folder to download and unpack into."),
     machines: str = typer.Option(None, help="Comma-separated machine types, e.g. fan,valve (default all)."),
     part: str = typer.Option("dev", help="dev (development set), eval (additional training + evaluation) or all."),
-    year: int = typer.Option(None, "--year", help="DCASE year 2020-2025 (default: MIMII DUE, --source)."),
+    year: int = typer.Option(None, "--year", help="DCASE year 2020-2026 (default: MIMII DUE, --source)."),
     source: str = typer.Option(
-        "mimii-due", help="mimii-due (Zenodo 4740355), dcase2020 ... dcase2025, or mimii (MIMII, Zenodo 3384388)."
+        "mimii-due", help="mimii-due (Zenodo 4740355), dcase2020 ... dcase2026, or mimii (MIMII, Zenodo 3384388)."
     ),
     snr: str = typer.Option(None, help="MIMII only: comma-separated noise levels in dB, e.g. 6,0 (default all)."),
     ground_truth: int = typer.Option(None, "--ground-truth", help="Fetch the evaluation ground truth of this year."),
@@ -403,7 +403,7 @@ def test(
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder with scores (after `mimii-due test`)."),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground-truth CSV file or folder."),
-    protocol: str = typer.Option(None, help="dcase2020, dcase2021 or dcase2022 (2022-2025); default: the data's year."),
+    protocol: str = typer.Option(None, help="dcase2020, dcase2021 or dcase2022 (2022-2026); default: the data's year."),
     bootstrap: int = typer.Option(0, min=0, help="Bootstrap draws of the test clips: the official score's sd."),
 ) -> None:
     """AUC, pAUC, precision, recall and F1 per machine, section and domain, as the year's

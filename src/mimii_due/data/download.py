@@ -1,4 +1,4 @@
-"""Download every DCASE Task 2 year (2020-2025), MIMII DUE and MIMII from Zenodo, and each year's
+"""Download every DCASE Task 2 year (2020-2026), MIMII DUE and MIMII from Zenodo, and each year's
 evaluation ground truth: resumable, verified, unpacked, idempotent.
 
 Each archive is fetched to ``<dest>/.downloads/<name>.part`` with HTTP Range requests (an
@@ -47,6 +47,7 @@ RECORDS = {
     "dcase2023": {"dev": [7882613], "eval": [7830345, 7860847]},
     "dcase2024": {"dev": [10902294], "eval": [11259435, 11363076]},
     "dcase2025": {"dev": [15097779], "eval": [15392814, 15519362]},
+    "dcase2026": {"dev": [19336329], "eval": [20151556, 20437238]},
 }
 GROUND_TRUTH_URL = "https://raw.githubusercontent.com/nttcslab/dcase2023_task2_baseline_ae/main/datasets"
 _CHUNK = 1 << 20
@@ -205,7 +206,7 @@ def download(
 ) -> list[str]:
     """Download, verify and unpack the chosen archives into ``dest``; return their names.
 
-    ``source``: ``mimii-due``, ``dcase2020`` ... ``dcase2025`` or ``mimii``; ``part``: ``dev``
+    ``source``: ``mimii-due``, ``dcase2020`` ... ``dcase2026`` or ``mimii``; ``part``: ``dev``
     (development set), ``eval`` (additional training and evaluation test clips) or ``all``;
     ``snrs``: MIMII's noise levels to fetch (of 6, 0 and -6 dB; default all). Archives already
     marked done are skipped, so running it again is safe and cheap.
@@ -261,7 +262,7 @@ def download_ground_truth(
     """Fetch the organisers' evaluation ground truth of ``year`` into
     ``dest/ground_truth/eval_data_list_<year>.csv`` (resumable, verified by content, idempotent)."""
     if year not in (2020, 2021, 2022, 2023, 2024, 2025):
-        raise DownloadError(f"no ground truth for year {year}; choose 2020-2025")
+        raise DownloadError(f"no ground truth for year {year}; choose 2020-2025 (2026's is not where we fetch them)")
     dest = Path(dest)
     name = f"eval_data_list_{year}.csv"
     target = dest / "ground_truth" / name

@@ -18,7 +18,7 @@ SECTIONS = (0, 1, 2, 3, 4, 5)
 
 @dataclass(frozen=True)
 class DomainCounts:
-    train: int  # normal training clips
+    train: int | None  # normal training clips (None where not tabulated: DCASE 2026)
     test_normal: int | None  # None where the paper keeps the breakdown secret (sections 03-05)
     test_anomaly: int | None
     test_total: int | None  # None where the counts are not known (DCASE 2020 toy machines' test sets)
@@ -179,4 +179,5 @@ def _both(row: SectionRow) -> DomainCounts:
     """Both domains' counts together (for test clips whose names do not say their domain)."""
     s, t = row.source, row.target
     total = None if s.test_total is None or t.test_total is None else s.test_total + t.test_total
-    return DomainCounts(s.train + t.train, None, None, total, s.snr, s.snr_spread)
+    train = None if s.train is None or t.train is None else s.train + t.train
+    return DomainCounts(train, None, None, total, s.snr, s.snr_spread)

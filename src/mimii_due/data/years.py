@@ -6,6 +6,9 @@ clips and, in the development set, 50 normal and 50 anomalous test clips per dom
 one section (00) per machine type, and evaluation machine types differ from the development ones.
 For 2020 the development set is tabulated per machine ID (:data:`COUNTS_2020`); the additional
 training and evaluation IDs of 2020 are not (``info`` lists the clips found and says so).
+2026 ("noise-aware" ASD) keeps the 2023-2025 layout and names with two-channel clips of 6, 10 or
+16 s recorded near and far from the machine (the task's Zenodo records); its clip counts are not
+tabulated here, so ``info`` lists what it finds without comparing.
 
 2019 stands for MIMII (Purohit et al., DCASE 2019 workshop), the recordings DCASE 2020 took its fan,
 pump, slider and valve from: four machine IDs per type, no domains, evaluated as 2020 is (per ID).
@@ -22,7 +25,7 @@ from mimii_due.data.table1 import TABLE1, DomainCounts, SectionRow
 from mimii_due.errors import LayoutError
 from mimii_due.evaluation.metrics import protocol_of
 
-YEARS = (2019, 2020, 2021, 2022, 2023, 2024, 2025)
+YEARS = (2019, 2020, 2021, 2022, 2023, 2024, 2025, 2026)
 _DEV_2022 = ("ToyCar", "ToyTrain", "bearing", "fan", "gearbox", "slider", "valve")
 
 
@@ -59,7 +62,13 @@ SPECS = {
     2025: Year(2025, _DEV_2022, ("AutoTrash", "BandSealer", "CoffeeGrinder", "HomeCamera", "Polisher", "ScrewFeeder",
                                  "ToyPet", "ToyRCCar"), (0,), (0,),
                "<machine>/{train,test,supplemental}/section_00_..., attributes_00.csv"),
+    2026: Year(2026, ("ToyCar", "ToyCarEmu", "bearingEmu", "fan", "gearboxEmu", "sliderEmu", "valveEmu"),
+               ("ToyDrone", "ToothBrush", "SewingMachine", "BlowerDustCollector", "Sander"), (0,), (0,),
+               "<machine>/{train,test}/section_00_..., attributes_00.csv; two-channel clips"),
 }  # fmt: skip
+# The machine types that only 2026 has (its ToyCar and fan, ToyDrone and ToothBrush appeared before)
+_ONLY_2026 = {"ToyCarEmu", "bearingEmu", "gearboxEmu", "sliderEmu", "valveEmu", "SewingMachine",
+              "BlowerDustCollector", "Sander"}  # fmt: skip
 
 # DCASE 2020 development set per machine ID: (training clips, test normal, test anomalous).
 # fan/pump/slider/valve are the MIMII recordings of those IDs (MIMII, Purohit et al. 2019, Table 1:
@@ -91,10 +100,10 @@ def detect_year(table: pd.DataFrame) -> int:
 
     MIMII's ``id_XX/normal`` folders give 2019; DCASE 2020 names (``normal_id_00_...``) 2020;
     ``source_test``/``target_test`` folders 2021; a single ``test/`` folder with section names
-    2022-2025: 2022 where a machine type has several sections or sections 03-05, 2025 where there
-    are ``supplemental`` clips or 2025 evaluation machine types, 2024 for its evaluation machine
-    types, else 2023 (2023-2025 development sets share machine types and counts; name the year
-    with ``--year`` to be exact).
+    2022-2026: 2022 where a machine type has several sections or sections 03-05, 2026 for the
+    machine types only it has, 2025 where there are ``supplemental`` clips or 2025 evaluation
+    machine types, 2024 for its evaluation machine types, else 2023 (2023-2026 development sets
+    look alike; name the year with ``--year`` to be exact).
     """
     if (table["scheme"] == "mimii").any():
         return 2019
@@ -105,6 +114,8 @@ def detect_year(table: pd.DataFrame) -> int:
     machines = set(table["machine"])
     if (table["section"] > 0).any():
         return 2022
+    if machines & _ONLY_2026:
+        return 2026
     if (table["split"] == "supplemental").any() or machines & set(SPECS[2025].eval_machines):
         return 2025
     if machines & set(SPECS[2024].eval_machines):
@@ -145,6 +156,9 @@ def expected(year: int, machine: str, section: int) -> SectionRow | None:
         return None
     if machine not in spec.dev_machines + spec.eval_machines:
         return None
+    if year == 2026:  # counts not tabulated: nothing to compare
+        unknown = DomainCounts(None, None, None, None, float("nan"), 0.0)
+        return SectionRow(machine, section, unknown, unknown, "DCASE 2026 section (counts not tabulated)")
     dev = machine in spec.dev_machines and section in spec.dev_sections
     nrm, abn = (50, 50) if dev else (None, None)
     src = DomainCounts(990, nrm, abn, 100, float("nan"), 0.0)
