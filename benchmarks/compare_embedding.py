@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -39,12 +40,13 @@ PROTOCOL = "dcase2022"  # the 2023 layout's metric
 
 
 def variants(text: str) -> dict[str, dict]:
-    """``"name:key=value,key=value;name2:..."`` -> ``{name: params}`` (values read as ``--set`` reads them)."""
+    """``"name:key=value,key=value;name2:..."`` -> ``{name: params}`` (values read as ``--set`` reads them;
+    a list value in brackets, ``channels=[32,64,128,256]``, keeps its commas)."""
     out = {}
     for entry in filter(None, (e.strip() for e in text.split(";"))):
         name, _, sets = entry.partition(":")
         try:
-            out[name] = detector_params(filter(None, sets.split(",")))
+            out[name] = detector_params(filter(None, re.split(r",(?![^\[]*\])", sets)))  # lists keep their commas
         except ValueError:
             raise SystemExit(f"--variants: {entry!r} is not name:key=value,...") from None
         try:

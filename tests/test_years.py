@@ -17,6 +17,7 @@ from mimii_due.data.naming import format_name, parse_name
 from mimii_due.data.table1 import compare
 from mimii_due.data.years import expected
 from mimii_due.detectors import REGISTRY, make
+from mimii_due.errors import FileNameError, LayoutError
 from mimii_due.evaluation.metrics import bootstrap_sd
 from mimii_due.features.extract import extract
 from mimii_due.runs import Run
@@ -212,16 +213,15 @@ def make_mimii(root, *, level="6dB", machine="fan", ids=(0, 2), n_normal=14, n_a
     return root
 
 
-def test_mimii_layout_indexes_with_the_baseline_split_and_is_evaluated_per_machine_id(tmp_path, caplog):
+def test_mimii_layout_indexes_with_the_baseline_split(tmp_path, caplog):
     root = make_mimii(tmp_path / "mimii")
-    make_mimii(tmp_path / "mimii", level="min6dB", ids=(4,), n_normal=6, n_abnormal=2)
     assert parse_name(root / "6dB/fan/id_02/abnormal/00000003.wav").label == "anomaly"
-    with pytest.raises(Exception, match="fits no"):  # a bare MIMII name says nothing of its ID or label
+    with pytest.raises(FileNameError, match="fits no"):  # a bare MIMII name says nothing of its ID or label
         parse_name("00000003.wav")
     t = index(root)
-    assert set(t.year) == {2019} and set(t.machine) == {"fan_6dB", "fan_-6dB"} and (t.channels == 8).all()
+    assert set(t.year) == {2019} and set(t.machine) == {"fan_6dB"} and (t.channels == 8).all()
     assert (root / "6dB/fan/id_00/normal/00000000.wav").read_bytes()[20:22] == b"\xfe\xff"  # EXTENSIBLE
-    fan = t[(t.machine == "fan_6dB") & (t.section == 0)]
+    fan = t[t.section == 0]
     test = fan[fan.split == "test"]
     # MIMII's baseline split: as many normal test clips as anomalous ones, the first by name
     assert (test.label == "anomaly").sum() == 4 and (test.label == "normal").sum() == 4
@@ -241,23 +241,35 @@ def test_mimii_layout_indexes_with_the_baseline_split_and_is_evaluated_per_machi
     said = [r.getMessage() for r in caplog.records if "several channels" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"{len(fan)} of {len(fan)} clips") and len(feats) == len(fan)
 
-    other = make_mimii(tmp_path / "levels", level="-6_dB_fan", ids=(0,), n_normal=3, n_abnormal=1)  # unzipped
-    assert set(index(other).machine) == {"fan_-6dB"}  # into a folder named after its archive
-    make_mimii(tmp_path / "levels", level="noise_a", ids=(0,), n_normal=3, n_abnormal=1)
-    make_mimii(tmp_path / "levels", level="noise_b", ids=(0,), n_normal=3, n_abnormal=1)
-    with pytest.raises(Exception, match="there twice"):  # two levels the names cannot tell apart: never mixed
-        index(tmp_path / "levels")
 
+def test_mimii_noise_levels_are_separate_machine_types_and_never_mixed(tmp_path):
+    for level, name in (("6dB", "valve_6dB"), ("min6dB", "valve_-6dB"), ("0_dB_valve", "valve_0dB")):
+        make_mimii(tmp_path / level, level=level, machine="valve", ids=(0,), n_normal=3, n_abnormal=1)
+        assert set(index(tmp_path / level).machine) == {name}  # 0_dB_valve: an archive unzipped under its name
+    root = tmp_path / "levels"
+    for level in ("6dB", "-6dB"):
+        make_mimii(root, level=level, machine="valve", ids=(0,), n_normal=3, n_abnormal=1)
+    t = index(root)
+    assert sorted(set(t.machine)) == ["valve_-6dB", "valve_6dB"] and len(t) == 8
+    assert (t.groupby("machine")["split"].apply(lambda s: (s == "train").sum()) == 2).all()  # split per level
+    for level in ("noise_a", "noise_b"):  # folders the index cannot read a level from
+        make_mimii(tmp_path / "unnamed", level=level, machine="valve", ids=(0,), n_normal=3, n_abnormal=1)
+    with pytest.raises(LayoutError, match="there twice"):
+        index(tmp_path / "unnamed")
+
+
+def test_mimii_trains_tests_and_evaluates_per_machine_id_and_scores_files_by_their_folders(tmp_path):
+    root = make_mimii(tmp_path / "mimii") / "6dB"
     run = tmp_path / "run"
-    r = runner.invoke(app, ["train", str(root / "6dB"), "--out", str(run), "--detector", "twfr_gmm"])
+    r = runner.invoke(app, ["train", str(root), "--out", str(run), "--detector", "twfr_gmm"])
     assert r.exit_code == 0, r.output
-    assert runner.invoke(app, ["test", str(run), str(root / "6dB")]).exit_code == 0
+    assert runner.invoke(app, ["test", str(run), str(root)]).exit_code == 0
     assert (run / "results" / "anomaly_score_fan_6dB_id_02.csv").exists()
     r = runner.invoke(app, ["evaluate", str(run)])
     assert r.exit_code == 0, r.output
     res = pd.read_json(run / "results" / "result.json", typ="series")
     assert res["protocol"] == "dcase2020" and res["official_score"] > 0.9  # the 3 kHz tone stands out
-    r = runner.invoke(app, ["score", str(run), str(root / "6dB/fan/id_02/abnormal/00000001.wav"), "--format", "json",
+    r = runner.invoke(app, ["score", str(run), str(root / "fan/id_02/abnormal/00000001.wav"), "--format", "json",
                             "--out", str(tmp_path / "s.json")])  # the folders route a bare MIMII name to its ID
     assert r.exit_code == 0, r.output
     [d] = json.loads((tmp_path / "s.json").read_text())
