@@ -5,7 +5,7 @@ Layouts read (``root`` may be any of these folders or a parent of them):
 - MIMII DUE / DCASE 2021 Task 2: ``dev_data/<machine>/{train,source_test,target_test}/*.wav`` and
   ``eval_data/<machine>/{train,source_test,target_test}/*.wav`` (evaluation test names carry no label)
 - DCASE 2020 Task 2: ``<machine>/{train,test}/{normal,anomaly}_id_XX_XXXXXXXX.wav``
-- DCASE 2022-2025 Task 2: ``<machine>/{train,test}/section_XX_...wav`` (also under ``dev_data/`` or
+- DCASE 2022-2026 Task 2: ``<machine>/{train,test}/section_XX_...wav`` (also under ``dev_data/`` or
   ``eval_data/``, ``dev_data/raw/``...), with ``attributes_XX.csv`` beside the split folders and
   the 2025 ``supplemental/`` clips (split ``supplemental``, not used for training by default)
 - a single machine folder: ``<machine>/{train,source_test,target_test}``

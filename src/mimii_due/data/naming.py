@@ -5,7 +5,7 @@ Patterns (examples from the real data):
 - training, MIMII DUE / DCASE 2021: ``section_00_source_train_normal_0000_strength_1_ambient.wav``
 - development test: ``section_01_target_test_anomaly_0042.wav``
 - evaluation test, no label: ``section_03_source_test_0123.wav``
-- DCASE 2022-2025: the same pattern with attributes in every name
+- DCASE 2022-2026: the same pattern with attributes in every name
   (``section_00_source_train_normal_0001_car_A1_spd_28V_mic_1.wav``, ``..._0001_noAttributes.wav``);
   evaluation test names carry neither domain nor label: ``section_00_0001.wav``
 - DCASE 2020: ``normal_id_00_00000000.wav``, ``anomaly_id_02_00000012.wav``; evaluation ``id_05_00000000.wav``

@@ -147,7 +147,7 @@ class MobileNetV2Detector(Detector):
              outliers=None) -> None:  # fmt: skip
         c = self.config
         self.classes_ = sorted(int(s) for s in clips["section"].unique())
-        if len(self.classes_) < 2:  # one section (DCASE 2023-2025): classify section x attribute classes
+        if len(self.classes_) < 2:  # one section (DCASE 2023-2026): classify section x attribute classes
             self.classes_ = sorted(set(class_keys(clips)))
             if len(self.classes_) < 2:
                 raise ModelError(

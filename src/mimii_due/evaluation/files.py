@@ -4,7 +4,7 @@ Score and decision files hold ``filename,score`` / ``filename,0|1`` rows, no hea
 
 - ``dcase2020``: machine and ID: ``anomaly_score_<machine>_id_<XX>.csv``;
 - ``dcase2021``: machine, section and domain: ``anomaly_score_<machine>_section_<XX>_<domain>_test.csv``;
-- ``dcase2022`` (2022-2025): machine and section: ``anomaly_score_<machine>_section_<XX>_test.csv``.
+- ``dcase2022`` (2022-2026): machine and section: ``anomaly_score_<machine>_section_<XX>_test.csv``.
 
 ``result.csv`` follows the layout of the year's official evaluator output. Ground truth: the
 organisers' ``ground_truth_*.csv`` files (``filename,0|1``, 1 = anomalous), per section and domain

@@ -5,7 +5,7 @@ the official evaluators report. The protocols (``PROTOCOLS``), as the organisers
 
 - ``dcase2020``: per machine ID (our ``section``), AUC and pAUC over all its test clips;
 - ``dcase2021`` (the paper's): per section and domain, AUC and pAUC over that domain's clips;
-- ``dcase2022`` (2022-2025): per section, the AUC of each domain over that domain's normal clips and
+- ``dcase2022`` (2022-2026): per section, the AUC of each domain over that domain's normal clips and
   *all* anomalous clips of the section, and one pAUC over every clip of the section; precision,
   recall and F1 per domain over that domain's clips.
 
@@ -105,7 +105,7 @@ def evaluate(scores: pd.DataFrame, *, protocol: str = "dcase2021", max_fpr: floa
                 keep = in_domain | (y_all == 1)
                 if not ((y_all == 0) & in_domain).any():
                     raise MimiiDueError(f"{what} {domain}: no normal test clips, so its AUC is undefined (the "
-                                        "2022-2025 metric needs normal clips in every domain and anomalous ones)")
+                                        "2022-2026 metric needs normal clips in every domain and anomalous ones)")
                 a, pa = auc(y_all[keep], s_all[keep]), section_pauc
             rows.append(_row(machine, section, domain, a, pa, prf(y, sec["decision"].to_numpy()[in_domain]), y,
                              protocol))  # fmt: skip
