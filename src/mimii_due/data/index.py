@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from mimii_due.data.audio import read_header
-from mimii_due.data.naming import MIMII_LABELS, format_name, parse_name
+from mimii_due.data.naming import format_name, mimii_folders, parse_name
 from mimii_due.data.years import check_year, detect_year
 from mimii_due.errors import LayoutError, MimiiDueError, StorageError
 
@@ -130,7 +130,7 @@ def _csv_attributes(machine_dir: Path) -> dict[str, str]:
 
 def _row(path: Path) -> dict:
     folder = path.parent.name
-    mimii = folder in MIMII_LABELS and path.parent.parent.name.startswith("id_")
+    mimii = mimii_folders(path) is not None
     if folder not in SPLIT_FOLDERS and not mimii:
         raise LayoutError(f"clip is in folder '{folder}', expected one of {', '.join(SPLIT_FOLDERS)}"
                           " (or MIMII's id_XX/normal, id_XX/abnormal)", path)  # fmt: skip

@@ -37,7 +37,7 @@ _DCASE2020 = re.compile(r"^(?:(?P<label>normal|anomaly)_)?id_(?P<section>\d{2})_
 _EVAL2022 = re.compile(r"^section_(?P<section>\d{2})_(?P<index>\d+)\.wav$")
 _MIMII_NAME = re.compile(r"^(?P<index>\d+)\.wav$")
 _MIMII_ID = re.compile(r"^id_(?P<section>\d{2})$")
-MIMII_LABELS = {"normal": "normal", "abnormal": "anomaly"}  # MIMII's folder -> our label
+_MIMII_LABELS = {"normal": "normal", "abnormal": "anomaly"}  # MIMII's folder -> our label
 NO_ATTRIBUTES = "noAttributes"  # the 2023-2025 names' token for a machine type without attributes
 
 Attributes = tuple[tuple[str, str | None], ...]
@@ -91,6 +91,14 @@ def parse_attributes(tokens: list[str]) -> Attributes:
     return tuple(out)
 
 
+def mimii_folders(path: str | Path) -> tuple[int, str] | None:
+    """The section and label MIMII's two folders give a clip (``id_02/abnormal/...`` -> ``(2, "anomaly")``),
+    or None where the path does not end in them."""
+    parent = Path(path).parent
+    ident = _MIMII_ID.match(parent.parent.name)
+    return (int(ident["section"]), _MIMII_LABELS[parent.name]) if ident and parent.name in _MIMII_LABELS else None
+
+
 def parse_name(name: str | Path) -> ClipName:
     """Parse a clip's file name (a bare name or a path; only the name is used).
 
@@ -131,11 +139,10 @@ def parse_name(name: str | Path) -> ClipName:
     if m:
         return ClipName(section=int(m["section"]), domain=None, split="test", label=None, index=int(m["index"]),
                         index_digits=len(m["index"]), scheme="eval2022")  # fmt: skip
-    m, parent = _MIMII_NAME.match(base), Path(name).parent
-    ident = _MIMII_ID.match(parent.parent.name)
-    if m and parent.name in MIMII_LABELS and ident:  # MIMII gives no split: the index assigns it
-        return ClipName(section=int(ident["section"]), domain="source", split="", label=MIMII_LABELS[parent.name],
-                        index=int(m["index"]), index_digits=len(m["index"]), scheme="mimii")  # fmt: skip
+    m, folders = _MIMII_NAME.match(base), mimii_folders(name)
+    if m and folders:  # MIMII gives no split: the index assigns it
+        return ClipName(section=folders[0], domain="source", split="", label=folders[1], index=int(m["index"]),
+                        index_digits=len(m["index"]), scheme="mimii")  # fmt: skip
     raise FileNameError(
         "file name fits no MIMII DUE / DCASE pattern (expected e.g. "
         "'section_00_source_train_normal_0000.wav', 'section_00_0001.wav', 'normal_id_00_00000000.wav' "

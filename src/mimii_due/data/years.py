@@ -67,8 +67,9 @@ SPECS = {
                "<machine>/{train,test}/section_00_..., attributes_00.csv; two-channel clips"),
 }  # fmt: skip
 # The machine types that only 2026 has (its ToyCar and fan, ToyDrone and ToothBrush appeared before)
-_ONLY_2026 = {"ToyCarEmu", "bearingEmu", "gearboxEmu", "sliderEmu", "valveEmu", "SewingMachine",
-              "BlowerDustCollector", "Sander"}  # fmt: skip
+_ONLY_2026 = set(SPECS[2026].dev_machines + SPECS[2026].eval_machines) - {
+    m for y, spec in SPECS.items() if y != 2026 for m in spec.dev_machines + spec.eval_machines
+}
 
 # DCASE 2020 development set per machine ID: (training clips, test normal, test anomalous).
 # fan/pump/slider/valve are the MIMII recordings of those IDs (MIMII, Purohit et al. 2019, Table 1:
