@@ -4,7 +4,10 @@ Each task generates one machine type (sections 00-02, the paper's layout, ``--sc
 test clips per domain) with one setting of ``synth.generate.ANOMALY_SIZE`` and ``JITTER`` (the
 clip-to-clip spread of its physical parameters) for that machine type, measures the labelled
 reference of ``realism.py`` per section and domain and, with ``--ae``, trains the paper's AE on
-the three sections (as Table 4 was made) and reads its AUC per section and domain. Tasks run in
+the three sections (as Table 4 was made) and reads its AUC per section and domain. Both are also
+broken down by anomaly kind (Table 2's kinds, from ``synth_meta.csv``: each kind's anomalous clips
+against the normal ones of their section and domain, averaged over the groups), which says what a
+setting changes: which faults the clip statistics see and which the frame-level AE finds. Tasks run in
 ``--workers`` processes (a GPU, where torch sees one, is shared by them); each task's result is
 one JSON line in ``OUT/results.jsonl`` (a rerun skips the tasks already there). The summary
 prints, per machine type and setting, the reference's median and the AE's source and target AUC
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mimii_due import atomic
+from mimii_due.runs import Run
 
 
 def parse_grid(text: str) -> list[tuple[str, float, float]]:
@@ -51,7 +55,7 @@ def run_task(task: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from compare_detectors import supervised_reference
+    from compare_detectors import reference_predictions
     from mimii_due import pipeline
     from mimii_due.synth import generate as g
 
@@ -59,15 +63,65 @@ def run_task(task: tuple) -> dict:
     base = Path(out) / f"{machine}_a{a}_j{j}_scale{scale}_seed{seed}"
     data = g.generate(base / "data", machines=[machine], sections=[0, 1, 2], scale=scale, seed=seed,
                       min_test=50, workers=1)  # fmt: skip
-    ref = supervised_reference(data, base / "features")
+    pred = reference_predictions(data, base / "features")
+    ref = {key: auc_of(grp) for key, grp in pred.groupby(["section", "domain"])}
     rec = {"machine": machine, "a": a, "jitter": j, "scale": scale, "seed": seed,
-           "reference": {f"{s:02d}_{d}": r for (_, s, d), r in ref.items()}}  # fmt: skip
+           "reference": {f"{s:02d}_{d}": r for (s, d), r in ref.items()}}  # fmt: skip
+    scores = None
     if ae:
         pipeline.train(base / "ae", data, detector="ae", resume=True, cache=base / "features")
         pipeline.test(base / "ae", data)
         res, _ = pipeline.evaluate(base / "ae")
         rec["ae"] = {f"{int(r.section):02d}_{r.domain}": float(r.AUC) for r in res.itertuples()}
+        scores = Run(base / "ae").read_scores()[["path", "score"]]
+    rec["kinds"] = kind_aucs(data, pred, scores)
     return rec
+
+
+def auc_of(clips, column: str = "reference") -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(clips.label == "anomaly", clips[column]))
+
+
+def kind_aucs(data: Path, pred, scores=None) -> dict[str, dict[str, float]]:
+    """Per anomaly kind: its clip count and the mean over section/domain groups of the AUC of its
+    anomalous clips against the group's normal ones, for the reference (and the AE's ``scores``)."""
+    import pandas as pd
+
+    meta = pd.read_csv(data / "synth_meta.csv", usecols=["path", "anomaly"])
+    kind = dict(zip((str((data / p).resolve()) for p in meta.path), meta.anomaly.fillna(""), strict=True))
+    pred = pred.assign(kind=[kind[str(Path(p).resolve())] for p in pred.path])
+    if scores is not None:
+        pred = pred.merge(scores, on="path", how="left", validate="one_to_one")
+    out: dict[str, dict[str, list]] = {}
+    for _, g in pred.groupby(["section", "domain"]):
+        normal = g[g.label == "normal"]
+        for k, bad in g[g.label == "anomaly"].groupby("kind"):
+            both = pd.concat([normal, bad])
+            row = out.setdefault(k, {"n": [], "reference": [], "ae": []})
+            row["n"].append(len(bad))
+            row["reference"].append(auc_of(both))
+            if scores is not None:
+                row["ae"].append(auc_of(both, "score"))
+    return {k: {"n": int(np.sum(v["n"])), **{c: float(np.mean(v[c])) for c in ("reference", "ae") if v[c]}}
+            for k, v in out.items()}  # fmt: skip
+
+
+def kind_summary(records: list[dict]) -> list[str]:
+    """Per machine type, setting and anomaly kind, the reference's and the AE's AUC (mean over seeds)."""
+    rows: dict[tuple, list[dict]] = {}
+    for r in records:
+        for k, v in r.get("kinds", {}).items():
+            rows.setdefault((r["machine"], r["a"], r["jitter"], k), []).append(v)
+    lines = ["| machine | anomaly size | jitter | anomaly kind | clips | reference AUC | AE AUC | seeds |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (m, a, j, k), vs in sorted(rows.items()):
+        ae = [v["ae"] for v in vs if "ae" in v]
+        ae_text = f"{np.mean(ae):.3f}" if ae else "-"
+        lines.append(f"| {m} | {a} | {j} | {k} | {sum(v['n'] for v in vs)} | "
+                     f"{np.mean([v['reference'] for v in vs]):.3f} | {ae_text} | {len(vs)} |")  # fmt: skip
+    return lines
 
 
 def summary(records: list[dict]) -> list[str]:
@@ -147,6 +201,7 @@ def main() -> None:
             done.append(rec)
             print(summary([rec])[-1], flush=True)
     print("\n".join(summary(done)))
+    print("\n".join(kind_summary(done)))
     if a.combine:
         print("\n".join(combined(done, parse_grid(a.grid))))
 

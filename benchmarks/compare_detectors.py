@@ -67,20 +67,21 @@ def smahal_from_ae(ae_run: Path, run: Path, data: Path) -> None:
         keeper.save_model(machine, SelectiveMahalanobisDetector.from_autoencoder(ae, feats, clips))
 
 
-def supervised_reference(data: Path, cache: Path) -> dict[tuple[str, int, str], float]:
-    """AUCs of a labelled logistic regression per (machine, section, domain) (not a detector)."""
+def reference_predictions(data: Path, cache: Path):
+    """The labelled reference's cross-validated probability of "anomaly" for every test clip
+    (column ``reference``), fitted per (machine, section, domain); not a detector."""
     import warnings
 
+    import pandas as pd
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     table = index(data)
-    out = {}
-    for key, clips in table[table.split == "test"].groupby(["machine", "section", "domain"]):
+    parts = []
+    for _, clips in table[table.split == "test"].groupby(["machine", "section", "domain"]):
         feats, clips = extract(clips, cache=cache)
         x = np.concatenate([feats.means(), [feats.clip(i).std(0) for i in range(len(feats))]], axis=1)
         y = (clips.label == "anomaly").to_numpy()
@@ -90,8 +91,17 @@ def supervised_reference(data: Path, cache: Path) -> dict[tuple[str, int, str], 
             warnings.simplefilter("ignore", FutureWarning)
             p = cross_val_predict(model, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
                                   method="predict_proba")[:, 1]  # fmt: skip
-        out[key] = float(roc_auc_score(y, p))
-    return out
+        parts.append(clips.assign(reference=p))
+    return pd.concat(parts, ignore_index=True)
+
+
+def supervised_reference(data: Path, cache: Path) -> dict[tuple[str, int, str], float]:
+    """AUCs of the labelled reference per (machine, section, domain) (not a detector)."""
+    from sklearn.metrics import roc_auc_score
+
+    pred = reference_predictions(data, cache)
+    return {key: float(roc_auc_score(g.label == "anomaly", g.reference))
+            for key, g in pred.groupby(["machine", "section", "domain"])}  # fmt: skip
 
 
 def paired(rows: dict[str, list[float]], against: str, luck: dict[str, list[float]] | None = None) -> list[str]:
