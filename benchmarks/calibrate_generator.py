@@ -55,7 +55,7 @@ def run_task(task: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from compare_detectors import reference_predictions
+    from compare_detectors import label_auc, reference_predictions
     from mimii_due import pipeline
     from mimii_due.synth import generate as g
 
@@ -64,7 +64,7 @@ def run_task(task: tuple) -> dict:
     data = g.generate(base / "data", machines=[machine], sections=[0, 1, 2], scale=scale, seed=seed,
                       min_test=50, workers=1)  # fmt: skip
     pred = reference_predictions(data, base / "features")
-    ref = {key: auc_of(grp) for key, grp in pred.groupby(["section", "domain"])}
+    ref = {key: label_auc(grp) for key, grp in pred.groupby(["section", "domain"])}
     rec = {"machine": machine, "a": a, "jitter": j, "scale": scale, "seed": seed,
            "reference": {f"{s:02d}_{d}": r for (s, d), r in ref.items()}}  # fmt: skip
     scores = None
@@ -78,16 +78,12 @@ def run_task(task: tuple) -> dict:
     return rec
 
 
-def auc_of(clips, column: str = "reference") -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(clips.label == "anomaly", clips[column]))
-
-
 def kind_aucs(data: Path, pred, scores=None) -> dict[str, dict[str, float]]:
     """Per anomaly kind: its clip count and the mean over section/domain groups of the AUC of its
     anomalous clips against the group's normal ones, for the reference (and the AE's ``scores``)."""
     import pandas as pd
+
+    from compare_detectors import label_auc
 
     meta = pd.read_csv(data / "synth_meta.csv", usecols=["path", "anomaly"])
     kind = dict(zip((str((data / p).resolve()) for p in meta.path), meta.anomaly.fillna(""), strict=True))
@@ -101,9 +97,9 @@ def kind_aucs(data: Path, pred, scores=None) -> dict[str, dict[str, float]]:
             both = pd.concat([normal, bad])
             row = out.setdefault(k, {"n": [], "reference": [], "ae": []})
             row["n"].append(len(bad))
-            row["reference"].append(auc_of(both))
+            row["reference"].append(label_auc(both))
             if scores is not None:
-                row["ae"].append(auc_of(both, "score"))
+                row["ae"].append(label_auc(both, "score"))
     return {k: {"n": int(np.sum(v["n"])), **{c: float(np.mean(v[c])) for c in ("reference", "ae") if v[c]}}
             for k, v in out.items()}  # fmt: skip
 

@@ -95,13 +95,17 @@ def reference_predictions(data: Path, cache: Path):
     return pd.concat(parts, ignore_index=True)
 
 
-def supervised_reference(data: Path, cache: Path) -> dict[tuple[str, int, str], float]:
-    """AUCs of the labelled reference per (machine, section, domain) (not a detector)."""
+def label_auc(clips, column: str = "reference") -> float:
+    """The AUC of ``column`` (the reference's predictions, or a detector's scores) for the clips' labels."""
     from sklearn.metrics import roc_auc_score
 
+    return float(roc_auc_score(clips.label == "anomaly", clips[column]))
+
+
+def supervised_reference(data: Path, cache: Path) -> dict[tuple[str, int, str], float]:
+    """AUCs of the labelled reference per (machine, section, domain) (not a detector)."""
     pred = reference_predictions(data, cache)
-    return {key: float(roc_auc_score(g.label == "anomaly", g.reference))
-            for key, g in pred.groupby(["machine", "section", "domain"])}  # fmt: skip
+    return {key: label_auc(g) for key, g in pred.groupby(["machine", "section", "domain"])}
 
 
 def paired(rows: dict[str, list[float]], against: str, luck: dict[str, list[float]] | None = None) -> list[str]:
