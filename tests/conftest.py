@@ -29,7 +29,7 @@ def easy_dataset(tmp_path_factory) -> Path:
     """One machine type, three sections, large anomalies and 20 dB more SNR: an easy task."""
     root = tmp_path_factory.mktemp("easy")
     return generate(
-        root, machines=["fan"], sections=[0, 1, 2], scale=0.03, seed=5, severity=2.0, snr_offset=20.0, workers=2
+        root, machines=["fan"], sections=[0, 1, 2], scale=0.03, seed=5, severity=3.0, snr_offset=20.0, workers=2
     )
 
 

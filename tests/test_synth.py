@@ -33,6 +33,19 @@ def test_scaled_plan_keeps_three_target_clips_and_both_labels():
         assert set(test[test.label == "anomaly"].anomaly) <= set(MODELS[m].anomalies)
 
 
+def test_each_section_has_its_own_anomaly_kind_and_the_2023_section_has_every_kind():
+    tasks = pd.DataFrame([t.__dict__ for t in g.plan(scale=0.02)])
+    bad = tasks[tasks.label == "anomaly"]
+    for m in MACHINES:
+        kinds = MODELS[m].anomalies
+        per_section = bad[bad.machine == m].groupby("section").anomaly.unique()
+        assert all(len(k) == 1 for k in per_section)  # one product, one fault (both domains)
+        assert {k[0] for k in per_section} == set(kinds)  # six sections cover Table 2's kinds
+        assert per_section[0][0] == kinds[0] and per_section[1][0] == kinds[1 % len(kinds)]
+        t23 = pd.DataFrame([t.__dict__ for t in g.plan(machines=[m], sections=[0], layout="dcase2023", scale=0.2)])
+        assert set(t23[t23.label == "anomaly"].anomaly) == set(kinds)
+
+
 def test_output_format_layout_and_ground_truth(tiny_dataset):
     t = index(tiny_dataset)
     info = read_header(t.path[0])

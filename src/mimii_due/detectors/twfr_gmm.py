@@ -46,7 +46,8 @@ What we changed, and why:
   densities (AUC target 0.81 / 0.81 / 0.78 against 0.81 / 0.76 / 0.74); the target domain scaled
   by its own spread instead of the source's did as well on average (0.825 / 0.806 / 0.779), but a
   spread of 3 or 10 target clips is noise. In the 2021 layout (3 target clips, each domain scored
-  on its own) it changes little (tuning seed 0, scale 0.1, four machine types: 0.724 against 0.720).
+  on its own) it changes little (tuning seed 0, scale 0.1, four machine types: 0.724 against 0.720;
+  the generator before each section had an anomaly kind of its own).
   ``domains="pooled"`` is the paper's model: one mixture of all the section's clips, scored by its
   negative log-likelihood (standardised per section, which keeps its ranking).
 - The log-mel bands are standardised with the section's source statistics before the mixture.
