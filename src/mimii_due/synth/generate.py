@@ -153,6 +153,7 @@ def plan(
             if (machine, section) not in TABLE1:
                 raise ConfigError(f"section {section} is not in Table 1 (sections are 0 to 5)")
             row, shift = TABLE1[(machine, section)], model.SHIFTS[section]
+            kinds = section_kinds(machine, section, layout)  # the product's faults, both domains
             part = "dev" if section <= 2 or layout == "dcase2023" else "eval"
             for domain in ("source", "target"):
                 d = row.domain(domain)
@@ -169,7 +170,7 @@ def plan(
                 n_test = counts[1][2] + counts[2][2]
                 names = rng.permutation(n_test)  # unlabelled evaluation names hide the label
                 k_test = 0
-                size, kinds = ANOMALY_SIZE[machine], section_kinds(machine, section, layout)
+                size = ANOMALY_SIZE[machine]
                 for split, label, count in counts:
                     for i in range(count):
                         anomalous = label == "anomaly"
