@@ -131,6 +131,20 @@ def test_anomaly_size_and_jitter_act_on_their_machine_type_only(monkeypatch):
     assert len(params["fan"]) >= 5 and spread[1] == pytest.approx(5 * spread[0], rel=1e-6)  # the same draws
 
 
+def test_target_domain_clips_spread_target_jitter_times_as_much(monkeypatch):
+    tasks = [t for t in g.plan(machines=["fan"], sections=[0], scale=0.05) if t.label == "normal" and t.split == "test"]
+
+    def spread():
+        rot = {d: [g.clip_params(t, 0)["rot_hz"] for t in tasks if t.domain == d] for d in ("source", "target")}
+        return {d: np.std(v) for d, v in rot.items()}
+
+    factor, default = g.TARGET_JITTER, spread()
+    monkeypatch.setattr(g, "TARGET_JITTER", 1.0)
+    one = spread()
+    assert factor > 1 and default["source"] == one["source"] and one["target"] > 0
+    assert default["target"] == pytest.approx(factor * one["target"], rel=1e-6)  # the same draws
+
+
 @pytest.mark.parametrize("machine", MACHINES)
 def test_every_anomaly_changes_the_sound(machine):
     task = [t for t in g.plan(machines=[machine], sections=[0], scale=0.01) if t.label == "anomaly"][0]

@@ -48,6 +48,12 @@ OUTPUT_RMS = 0.05  # level of the written mixtures (about -26 dBFS), one gain pe
 # Relative clip-to-clip spread of every physical parameter, per machine type (how much one
 # machine's normal sound varies between recordings in one operating condition).
 JITTER = {"fan": 0.02, "gearbox": 0.02, "pump": 0.02, "slider": 0.02, "valve": 0.02}
+# The target domain's clips spread TARGET_JITTER times as much: a machine under a new condition
+# varies more than its few training clips show (section 2.1: 3 target training clips per section in
+# MIMII DUE, 10 in the 2022-2025 sets), so, as in Table 4, the target domain is the harder one.
+# Chosen on tuning seeds 0 and 1 (README): with 1, the AE's target AUC was below its source AUC in
+# only 3 of 5 machine types on seed 0, and the reference found the target's anomalies more easily.
+TARGET_JITTER = 3.0
 # Size of the anomalies per machine type: each anomalous clip's severity is uniform over
 # [0.3, 1.0] x ANOMALY_SIZE (x the user's ``severity``). Calibrated for issue 14 on seeds 0 and 1
 # (2023 layout, scale 0.2, five machine types, one size for all) so that a labelled linear
@@ -205,14 +211,15 @@ def _noise(factory: int, clip: int, seed: int) -> np.ndarray:
 
 def clip_params(task: ClipTask, seed: int) -> dict:
     """The physical parameters of a clip: its section's product, the domain's attribute value,
-    a small clip-to-clip spread, and the anomaly."""
+    a small clip-to-clip spread (larger in the target domain), and the anomaly."""
     model = MODELS[task.machine]
     p = model.product(np.random.default_rng([seed, 101, MACHINES.index(task.machine), task.section]))
     model.SHIFTS[task.section].apply(p, task.attribute)
     rng = _clip_rng(task, seed, 202)
+    jitter = JITTER[task.machine] * (TARGET_JITTER if task.domain == "target" else 1.0)
     for k, v in p.items():
         if isinstance(v, float):
-            p[k] = v * (1 + JITTER[task.machine] * rng.standard_normal())
+            p[k] = v * (1 + jitter * rng.standard_normal())
     if task.anomaly:
         model.fault(p, task.anomaly, task.severity, rng)
     return p
@@ -289,8 +296,8 @@ def generate(
     """
     out = Path(out)
     settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale, "seed": seed,
-                "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 3}  # fmt: skip
-    settings["calibration"] = {m: [ANOMALY_SIZE.get(m), JITTER.get(m)] for m in settings["machines"]}
+                "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 4}  # fmt: skip
+    settings["calibration"] = {m: [ANOMALY_SIZE.get(m), JITTER.get(m), TARGET_JITTER] for m in settings["machines"]}
     if layout != "dcase2021":
         settings["layout"] = layout
     marker = out / "synth_done.json"
