@@ -2,7 +2,8 @@
 
 Each task generates one machine type (sections 00-02, the paper's layout, ``--scale`` 0.1, 50 + 50
 test clips per domain) with one setting of ``synth.generate.ANOMALY_SIZE`` and ``JITTER`` (the
-clip-to-clip spread of its physical parameters) for that machine type, measures the labelled
+clip-to-clip spread of its physical parameters; the target domain's is ``TARGET_JITTER`` times
+that) for that machine type, measures the labelled
 reference of ``realism.py`` per section and domain and, with ``--ae``, trains the paper's AE on
 the three sections (as Table 4 was made) and reads its AUC per section and domain. Both are also
 broken down by anomaly kind (Table 2's kinds, from ``synth_meta.csv``: each kind's anomalous clips
