@@ -279,7 +279,9 @@ def test_twfr_gmm_judges_a_clip_on_the_scale_of_the_domain_it_fits(tmp_path):
     target_normal = ~anomalous & (test.domain == "target").to_numpy()
     keep = target_normal | anomalous
     assert auc(anomalous[keep], scores[keep]) > 0.95
-    src, tgt = det._nlls(det.models_[0][0], gwrp(ftest, 1.0))
+    kernels = make("twfr_gmm", decay=1.0, neighbours=0).fit(ftrain, train.drop(columns="label"))
+    assert auc(anomalous[keep], kernels.score(ftest, test)[keep]) > 0.95  # Gaussian kernels on the target clips
+    src, tgt = kernels._nlls(kernels.models_[0][0], gwrp(ftest, 1.0))
     one_likelihood = -np.logaddexp(-src, -tgt)  # both densities, equally weighted: the paper's single model
     assert auc(anomalous[keep], one_likelihood[keep]) < 0.6
     pooled = make("twfr_gmm", decay=1.0, domains="pooled").fit(ftrain, train.drop(columns="label"))
@@ -288,6 +290,31 @@ def test_twfr_gmm_judges_a_clip_on_the_scale_of_the_domain_it_fits(tmp_path):
     held = det.train_scores_  # centred per domain on held-out clips
     for domain in ("source", "target"):
         assert abs(np.median(held[(train.domain == domain).to_numpy()])) < 0.5
+
+
+def test_twfr_gmm_target_clips_amid_others_judge_strictly():
+    """Each target clip's distance is scaled by its local density (its mean distance to its nearest
+    training clips, Wilkinghoff et al. 2025): a target clip amid the source clips (a condition that
+    sounds like the source) judges a clip at a given distance more strictly than a lone one far
+    from the rest, and without the scaling (``neighbours=0``) both judge alike."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    near, far = _clips(rng, 5, 0.0), _clips(rng, 5, 4.0)  # target clips amid the source ones, and apart
+    parts = _clips(rng, 200, 0.0) + near + far
+    train = pd.DataFrame({"section": 0, "domain": ["source"] * 200 + ["target"] * 10,
+                          "filename": [f"c{i}.wav" for i in range(210)]})  # fmt: skip
+    det = make("twfr_gmm", decay=1.0).fit(_features(parts), train)
+    model = det.models_[0][0]
+    assert (model["density"][5:].min() > 2 * model["density"][:5].max()), model["density"]
+    step = np.zeros(128)
+    step[:10] = 0.5  # the same displacement from a near and from a far target clip
+    probes = [near[0] + step, far[0] + step]
+    strict, lenient = det._nlls(model, gwrp(_features(probes), 1.0))[1]
+    assert strict > 2 * lenient
+    kernels = make("twfr_gmm", decay=1.0, neighbours=0).fit(_features(parts), train)
+    a, b = kernels._nlls(kernels.models_[0][0], gwrp(_features(probes), 1.0))[1]
+    assert abs(a - b) < 0.25 * abs(a)
 
 
 def _events(rng, n, kind="", frames=100, bands=128):
