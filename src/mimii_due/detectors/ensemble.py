@@ -30,7 +30,11 @@ TWFR-GMM's every-decay default, which came later, the tuning seeds' saved embedd
 0.814 / 0.821 at 6 and 0.854 / 0.815 / 0.822 at 10, against TWFR-GMM's 0.848 / 0.811 / 0.813: flat
 from 6 on, the choice stands. With the embedding's linear spectrum, which came later and makes the
 embedding alone about 0.03 better, weights 1, 2, 4 and 6 gave 0.8095 / 0.8011 / 0.7805, 0.833 / 0.812
-/ 0.803, 0.845 / 0.816 / 0.813 and 0.848 / 0.817 / 0.816: the choice still stands.)
+/ 0.803, 0.845 / 0.816 / 0.813 and 0.848 / 0.817 / 0.816: the choice still stands. With TWFR-GMM's
+target density and the generator's version 4 (2026-11-27, tuning seeds 0-2 run afresh, rescored
+by ``benchmarks/rescore_ensemble.py``), weights 1, 2, 4, 6 and 10 gave 0.758 / 0.730 / 0.749,
+0.778 / 0.751 / 0.768, 0.789 / 0.764 / 0.776, 0.793 / 0.772 / 0.776 and 0.797 / 0.774 / 0.775
+against TWFR-GMM's 0.798 / 0.764 / 0.758: flat from 6 on, the choice stands.)
 Letting the embedding only raise a score (its standardised score floored at 0, -1 or -2 before
 the weighted mean; an experiment script on tuning seeds 0-2, 2026-11-26) gave 0.858 / 0.821 /
 0.819, 0.857 / 0.822 / 0.818 and 0.856 / 0.822 / 0.819 at 6:1 against the plain mean's 0.856 /
