@@ -55,7 +55,7 @@ What we changed, and why:
   ("Local density-based anomaly score normalization for domain generalization", arXiv 2509.10951,
   2025): a clip's target score is the smallest, over the target training clips, of its squared
   Mahalanobis distance to the clip (the source domain's shrunk covariance) divided by that clip's
-  mean distance to its ``neighbours`` nearest training clips of the section (either domain). A
+  mean squared distance to its ``neighbours`` nearest training clips of the section (either domain). A
   target clip amid many others (a target condition that sounds like the source, whose clips
   crowd round it) judges strictly; a lone one leniently, as far as its neighbours are. The scores
   are standardised by the held-out target clips' own median and spread (a ratio has no common
@@ -106,8 +106,8 @@ class TWFRConfig:
     fallback_decay: float = 0.99  # r where "auto" has no attribute groups to choose with
     domains: str = "separate"  # "separate": a density per domain, standardised; "pooled": the paper's one mixture
     components: int = 2  # Gaussians of the source domain's mixture
-    neighbours: int = 10  # the target clips' local density: mean distance to this many nearest training
-    # clips; 0: Gaussian kernels of one width on the target clips (ours before)
+    neighbours: int = 10  # the target clips' local density: mean squared distance to this many nearest
+    # training clips; 0: Gaussian kernels of one width on the target clips (ours before)
     reg: float = 1e-2  # added to the mixture's covariance diagonals (bands are standardised)
     seed: int = 0
 
