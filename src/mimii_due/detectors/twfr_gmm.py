@@ -221,7 +221,7 @@ class TWFRGMMDetector(Detector):
             rows = np.flatnonzero(~src)
             d = _mahalanobis(z[rows], z, model["prec"])
             d[np.arange(len(rows)), rows] = np.inf  # not itself
-            model["density"] = np.sort(d, axis=1)[:, : c.neighbours].mean(axis=1)
+            model["density"] = np.maximum(np.sort(d, axis=1)[:, : c.neighbours].mean(axis=1), 1e-12)  # duplicates
         return model
 
     @staticmethod
