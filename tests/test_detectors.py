@@ -315,6 +315,10 @@ def test_twfr_gmm_target_clips_amid_others_judge_strictly():
     kernels = make("twfr_gmm", decay=1.0, neighbours=0).fit(_features(parts), train)
     a, b = kernels._nlls(kernels.models_[0][0], gwrp(_features(probes), 1.0))[1]
     assert abs(a - b) < 0.25 * abs(a)
+    twelve = pd.DataFrame({"section": 0, "domain": ["source"] * 200 + ["target"] * 12,
+                           "filename": [f"c{i}.wav" for i in range(212)]})  # fmt: skip
+    same = make("twfr_gmm", decay=1.0).fit(_features(parts[:200] + near[:1] * 12), twelve)  # 10 neighbours at 0
+    assert np.isfinite(same.score(_features(probes), train.iloc[:2])).all()
 
 
 def _events(rng, n, kind="", frames=100, bands=128):
