@@ -81,13 +81,13 @@ def measure(base: Path, params: dict, weights: list[float]) -> dict:
                                      cache=base / "features")  # fmt: skip
         members = [twfr(base, machine, ftr, ctr, cfg), make("embedding", features=cfg, **params)]
         members[1].fit(ftr, ctr, outliers=outliers if len(outliers[1]) else None)
-        scores = [m.score(fte, cte) for m in members]
+        scores, parts = [m.score(fte, cte) for m in members], [m.domain_scores(fte, cte) for m in members]
         scored.setdefault("twfr_gmm", []).append(cte.assign(score=scores[0], decision=False))
         scored.setdefault("embedding", []).append(cte.assign(score=scores[1], decision=False))
         for w in weights:
             ens = make("ensemble", weights=(w, 1.0))
             ens.adopt(members, ctr)
-            combined = ens._combine(scores, cte)
+            combined = ens._combine(parts, cte)
             scored.setdefault(f"ensemble {w:g}:1", []).append(cte.assign(score=combined, decision=False))
         print(f"  {base.name} {machine} done", flush=True)
     out = {}

@@ -2,7 +2,7 @@
 
 TWFR-GMM is training-free and deterministic: it is refitted by the current code on each seed's
 saved data. The ensemble's embedding member is the network the saved ``ensemble`` run trained; it is
-combined with the refitted TWFR-GMM as the ensemble combines its members (each standardised per
+combined with the refitted TWFR-GMM as the ensemble combines its members (domain by domain, each standardised per
 section with its held-out training scores, weighted). So a change to TWFR-GMM or to the combination
 is measured on the same data and networks in minutes, not hours. Prints, per seed folder, both
 official scores, their bootstrap sd, the ensemble minus TWFR-GMM with its paired bootstrap sd, and
@@ -26,8 +26,7 @@ from mimii_due.detectors import make
 from mimii_due.detectors.ensemble import load_member
 from mimii_due.detectors.training import split_items
 from mimii_due.evaluation.metrics import bootstrap_sd, evaluate, official_score
-
-PROTOCOL = "dcase2022"  # the 2023 layout's metric (compare_detectors.py's default layout)
+from mimii_due.runs import Run
 
 
 def saved_embedding(state_file: Path, n_train: int):
@@ -49,6 +48,7 @@ def main() -> None:
     a = ap.parse_args()
     weights = [float(w) for w in a.weights.split(",")]
     for base in a.runs:
+        protocol = Run(base / "ensemble").stamp()["protocol"]  # the metric the saved run was scored with
         t = index(base / "data")
         cfg = make("ensemble").features
         tables = {name: [] for name in ["twfr_gmm"] + [f"ensemble {w:g}:1" for w in weights]}
@@ -59,20 +59,20 @@ def main() -> None:
                                          cache=base / "features")  # fmt: skip
             twfr = make("twfr_gmm", features=cfg).fit(ftr, ctr)
             emb = saved_embedding(base / "ensemble" / "models" / machine / "state.pt", len(ctr))
-            scores = [twfr.score(fte, cte), emb.score(fte, cte)]
-            tables["twfr_gmm"].append(cte.assign(score=scores[0], decision=False))
+            parts = [twfr.domain_scores(fte, cte), emb.domain_scores(fte, cte)]
+            tables["twfr_gmm"].append(cte.assign(score=twfr.score(fte, cte), decision=False))
             for w in weights:
                 ens = make("ensemble", weights=(w, 1.0))
                 ens.adopt([twfr, emb], ctr)
-                tables[f"ensemble {w:g}:1"].append(cte.assign(score=ens._combine(scores, cte), decision=False))
+                tables[f"ensemble {w:g}:1"].append(cte.assign(score=ens._combine(parts, cte), decision=False))
         full = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
-        base_score = official_score(evaluate(full["twfr_gmm"], protocol=PROTOCOL))
+        base_score = official_score(evaluate(full["twfr_gmm"], protocol=protocol))
         print(f"{base.name}: twfr_gmm {base_score:.3f} (bootstrap sd "
-              f"{bootstrap_sd(full['twfr_gmm'], protocol=PROTOCOL):.3f})")  # fmt: skip
+              f"{bootstrap_sd(full['twfr_gmm'], protocol=protocol):.3f})")  # fmt: skip
         for name, table in full.items():
             if name != "twfr_gmm":
-                score = official_score(evaluate(table, protocol=PROTOCOL))
-                own, paired = (bootstrap_sd(table, versus=v, protocol=PROTOCOL) for v in (None, full["twfr_gmm"]))
+                score = official_score(evaluate(table, protocol=protocol))
+                own, paired = (bootstrap_sd(table, versus=v, protocol=protocol) for v in (None, full["twfr_gmm"]))
                 print(f"  {name}: {score:.3f} (bootstrap sd {own:.3f}); minus twfr_gmm "
                       f"{score - base_score:+.3f}, paired bootstrap sd {paired:.3f}", flush=True)  # fmt: skip
 

@@ -58,6 +58,12 @@ def test_contract(name, easy, tmp_path):
     scores = det.score(ftest, test)
     assert scores.shape == (len(test),) and np.isfinite(scores).all()
     np.testing.assert_array_equal(det.predict(ftest, test), scores > det.threshold_)
+    # the domain parts: the smaller is the score (TWFR-GMM: at least it, being averaged over decays first)
+    parts = det.domain_scores(ftest, test)
+    assert parts.shape == (len(test), 2) and np.isfinite(parts.min(axis=1)).all()
+    assert (parts.min(axis=1) >= scores - 1e-9).all() and det.train_domain_scores_.shape == (len(train), 2)
+    if name != "twfr_gmm":
+        np.testing.assert_allclose(parts.min(axis=1), scores, rtol=1e-9)
     src = (test.domain == "source").to_numpy()
     # higher means more anomalous: on easy data the anomalies score higher
     assert auc((test.label[src] == "anomaly").to_numpy(), scores[src]) > 0.7
@@ -379,16 +385,31 @@ def test_ensemble_weights_twfr_gmm_six_times_by_default(easy):
 
     ftrain, train, ftest, test = easy
     ens = make("ensemble", members=("twfr_gmm", "gaussian")).fit(ftrain, train)
-    z = []
+    z = []  # each member's standardised domain parts (the Gaussian has none: its score in both)
     for det, norms in zip(ens.members_, ens.norms_, strict=True):
-        med = np.array([norms[int(s)][0] for s in test.section])
-        dev = np.array([norms[int(s)][1] for s in test.section])
-        z.append((det.score(ftest, test) - med) / dev)
+        med = np.array([norms[int(s)][0] for s in test.section])[:, None]
+        dev = np.array([norms[int(s)][1] for s in test.section])[:, None]
+        z.append((det.domain_scores(ftest, test) - med) / dev)
     w = DEFAULT_WEIGHTS["twfr_gmm"]
     assert w == 6.0
-    np.testing.assert_allclose(ens.score(ftest, test), (w * z[0] + z[1]) / (w + 1))
+    np.testing.assert_allclose(ens.score(ftest, test), ((w * z[0] + z[1]) / (w + 1)).min(axis=1))
     equal = make("ensemble", members=("twfr_gmm", "gaussian"), weights=(1.0, 1.0)).fit(ftrain, train)
-    np.testing.assert_allclose(equal.score(ftest, test), (z[0] + z[1]) / 2)
+    np.testing.assert_allclose(equal.score(ftest, test), ((z[0] + z[1]) / 2).min(axis=1))
+
+
+def test_ensemble_combines_its_members_domain_by_domain(easy):
+    """A clip is normal if the members agree on a domain it fits: one member placing it in the
+    source domain and the other in the target domain (each alone would call it normal) makes it
+    anomalous, as a member's domain it cannot judge (``inf``) takes that member's score."""
+    ftrain, train, ftest, test = easy
+    ens = make("ensemble", members=("twfr_gmm", "gaussian"), weights=(1.0, 1.0)).fit(ftrain, train)
+    rows = test.iloc[:3].reset_index(drop=True)
+    med = [np.array([n[int(s)][0] for s in rows.section]) for n in ens.norms_]
+    dev = [np.array([n[int(s)][1] for s in rows.section]) for n in ens.norms_]
+    fits = [[-2.0, 5.0], [-2.0, 5.0], [5.0, np.inf]]  # member 0: fits the source domain (standardised)
+    other = [[-2.0, 5.0], [5.0, -2.0], [-2.0, 3.0]]  # member 1: agrees, disagrees, ...
+    parts = [np.array(p) * d[:, None] + m[:, None] for p, m, d in ((fits, med[0], dev[0]), (other, med[1], dev[1]))]
+    np.testing.assert_allclose(ens._combine(parts, rows), [-2.0, 1.5, 1.5])
 
 
 def test_ensemble_leaves_out_networks_where_a_section_has_few_clips(easy):
@@ -399,7 +420,8 @@ def test_ensemble_leaves_out_networks_where_a_section_has_few_clips(easy):
     tw, _ = few.members_
     med = np.array([few.norms_[0][int(s)][0] for s in test.section])
     dev = np.array([few.norms_[0][int(s)][1] for s in test.section])
-    np.testing.assert_allclose(few.score(ftest, test), (tw.score(ftest, test) - med) / dev)  # TWFR-GMM alone
+    alone = (tw.domain_scores(ftest, test).min(axis=1) - med) / dev  # TWFR-GMM alone
+    np.testing.assert_allclose(few.score(ftest, test), alone)
     both = make("ensemble", members=members, min_clips=0).fit(ftrain, train)
     assert not np.allclose(both.score(ftest, test), few.score(ftest, test))
     # calibrated on the clips every member that counts held out: all where the network is left out

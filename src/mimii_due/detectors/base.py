@@ -11,14 +11,22 @@ Every detector, classic or deep, has the same small surface (after scikit-learn 
 - ``score(features, clips) -> np.ndarray`` of shape ``(n_clips,)``: higher means more anomalous,
   always, and a clip's score never depends on which other clips are in the call;
 - ``predict(features, clips)``: ``score > threshold_``, defined here only;
+- ``domain_scores(features, clips) -> np.ndarray`` of shape ``(n_clips, 2)``: a detector that
+  judges a clip by the domain it fits best (a density or a bank per section *and domain*) gives
+  each clip's score as the source domain and as the target domain judge it (``inf`` where a
+  section has no clips of that domain); every other detector its score in both columns. An
+  ensemble combines members domain by domain with them (``detectors/ensemble.py``);
 - ``save(dir)`` / ``load(dir)``: a self-contained artifact that scores new clips without the
   training data.
 
 Detectors never open audio files: the pipeline makes features once and hands them over, so a
 service or a cluster task that already holds the audio uses a detector the same way.
 
-Subclasses implement ``_fit(features, clips)``, ``_score(features, clips)`` and, if they hold
-weights, ``_state()`` / ``_set_state(state)``. ``train_scores_`` are the training clips' scores;
+Subclasses implement ``_fit(features, clips)``, ``_score(features, clips)``, if they judge by
+domain ``_domain_scores`` (and ``_train_domain_scores`` where their training scores are held out),
+and, if they hold weights, ``_state()`` / ``_set_state(state)``. ``train_scores_`` are the
+training clips' scores (``train_domain_scores_`` their domain parts, kept for an ensemble's fit,
+not saved);
 ``held_out_`` says which of them were made without that clip in the model (``_held_out``; all of
 them by default: training-free detectors, those whose ``_train_scores`` hold clips out, and the
 paper's baselines, whose official threshold takes their in-sample training scores as they are:
@@ -109,9 +117,11 @@ class Detector:
             outliers = (outliers[0], self._check_input(*outliers))
         self._fit(features, clips, checkpoint=checkpoint, progress=progress, outliers=outliers)
         self.sections_ = sorted(int(s) for s in clips["section"].unique())
+        parts = self._train_domain_scores(features, clips)  # before _train_scores, which may free what it used
         self.train_scores_ = np.asarray(self._train_scores(features, clips), dtype=np.float64)
         if not np.isfinite(self.train_scores_).all():
             raise ModelError(f"{self.name}: training gave non-finite scores (diverged?); try a lower learning rate")
+        self.train_domain_scores_ = self._both(self.train_scores_) if parts is None else np.asarray(parts, np.float64)
         self.held_out_ = np.asarray(self._held_out(clips), dtype=bool)
         rows = calibration_rows(self.held_out_)
         self.threshold_ = gamma_threshold(self.train_scores_[rows], quantile=self.threshold_quantile)
@@ -119,6 +129,32 @@ class Detector:
 
     def score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         """Anomaly scores, shape ``(n_clips,)``; higher means more anomalous."""
+        clips = self._check_scoring(features, clips)
+        if len(clips) == 0:
+            return np.zeros(0)
+        scores = np.asarray(self._score(features, clips), dtype=np.float64)
+        self._check_finite(scores, clips)
+        return scores
+
+    def domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        """Each clip's score as the source (column 0) and the target domain (column 1) of its
+        section judge it, shape ``(n_clips, 2)``; ``inf`` where a section has no clips of a domain.
+        A detector that does not judge by domain gives its score in both columns."""
+        clips = self._check_scoring(features, clips)
+        if len(clips) == 0:
+            return np.zeros((0, 2))
+        parts = self._domain_scores(features, clips)
+        if parts is None:
+            return self._both(self.score(features, clips))
+        parts = np.asarray(parts, dtype=np.float64)
+        self._check_finite(parts.min(axis=1), clips)
+        return parts
+
+    @staticmethod
+    def _both(scores: np.ndarray) -> np.ndarray:
+        return np.column_stack([scores, scores])
+
+    def _check_scoring(self, features: Features, clips: pd.DataFrame) -> pd.DataFrame:
         self._check_fitted()
         clips = self._check_input(features, clips)
         unseen = set(int(s) for s in clips["section"].unique()) - set(self.sections_)
@@ -127,15 +163,14 @@ class Detector:
                 f"{self.name}: section(s) {sorted(unseen)} were not in the training data "
                 f"(trained on {self.sections_}); this detector cannot score them"
             )
-        if len(clips) == 0:
-            return np.zeros(0)
-        scores = np.asarray(self._score(features, clips), dtype=np.float64)
+        return clips
+
+    def _check_finite(self, scores: np.ndarray, clips: pd.DataFrame) -> None:
         if not np.isfinite(scores).all():
             bad = (
                 clips["filename"].iloc[np.flatnonzero(~np.isfinite(scores))[:3]].tolist() if "filename" in clips else []
             )
             raise ModelError(f"{self.name}: non-finite anomaly score for {', '.join(map(str, bad)) or 'some clips'}")
-        return scores
 
     def predict(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         """Decisions: ``score > threshold_`` (True = anomalous)."""
@@ -241,6 +276,16 @@ class Detector:
         """Scores of the training clips, for the threshold (a detector that memorises its
         training clips overrides this with a leave-one-out version)."""
         return self._score(features, clips)
+
+    def _domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray | None:
+        """The ``(n_clips, 2)`` source and target parts of ``_score`` for a detector that judges
+        by domain; ``None``: it does not."""
+        return None
+
+    def _train_domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray | None:
+        """The training clips' domain parts (called before ``_train_scores``); a detector whose
+        ``_train_scores`` hold clips out overrides this to hold the same clips out."""
+        return self._domain_scores(features, clips)
 
     def _held_out(self, clips: pd.DataFrame) -> np.ndarray:
         """Which training scores to calibrate with as a new clip's (called after ``_train_scores``):

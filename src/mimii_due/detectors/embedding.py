@@ -345,27 +345,36 @@ class EmbeddingDetector(Detector):
             d[exclude] = np.inf
         return d.min(axis=1)
 
-    def _section_scores(self, emb: np.ndarray, bank: dict, exclude_target: np.ndarray | None = None,
-                        exclude_source: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
-        out = np.minimum(self._nearest(emb, bank["source"], exclude_source),
-                         self._nearest(emb, bank["target"], exclude_target))  # fmt: skip
-        if not np.isfinite(out).all():
+    def _section_parts(self, emb: np.ndarray, bank: dict, exclude_target: np.ndarray | None = None,
+                       exclude_source: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """The cosine distance to the nearest source centre and to the nearest target clip, ``(n, 2)``."""
+        out = np.column_stack([self._nearest(emb, bank["source"], exclude_source),
+                               self._nearest(emb, bank["target"], exclude_target)])  # fmt: skip
+        if not np.isfinite(out.min(axis=1)).all():
             raise ModelError("embedding: a section has too few training clips to score against")
         return out
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        return self._domain_scores(features, clips).min(axis=1)
+
+    def _domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         emb = self.embed(features)
         sections = clips["section"].to_numpy().astype(int)
-        out = np.empty(len(emb))
+        out = np.empty((len(emb), 2))
         for section in np.unique(sections):
             i = sections == section
-            out[i] = self._section_scores(emb[i], self.sections_bank_[int(section)])
+            out[i] = self._section_parts(emb[i], self.sections_bank_[int(section)])
         return out
 
     def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        out = self._train_domain_scores(features, clips).min(axis=1)
+        del self._train_emb
+        return out
+
+    def _train_domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         # target training clips are bank rows themselves: each is scored without itself
         emb, sections, target = self._train_emb
-        out = np.empty(len(emb))
+        out = np.empty((len(emb), 2))
         for section, bank in self.sections_bank_.items():
             i = np.flatnonzero(sections == section)
             tgt_rows = np.flatnonzero(target[i])
@@ -376,8 +385,7 @@ class EmbeddingDetector(Detector):
                 src_rows = np.flatnonzero(~target[i])
                 exclude_src = np.zeros((len(i), len(bank["source"])), bool)
                 exclude_src[src_rows, np.arange(len(src_rows))] = True
-            out[i] = self._section_scores(emb[i], bank, exclude, exclude_src)
-        del self._train_emb
+            out[i] = self._section_parts(emb[i], bank, exclude, exclude_src)
         return out
 
     def _held_out(self, clips: pd.DataFrame) -> np.ndarray:

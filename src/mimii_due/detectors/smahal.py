@@ -63,19 +63,28 @@ class SelectiveMahalanobisDetector(AutoEncoderDetector):
                 self.stats_[(int(section), domain)] = ledoit_wolf(err)
 
     def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
-        out = np.empty(len(features))
+        return self._domain_scores(features, clips).min(axis=1)
+
+    def _train_domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        self._train_parts = self._domain_scores(features, clips)  # in-sample, as the baseline's threshold
+        return self._train_parts
+
+    def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        return self.__dict__.pop("_train_parts").min(axis=1)  # made just before: not scored twice
+
+    def _domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        """The mean Mahalanobis distance under each domain's statistics (``inf`` without them)."""
+        out = np.full((len(features), 2), np.inf)
         for i, section in enumerate(clips["section"].to_numpy()):
             err = self._errors(features, i)
-            dists = []
-            for domain in ("source", "target"):
+            for j, domain in enumerate(("source", "target")):
                 stats = self.stats_.get((int(section), domain))
                 if stats is None:
                     continue
                 mu, prec = stats
                 d = err - mu
                 sq = np.sum((d @ prec) * d, axis=1)  # squared Mahalanobis distance of every window
-                dists.append(float(np.mean(np.sqrt(np.maximum(sq, 0)))))
-            out[i] = min(dists)
+                out[i, j] = float(np.mean(np.sqrt(np.maximum(sq, 0))))
         return out
 
     def _state(self) -> dict:

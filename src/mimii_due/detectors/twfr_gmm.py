@@ -170,17 +170,21 @@ class TWFRGMMDetector(Detector):
         else:
             self.decays_ = (self._choose_decay(features, clips) if c.decay == "auto" else float(c.decay),)
         self.models_ = []  # per decay: section -> model
-        self._held_out_scores = np.zeros(len(clips))  # the training clips' held-out scores (see _calibrate)
+        self._held_out_parts = np.zeros((len(clips), 2))  # the training clips' held-out domain parts (_calibrate)
+        self._held_out_scores = np.zeros(len(clips))  # and their held-out scores
         for j, (decay, x) in enumerate(zip(self.decays_, gwrp(features, self.decays_), strict=True)):
             rng = np.random.default_rng(c.seed)  # the same folds for every decay
             models = {}
             for section in np.unique(sections):
                 rows = sections == section
                 models[int(section)] = self._fit_section(x[rows], domains[rows])
-                self._held_out_scores[rows] += self._calibrate(models[int(section)], x[rows], domains[rows], rng)
+                parts = self._calibrate(models[int(section)], x[rows], domains[rows], rng)
+                self._held_out_parts[rows] += parts
+                self._held_out_scores[rows] += parts.min(axis=1)
             self.models_.append(models)
             if progress:
                 progress(j + 1, len(self.decays_), f"r={decay:g}")
+        self._held_out_parts /= len(self.decays_)
         self._held_out_scores /= len(self.decays_)
 
     @classmethod
@@ -256,18 +260,21 @@ class TWFRGMMDetector(Detector):
 
     @staticmethod
     def _standardise(model: dict, src: np.ndarray, tgt: np.ndarray | None) -> np.ndarray:
-        """The smaller of the domains' standardised scores: the domain a clip fits best decides."""
+        """Each domain's standardised score, ``(n, 2)`` (target ``inf`` without target clips); the
+        smaller decides: the domain a clip fits best."""
         centre_s, centre_t = model["centres"]
         out = (src - centre_s) / model["spread"]
-        return out if tgt is None else np.minimum(out, (tgt - centre_t) / model.get("spread_t", model["spread"]))
+        if tgt is None:
+            return np.column_stack([out, np.full(len(out), np.inf)])
+        return np.column_stack([out, (tgt - centre_t) / model.get("spread_t", model["spread"])])
 
     def _calibrate(self, model: dict, x: np.ndarray, domains: np.ndarray, rng) -> np.ndarray:
         """Set the section's domain centres and spread from held-out NLLs of its training clips and
-        return their held-out scores. A source clip's source NLL comes from a model fitted without
-        its fold (``base.FOLDS``-fold: the full-covariance mixture fits its own clips far better than new
-        ones), a target clip's target score without itself. Each domain is centred on its clips'
-        median and scaled by the source clips' spread; the density-scaled target score by its own
-        clips' spread."""
+        return their held-out domain parts (``_standardise``). A source clip's source NLL comes from
+        a model fitted without its fold (``base.FOLDS``-fold: the full-covariance mixture fits its
+        own clips far better than new ones), a target clip's target score without itself. Each
+        domain is centred on its clips' median and scaled by the source clips' spread; the
+        density-scaled target score by its own clips' spread."""
         t_rows = np.flatnonzero(~self._source_rows(domains))
         exclude = np.zeros((len(x), len(t_rows)), bool)
         exclude[t_rows, np.arange(len(t_rows))] = True
@@ -284,23 +291,32 @@ class TWFRGMMDetector(Detector):
             model["spread_t"] = robust_scale(tgt_nll[t_rows])[1]
         return self._standardise(model, src_nll, tgt_nll)
 
-    def _section_scores(self, model: dict, x: np.ndarray) -> np.ndarray:
-        return self._standardise(model, *self._nlls(model, x))
-
     def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         """The held-out scores made in ``_fit`` (``_calibrate``): they set the threshold and the
         ensemble's standardisation, so both see what a new normal clip scores."""
         return self._held_out_scores
 
-    def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
-        """The mean over decays of each decay's standardised score."""
+    def _train_domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        return self._held_out_parts
+
+    def _decay_parts(self, features: Features, clips: pd.DataFrame):
+        """Each decay's standardised domain parts of every clip, ``(n, 2)`` per decay."""
         sections = clips["section"].to_numpy().astype(int)
-        out = np.zeros(len(clips))
         for models, x in zip(self.models_, gwrp(features, self.decays_), strict=True):
+            out = np.zeros((len(clips), 2))
             for section in np.unique(sections):
                 i = sections == section
-                out[i] += self._section_scores(models[int(section)], x[i])
-        return out / len(self.decays_)
+                out[i] = self._standardise(models[int(section)], *self._nlls(models[int(section)], x[i]))
+            yield out
+
+    def _score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        """The mean over decays of each decay's standardised score."""
+        return np.mean([parts.min(axis=1) for parts in self._decay_parts(features, clips)], axis=0)
+
+    def _domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
+        """Each domain's standardised score averaged over the decays (their smaller is at least
+        the score, which takes the smaller decay by decay)."""
+        return np.mean(list(self._decay_parts(features, clips)), axis=0)
 
     def _choose_decay(self, features: Features, clips: pd.DataFrame) -> float:
         """The candidate decay whose pooled features best tell one attribute group of a section
