@@ -2,11 +2,12 @@
 
 TWFR-GMM is training-free and deterministic: it is refitted by the current code on each seed's
 saved data. The ensemble's embedding member is the network the saved ``ensemble`` run trained; it is
-combined with the refitted TWFR-GMM as the ensemble combines its members (domain by domain, each standardised per
-section with its held-out training scores, weighted). So a change to TWFR-GMM or to the combination
-is measured on the same data and networks in minutes, not hours. Prints, per seed folder, both
-official scores, their bootstrap sd, the ensemble minus TWFR-GMM with its paired bootstrap sd, and
-the ensemble at each ``--weights`` (TWFR-GMM's share against the embedding's 1).
+combined with the refitted TWFR-GMM as the ensemble combines its members (domain by domain, each
+standardised per section with its held-out training scores, weighted). So a change to TWFR-GMM or
+to the combination is measured on the same data and networks in minutes, not hours. Prints, per seed folder, both
+official scores (and the embedding member's alone), their bootstrap sd, each minus TWFR-GMM with
+its paired bootstrap sd, and the ensemble at each ``--weights`` (TWFR-GMM's share against the
+embedding's 1).
 
     python benchmarks/rescore_ensemble.py /tmp/mimii_due_compare/dcase2023_scale0.2_seed3 ... [--weights 1,6]
 """
@@ -51,7 +52,7 @@ def main() -> None:
         protocol = Run(base / "ensemble").stamp()["protocol"]  # the metric the saved run was scored with
         t = index(base / "data")
         cfg = make("ensemble").features
-        tables = {name: [] for name in ["twfr_gmm"] + [f"ensemble {w:g}:1" for w in weights]}
+        tables = {name: [] for name in ["twfr_gmm", "embedding"] + [f"ensemble {w:g}:1" for w in weights]}
         for machine, clips in t.groupby("machine"):
             train = clips[clips.split == "train"].reset_index(drop=True)
             ftr, ctr = pipeline.features(train, cfg=cfg, cache=base / "features")
@@ -61,6 +62,7 @@ def main() -> None:
             emb = saved_embedding(base / "ensemble" / "models" / machine / "state.pt", len(ctr))
             parts = [twfr.domain_scores(fte, cte), emb.domain_scores(fte, cte)]
             tables["twfr_gmm"].append(cte.assign(score=twfr.score(fte, cte), decision=False))
+            tables["embedding"].append(cte.assign(score=parts[1].min(axis=1), decision=False))  # its score
             for w in weights:
                 ens = make("ensemble", weights=(w, 1.0))
                 ens.adopt([twfr, emb], ctr)
