@@ -49,7 +49,9 @@ What we changed, and why:
   on its own) it changes little (tuning seed 0, scale 0.1, four machine types: 0.724 against 0.720;
   the generator before each section had an anomaly kind of its own).
   ``domains="pooled"`` is the paper's model: one mixture of all the section's clips, scored by its
-  negative log-likelihood (standardised per section, which keeps its ranking).
+  negative log-likelihood (standardised per section, which keeps its ranking). The two domains'
+  standardised scores, each averaged over the decays, are the detector's ``domain_scores``: an
+  ensemble combines its members domain by domain with them (``detectors/ensemble.py``).
 - The target domain's clips are scaled by their local density (``neighbours``, default 10), as
   Wilkinghoff, Yang, Ebbers, Germain, Wichern and Le Roux propose for distance-based scores
   ("Local density-based anomaly score normalization for domain generalization", arXiv 2509.10951,
