@@ -81,7 +81,8 @@ def measure(base: Path, params: dict, weights: list[float]) -> dict:
                                      cache=base / "features")  # fmt: skip
         members = [twfr(base, machine, ftr, ctr, cfg), make("embedding", features=cfg, **params)]
         members[1].fit(ftr, ctr, outliers=outliers if len(outliers[1]) else None)
-        scores, parts = [m.score(fte, cte) for m in members], [m.domain_scores(fte, cte) for m in members]
+        parts = [m.domain_scores(fte, cte) for m in members]
+        scores = [members[0].score(fte, cte), parts[1].min(axis=1)]  # the embedding's score: its nearer domain
         scored.setdefault("twfr_gmm", []).append(cte.assign(score=scores[0], decision=False))
         scored.setdefault("embedding", []).append(cte.assign(score=scores[1], decision=False))
         for w in weights:

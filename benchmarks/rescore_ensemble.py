@@ -4,10 +4,10 @@ TWFR-GMM is training-free and deterministic: it is refitted by the current code 
 saved data. The ensemble's embedding member is the network the saved ``ensemble`` run trained; it is
 combined with the refitted TWFR-GMM as the ensemble combines its members (domain by domain, each
 standardised per section with its held-out training scores, weighted). So a change to TWFR-GMM or
-to the combination is measured on the same data and networks in minutes, not hours. Prints, per seed folder, both
-official scores (and the embedding member's alone), their bootstrap sd, each minus TWFR-GMM with
-its paired bootstrap sd, and the ensemble at each ``--weights`` (TWFR-GMM's share against the
-embedding's 1).
+to the combination is measured on the same data and networks in minutes, not hours. Prints, per
+seed folder, the official scores of TWFR-GMM, the embedding member alone and the ensemble at each
+``--weights`` (TWFR-GMM's share against the embedding's 1), their bootstrap sd, and each minus
+TWFR-GMM with its paired bootstrap sd.
 
     python benchmarks/rescore_ensemble.py /tmp/mimii_due_compare/dcase2023_scale0.2_seed3 ... [--weights 1,6]
 """

@@ -368,13 +368,11 @@ class EmbeddingDetector(Detector):
         return out
 
     def _train_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
-        out = self._train_domain_scores(features, clips).min(axis=1)
-        del self._train_emb
-        return out
+        return self.__dict__.pop("_train_parts").min(axis=1)  # made just before: not scored twice
 
     def _train_domain_scores(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
         # target training clips are bank rows themselves: each is scored without itself
-        emb, sections, target = self._train_emb
+        emb, sections, target = self.__dict__.pop("_train_emb")
         out = np.empty((len(emb), 2))
         for section, bank in self.sections_bank_.items():
             i = np.flatnonzero(sections == section)
@@ -387,6 +385,7 @@ class EmbeddingDetector(Detector):
                 exclude_src = np.zeros((len(i), len(bank["source"])), bool)
                 exclude_src[src_rows, np.arange(len(src_rows))] = True
             out[i] = self._section_parts(emb[i], bank, exclude, exclude_src)
+        self._train_parts = out
         return out
 
     def _held_out(self, clips: pd.DataFrame) -> np.ndarray:
