@@ -466,6 +466,25 @@ def test_the_embedding_calibrates_with_the_clips_it_did_not_train_on(easy):
     assert 0 < few.held_out_.sum() < 10 and few.threshold_ == gamma_threshold(few.train_scores_)
 
 
+def test_the_embedding_repeats_the_few_target_clips_up_to_target_repeat(easy, monkeypatch):
+    """Balanced sampling: each target clip is seen up to ``target_repeat`` times an epoch, so that
+    the target domain is about a fifth of what the network sees; the source clips once."""
+    from mimii_due.detectors import embedding
+
+    ftrain, train, _, _ = easy
+    seen = []
+    real = embedding.fit_with_config
+    monkeypatch.setattr(embedding, "fit_with_config", lambda *a, **k: seen.append(k["repeat"]) or real(*a, **k))
+    target = (train.domain == "target").to_numpy()
+    share = (~target).sum() // (4 * target.sum())
+    assert target.any() and share >= 2  # the easy data has few target clips
+    for cap in (1, 20):  # the cap, then the share
+        make("embedding", epochs=1, target_repeat=cap).fit(ftrain, train)
+        np.testing.assert_array_equal(seen[-1], np.where(target, min(cap, share), 1))
+    with pytest.raises(ConfigError, match="target_repeat"):
+        EmbeddingConfig(target_repeat=0)
+
+
 def test_a_gpu_that_is_not_there_is_a_clear_error_and_auto_falls_back_to_the_cpu(easy):
     import torch
 
