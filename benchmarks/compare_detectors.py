@@ -4,7 +4,10 @@ For each seed, generates a dataset (``--layout dcase2023``: the 2022-2025 layout
 machine type, scored with the 2023 metric; ``dcase2021``: MIMII DUE sections 00-02, the paper's
 metric), then trains (paper settings for the baselines), tests and evaluates each detector and
 prints one row per seed and detector, then each detector's mean and standard deviation over seeds.
-Runs resume: a rerun skips what is done. Results also go to ``OUT/comparison.md``.
+Runs resume: a rerun skips what is done. Results also go to ``OUT/comparison.md``. A row whose
+models an earlier run trained says so in its time column ("saved models", and when they were
+saved): the current code scores them, but a change to how a detector *fits* does not reach them,
+so after such a change use a new ``--out`` (or ``rescore_ensemble.py``, which refits TWFR-GMM).
 
     python benchmarks/compare_detectors.py [--seeds 3,4,5] [--scale 0.2] [--layout dcase2023]
         [--detectors ensemble,twfr_gmm,embedding,gaussian,ae] [--out /tmp/mimii_due_compare]
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +128,16 @@ def paired(rows: dict[str, list[float]], against: str, luck: dict[str, list[floa
     return out
 
 
+def saved_models(run: Run, machines: list[str]) -> str:
+    """What the time column says of models an earlier run trained: nothing where none were saved,
+    else "saved models" (or "some saved models") and when the newest was saved."""
+    saved = [run.model_dir(m) / "detector.json" for m in machines if run.has_model(m)]
+    if not saved:
+        return ""
+    when = datetime.fromtimestamp(max(f.stat().st_mtime for f in saved), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f" ({'saved' if len(saved) == len(machines) else 'some saved'} models, {when})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="3,4,5", help="check seeds (README: seeds 0-2 were used for choices)")
@@ -156,6 +170,7 @@ def main() -> None:
         for det in a.detectors.split(","):
             t0 = time.perf_counter()
             run = base / det.replace(":", "_").replace("=", "-")
+            saved = saved_models(Run(run), machines)
             name, *sets = det.split(":")
             params = detector_params(sets)
             if det == "smahal" and (base / "ae" / "run.json").exists():
@@ -172,7 +187,7 @@ def main() -> None:
             sd = f"{luck[det][-1]:.3f}" if a.bootstrap else "-"
             line = (f"| {seed} | {det} | {summary['official_score']:.3f} | {sd} | {auc['source']:.3f} "
                     f"| {auc['target']:.3f} | {hmean(res.drop_duplicates(['machine', 'section'])['pAUC']):.3f} "
-                    f"| {time.perf_counter() - t0:.0f} |")  # fmt: skip
+                    f"| {time.perf_counter() - t0:.0f}{saved} |")  # fmt: skip
             lines.append(line)
             print(line, flush=True)
         for det in tables:
