@@ -59,6 +59,6 @@ def test_interrupted_embedding_training_resumes_to_the_same_model(tiny_dataset, 
     straight = make("embedding", epochs=3).fit(ftrain, train, checkpoint=tmp_path / "a")
     make("embedding", epochs=1).fit(ftrain, train, checkpoint=tmp_path / "b")  # "killed" after epoch 1
     resumed = make("embedding", epochs=3).fit(ftrain, train, checkpoint=tmp_path / "b")
-    for k, v in straight.net_.state_dict().items():
-        torch.testing.assert_close(resumed.net_.state_dict()[k], v, rtol=0, atol=0)
+    for k, v in straight.nets_[0].state_dict().items():
+        torch.testing.assert_close(resumed.nets_[0].state_dict()[k], v, rtol=0, atol=0)
     assert resumed.threshold_ == straight.threshold_

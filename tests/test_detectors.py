@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mimii_due.config import FeatureConfig
 from mimii_due.data.index import index
@@ -197,6 +198,37 @@ def test_selective_mahalanobis_from_a_trained_ae_equals_training_it(tiny_dataset
     assert set(direct.stats_) == {(0, "source"), (0, "target")}
 
 
+def test_embedding_networks_are_averaged_and_the_first_is_the_single_network(easy, tmp_path):
+    """``networks=2``: a second network with the next seed on the same training items; the
+    domain distances are the two networks' mean (the published system adds five networks')."""
+    ftrain, train, ftest, test = easy
+    one = make("embedding", epochs=1).fit(ftrain, train)
+    two = make("embedding", epochs=1, networks=2).fit(ftrain, train, checkpoint=tmp_path / "ckpt")
+    for k, v in one.nets_[0].state_dict().items():  # the first network is the single network
+        np.testing.assert_array_equal(two.nets_[0].state_dict()[k].numpy(), v.numpy())
+    assert not all(np.array_equal(two.nets_[1].state_dict()[k].numpy(), v.numpy())
+                   for k, v in one.nets_[0].state_dict().items())  # fmt: skip
+    assert (tmp_path / "ckpt" / "checkpoint.pt").exists()
+    assert (tmp_path / "ckpt" / "network2" / "checkpoint.pt").exists()
+    second = np.zeros((len(test), 2))
+    sections = test["section"].to_numpy().astype(int)
+    emb = two.embed(ftest, network=1)
+    for s in np.unique(sections):
+        second[sections == s] = two._section_parts(emb[sections == s], two.banks_[1][int(s)])
+    np.testing.assert_allclose(two.domain_scores(ftest, test), (one.domain_scores(ftest, test) + second) / 2)
+    np.testing.assert_array_equal(two.held_out_, one.held_out_)  # the same validation clips for both
+    second_loss = torch.load(tmp_path / "ckpt" / "network2" / "checkpoint.pt", weights_only=True)["history"][0]["loss"]
+    assert len(two.history_) == 1  # one record per epoch: the networks' mean loss
+    assert two.history_[0]["loss"] == pytest.approx((one.history_[0]["loss"] + second_loss) / 2)
+    assert second_loss != pytest.approx(one.history_[0]["loss"])
+    two.save(tmp_path / "model")
+    back = Detector.load(tmp_path / "model")
+    assert back.config.networks == 2
+    np.testing.assert_allclose(back.score(ftest, test), two.score(ftest, test), rtol=1e-9)
+    with pytest.raises(ConfigError, match="networks"):
+        make("embedding", networks=0)
+
+
 def _as_other_machine(clips):
     return clips.assign(machine="other")
 
@@ -209,9 +241,9 @@ def test_outlier_exposure_adds_classes_but_stays_out_of_the_model_of_normal_soun
     own = set(plain.classes_)
     assert own < set(exposed.classes_)
     assert set(exposed.classes_) - own == {f"other|{k}" for k in own}
-    assert exposed.sections_bank_.keys() == plain.sections_bank_.keys()  # scored against our clips only
-    for s, bank in exposed.sections_bank_.items():
-        assert len(bank["target"]) == len(plain.sections_bank_[s]["target"])
+    assert exposed.banks_[0].keys() == plain.banks_[0].keys()  # scored against our clips only
+    for s, bank in exposed.banks_[0].items():
+        assert len(bank["target"]) == len(plain.banks_[0][s]["target"])
     assert exposed.train_scores_.shape == (len(train),)
     assert not np.allclose(exposed.score(ftest, test), plain.score(ftest, test))  # the network did change
     with pytest.raises(ModelError, match="outlier clips must be normal"):
@@ -509,7 +541,7 @@ def test_networks_train_on_a_gpu_and_come_back_to_the_cpu(name, easy, tmp_path):
     its source AUC 0.69 here); it must learn and score, save and load on the CPU."""
     ftrain, train, ftest, test = easy
     det = make(name, **FAST[name], device="cuda").fit(ftrain, train)
-    net = next(v for k, v in vars(det).items() if k in ("model_", "net_"))
+    net = det.nets_[0] if name == "embedding" else det.model_
     assert all(p.device.type == "cpu" for p in net.parameters())
     scores = det.score(ftest, test)
     src = (test.domain == "source").to_numpy()

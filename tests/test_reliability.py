@@ -120,8 +120,8 @@ def test_embedding_killed_with_sigkill_resumes_to_the_same_model(valve, tmp_path
                             "--resume"])  # fmt: skip
     assert r.exit_code == 0, r.output
     a, b = Run(tmp_path / "straight").load_model("valve"), Run(killed).load_model("valve")
-    for k, v in a.net_.state_dict().items():
-        torch.testing.assert_close(b.net_.state_dict()[k], v, rtol=0, atol=0)
+    for k, v in a.nets_[0].state_dict().items():
+        torch.testing.assert_close(b.nets_[0].state_dict()[k], v, rtol=0, atol=0)
     assert a.threshold_ == b.threshold_
 
 

@@ -143,6 +143,7 @@ def fit_with_config(
     data_key: dict | None = None,
     ignore: tuple[str, ...] = ("epochs",),
     repeat: np.ndarray | None = None,
+    seed: int | None = None,
 ) -> list[dict]:
     """:func:`fit_loop` with Adam and the settings of a detector config (``epochs``,
     ``batch_size``, ``lr``, ``validation_split``, ``seed``, ``device``) over items ``0 .. n_items - 1``.
@@ -152,6 +153,8 @@ def fit_with_config(
     ``checkpoint`` is a folder (the state goes to ``checkpoint.pt`` in it); the resume fingerprint
     is the config without ``ignore`` and ``device`` (settings that may change on resume) plus ``data_key``.
     ``repeat`` (one count per item) repeats training items in every epoch (balanced sampling).
+    ``seed`` draws the batches and the step's random draws instead of ``config.seed`` (one of
+    several networks trained on the same items); the validation split is always ``config.seed``'s.
     """
     train_idx, val_idx = split_items(n_items, fraction=config.validation_split, seed=config.seed)
     if repeat is not None:
@@ -160,9 +163,11 @@ def fit_with_config(
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     skip = set(ignore) | {"device"}
     fingerprint = {k: v for k, v in vars(config).items() if k not in skip} | {"n": n_items} | (data_key or {})
+    if seed is not None:
+        fingerprint["training_seed"] = seed
     history = fit_loop(
         model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=config.epochs,
-        batch_size=config.batch_size, seed=config.seed,
+        batch_size=config.batch_size, seed=config.seed if seed is None else seed,
         checkpoint=Path(checkpoint) / "checkpoint.pt" if checkpoint else None, fingerprint=fingerprint,
         progress=progress, eval_batch_size=eval_batch_size,
     )  # fmt: skip
