@@ -432,10 +432,9 @@ class EmbeddingDetector(Detector):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict:
-        return {"networks": [{"net": net.state_dict(), "banks": banks} for net, banks in zip(self.nets_, self.banks_,
-                                                                                             strict=True)],
-                "classes": self.classes_, "spectrum": self.spectrum_, "spec_norm": self.spec_norm_,
-                "mel_norm": self.mel_norm_}  # fmt: skip
+        networks = [{"net": n.state_dict(), "banks": b} for n, b in zip(self.nets_, self.banks_, strict=True)]
+        return {"networks": networks, "classes": self.classes_, "spectrum": self.spectrum_,
+                "spec_norm": self.spec_norm_, "mel_norm": self.mel_norm_}  # fmt: skip
 
     def _set_state(self, state: dict) -> None:
         networks = state.get("networks") or [{"net": state["net"], "banks": state["banks"]}]  # saved before 2026-11-27
