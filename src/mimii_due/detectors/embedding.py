@@ -58,7 +58,8 @@ against one (tuning seeds 0 / 1 / 2, generator version 4, 2023 layout, scale 0.2
 network trained as the pipeline trains it and combined by an experiment script, each network
 standardised by its own validation clips): the embedding alone 0.650 / 0.676 / 0.668 against
 0.640 / 0.653 / 0.662, the ensemble 0.816 / 0.789 / 0.777 against 0.815 / 0.787 / 0.779, a tie
-at twice the training cost, so one stays the default.
+at twice the training cost, so one stays the default (at full size, check seeds 3-5, for the
+record: the ensemble 0.854 / 0.784 / 0.796 against 0.852 / 0.783 / 0.792, a tie too).
 
 Choices measured against the published system (generated data, 2023 layout, scale 0.2, all five
 machine types, the embedding alone and in the ensemble with TWFR-GMM at 6:1; tuning seeds 0 / 1 /
