@@ -52,13 +52,18 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_dataset, tmp_path
         make("ae", epochs=4, batch_size=128).fit(ftrain, train, checkpoint=tmp_path / "b")
 
 
-def test_interrupted_embedding_training_resumes_to_the_same_model(tiny_dataset, tmp_path):
-    """Every random draw of a training step (crops, mixup) comes from the epoch's generator."""
+@pytest.mark.parametrize("networks", [1, 2])
+def test_interrupted_embedding_training_resumes_to_the_same_model(tiny_dataset, tmp_path, networks, caplog):
+    """Every random draw of a training step (crops, mixup) comes from the epoch's generator; with
+    several networks each resumes from its own checkpoint."""
     t = index(tiny_dataset)
     ftrain, train = extract(t[(t.split == "train") & (t.machine == "fan")], cfg=make("embedding").features)
-    straight = make("embedding", epochs=3).fit(ftrain, train, checkpoint=tmp_path / "a")
-    make("embedding", epochs=1).fit(ftrain, train, checkpoint=tmp_path / "b")  # "killed" after epoch 1
-    resumed = make("embedding", epochs=3).fit(ftrain, train, checkpoint=tmp_path / "b")
-    for k, v in straight.nets_[0].state_dict().items():
-        torch.testing.assert_close(resumed.nets_[0].state_dict()[k], v, rtol=0, atol=0)
+    straight = make("embedding", epochs=3, networks=networks).fit(ftrain, train, checkpoint=tmp_path / "a")
+    make("embedding", epochs=1, networks=networks).fit(ftrain, train, checkpoint=tmp_path / "b")  # "killed" at epoch 1
+    with caplog.at_level("INFO", logger="mimii_due.detectors.training"):
+        resumed = make("embedding", epochs=3, networks=networks).fit(ftrain, train, checkpoint=tmp_path / "b")
+    assert caplog.text.count("resuming from epoch 1 of 3") == networks  # each network from its own checkpoint
+    for a, b in zip(straight.nets_, resumed.nets_, strict=True):
+        for k, v in a.state_dict().items():
+            torch.testing.assert_close(b.state_dict()[k], v, rtol=0, atol=0)
     assert resumed.threshold_ == straight.threshold_
