@@ -227,6 +227,16 @@ def test_embedding_networks_are_averaged_and_the_first_is_the_single_network(eas
     np.testing.assert_allclose(back.score(ftest, test), two.score(ftest, test), rtol=1e-9)
     with pytest.raises(ConfigError, match="networks"):
         make("embedding", networks=0)
+    one.save(tmp_path / "old")  # a model saved before several networks: one "net" and its "banks"
+    state = torch.load(tmp_path / "old" / "state.pt", weights_only=True)
+    net = state.pop("networks")[0]
+    torch.save(state | {"net": net["net"], "banks": net["banks"]}, tmp_path / "old" / "state.pt")
+    np.testing.assert_allclose(Detector.load(tmp_path / "old").score(ftest, test), one.score(ftest, test), rtol=1e-9)
+    meta = json.loads((tmp_path / "model" / "detector.json").read_text())
+    meta["params"]["config"]["networks"] = 3  # settings that do not match the saved networks
+    (tmp_path / "model" / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="2 networks"):
+        Detector.load(tmp_path / "model")
 
 
 def _as_other_machine(clips):
