@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
-
+from mimii_due.config import setting
 from mimii_due.data.index import index
+from mimii_due.errors import ConfigError
 from mimii_due.synth.generate import generate
 
 
@@ -18,13 +18,12 @@ def dataset(root: str | Path, *, machines=("fan",), sections=(0, 1, 2), scale: f
 
 
 def detector_params(items) -> dict:
-    """``["key=value", ...]`` -> ``{key: value}``, each value read as YAML as the CLI's ``--set``
-    reads it; an item without ``=`` raises ``ValueError``."""
-    out = {}
-    for item in items:
-        key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
+    """``["key=value", ...]`` -> ``{key: value}``, each value read as the CLI's ``--set`` reads it
+    (``config.setting``); an item without ``=`` raises ``ValueError``."""
+    try:
+        return dict(setting(item) for item in items)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
 
 
 class Timer:

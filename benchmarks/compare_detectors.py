@@ -45,9 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import detector_params
 from mimii_due import pipeline
 from mimii_due.data.index import index
+from mimii_due.detectors import parse_spec
 from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
 from mimii_due.evaluation.metrics import bootstrap_sd, hmean
 from mimii_due.features.extract import extract
@@ -171,8 +171,7 @@ def main() -> None:
             t0 = time.perf_counter()
             run = base / det.replace(":", "_").replace("=", "-")
             saved = saved_models(Run(run), machines)
-            name, *sets = det.split(":")
-            params = detector_params(sets)
+            name, params = parse_spec(det)
             if det == "smahal" and (base / "ae" / "run.json").exists():
                 smahal_from_ae(base / "ae", run, data)  # the same network as "ae": no second training
             else:

@@ -172,6 +172,9 @@ def test_too_short_clips_are_a_clear_error(easy):
         ("embedding", {"spectrum": "mel"}, "spectrum must be one of linear, log"),
         ("embedding", {"loss": "arcface"}, "loss must be one of adaproj, subcluster_adacos"),
         ("ensemble", {"members": ("twfr_gmm", "nope")}, "unknown detector"),
+        ("ensemble", {"members": ("twfr_gmm:decay", "gaussian")}, "'twfr_gmm:decay': a setting is KEY=VALUE"),
+        ("ensemble", {"members": ("twfr_gmm:decays=0.9",)}, "unknown setting.*decays"),
+        ("ensemble", {"members": ("embedding:networks=0",)}, "networks must be between"),
         ("twfr_gmm", {"domains": "both"}, "domains must be 'separate' or 'pooled'"),
         ("ae", {"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ("embedding", {"device": "cuda:x"}, "device must be"),
@@ -437,6 +440,21 @@ def test_ensemble_weights_twfr_gmm_six_times_by_default(easy):
     np.testing.assert_allclose(ens.score(ftest, test), ((w * z[0] + z[1]) / (w + 1)).min(axis=1))
     equal = make("ensemble", members=("twfr_gmm", "gaussian"), weights=(1.0, 1.0)).fit(ftrain, train)
     np.testing.assert_allclose(equal.score(ftest, test), ((z[0] + z[1]) / 2).min(axis=1))
+
+
+def test_ensemble_members_take_settings_after_their_name(easy, tmp_path):
+    """``"twfr_gmm:decay=0.9"``: the member is made with that setting, keeps its name's default
+    weight, and the ensemble saves and loads with it."""
+    ftrain, train, ftest, test = easy
+    ens = make("ensemble", members=("twfr_gmm:decay=0.9", "gaussian")).fit(ftrain, train, checkpoint=tmp_path / "c")
+    tw = ens.members_[0]
+    assert tw.config.decay == 0.9 and tw.decays_ == (0.9,)
+    alone = make("twfr_gmm", decay=0.9).fit(ftrain, train)
+    np.testing.assert_allclose(tw.score(ftest, test), alone.score(ftest, test))
+    six = make("ensemble", members=("twfr_gmm:decay=0.9", "gaussian"), weights=(6.0, 1.0)).fit(ftrain, train)
+    np.testing.assert_allclose(ens.score(ftest, test), six.score(ftest, test))  # 6, as for "twfr_gmm"
+    ens.save(tmp_path / "model")
+    np.testing.assert_allclose(Detector.load(tmp_path / "model").score(ftest, test), ens.score(ftest, test))
 
 
 def test_ensemble_combines_its_members_domain_by_domain(easy):

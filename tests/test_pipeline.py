@@ -139,6 +139,11 @@ def test_members_names_the_ensembles_members_and_is_refused_for_other_detectors(
     assert r.exit_code == 0, r.output
     meta = json.loads((run / "models" / "fan" / "detector.json").read_text())
     assert meta["params"]["config"]["members"] == ["twfr_gmm", "gaussian"]
+    r = runner.invoke(app, [*args[:3], str(tmp_path / "run3"), *args[4:], "--detector", "ensemble", "--members",
+                            "twfr_gmm:decay=auto,gaussian"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "run3" / "models" / "fan" / "detector.json").read_text())
+    assert meta["params"]["config"]["members"] == ["twfr_gmm:decay=auto", "gaussian"]
     args[3] = str(tmp_path / "run2")
     r = runner.invoke(app, [*args, "--detector", "twfr_gmm", "--members", "gaussian"])
     assert r.exit_code != 0 and "--members" in r.output and not (tmp_path / "run2").exists()

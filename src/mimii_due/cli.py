@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 from typer.core import TyperGroup
 
-from mimii_due.errors import MimiiDueError
+from mimii_due.errors import ConfigError, MimiiDueError
 
 
 class _Group(TyperGroup):
@@ -288,13 +288,14 @@ def _params(epochs: int | None, batch_size: int | None, seed: int | None, extra:
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
         if v is not None:
             params[k] = v
-    for item in extra or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise MimiiDueError(f"--set expects KEY=VALUE, got {item!r}")
-        import yaml
+    from mimii_due.config import setting
 
-        params[key.strip()] = yaml.safe_load(value)
+    for item in extra or []:
+        try:
+            key, value = setting(item)
+        except ConfigError as e:
+            raise MimiiDueError(f"--set: {e}") from None
+        params[key] = value
     return params
 
 
@@ -344,7 +345,8 @@ def train(
     seed: int = typer.Option(None, help="Seed of initialisation and shuffling."),
     set_: list[str] = typer.Option(None, "--set", help="Other detector settings, KEY=VALUE."),
     members: str = typer.Option(
-        None, help="The ensemble's members, comma-separated (default twfr_gmm,embedding); --detector ensemble only."
+        None, help="The ensemble's members, comma-separated (default twfr_gmm,embedding), each with settings "
+        "after a colon where wanted (embedding:networks=5); --detector ensemble only."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     cache: Path = typer.Option(None, help="Feature cache folder (default: RUN/features)."),

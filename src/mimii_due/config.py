@@ -165,3 +165,17 @@ def from_dict(cls: type[T], data: dict | None) -> T:
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def setting(item: str) -> tuple[str, Any]:
+    """One ``KEY=VALUE`` setting (``--set``, a detector spec's ``name:KEY=VALUE``): the value read
+    as YAML, so ``20`` is a number, ``[32,64]`` a list and ``auto`` a string."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"a setting is KEY=VALUE, got {item!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"setting {item!r}: the value is not readable ({str(e).splitlines()[0]})") from None

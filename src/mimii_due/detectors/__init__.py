@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mimii_due.config import THRESHOLD_QUANTILE, FeatureConfig, from_dict
+from mimii_due.config import THRESHOLD_QUANTILE, FeatureConfig, from_dict, setting
 from mimii_due.detectors.autoencoder import AutoEncoderDetector
 from mimii_due.detectors.base import Detector
 from mimii_due.detectors.embedding import EmbeddingDetector
@@ -37,3 +37,19 @@ def make(
     config = from_dict(klass.config_class, params) if klass.config_class else None
     kw = {"features": features} if features is not None else {}
     return klass(config=config, threshold_quantile=threshold_quantile, **kw)
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """A detector with settings, ``"name:KEY=VALUE:KEY=VALUE"`` (``"embedding:networks=5"``, an
+    ensemble member or a benchmark row), as its registry name and settings."""
+    name, *items = spec.split(":")
+    try:
+        return name.strip(), dict(setting(item) for item in items)
+    except ConfigError as e:
+        raise ConfigError(f"detector {spec!r}: {e}") from None
+
+
+def make_spec(spec: str, **kw) -> Detector:
+    """:func:`make` from a spec (:func:`parse_spec`); ``kw`` as :func:`make` takes them."""
+    name, params = parse_spec(spec)
+    return make(name, **params, **kw)

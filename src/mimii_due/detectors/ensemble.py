@@ -36,6 +36,11 @@ only (the other's score in both) 0.792 / 0.772 / 0.777: it is the agreement that
 are each domain's standardised score averaged over its decays (its own score takes the smaller
 domain decay by decay, and averages those).
 
+``members`` are registry names, each with settings after a colon where wanted
+(``"embedding:networks=5"``, ``"twfr_gmm:decay=auto"``; the syntax of ``compare_detectors.py``'s
+rows); the settings are checked when the ensemble is made, and a member's default weight
+follows its name.
+
 ``weights`` sets each member's share; by default TWFR-GMM counts ``DEFAULT_WEIGHTS["twfr_gmm"]``
 (6) times as much as any other member. Chosen on generated data, tuning seeds 0-2 (five machine
 types, 2023 layout, scale 0.2; TWFR-GMM with per-domain standardisation, the embedding with
@@ -92,20 +97,22 @@ DEFAULT_WEIGHTS = {"twfr_gmm": 6.0}  # a member's share where ``weights`` is not
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    members: tuple[str, ...] = ("twfr_gmm", "embedding")
+    members: tuple[str, ...] = ("twfr_gmm", "embedding")  # names, or with settings: "embedding:networks=5"
     weights: tuple[float, ...] = ()  # one per member; empty: DEFAULT_WEIGHTS, 1 for members not in it
     min_clips: int = 100  # members that train a network count only in sections with this many training clips
     # (unless every member does)
 
     def __post_init__(self):
-        from mimii_due.detectors import REGISTRY
+        from mimii_due.detectors import REGISTRY, make_spec, parse_spec
 
         if not self.members or not all(isinstance(m, str) for m in self.members):
             raise ConfigError("EnsembleConfig.members must name at least one detector")
         for m in self.members:
-            if m not in REGISTRY or m == "ensemble":
-                raise ConfigError(f"unknown detector {m!r} as an ensemble member; choose from "
+            name = parse_spec(m)[0]
+            if name not in REGISTRY or name == "ensemble":
+                raise ConfigError(f"unknown detector {name!r} as an ensemble member; choose from "
                                   f"{', '.join(n for n in REGISTRY if n != 'ensemble')}")  # fmt: skip
+            make_spec(m)  # its settings are checked here, before any training
         if self.weights and (len(self.weights) != len(self.members) or min(self.weights) < 0):
             raise ConfigError("EnsembleConfig.weights needs one non-negative weight per member")
         check(self, min_clips=(0, None))
@@ -117,16 +124,16 @@ class EnsembleDetector(Detector):
 
     def default_features(self) -> FeatureConfig:
         """Every member's features: the log-mel, and the whole-clip spectrum if a member reads it."""
-        from mimii_due.detectors import REGISTRY
+        from mimii_due.detectors import make_spec
 
-        bins = [REGISTRY[m]().features.spectrum_bins for m in self.config.members]
+        bins = [make_spec(m).features.spectrum_bins for m in self.config.members]
         return FeatureConfig(spectrum_bins=max(bins))
 
     @property
     def min_frames(self) -> int:
-        from mimii_due.detectors import make
+        from mimii_due.detectors import make_spec
 
-        return max(make(m, features=self.features).min_frames for m in self.config.members)
+        return max(make_spec(m, features=self.features).min_frames for m in self.config.members)
 
     @property
     def needs_known_sections(self) -> bool:  # the normalisation is per section
@@ -134,21 +141,22 @@ class EnsembleDetector(Detector):
 
     @property
     def uses_outliers(self) -> bool:
-        from mimii_due.detectors import REGISTRY
+        from mimii_due.detectors import REGISTRY, parse_spec
 
-        return any(REGISTRY[m].uses_outliers for m in self.config.members)
+        return any(REGISTRY[parse_spec(m)[0]].uses_outliers for m in self.config.members)
 
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
              outliers=None) -> None:  # fmt: skip
-        from mimii_due.detectors import make
+        from mimii_due.detectors import make_spec
 
         members = []
-        for k, name in enumerate(self.config.members):
-            det = make(name, features=self.features, threshold_quantile=self.threshold_quantile)
+        for k, spec in enumerate(self.config.members):
+            det = make_spec(spec, features=self.features, threshold_quantile=self.threshold_quantile)
             sub = None
             if progress:
-                sub = lambda d, t, info="", k=k, name=name: progress(k, len(self.config.members), f"{name} {info}")  # noqa: E731
-            det.fit(features, clips, checkpoint=(checkpoint and f"{checkpoint}/{name}"), progress=sub,
+                sub = lambda d, t, info="", k=k, spec=spec: progress(k, len(self.config.members), f"{spec} {info}")  # noqa: E731
+            folder = spec.replace(":", "_").replace("=", "-")  # one checkpoint folder per member
+            det.fit(features, clips, checkpoint=(checkpoint and f"{checkpoint}/{folder}"), progress=sub,
                     outliers=outliers)  # fmt: skip
             members.append(det)
         self.adopt(members, clips)
@@ -172,7 +180,10 @@ class EnsembleDetector(Detector):
         """The ensemble's score from each member's domain parts (``Detector.domain_scores``, ``(n, 2)``):
         per domain the weighted mean of the members' standardised parts, then the smaller domain."""
         sections = clips["section"].to_numpy().astype(int)
-        weights = np.asarray(self.config.weights or [DEFAULT_WEIGHTS.get(m, 1.0) for m in self.config.members])
+        from mimii_due.detectors import parse_spec
+
+        weights = self.config.weights or [DEFAULT_WEIGHTS.get(parse_spec(m)[0], 1.0) for m in self.config.members]
+        weights = np.asarray(weights)
         few = self._few(sections)
         total, wsum = np.zeros((len(sections), 2)), np.zeros(len(sections))
         for w, p, norms, det in zip(weights, parts, self.norms_, self.members_, strict=True):
@@ -222,7 +233,10 @@ class EnsembleDetector(Detector):
         }
 
     def _set_state(self, state: dict) -> None:
-        self.members_ = [load_member(name, m) for name, m in zip(self.config.members, state["members"], strict=True)]
+        from mimii_due.detectors import parse_spec
+
+        self.members_ = [load_member(parse_spec(spec)[0], m)
+                         for spec, m in zip(self.config.members, state["members"], strict=True)]  # fmt: skip
         self.norms_ = [{int(k): tuple(float(x) for x in v) for k, v in n.items()} for n in state["norms"]]
         self.counts_ = {int(k): int(v) for k, v in state["counts"].items()}
 
