@@ -47,7 +47,7 @@ import numpy as np
 
 from mimii_due import pipeline
 from mimii_due.data.index import index
-from mimii_due.detectors import parse_spec
+from mimii_due.detectors import parse_spec, spec_folder
 from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
 from mimii_due.evaluation.metrics import bootstrap_sd, hmean
 from mimii_due.features.extract import extract
@@ -169,7 +169,7 @@ def main() -> None:
         tables = {}
         for det in a.detectors.split(","):
             t0 = time.perf_counter()
-            run = base / det.replace(":", "_").replace("=", "-")
+            run = base / spec_folder(det)
             saved = saved_models(Run(run), machines)
             name, params = parse_spec(det)
             if det == "smahal" and (base / "ae" / "run.json").exists():

@@ -49,6 +49,11 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         raise ConfigError(f"detector {spec!r}: {e}") from None
 
 
+def spec_folder(spec: str) -> str:
+    """A folder name for a detector spec: ``"twfr_gmm:decay=auto"`` -> ``"twfr_gmm_decay-auto"``."""
+    return spec.replace(":", "_").replace("=", "-")
+
+
 def make_spec(spec: str, **kw) -> Detector:
     """:func:`make` from a spec (:func:`parse_spec`); ``kw`` as :func:`make` takes them."""
     name, params = parse_spec(spec)

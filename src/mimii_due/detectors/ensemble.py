@@ -147,7 +147,7 @@ class EnsembleDetector(Detector):
 
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
              outliers=None) -> None:  # fmt: skip
-        from mimii_due.detectors import make_spec
+        from mimii_due.detectors import make_spec, spec_folder
 
         members = []
         for k, spec in enumerate(self.config.members):
@@ -155,8 +155,7 @@ class EnsembleDetector(Detector):
             sub = None
             if progress:
                 sub = lambda d, t, info="", k=k, spec=spec: progress(k, len(self.config.members), f"{spec} {info}")  # noqa: E731
-            folder = spec.replace(":", "_").replace("=", "-")  # one checkpoint folder per member
-            det.fit(features, clips, checkpoint=(checkpoint and f"{checkpoint}/{folder}"), progress=sub,
+            det.fit(features, clips, checkpoint=(checkpoint and f"{checkpoint}/{spec_folder(spec)}"), progress=sub,
                     outliers=outliers)  # fmt: skip
             members.append(det)
         self.adopt(members, clips)
