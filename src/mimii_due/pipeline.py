@@ -291,7 +291,7 @@ def evaluate(
 # detector train and are evaluated within 5 minutes on 2 cores (228 s measured; at scale 0.2 it
 # took 369 s, before outlier exposure). Fan and pump were chosen for the demonstration: on the
 # check seeds pump's anomalies are the easiest of the five for the labelled reference, fan's among
-# the harder (README).
+# the harder (docs/measurements.md).
 DEFAULT_RUN = {"machines": ["fan", "pump"], "sections": [0], "scale": 0.1, "min_test": 50, "seed": 0,
                "layout": "dcase2023", "detectors": ["ae", "ensemble"]}  # fmt: skip
 

@@ -101,7 +101,7 @@ settings with experiment switches since removed):
   wide (``channels=(32, 64, 128, 256)``: 0.683 / 0.723 / 0.712 alone, below on every seed, the
   ensemble 0.855 / 0.821 / 0.829, for 1.8 times the time) (these seven with AdaProj and
   the linear spectrum, on another machine than the rest, where the default's own figures differ by
-  up to 0.013: README); with the default settings, two networks trained with
+  up to 0.013: docs/measurements.md); with the default settings, two networks trained with
   model seeds 0 and 1, standardised and averaged (0.691 / 0.730 / 0.720 alone against 0.677 /
   0.722 / 0.721, the ensemble 0.855 / 0.821 / 0.823 against 0.855 / 0.820 / 0.819: twice the
   training time for a tie in the ensemble).

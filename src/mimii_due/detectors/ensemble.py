@@ -76,7 +76,7 @@ only in sections with at least this many training clips (default 100); below, th
 other members. Measured on generated data at scale 0.05 (50 + 10 training clips per section,
 seeds 3, 4, 5; without this rule): the ensemble 0.703 / 0.654 / 0.715 against TWFR-GMM's 0.734 /
 0.670 / 0.711, i.e. a network that cannot learn from so few clips pulled the ensemble below its
-training-free member; at 198 + 10 clips (scale 0.2) it did not (figures in README). 100 is a
+training-free member; at 198 + 10 clips (scale 0.2) it did not (figures in docs/measurements.md). 100 is a
 round number between the two, not a tuned value.
 """
 

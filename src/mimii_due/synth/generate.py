@@ -61,7 +61,7 @@ TARGET_JITTER = 3.0
 # reference on clip statistics spans the real range (median AUC about 0.87, some sections >= 0.95,
 # some < 0.80); 1.0, the earlier size, left the median at 0.71. Checked on seeds 3-5:
 # benchmarks/realism.py. benchmarks/calibrate_generator.py measures other settings per machine
-# type (both constants) in the paper's layout; what they do is in README.
+# type (both constants) in the paper's layout; what they do is in docs/measurements.md.
 ANOMALY_SIZE = {"fan": 1.6, "gearbox": 1.6, "pump": 1.6, "slider": 1.6, "valve": 1.6}
 
 
