@@ -83,7 +83,10 @@ settings with experiment switches since removed):
 - Tried and not kept (with sub-cluster AdaCos, the log spectrum unless said): the fixed centres of the main task
   (0.619 / 0.587 / 0.655: the target domain fell to 0.46-0.61 AUC; the published system keeps its
   self-supervised heads trainable, ours has one head); per-clip mean normalisation of the log-mel
-  ("CMN-like", 0.661 / 0.621 / 0.574); statistics exchange (StatEx, half the excerpts with another
+  ("CMN-like", 0.661 / 0.621 / 0.574; and, with AdaProj and the linear spectrum, the published
+  branch's input as such, mel magnitudes less each clip's mean per band: 0.641 / 0.627 / 0.612
+  alone against 0.640 / 0.653 / 0.662, the ensemble 0.810 / 0.781 / 0.758 against 0.815 / 0.787 /
+  0.779); statistics exchange (StatEx, half the excerpts with another
   clip's per-frame level and spread over the bands, three label blocks as published: 0.643 / 0.665 /
   0.656 with the log spectrum, 0.688 / 0.706 / 0.666 with the linear one); the domain in the class
   key (the same networks: the generator's target domains already have attribute values of their
