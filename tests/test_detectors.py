@@ -560,6 +560,30 @@ def test_a_gpu_that_is_not_there_is_a_clear_error_and_auto_falls_back_to_the_cpu
         make("ae", epochs=1, device=f"cuda:{n}").fit(ftrain, train)
 
 
+def test_training_on_a_gpu_holds_cudnn_to_deterministic_kernels_and_restores_the_settings():
+    """cuDNN's fastest convolution kernels add in a varying order: two seeded runs of the embedding
+    on an H100 differed after one epoch. While a network trains on a CUDA device only the
+    deterministic ones are used; the user's settings come back afterwards, also after an error;
+    on the CPU nothing changes (only the flags are touched here: no GPU is needed)."""
+    import torch
+
+    from mimii_due.detectors.training import repeatable
+
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    try:
+        cudnn.deterministic, cudnn.benchmark = False, True  # a user's fast settings
+        with repeatable(torch.device("cpu")):
+            assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+        with pytest.raises(RuntimeError, match="inside"):
+            with repeatable(torch.device("cuda")):
+                assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+                raise RuntimeError("inside")
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before
+
+
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA GPU on this machine")
 @pytest.mark.parametrize("name", ["ae", "embedding", "mobilenetv2"])
 def test_networks_train_on_a_gpu_and_come_back_to_the_cpu(name, easy, tmp_path):

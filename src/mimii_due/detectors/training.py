@@ -7,8 +7,10 @@ same weights as an uninterrupted one. Checkpoints load with ``weights_only=True`
 
 Networks train where their config's ``device`` says (``"auto"``: a CUDA GPU when torch sees one);
 the batch indices and random draws stay on the CPU, so a GPU run draws the same batches, crops and
-mixup weights as a CPU run (its float arithmetic differs). The trained model comes back to the CPU:
-scoring, saving and serving run there.
+mixup weights as a CPU run (its float arithmetic differs). On a GPU, cuDNN is held to its
+deterministic algorithms while a network trains (``repeatable``), so a seeded GPU run, too, repeats
+itself and resumes to the same weights (without it, two runs of the embedding on an H100 differed
+after one epoch). The trained model comes back to the CPU: scoring, saving and serving run there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +46,21 @@ def torch_device(name: str) -> torch.device:
         n = torch.cuda.device_count()
         raise ConfigError(f"device {name!r} was asked for, but torch sees {n} CUDA GPU(s) here; use auto or cpu")
     return dev
+
+
+@contextmanager
+def repeatable(device: torch.device):
+    """On a CUDA device, cuDNN's deterministic algorithms only (its fastest convolution kernels
+    add in a varying order), restored afterwards; nothing changes on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old
 
 
 def split_items(n: int, *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,18 +177,20 @@ def fit_with_config(
     train_idx, val_idx = split_items(n_items, fraction=config.validation_split, seed=config.seed)
     if repeat is not None:
         train_idx = np.repeat(train_idx, np.asarray(repeat)[train_idx])
-    model.to(torch_device(config.device))
+    device = torch_device(config.device)
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     skip = set(ignore) | {"device"}
     fingerprint = {k: v for k, v in vars(config).items() if k not in skip} | {"n": n_items} | (data_key or {})
     if seed is not None:
         fingerprint["training_seed"] = seed
-    history = fit_loop(
-        model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=config.epochs,
-        batch_size=config.batch_size, seed=config.seed if seed is None else seed,
-        checkpoint=Path(checkpoint) / "checkpoint.pt" if checkpoint else None, fingerprint=fingerprint,
-        progress=progress, eval_batch_size=eval_batch_size,
-    )  # fmt: skip
+    with repeatable(device):
+        history = fit_loop(
+            model, opt, step, train_idx=train_idx, val_idx=val_idx, epochs=config.epochs,
+            batch_size=config.batch_size, seed=config.seed if seed is None else seed,
+            checkpoint=Path(checkpoint) / "checkpoint.pt" if checkpoint else None, fingerprint=fingerprint,
+            progress=progress, eval_batch_size=eval_batch_size,
+        )  # fmt: skip
     model.to("cpu")
     return history
 
