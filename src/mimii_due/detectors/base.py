@@ -90,6 +90,14 @@ class Detector:
         """The fewest log-mel frames a clip must have to be scored (shorter clips are bad input)."""
         return 1
 
+    @property
+    def taught(self) -> bool:
+        """Whether the fitted model had something to learn from its training clips. A network
+        trained to tell classes apart had nothing where it saw a single class (the embedding of a
+        machine type with one section, no attributes and no other machine types beside it); an
+        ensemble leaves such a member out."""
+        return True
+
     # ------------------------------------------------------------------ the contract
     def fit(
         self,
