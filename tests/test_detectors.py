@@ -491,7 +491,7 @@ def test_ensemble_leaves_out_networks_where_a_section_has_few_clips(easy):
     assert only_network.score(ftest, test).std() > 0  # not left out: someone must score
 
 
-def test_ensemble_leaves_out_an_embedding_that_saw_a_single_class(easy, caplog):
+def test_ensemble_leaves_out_an_embedding_that_saw_a_single_class(easy, caplog, tmp_path):
     """One section without attributes and no other machine types: the embedding has one class,
     so only the feature exchange (at chance there) is left to learn; the ensemble is then its
     other members. Given another machine type's clips it has classes again and counts."""
@@ -508,6 +508,13 @@ def test_ensemble_leaves_out_an_embedding_that_saw_a_single_class(easy, caplog):
     twfr_only = make("ensemble", members=("twfr_gmm",)).fit(ftrain, train)
     np.testing.assert_allclose(one.score(ftest, test), twfr_only.score(ftest, test))
     assert one.threshold_ == pytest.approx(twfr_only.threshold_)
+    one.save(tmp_path / "model")  # the saved ensemble scores as it was fitted
+    np.testing.assert_allclose(Detector.load(tmp_path / "model").score(ftest, test), one.score(ftest, test))
+    state = torch.load(tmp_path / "model" / "state.pt", weights_only=True)
+    assert state["taught"] == [True, False]
+    del state["taught"]  # a model saved before the rule: every member counted, as when it was fitted
+    torch.save(state, tmp_path / "model" / "state.pt")
+    assert not np.allclose(Detector.load(tmp_path / "model").score(ftest, test), one.score(ftest, test))
     other = (ftrain, _as_other_machine(train))  # another machine type beside it: classes to tell apart
     exposed = make("ensemble", members=members, min_clips=0, weights=(1.0, 1.0)).fit(ftrain, train, outliers=other)
     assert exposed.members_[1].taught and not np.allclose(exposed.score(ftest, test), twfr_only.score(ftest, test))

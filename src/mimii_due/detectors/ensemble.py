@@ -173,10 +173,12 @@ class EnsembleDetector(Detector):
 
     def adopt(self, members: list[Detector], clips: pd.DataFrame) -> None:
         """Combine fitted ``members`` (one per ``config.members``, fitted on ``clips``): their
-        standardisation per section and the clip counts that decide who counts where."""
+        standardisation per section, the clip counts and which members learned something: what
+        decides who counts where (kept with the model, so a saved ensemble scores as it was fitted)."""
         self.members_ = list(members)
         self.norms_ = [self._norms(det.train_scores_, det.held_out_, clips) for det in self.members_]
         self.counts_ = {int(s): int(n) for s, n in clips["section"].value_counts().items()}
+        self.taught_ = [bool(det.taught) for det in self.members_]
 
     @staticmethod
     def _norms(train_scores: np.ndarray, held_out: np.ndarray, clips: pd.DataFrame) -> dict[int, tuple[float, float]]:
@@ -211,7 +213,7 @@ class EnsembleDetector(Detector):
         nothing to learn (``Detector.taught``) is everywhere; where that would leave no member,
         all of them count (someone must stay to score)."""
         few = np.array([self.counts_[int(x)] < self.config.min_clips for x in sections], bool)
-        out = [(few & det.trains_network) | (not det.taught) for det in self.members_]
+        out = [(few & det.trains_network) | (not t) for det, t in zip(self.members_, self.taught_, strict=True)]
         nobody = np.logical_and.reduce(out)
         return [o & ~nobody for o in out]
 
@@ -244,6 +246,7 @@ class EnsembleDetector(Detector):
             ],
             "norms": [{int(k): tuple(v) for k, v in n.items()} for n in self.norms_],
             "counts": self.counts_,
+            "taught": self.taught_,
         }
 
     def _set_state(self, state: dict) -> None:
@@ -253,6 +256,7 @@ class EnsembleDetector(Detector):
                          for spec, m in zip(self.config.members, state["members"], strict=True)]  # fmt: skip
         self.norms_ = [{int(k): tuple(float(x) for x in v) for k, v in n.items()} for n in state["norms"]]
         self.counts_ = {int(k): int(v) for k, v in state["counts"].items()}
+        self.taught_ = [bool(t) for t in state.get("taught", [True] * len(self.members_))]  # before: all counted
 
 
 def load_member(name: str, saved: dict) -> Detector:
