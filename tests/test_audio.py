@@ -44,7 +44,7 @@ def test_other_sample_rate_is_an_error_unless_resampling(tmp_path):
     assert load(p, resample=True).shape == (16000,)
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated", "not_wav", "nan", "no_samples"])
+@pytest.mark.parametrize("case", ["empty", "truncated", "not_wav", "nan", "no_samples", "silence", "dc"])
 def test_bad_files_raise_audio_error_naming_the_file(tmp_path, case):
     p = tmp_path / f"{case}.wav"
     if case == "empty":
@@ -62,6 +62,9 @@ def test_bad_files_raise_audio_error_naming_the_file(tmp_path, case):
         y[100] = np.nan
         sf.write(p, y, SR, subtype="FLOAT")
         msg = "NaN"
+    elif case in ("silence", "dc"):  # a dead or muted microphone: one value throughout
+        write(p, np.full(SR, 0.0 if case == "silence" else 0.25, np.float32))
+        msg = f"digital silence: every sample is {0 if case == 'silence' else 0.25}"
     else:
         sf.write(p, np.zeros(0, np.float32), SR, subtype="PCM_16")
         msg = "no samples"

@@ -120,6 +120,7 @@ def _float_wav_with_nan() -> bytes:
         ("rate", {"machine": "valve"}, 422, "sample rate is 8000 Hz"),
         ("nan", {"machine": "valve"}, 422, "NaN"),
         ("short", {"machine": "valve", "section": "0"}, 422, "too short"),
+        ("silent", {"machine": "valve", "section": "0"}, 422, "digital silence"),
         ("ok", {"machine": "pump"}, 404, "unknown machine type"),
         ("ok", {"machine": "valve", "section": "x"}, 400, "section must be a number"),
         ("ok", {"machine": "valve", "section": "7"}, 404, "section 07"),
@@ -133,8 +134,8 @@ def test_bad_requests_get_a_4xx_that_says_why_and_the_service_keeps_serving(serv
     client, record = service
     good = open(clips.path.iloc[0], "rb").read()
     body = {"truncated": good[: len(good) // 2], "rate": wav_bytes(np.zeros(8000, np.float32), sr=8000),
-            "nan": _float_wav_with_nan(), "short": wav_bytes(np.zeros(100, np.float32)), "ok": good,
-            "big": good * 4}.get(body, body)  # fmt: skip
+            "nan": _float_wav_with_nan(), "short": wav_bytes(np.sin(np.arange(100, dtype=np.float32))), "ok": good,
+            "silent": wav_bytes(np.zeros(16000, np.float32)), "big": good * 4}.get(body, body)  # fmt: skip
     r = client.post("/v1/score", content=body, params=params)
     assert r.status_code == status, r.text
     if status != 200:

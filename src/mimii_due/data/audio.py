@@ -121,8 +121,8 @@ def load(
     Raises
     ------
     AudioError
-        Empty, truncated, non-WAV, unsupported or NaN/inf-holding files, or a sample-rate mismatch
-        when ``resample`` is false.
+        Empty, truncated, non-WAV, unsupported or NaN/inf-holding files, digital silence (every
+        sample the same value), or a sample-rate mismatch when ``resample`` is false.
     """
     path = Path(path)
     info = info or read_header(path)
@@ -161,13 +161,16 @@ def load(
         )
     if info.format_tag != _PCM and not np.isfinite(y).all():  # integer PCM is always finite
         raise AudioError("WAV holds NaN or infinite samples", path)
+    if info.sample_rate != sr and not resample:
+        raise AudioError(
+            f"sample rate is {info.sample_rate} Hz, expected {sr} Hz (resample the file first, e.g. "
+            f"`sox in.wav -r {sr} out.wav`)",
+            path,
+        )
+    if len(y) > 1 and not (y != y[0]).any():  # one value throughout: no machine sounds so
+        raise AudioError(f"digital silence: every sample is {float(y[0]):g} (a disconnected or muted microphone?)",
+                         path)  # fmt: skip
     if info.sample_rate != sr:
-        if not resample:
-            raise AudioError(
-                f"sample rate is {info.sample_rate} Hz, expected {sr} Hz (resample the file first, e.g. "
-                f"`sox in.wav -r {sr} out.wav`)",
-                path,
-            )
         import librosa
 
         y = librosa.resample(y, orig_sr=info.sample_rate, target_sr=sr).astype(np.float32)
