@@ -19,6 +19,7 @@ import urllib.request
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -155,6 +156,19 @@ def test_random_bytes_and_mutated_headers_never_give_a_5xx(service, clips, data,
     for body in (data, bytes(header) + data):
         r = client.post("/v1/score?machine=valve&section=0", content=body)
         assert r.status_code < 500, r.text
+
+
+def test_scoring_uses_the_services_torch_threads_and_the_callers_setting_stays(run, clips, tmp_path):
+    # set once for the whole process before, it made a later training in the same process differ from
+    # a fresh process's in the last bits (the resume test of test_reliability.py, when run after this file)
+    before = torch.get_num_threads()
+    models, seen = ModelSet(run), []
+    score_bytes = models.score_bytes
+    models.score_bytes = lambda *a, **k: seen.append(torch.get_num_threads()) or score_bytes(*a, **k)
+    client = TestClient(create_app(models, Record(tmp_path / "d.sqlite"), threads=before + 1))
+    r = client.post("/v1/score?machine=valve&section=0", content=open(clips.path.iloc[0], "rb").read())
+    assert r.status_code == 200, r.text
+    assert seen == [before + 1] and torch.get_num_threads() == before
 
 
 def test_a_token_is_required_when_set(run, tmp_path):

@@ -6,8 +6,9 @@
 ``GET /v1/models``   the models loaded; ``GET /v1/decisions`` the recent decisions (the dashboard's data)
 ``GET /healthz``     liveness; ``GET /metrics`` Prometheus text format; ``GET /`` the dashboard
 
-Models load once; scoring runs in a worker thread, off the event loop; torch uses ``threads``
-threads. Bad requests get a 4xx with ``{"error": "..."}`` and the service keeps serving.
+Models load once; scoring runs in a worker thread, off the event loop, where torch uses ``threads``
+threads (set in that thread: the process that made the app keeps its own setting). Bad requests
+get a 4xx with ``{"error": "..."}`` and the service keeps serving.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ def create_app(
     max_bytes: int = MAX_BYTES,
     threads: int = 1,
 ) -> FastAPI:
-    torch.set_num_threads(max(1, threads))
     app = FastAPI(title="mimii-due", version=__version__)
     registry = CollectorRegistry()
     requests = Counter("mimii_due_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
@@ -108,6 +108,7 @@ def create_app(
             return _error(400, f"section must be a number like 0 or 00, not {section!r}")
 
         def work():
+            torch.set_num_threads(max(1, threads))  # this worker thread's count: the caller's stays as it was
             d = models.score_bytes(data, filename=label, machine=machine, section=sec, domain=domain)
             kept = None
             if keep is not None:  # the clip kept for retraining, under its content hash
