@@ -69,8 +69,12 @@ def test_score_command_scores_any_names_and_reports_bad_clips(run, clips, tmp_pa
     for i, p in enumerate(clips.path[:3]):
         shutil.copy(p, folder / f"recording_{i}.wav")  # names that carry nothing
     (folder / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
-    r = runner.invoke(cli, ["score", str(run), str(folder), "--machine", "valve", "--section", "0",
-                            "--out", str(tmp_path / "s.json"), "--format", "json"])  # fmt: skip
+    args = ["score", str(run), str(folder), "--machine", "valve", "--section", "0", "--out", str(tmp_path / "s.json"),
+            "--format", "json"]  # fmt: skip
+    r = runner.invoke(cli, args)  # the bad clip fails the command, after the others are scored and written
+    assert r.exit_code == 1 and "broken.wav" in r.output and "not scored" in r.output
+    assert len(json.loads((tmp_path / "s.json").read_text())) == 3
+    r = runner.invoke(cli, [*args, "--skip-bad"])
     assert r.exit_code == 0, r.output
     assert "recording_0.wav" in r.output and "broken.wav" in r.output and "not scored" in r.output
     rows = json.loads((tmp_path / "s.json").read_text())

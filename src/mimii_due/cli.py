@@ -523,11 +523,15 @@ def score(
     domain: str = typer.Option(None, help="source or target, where known."),
     out: Path = typer.Option(None, "--out", help="Write the table to this file."),
     fmt: str = typer.Option("csv", "--format", help="csv or json (for --out)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Report clips that cannot be scored and exit 0 "
+                                  "(default: the rest are scored and written, then exit 1)."),
     engine: str = ENGINE,
     address: str = ADDRESS,
     task_cpus: float = TASK_CPUS,
 ) -> None:
-    """Score new recordings: a table of file, score, threshold and decision."""
+    """Score new recordings: a table of file, score, threshold and decision. A clip that cannot be
+    scored (corrupt, silent, too short) never stops the others; it is reported, and fails the
+    command unless --skip-bad."""
     import json
 
     from mimii_due import atomic
@@ -562,7 +566,7 @@ def score(
 
             atomic.write_text(out, pd.DataFrame(rows).to_csv(index=False))
         stdout.print(f"wrote {out}")
-    if failed and not decisions:
+    if failed and (not decisions or not skip_bad):
         raise typer.Exit(1)
 
 
