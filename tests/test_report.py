@@ -4,7 +4,9 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
+import soundfile as sf
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -47,6 +49,24 @@ def test_plot_commands_write_pngs(two_runs, tiny_dataset, tmp_path):
     for name in ("s.png", "t.png"):
         with Image.open(tmp_path / name) as im:
             assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_a_silent_clip_is_skipped_in_figure_1_with_skip_bad_and_in_the_report(two_runs, tiny_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    first = sorted((data / "dev_data" / "fan" / "train").glob("section_00_source_train_normal_*.wav"))[0]
+    sf.write(first, np.zeros(16000, np.float32), 16000, subtype="PCM_16")  # the clip Figure 1 draws for fan
+    args = ["plot", "spectrograms", str(data), "--out", str(tmp_path / "s.png")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and first.name in r.output and "digital silence" in r.output
+    r = runner.invoke(app, [*args, "--skip-bad"])
+    assert r.exit_code == 0, r.output
+    with Image.open(tmp_path / "s.png") as im:  # both machine types drawn, fan from its next clip
+        assert im.size[0] > 2 * 300
+    out = tmp_path / "report.html"  # a report draws its figures from what can be read, as it indexes
+    r = runner.invoke(app, ["report", str(two_runs / "gaussian"), "--data", str(data), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "Figure 1" in out.read_text()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")

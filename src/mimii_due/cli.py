@@ -448,7 +448,7 @@ def plot_spectrograms(
 
     table = index(data, on_error=_on_error(skip_bad))
     _report_skipped(table)
-    stdout.print(f"wrote {spectrograms(table, out)}")
+    stdout.print(f"wrote {spectrograms(table, out, on_error=_on_error(skip_bad))}")
 
 
 @plot_app.command("tsne")

@@ -4,6 +4,7 @@ so importing this module leaves the program's backend alone) and writes a PNG at
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ from sklearn.metrics import roc_curve
 from mimii_due import atomic
 from mimii_due.data import audio
 from mimii_due.data.table1 import MACHINE_TITLES
+from mimii_due.errors import AudioError, MimiiDueError
+
+log = logging.getLogger(__name__)
 
 DOMAIN_COLOURS = {"source": "tab:blue", "target": "tab:orange"}
 LABEL_MARKERS = {"normal": "o", "anomaly": "x"}
@@ -32,19 +36,32 @@ def _title(machine: str) -> str:
     return MACHINE_TITLES.get(machine, machine)
 
 
-def spectrograms(table: pd.DataFrame, path: str | Path, *, n_fft: int = 1024, hop: int = 512) -> Path:
-    """Figure 1: the power spectrogram of one normal clip per machine type, shared colour scale."""
+def spectrograms(table: pd.DataFrame, path: str | Path, *, n_fft: int = 1024, hop: int = 512,
+                 on_error: str = "raise") -> Path:  # fmt: skip
+    """Figure 1: the power spectrogram of one normal clip per machine type, shared colour scale.
+    ``on_error="skip"``: a clip that cannot be read is reported and the machine type's next one drawn."""
     normal = table[(table["label"] == "normal") & (table["split"] == "train")]
     if normal.empty:
         normal = table[table["label"] == "normal"]
-    picks = normal.sort_values(["machine", "section", "domain", "clip"]).groupby("machine").head(1)
     specs = []
-    for r in picks.itertuples():
-        y = audio.load(r.path)
+    for _, clips in normal.sort_values(["machine", "section", "domain", "clip"]).groupby("machine"):
+        y = None
+        for r in clips.itertuples():
+            try:
+                y = audio.load(r.path)
+                break
+            except AudioError as e:
+                if on_error != "skip":
+                    raise
+                log.warning("skipping %s", e)
+        if y is None:
+            continue  # no readable normal clip of this machine type: it is left out of the figure
         win = np.hanning(n_fft + 1)[:-1]
         frames = np.lib.stride_tricks.sliding_window_view(np.pad(y, n_fft // 2), n_fft)[::hop] * win
         power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
         specs.append((r.machine, 10 * np.log10(np.maximum(power.T, 1e-12)), len(y) / audio.SAMPLE_RATE))
+    if not specs:
+        raise MimiiDueError("no readable normal clip to draw a spectrogram of")
     vmax = max(s.max() for _, s, _ in specs)
     vmin = vmax - 90
     fig, axes = _subplots(len(specs), (3.2 * len(specs), 3.2), sharey=True)

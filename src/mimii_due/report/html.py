@@ -95,7 +95,8 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         parts += [f"<h2>Data</h2><p>{html.escape(str(data))}: {len(table)} clips</p>", counts.to_html(border=0)]
         md += ["## Data", "", f"{data}: {len(table)} clips", ""]
         figs = [
-            ("Figure 1: power spectrograms of normal clips", figures.spectrograms(table, files / "spectrograms.png"))
+            ("Figure 1: power spectrograms of normal clips",
+             figures.spectrograms(table, files / "spectrograms.png", on_error="skip"))  # fmt: skip
         ]
         test = table[table["split"] == "test"]
         if len(test) >= 5:
