@@ -151,6 +151,21 @@ def test_bad_requests_get_a_4xx_that_says_why_and_the_service_keeps_serving(serv
     assert client.post("/v1/score?machine=valve&section=0", content=good).status_code == 200  # still serving
 
 
+@pytest.mark.parametrize(
+    "method, url, status, words",
+    [
+        ("get", "/v1/decisions?limit=abc", 422, "limit: Input should be a valid integer"),
+        ("get", "/v1/nothing", 404, "GET /v1/nothing: Not Found"),
+        ("get", "/v1/score", 405, "GET /v1/score: Method Not Allowed"),
+    ],
+)
+def test_the_frameworks_own_refusals_say_why_in_the_same_shape(service, method, url, status, words):
+    client, _ = service
+    r = getattr(client, method)(url)
+    assert r.status_code == status and words in r.json()["error"], r.text
+    assert client.get("/healthz").status_code == 200
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=3000), cut=st.integers(0, 60), flip=st.integers(0, 255))
 def test_random_bytes_and_mutated_headers_never_give_a_5xx(service, clips, data, cut, flip):

@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimii_due import __version__, atomic
 from mimii_due.errors import AudioError, MimiiDueError, UnknownModelError
@@ -65,6 +67,16 @@ def create_app(
         requests.labels(path if path in ("/v1/score", "/v1/models", "/v1/decisions", "/healthz", "/metrics", "/")
                         else "other", str(response.status_code)).inc()  # fmt: skip
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):  # FastAPI's own checks, in our shape
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):  # unknown path, wrong method
+        return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
 
     async def _body(request: Request) -> bytes | JSONResponse:
         declared = request.headers.get("content-length")
