@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
@@ -12,7 +13,7 @@ from mimii_due.cli import app
 from mimii_due.config import FeatureConfig
 from mimii_due.data.index import index
 from mimii_due.engines import get_engine
-from mimii_due.errors import ConfigError
+from mimii_due.errors import AudioError, ConfigError
 from mimii_due.features.extract import extract
 from mimii_due.runs import Run
 from mimii_due.synth.generate import generate
@@ -39,6 +40,19 @@ def test_features_on_ray_equal_the_local_ones_bit_for_bit(engine, tiny_dataset, 
     assert np.array_equal(remote.spectra, local.spectra)
     again, _ = pipeline.features(clips, cfg=cfg, cache=tmp_path / "c", engine=engine)  # the driver's cache
     assert np.array_equal(again.data, local.data)
+
+
+def test_bad_input_on_ray_is_the_same_one_line_error_as_on_one_machine(engine, tiny_dataset, tmp_path):
+    clips = index(tiny_dataset)
+    clips = clips[(clips.machine == "valve") & (clips.split == "train")].head(6).reset_index(drop=True)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000, subtype="PCM_16")
+    clips.loc[2, "path"] = str(silent)
+    with pytest.raises(AudioError) as e:
+        pipeline.features(clips, engine=engine)
+    assert type(e.value) is AudioError and str(e.value).startswith(f"{silent}: digital silence")  # no task traceback
+    feats, kept = pipeline.features(clips, engine=engine, on_error="skip")
+    assert len(feats) == len(kept) == 5 and str(silent) not in set(kept.path)
 
 
 def test_training_and_scores_on_ray_equal_the_local_run_and_survive_a_killed_worker(engine, tiny_dataset, tmp_path):

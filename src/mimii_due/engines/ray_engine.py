@@ -75,7 +75,9 @@ class RayEngine(Engine):
                     if progress:
                         progress(done, len(refs), "")
         except ray.exceptions.RayTaskError as e:  # an error raised by our code in the task: re-raise it
-            raise e.as_instanceof_cause() from None
+            if isinstance(e.cause, MimiiDueError):  # bad input: its own one-line message, as on one machine
+                raise e.cause from None
+            raise e.as_instanceof_cause() from None  # a bug: with the task's traceback
         except ray.exceptions.RayError as e:
             raise MimiiDueError(f"a Ray task failed after {self.max_retries} retries: {e}") from e
         return out
