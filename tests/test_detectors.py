@@ -9,7 +9,7 @@ import torch
 from mimii_due.config import FeatureConfig
 from mimii_due.data.index import index
 from mimii_due.detectors import REGISTRY, make
-from mimii_due.detectors.base import Detector
+from mimii_due.detectors.base import Detector, pack
 from mimii_due.detectors.embedding import EmbeddingConfig
 from mimii_due.detectors.twfr_gmm import gwrp
 from mimii_due.errors import ConfigError, ModelError, NotFittedError
@@ -669,3 +669,15 @@ def test_twfr_gmm_threshold_holds_its_false_alarm_rate_on_new_real_recordings(re
         assert det.decays_ == (1.0,)  # 60 clips, 128 bands: the clip mean
         alarms += int((det.score(feats.select(new), normal.iloc[new]) > det.threshold_).sum())
     assert alarms <= 15, f"{alarms} of {len(normal)} new normal clips alarmed"  # nominal 7.5
+
+
+def test_a_read_only_state_array_is_saved_from_a_copy():
+    # a model trained on a cluster comes back through its object store with read-only arrays; torch
+    # warned "The given NumPy array is not writable" when such a model was saved
+    frozen = np.arange(6.0).reshape(2, 3)
+    frozen.flags.writeable = False
+    free = np.arange(6.0)
+    packed = pack({"frozen": frozen, "free": free})
+    assert torch.equal(packed["frozen"], torch.arange(6.0, dtype=torch.float64).reshape(2, 3))
+    assert not np.shares_memory(packed["frozen"].numpy(), frozen)
+    assert np.shares_memory(packed["free"].numpy(), free)  # a writable one is not copied

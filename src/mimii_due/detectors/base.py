@@ -321,7 +321,10 @@ def pack(obj: Any) -> Any:
     """Make a state loadable with ``torch.load(weights_only=True)``: numeric numpy arrays become
     tensors, string arrays lists, numpy scalars Python numbers; containers are walked."""
     if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj)) if obj.dtype.kind in "biuf" else obj.tolist()
+        if obj.dtype.kind not in "biuf":
+            return obj.tolist()
+        arr = np.ascontiguousarray(obj)
+        return torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # a cluster's object store: read-only
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, dict):
