@@ -76,7 +76,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):  # unknown path, wrong method
-        return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+        response = _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
 
     async def _body(request: Request) -> bytes | JSONResponse:
         declared = request.headers.get("content-length")
