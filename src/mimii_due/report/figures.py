@@ -36,6 +36,19 @@ def _title(machine: str) -> str:
     return MACHINE_TITLES.get(machine, machine)
 
 
+def _first_readable(paths, on_error: str) -> np.ndarray | None:
+    """The samples of the first of ``paths`` that loads; with ``on_error="skip"`` the ones before it
+    are reported, and ``None`` if none loads."""
+    for path in paths:
+        try:
+            return audio.load(path)
+        except AudioError as e:
+            if on_error != "skip":
+                raise
+            log.warning("skipping %s", e)
+    return None
+
+
 def spectrograms(table: pd.DataFrame, path: str | Path, *, n_fft: int = 1024, hop: int = 512,
                  on_error: str = "raise") -> Path:  # fmt: skip
     """Figure 1: the power spectrogram of one normal clip per machine type, shared colour scale.
@@ -44,22 +57,14 @@ def spectrograms(table: pd.DataFrame, path: str | Path, *, n_fft: int = 1024, ho
     if normal.empty:
         normal = table[table["label"] == "normal"]
     specs = []
-    for _, clips in normal.sort_values(["machine", "section", "domain", "clip"]).groupby("machine"):
-        y = None
-        for r in clips.itertuples():
-            try:
-                y = audio.load(r.path)
-                break
-            except AudioError as e:
-                if on_error != "skip":
-                    raise
-                log.warning("skipping %s", e)
+    for machine, clips in normal.sort_values(["machine", "section", "domain", "clip"]).groupby("machine"):
+        y = _first_readable(clips["path"], on_error)
         if y is None:
             continue  # no readable normal clip of this machine type: it is left out of the figure
         win = np.hanning(n_fft + 1)[:-1]
         frames = np.lib.stride_tricks.sliding_window_view(np.pad(y, n_fft // 2), n_fft)[::hop] * win
         power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-        specs.append((r.machine, 10 * np.log10(np.maximum(power.T, 1e-12)), len(y) / audio.SAMPLE_RATE))
+        specs.append((machine, 10 * np.log10(np.maximum(power.T, 1e-12)), len(y) / audio.SAMPLE_RATE))
     if not specs:
         raise MimiiDueError("no readable normal clip to draw a spectrogram of")
     vmax = max(s.max() for _, s, _ in specs)
