@@ -33,6 +33,14 @@ def test_eval_name_has_no_label_and_dcase2020_has_no_domain_shift():
     assert (d.scheme, d.label, d.section, d.index, d.domain) == ("dcase2020", "anomaly", 2, 12, "source")
 
 
+@pytest.mark.parametrize("name", [*EXAMPLES, "section_00_0001.wav"])
+def test_an_upper_case_extension_is_a_wav_file_too(name):
+    """Recorders on Windows write ``.WAV``; the folder walk takes them, so the names must parse."""
+    upper = name.removesuffix(".wav") + ".WAV"
+    assert parse_name(upper) == parse_name(name)
+    assert format_name(parse_name(upper)) == name
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -159,10 +159,12 @@ def test_mix_command_on_users_recordings(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "clean").mkdir()
     (tmp_path / "noise").mkdir()
-    for i in range(4):
-        write(tmp_path / "clean" / f"m{i}.wav", 0.1 * np.sin(np.arange(16000) * (0.1 + 0.01 * i)))
+    for i in range(4):  # a recorder's upper-case ".WAV" counts, a hidden file does not
+        name = f"m{i}.{'WAV' if i == 3 else 'wav'}"
+        write(tmp_path / "clean" / name, 0.1 * np.sin(np.arange(16000) * (0.1 + 0.01 * i)))
     for j in range(2):
         write(tmp_path / "noise" / f"n{j}.wav", rng.normal(0, 0.05, 40000))
+    write(tmp_path / "clean" / ".m4.wav", np.zeros(100))
     r = CliRunner().invoke(
         app,
         [
@@ -179,9 +181,9 @@ def test_mix_command_on_users_recordings(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    outs = sorted((tmp_path / "out").glob("*.wav"))
-    assert len(outs) == 4
-    a = section_power([load(p) for p in sorted((tmp_path / "clean").glob("*.wav"))])
+    outs = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in outs] == ["m0.wav", "m1.wav", "m2.wav", "m3.WAV"]
+    a = section_power([load(tmp_path / "clean" / p.name) for p in outs])
     for p in outs:
         clean = load(tmp_path / "clean" / p.name).astype(np.float64)
         noise = load(p).astype(np.float64) - clean

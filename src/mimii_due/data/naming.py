@@ -31,11 +31,11 @@ LABELS = ("normal", "anomaly")
 
 _DCASE2021 = re.compile(
     r"^section_(?P<section>\d{2})_(?P<domain>source|target)_(?P<split>train|test)"
-    r"(?:_(?P<label>normal|anomaly))?_(?P<index>\d+)(?P<attrs>(?:_[^_]+)*)\.wav$"
+    r"(?:_(?P<label>normal|anomaly))?_(?P<index>\d+)(?P<attrs>(?:_[^_]+)*)\.(?i:wav)$"
 )
-_DCASE2020 = re.compile(r"^(?:(?P<label>normal|anomaly)_)?id_(?P<section>\d{2})_(?P<index>\d+)\.wav$")
-_EVAL2022 = re.compile(r"^section_(?P<section>\d{2})_(?P<index>\d+)\.wav$")
-_MIMII_NAME = re.compile(r"^(?P<index>\d+)\.wav$")
+_DCASE2020 = re.compile(r"^(?:(?P<label>normal|anomaly)_)?id_(?P<section>\d{2})_(?P<index>\d+)\.(?i:wav)$")
+_EVAL2022 = re.compile(r"^section_(?P<section>\d{2})_(?P<index>\d+)\.(?i:wav)$")
+_MIMII_NAME = re.compile(r"^(?P<index>\d+)\.(?i:wav)$")
 _MIMII_ID = re.compile(r"^id_(?P<section>\d{2})$")
 _MIMII_LABELS = {"normal": "normal", "abnormal": "anomaly"}  # MIMII's folder -> our label
 NO_ATTRIBUTES = "noAttributes"  # the 2023-2025 names' token for a machine type without attributes

@@ -23,6 +23,7 @@ import numpy as np
 from mimii_due import atomic
 from mimii_due.config import SAMPLE_RATE
 from mimii_due.data import audio
+from mimii_due.data.index import wav_files
 from mimii_due.data.naming import ClipName, format_name
 from mimii_due.data.table1 import MACHINES, SECTIONS, TABLE1
 from mimii_due.errors import ConfigError
@@ -407,8 +408,7 @@ def mix_folder(
     keep the relative paths. Returns one record per clip (path, SNR, noise file).
     """
     clean_dir, noise_dir, out = Path(clean_dir), Path(noise_dir), Path(out)
-    cleans = sorted(clean_dir.rglob("*.wav"))
-    noises = sorted(noise_dir.rglob("*.wav"))
+    cleans, noises = wav_files(clean_dir), wav_files(noise_dir)
     if not cleans:
         raise ConfigError("no WAV files found", clean_dir)
     if not noises:
