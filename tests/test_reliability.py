@@ -23,7 +23,7 @@ from mimii_due.cli import app
 from mimii_due.data.audio import load, write
 from mimii_due.data.index import index
 from mimii_due.errors import AudioError, LayoutError, StorageError
-from mimii_due.runs import Run
+from mimii_due.runs import LOCK, Run
 from mimii_due.synth.generate import generate
 
 runner = CliRunner()
@@ -59,7 +59,7 @@ def test_a_test_that_fails_on_a_full_disk_leaves_the_previous_results_whole(valv
         pipeline.test(run, valve)
     after = {p.name: p.read_bytes() for p in (run / "results").iterdir()}
     assert after == before  # the earlier test's outputs, all of them, and nothing else
-    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no half-made folder left
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == [LOCK]  # no half-made folder left
     Run(run).read_results()  # still a consistent set
 
 
@@ -123,6 +123,29 @@ def test_embedding_killed_with_sigkill_resumes_to_the_same_model(valve, tmp_path
     for k, v in a.nets_[0].state_dict().items():
         torch.testing.assert_close(b.nets_[0].state_dict()[k], v, rtol=0, atol=0)
     assert a.threshold_ == b.threshold_
+
+
+def test_a_second_writer_of_a_run_is_refused_and_a_killed_writer_leaves_no_lock(valve, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", str(valve), "--out", str(run), "--detector", "gaussian"]
+    assert runner.invoke(app, args).exit_code == 0
+    hold = ("import sys; from mimii_due.runs import Run\n"
+            "with Run(sys.argv[1]).writing():\n print('held', flush=True); sys.stdin.read()")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for cmd in (["test", str(run), str(valve)], ["evaluate", str(run)], [*args, "--resume"]):
+            r = runner.invoke(app, cmd)
+            assert r.exit_code == 1 and "another mimii-due process is writing this run folder" in r.output, cmd
+            assert "Traceback" not in r.output
+        assert not (run / "results").exists()  # the refused test wrote nothing
+    finally:
+        holder.kill()  # SIGKILL: no clean-up ran, the operating system dropped the lock
+        holder.wait(timeout=30)
+    r = runner.invoke(app, ["test", str(run), str(valve)])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
 
 
 # 4. A failed train does not block its retry ----------------------------------------------------

@@ -148,39 +148,40 @@ def train(
     cache = (Path(cache) if cache else keeper.path / "features").resolve()
     meta = {"detector": detector, "params": params, "data": str(Path(data).resolve()), "machines": ms,
             "cache": str(cache), "year": int(table["year"].iloc[0])}  # fmt: skip
-    keeper.start(meta, resume=resume)
-    engine = engine or LocalEngine()
-    jobs = []
-    for machine in ms:
-        if keeper.has_model(machine):
-            log.info("%s: already trained", machine)
-            continue
-        det = make(detector, **params)
-        feats, clips = features(
-            train_table[train_table["machine"] == machine],
-            cfg=det.features, min_frames=det.min_frames, cache=cache, on_error=on_error,
-            progress=for_stage(progress, "features", machine), engine=engine,
-        )  # fmt: skip
-        if clips.empty:
-            raise ModelError(f"no readable training clips of {machine}", data)
-        outliers = None
-        if det.uses_outliers and (train_table["machine"] != machine).any():
-            outliers = features(
-                outlier_clips(train_table, machine, len(clips)), cfg=det.features, min_frames=det.min_frames,
-                cache=cache, on_error=on_error, progress=for_stage(progress, "features", f"{machine} (outliers)"),
-                engine=engine,
+    with keeper.writing():
+        keeper.start(meta, resume=resume)
+        engine = engine or LocalEngine()
+        jobs = []
+        for machine in ms:
+            if keeper.has_model(machine):
+                log.info("%s: already trained", machine)
+                continue
+            det = make(detector, **params)
+            feats, clips = features(
+                train_table[train_table["machine"] == machine],
+                cfg=det.features, min_frames=det.min_frames, cache=cache, on_error=on_error,
+                progress=for_stage(progress, "features", machine), engine=engine,
             )  # fmt: skip
-            outliers = outliers if len(outliers[1]) else None  # every one skipped as unreadable
-        job = (machine, detector, params, feats, clips, str(keeper.checkpoint_dir(machine)), outliers)
-        if engine.name == "local":  # one machine type after the other, with epoch progress
-            keeper.save_model(machine, _fit_job(job, for_stage(progress, "train", machine)))
-        else:
-            jobs.append(job)
-    if jobs:  # one training task per machine type on the cluster; the driver saves the models
-        done = engine.map(_fit_job, jobs, progress=for_stage(progress, "train", "all machine types"))
-        for job, det in zip(jobs, done, strict=True):
-            keeper.save_model(job[0], det)
-    return keeper.meta()
+            if clips.empty:
+                raise ModelError(f"no readable training clips of {machine}", data)
+            outliers = None
+            if det.uses_outliers and (train_table["machine"] != machine).any():
+                outliers = features(
+                    outlier_clips(train_table, machine, len(clips)), cfg=det.features, min_frames=det.min_frames,
+                    cache=cache, on_error=on_error, progress=for_stage(progress, "features", f"{machine} (outliers)"),
+                    engine=engine,
+                )  # fmt: skip
+                outliers = outliers if len(outliers[1]) else None  # every one skipped as unreadable
+            job = (machine, detector, params, feats, clips, str(keeper.checkpoint_dir(machine)), outliers)
+            if engine.name == "local":  # one machine type after the other, with epoch progress
+                keeper.save_model(machine, _fit_job(job, for_stage(progress, "train", machine)))
+            else:
+                jobs.append(job)
+        if jobs:  # one training task per machine type on the cluster; the driver saves the models
+            done = engine.map(_fit_job, jobs, progress=for_stage(progress, "train", "all machine types"))
+            for job, det in zip(jobs, done, strict=True):
+                keeper.save_model(job[0], det)
+        return keeper.meta()
 
 
 def outlier_clips(train_table: pd.DataFrame, machine: str, n: int, seed: int = 0) -> pd.DataFrame:
@@ -225,24 +226,25 @@ def test(
     test_table = table[(table["split"] == "test") & table["machine"].isin(meta["machines"])]
     if test_table.empty:
         raise ModelError(f"no test clips of {', '.join(meta['machines'])}", data)
-    engine = engine or LocalEngine()
-    jobs, skipped = [], list(table.attrs.get("skipped", []))
-    for machine, clips in test_table.groupby("machine", sort=True):
-        det = keeper.load_model(machine)
-        feats, clips = features(clips, cfg=det.features, min_frames=det.min_frames, cache=keeper.cache,
-                                on_error=on_error, progress=for_stage(progress, "features", machine),
-                                engine=engine)  # fmt: skip
-        skipped += clips.attrs.get("skipped", [])
-        jobs.append((det, feats, clips))
-    if not any(len(clips) for _, _, clips in jobs):  # an empty results folder would look like a finished test
-        raise ModelError(f"none of the {len(test_table)} test clips could be read (all skipped as bad)", data)
-    results = engine.map(_score_job, jobs, progress=for_stage(progress, "score", "all machine types"))
-    parts = [clips.assign(score=s, decision=s > det.threshold_, threshold=det.threshold_)
-             for (det, _, clips), s in zip(jobs, results, strict=True)]  # fmt: skip
-    scores = pd.concat(parts, ignore_index=True)
-    keeper.publish_scores(scores, data=data, protocol=protocol_of(int(table["year"].iloc[0])))
-    scores.attrs["skipped"] = skipped
-    return scores
+    with keeper.writing():
+        engine = engine or LocalEngine()
+        jobs, skipped = [], list(table.attrs.get("skipped", []))
+        for machine, clips in test_table.groupby("machine", sort=True):
+            det = keeper.load_model(machine)
+            feats, clips = features(clips, cfg=det.features, min_frames=det.min_frames, cache=keeper.cache,
+                                    on_error=on_error, progress=for_stage(progress, "features", machine),
+                                    engine=engine)  # fmt: skip
+            skipped += clips.attrs.get("skipped", [])
+            jobs.append((det, feats, clips))
+        if not any(len(clips) for _, _, clips in jobs):  # an empty results folder would look like a finished test
+            raise ModelError(f"none of the {len(test_table)} test clips could be read (all skipped as bad)", data)
+        results = engine.map(_score_job, jobs, progress=for_stage(progress, "score", "all machine types"))
+        parts = [clips.assign(score=s, decision=s > det.threshold_, threshold=det.threshold_)
+                 for (det, _, clips), s in zip(jobs, results, strict=True)]  # fmt: skip
+        scores = pd.concat(parts, ignore_index=True)
+        keeper.publish_scores(scores, data=data, protocol=protocol_of(int(table["year"].iloc[0])))
+        scores.attrs["skipped"] = skipped
+        return scores
 
 
 def evaluate(
@@ -260,29 +262,30 @@ def evaluate(
     deviation over resampled test sets (:func:`evaluation.metrics.bootstrap_sd`)."""
     keeper = Run(run)
     keeper.meta()  # "not a run folder" before "run test first"
-    scores = keeper.read_scores()
-    protocol = protocol or keeper.stamp()["protocol"]
-    if protocol not in PROTOCOLS:
-        raise MimiiDueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    if ground_truth is not None:
-        gt = read_ground_truth(ground_truth).rename(columns={"label": "label_gt", "domain": "domain_gt"})
-        merged = scores.merge(gt, on=["machine", "section", "filename"], how="left")
-        scores = merged.assign(
-            label=merged["label"].where(merged["label"].notna(), merged["label_gt"]),
-            domain=merged["domain"].where(merged["domain"].notna(), merged["domain_gt"]),
-        ).drop(columns=["label_gt", "domain_gt"])
-    labelled = scores[scores["label"].notna() & scores["domain"].notna()]
-    if labelled.empty:
-        raise ModelError("no labelled test clips: evaluation data needs --ground-truth", run)
-    if len(labelled) < len(scores):
-        log.info("%d unlabelled clips left out of the evaluation", len(scores) - len(labelled))
-    results = compute_metrics(labelled, protocol=protocol, max_fpr=max_fpr)
-    summary = summarize(results)
-    if bootstrap:
-        sd = bootstrap_sd(labelled.reset_index(drop=True), protocol=protocol, n=bootstrap, max_fpr=max_fpr)
-        summary |= {"bootstrap_sd": sd, "bootstrap_draws": bootstrap}
-    keeper.publish_results(results, summary)
-    return results, summary
+    with keeper.writing():
+        scores = keeper.read_scores()
+        protocol = protocol or keeper.stamp()["protocol"]
+        if protocol not in PROTOCOLS:
+            raise MimiiDueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        if ground_truth is not None:
+            gt = read_ground_truth(ground_truth).rename(columns={"label": "label_gt", "domain": "domain_gt"})
+            merged = scores.merge(gt, on=["machine", "section", "filename"], how="left")
+            scores = merged.assign(
+                label=merged["label"].where(merged["label"].notna(), merged["label_gt"]),
+                domain=merged["domain"].where(merged["domain"].notna(), merged["domain_gt"]),
+            ).drop(columns=["label_gt", "domain_gt"])
+        labelled = scores[scores["label"].notna() & scores["domain"].notna()]
+        if labelled.empty:
+            raise ModelError("no labelled test clips: evaluation data needs --ground-truth", run)
+        if len(labelled) < len(scores):
+            log.info("%d unlabelled clips left out of the evaluation", len(scores) - len(labelled))
+        results = compute_metrics(labelled, protocol=protocol, max_fpr=max_fpr)
+        summary = summarize(results)
+        if bootstrap:
+            sd = bootstrap_sd(labelled.reset_index(drop=True), protocol=protocol, n=bootstrap, max_fpr=max_fpr)
+            summary |= {"bootstrap_sd": sd, "bootstrap_draws": bootstrap}
+        keeper.publish_results(results, summary)
+        return results, summary
 
 
 # The default dataset of `mimii-due run`: two machine types in the layout the field uses now

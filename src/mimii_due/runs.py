@@ -2,6 +2,7 @@
 
 ::
 
+    .mimii-due.lock             held by the one process writing the folder (train, test, evaluate)
     run.json                    detector, settings, data, machines, year, feature cache (written
                                 only after every setting was checked)
     models/<machine>/           one detector artifact per machine type (see Detector.save)
@@ -21,14 +22,19 @@ import hashlib
 import io
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from mimii_due import __version__, atomic
 from mimii_due.detectors.base import Detector
 from mimii_due.errors import ModelError
 from mimii_due.evaluation.files import write_results, write_score_files
+
+LOCK = ".mimii-due.lock"
 
 
 class Run:
@@ -61,9 +67,27 @@ class Run:
             if not same:
                 raise ModelError("--resume with other settings than the run was started with", self.path)
             meta = old | {"machines": sorted(set(old.get("machines", [])) | set(meta["machines"]))}
-        elif self.path.exists() and any(p.name != "features" for p in self.path.iterdir()) and not resume:
+        elif self.path.exists() and any(p.name not in ("features", LOCK) for p in self.path.iterdir()) and not resume:
             raise ModelError("folder exists and is not an unfinished run; choose another --out", self.path)
         atomic.write_text(self.meta_file, json.dumps(meta | {"version": __version__}, indent=1))
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the folder for one writer. A second ``train``, ``test`` or ``evaluate`` of the same
+        run started meanwhile (another shell, a scheduled job) is refused at once, instead of
+        training the same models twice or publishing its results over the first one's. The lock is
+        the operating system's (``flock``): a writer that is killed releases it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.path / LOCK, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ModelError("another mimii-due process is writing this run folder (train, test or evaluate); "
+                             "wait for it to end, or choose another --out", self.path) from None  # fmt: skip
+        try:
+            yield
+        finally:
+            lock.release()
 
     @property
     def cache(self) -> Path:
