@@ -100,6 +100,31 @@ def test_ground_truth_files_are_read_and_checked(tmp_path):
         read_ground_truth(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("ground_truth_fan_section_00_test.csv", b"\xff\xfe\x00binary", "not a CSV text file"),
+        ("ground_truth_fan_section_00_test.csv", b"a.wav\x00,1\n", "not a CSV text file"),  # a NUL byte
+        ("ground_truth_fan_section_00_test.csv", b"", "lists no clips"),
+        ("eval_data_list_2023.csv", b"fan\n", "no evaluation clips listed"),
+    ],
+)
+def test_a_ground_truth_that_is_not_text_or_lists_nothing_is_refused_by_name(tmp_path, name, content, words):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(MimiiDueError, match=words) as e:
+        read_ground_truth(tmp_path)
+    assert name in str(e.value)
+
+
+def test_a_ground_truth_saved_by_a_spreadsheet_keeps_its_first_clip(tmp_path):
+    """Spreadsheet programs start a UTF-8 CSV with a byte-order mark; it is not part of the name."""
+    f = tmp_path / "ground_truth_fan_section_00_source_test.csv"
+    f.write_bytes("section_00_source_test_0000.wav,1\r\nsection_00_source_test_0001.wav,0\r\n".encode("utf-8-sig"))
+    gt = read_ground_truth(f)
+    assert list(gt.filename) == ["section_00_source_test_0000.wav", "section_00_source_test_0001.wav"]
+    assert list(gt.label) == ["anomaly", "normal"]
+
+
 def test_the_2022_to_2025_metric_against_a_hand_computation(tmp_path):
     """DCASE 2023 evaluator: per section, each domain's AUC over its normal clips and *all*
     anomalies of the section; one pAUC over every clip; official score = hmean of all of them."""

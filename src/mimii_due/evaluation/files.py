@@ -66,18 +66,29 @@ def write_score_files(scores: pd.DataFrame, directory: str | Path, *, protocol: 
     return written
 
 
-def _read_pairs(f: Path, values: tuple[str, ...] = ("0", "1")) -> list[tuple[str, str]]:
-    out = []
+def _csv_rows(f: Path) -> list[list[str]]:
+    """The rows of a ground-truth CSV (UTF-8, with or without the byte-order mark that spreadsheet
+    programs write), or a one-line error naming the file."""
     try:
-        with open(f, newline="") as fh:
-            for i, r in enumerate(csv.reader(fh)):
-                if not r:
-                    continue
-                if len(r) < 2 or r[1].strip() not in values:
-                    raise MimiiDueError(f"line {i + 1}: expected 'filename,{'|'.join(values)}', got {','.join(r)!r}", f)
-                out.append((r[0].strip(), r[1].strip()))
+        with open(f, newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
     except OSError as e:
         raise MimiiDueError(f"cannot read ground truth ({e.strerror or e})", f) from e
+    except UnicodeDecodeError as e:
+        raise MimiiDueError(f"not a CSV text file ({e})", f) from e
+    if "\x00" in text:
+        raise MimiiDueError("not a CSV text file (it holds NUL bytes)", f)
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+def _read_pairs(f: Path, values: tuple[str, ...] = ("0", "1")) -> list[tuple[str, str]]:
+    out = []
+    for i, r in enumerate(_csv_rows(f)):
+        if not r:
+            continue
+        if len(r) < 2 or r[1].strip() not in values:
+            raise MimiiDueError(f"line {i + 1}: expected 'filename,{'|'.join(values)}', got {','.join(r)!r}", f)
+        out.append((r[0].strip(), r[1].strip()))
     return out
 
 
@@ -107,7 +118,10 @@ def read_ground_truth(path: str | Path) -> pd.DataFrame:
         dom_file = data_dir.parent / "ground_truth_domain" / f.name
         if m["domain"] is None and dom_file.exists():
             domains = {n: "target" if v == "1" else "source" for n, v in _read_pairs(dom_file)}
-        for name, value in _read_pairs(f):
+        pairs = _read_pairs(f)
+        if not pairs:
+            raise MimiiDueError("the ground-truth file lists no clips", f)
+        for name, value in pairs:
             domain = m["domain"] or domains.get(name)
             label = "anomaly" if value == "1" else "normal"
             rows.append({"machine": m["machine"], "section": int(m["section"]), "domain": domain, "filename": name,
@@ -121,24 +135,22 @@ def _read_eval_data_list(f: Path) -> pd.DataFrame:
     from mimii_due.data.naming import parse_name
 
     rows, machine = [], None
-    try:
-        with open(f, newline="") as fh:
-            for i, r in enumerate(csv.reader(fh)):
-                if not r or not r[0].strip():
-                    continue
-                if len(r) == 1:
-                    machine = r[0].strip()
-                    continue
-                try:
-                    short, full = parse_name(r[0].strip()), parse_name(r[1].strip())
-                except MimiiDueError as e:
-                    raise MimiiDueError(f"line {i + 1}: {e}", f) from e
-                if machine is None or full.label is None or short.section != full.section:
-                    raise MimiiDueError(f"line {i + 1}: expected a machine type line, then name pairs", f)
-                rows.append({"machine": machine, "section": full.section, "domain": full.domain,
-                             "filename": r[0].strip(), "label": full.label})  # fmt: skip
-    except OSError as e:
-        raise MimiiDueError(f"cannot read ground truth ({e.strerror or e})", f) from e
+    for i, r in enumerate(_csv_rows(f)):
+        if not r or not r[0].strip():
+            continue
+        if len(r) == 1:
+            machine = r[0].strip()
+            continue
+        try:
+            short, full = parse_name(r[0].strip()), parse_name(r[1].strip())
+        except MimiiDueError as e:
+            raise MimiiDueError(f"line {i + 1}: {e}", f) from e
+        if machine is None or full.label is None or short.section != full.section:
+            raise MimiiDueError(f"line {i + 1}: expected a machine type line, then name pairs", f)
+        rows.append({"machine": machine, "section": full.section, "domain": full.domain,
+                     "filename": r[0].strip(), "label": full.label})  # fmt: skip
+    if not rows:
+        raise MimiiDueError("no evaluation clips listed (expected a machine type line, then name pairs)", f)
     return pd.DataFrame(rows, columns=["machine", "section", "domain", "filename", "label"])
 
 
