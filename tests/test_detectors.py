@@ -95,6 +95,20 @@ def test_a_saved_model_that_does_not_fit_the_code_is_a_clear_error(easy, tmp_pat
     assert str(tmp_path / "model") in str(e.value)  # names the folder, not just the word "model"
 
 
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"\xff\xfe garbage", "detector.json"), (b"[1, 2]", "not a saved mimii-due model"), (b"{}", "not a saved"),
+     (b"", "detector.json")],
+)
+def test_a_damaged_detector_json_is_a_clear_error_not_a_traceback(easy, tmp_path, content, words):
+    ftrain, train, _, _ = easy
+    make("gaussian").fit(ftrain, train).save(tmp_path / "model")
+    (tmp_path / "model" / "detector.json").write_bytes(content)
+    with pytest.raises(ModelError, match=words) as e:
+        Detector.load(tmp_path / "model")
+    assert str(tmp_path / "model") in str(e.value) and "refusing" not in str(e.value)
+
+
 def test_an_embedding_saved_before_the_linear_spectrum_still_scores_as_it_was_trained(easy, tmp_path):
     import torch
 

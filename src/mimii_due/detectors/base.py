@@ -239,8 +239,13 @@ class Detector:
         directory = Path(directory)
         try:
             meta = json.loads((directory / "detector.json").read_text())
+        except (OSError, ValueError) as e:  # ValueError: not JSON, or not even UTF-8 text
+            raise ModelError(f"cannot load detector: detector.json: {str(e).splitlines()[0]}", directory) from e
+        if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
+            raise ModelError("cannot load detector: detector.json is not a saved mimii-due model", directory)
+        try:
             state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
-        except (OSError, json.JSONDecodeError, RuntimeError, EOFError) as e:
+        except (OSError, RuntimeError, EOFError) as e:
             raise ModelError(f"cannot load detector: {str(e).splitlines()[0]}", directory) from e
         except Exception as e:  # the weights-only unpickler refuses anything but tensors and plain data
             raise ModelError(
