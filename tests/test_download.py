@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mimii_due.cli import app
 from mimii_due.data.audio import write
-from mimii_due.data.download import download
+from mimii_due.data.download import download, record_files
 from mimii_due.data.index import index
 from mimii_due.errors import DownloadError
 
@@ -35,6 +35,7 @@ class Zenodo:
         self.files, self.record = files, record
         self.cut_once = set()  # names whose first transfer stops half-way
         self.bad_md5 = set()  # names whose listed checksum is wrong
+        self.record_body = None  # bytes to answer the record request with instead of its JSON
         self.requests = []
         outer = self
 
@@ -56,7 +57,7 @@ class Zenodo:
                             for k, v in outer.files.items()
                         ]
                     }
-                    body = json.dumps(meta).encode()
+                    body = json.dumps(meta).encode() if outer.record_body is None else outer.record_body
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
@@ -114,6 +115,23 @@ def test_download_unpacks_into_the_index_layout_and_is_idempotent(zenodo, tmp_pa
     assert [r for r in zenodo.requests[n:] if r[0].startswith("/files")] == []
     download(dest, part="all", base_url=zenodo.url)
     assert set(index(dest).part) == {"dev", "eval"}
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"\xff\xfe<html>maintenance</html>", "cannot read Zenodo record"),  # a proxy's page, not JSON
+        (b"[1, 2]", "not in the record layout"),
+        (b'{"files": [{"key": "dev_data_fan.zip", "checksum": "md5:00", "links": {}}]}', "not in the record layout"),
+        (b'{"files": [{"key": "dev_data_fan.zip", "checksum": "sha1:00"}]}', "has no MD5 checksum"),
+    ],
+)
+def test_an_answer_that_is_not_a_zenodo_record_is_a_download_error(zenodo, tmp_path, body, words):
+    zenodo.record_body = body
+    with pytest.raises(DownloadError, match=words):
+        record_files(zenodo.record, base_url=zenodo.url)
+    r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--base-url", zenodo.url])  # fmt: skip
+    assert r.exit_code == 1 and words in r.output and "Traceback" not in r.output
 
 
 def test_interrupted_transfer_resumes_with_range(zenodo, tmp_path):

@@ -222,6 +222,22 @@ def test_report_and_evaluate_on_a_missing_run_say_so_and_create_nothing(tmp_path
     assert r.exit_code == 1 and "not a run folder" in r.output
 
 
+@pytest.mark.parametrize("file", ["run.json", "results/stamp.json", "results/scores.csv", "results/result.json"])
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00 not text", b"[1, 2]"])
+def test_a_damaged_run_record_is_a_one_line_error_naming_the_run(valve, tmp_path, file, content):
+    run = tmp_path / "run"
+    pipeline.train(run, valve, detector="gaussian")
+    pipeline.test(run, valve)
+    pipeline.evaluate(run)
+    (run / file).write_bytes(content)
+    for cmd in (["report", str(run), "--out", str(tmp_path / "r.html")], ["evaluate", str(run)]):
+        r = runner.invoke(app, cmd)
+        if cmd[0] == "evaluate" and file == "results/result.json":  # evaluate makes it again
+            assert r.exit_code == 0, r.output
+        else:
+            assert r.exit_code == 1 and str(run) in r.output and "Traceback" not in r.output, (cmd, r.output)
+
+
 def test_report_on_unlabelled_scores_is_a_clear_error(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     pipeline.train(run, tiny_dataset, detector="gaussian", machines=["fan"])

@@ -48,11 +48,19 @@ class Run:
     def meta_file(self) -> Path:
         return self.path / "run.json"
 
-    def meta(self) -> dict:
+    def _record(self, path: Path, missing: str) -> dict:
+        """One of the folder's JSON records, or ``missing`` as a one-line error (absent, damaged,
+        not UTF-8 text, or JSON that is no record)."""
         try:
-            return json.loads(self.meta_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelError(f"not a run folder: no readable run.json ({type(e).__name__})", self.path) from e
+            out = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{missing} ({path.name}: {type(e).__name__})", self.path) from e
+        if not isinstance(out, dict):
+            raise ModelError(f"{missing} ({path.name} holds no record)", self.path)
+        return out
+
+    def meta(self) -> dict:
+        return self._record(self.meta_file, "not a run folder: no readable run.json")
 
     def exists(self) -> bool:
         return self.meta_file.exists()
@@ -143,14 +151,15 @@ class Run:
         return self.results_dir
 
     def stamp(self) -> dict:
-        try:
-            return json.loads((self.results_dir / "stamp.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelError("no test results: run `mimii-due test` first", self.path) from e
+        return self._record(self.results_dir / "stamp.json", "no test results: run `mimii-due test` first")
 
     def read_scores(self) -> pd.DataFrame:
         stamp = self.stamp()
-        text = (self.results_dir / "scores.csv").read_text()
+        try:
+            text = (self.results_dir / "scores.csv").read_text()
+        except (OSError, ValueError) as e:
+            raise ModelError(f"no readable scores.csv beside its stamp ({type(e).__name__}); run `mimii-due test` "
+                             "again", self.path) from e  # fmt: skip
         if hashlib.sha1(text.encode()).hexdigest()[:16] != stamp["scores"]:
             raise ModelError(
                 "scores.csv does not match its stamp (edited by hand?); run `mimii-due test` again", self.path
@@ -169,10 +178,7 @@ class Run:
     def read_results(self) -> tuple[pd.DataFrame, dict]:
         """The evaluation of the current scores; refuses results that belong to other scores."""
         stamp = self.stamp()
-        try:
-            payload = json.loads((self.results_dir / "result.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelError("not evaluated: run `mimii-due evaluate` first", self.path) from e
+        payload = self._record(self.results_dir / "result.json", "not evaluated: run `mimii-due evaluate` first")
         if payload.get("scores") != stamp["scores"]:
             raise ModelError("result.json was computed from other scores; run `mimii-due evaluate` again", self.path)
         return pd.DataFrame(payload["results"]), payload

@@ -70,15 +70,19 @@ def record_files(record: int, *, base_url: str = ZENODO, timeout: float = 60) ->
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             meta = json.load(r)
-    except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
+    except (urllib.error.URLError, OSError, ValueError) as e:  # ValueError: not JSON, or not text
         raise DownloadError(f"cannot read Zenodo record {record} at {url}: {e}") from e
     files = []
-    for f in meta.get("files", []):
-        algo, _, digest = f.get("checksum", "").partition(":")
-        if algo != "md5":
-            raise DownloadError(f"record {record}: file {f.get('key')} has no MD5 checksum")
-        link = f["links"].get("self") or f["links"]["content"]
-        files.append(RemoteFile(f["key"], link, int(f.get("size", 0)), digest))
+    try:
+        for f in meta.get("files", []):
+            algo, _, digest = f.get("checksum", "").partition(":")
+            if algo != "md5":
+                raise DownloadError(f"record {record}: file {f.get('key')} has no MD5 checksum")
+            link = f["links"].get("self") or f["links"]["content"]
+            files.append(RemoteFile(f["key"], link, int(f.get("size", 0)), digest))
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # JSON, but not a Zenodo record's
+        raise DownloadError(f"Zenodo record {record} at {url} is not in the record layout expected "
+                            f"({type(e).__name__}: {e})") from e  # fmt: skip
     return files
 
 
