@@ -189,6 +189,10 @@ def test_too_short_clips_are_a_clear_error(easy):
         ("ensemble", {"members": ("twfr_gmm:decay", "gaussian")}, "'twfr_gmm:decay': a setting is KEY=VALUE"),
         ("ensemble", {"members": ("twfr_gmm:decays=0.9",)}, "unknown setting.*decays"),
         ("ensemble", {"members": ("embedding:networks=0",)}, "networks must be between"),
+        ("ensemble", {"members": "twfr_gmm,nope"}, "unknown detector 'nope'"),  # --set members=..., not letters
+        ("ensemble", {"weights": 1}, "weights must be a list of float values, got 1"),  # not a TypeError
+        ("ensemble", {"weights": [6, "x"]}, "weights must be a list of float values"),
+        ("ensemble", {"members": [1, 2]}, "members must be a list of str values"),
         ("twfr_gmm", {"domains": "both"}, "domains must be 'separate' or 'pooled'"),
         ("ae", {"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ("embedding", {"device": "cuda:x"}, "device must be"),
@@ -469,6 +473,11 @@ def test_ensemble_members_take_settings_after_their_name(easy, tmp_path):
     np.testing.assert_allclose(ens.score(ftest, test), six.score(ftest, test))  # 6, as for "twfr_gmm"
     ens.save(tmp_path / "model")
     np.testing.assert_allclose(Detector.load(tmp_path / "model").score(ftest, test), ens.score(ftest, test))
+
+
+def test_set_members_takes_a_comma_separated_list_as_the_members_option_does():
+    ens = make("ensemble", members="twfr_gmm:decay=0.9, gaussian")  # `--set members=twfr_gmm:decay=0.9,gaussian`
+    assert ens.config.members == ("twfr_gmm:decay=0.9", "gaussian")
 
 
 def test_ensemble_combines_its_members_domain_by_domain(easy):

@@ -140,6 +140,10 @@ def _is_instance(value: Any, hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_type_name(typing.get_args(hint)[0])} values"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
     return getattr(hint, "__name__", str(hint))
 
 
@@ -161,8 +165,14 @@ def from_dict(cls: type[T], data: dict | None) -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        if isinstance(value, list) and typing.get_origin(hints[name]) is tuple:
-            value = tuple(value)
+        hint = hints[name]
+        if typing.get_origin(hint) is tuple:
+            if isinstance(value, list):
+                value = tuple(value)
+            elif isinstance(value, str) and typing.get_args(hint)[0] is str:  # --set members=twfr_gmm,embedding
+                value = tuple(v.strip() for v in value.split(",") if v.strip())
+        if not _is_instance(value, hint):  # before __post_init__'s own checks, which assume the types
+            raise ConfigError(f"{cls.__name__}.{name} must be {_type_name(hint)}, got {value!r}")
         kwargs[name] = value
     return cls(**kwargs)
 
