@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 import torch
@@ -83,6 +84,32 @@ def test_score_command_scores_any_names_and_reports_bad_clips(run, clips, tmp_pa
     # a model folder alone, challenge names: machine and section come from the model and the name
     r = runner.invoke(cli, ["score", str(run / "models" / "valve"), *clips.path[:2]])
     assert r.exit_code == 0, r.output and "2 clip(s) scored" in r.output
+
+
+def test_score_and_watch_take_the_machine_type_from_a_folder_named_after_it(run, tiny_dataset, tmp_path):
+    """``score RUN dev_data/`` and a watched folder with one subfolder per machine type: no --machine."""
+    t = index(tiny_dataset)
+    t = t[(t.part == "dev") & (t.split == "test")]
+    folders = [tiny_dataset / "dev_data" / m / "source_test" for m in ("fan", "valve")]
+    r = runner.invoke(cli, ["score", str(run), *map(str, folders), "--out", str(tmp_path / "s.csv")])
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(tmp_path / "s.csv")
+    want = t[t.path.str.contains("/source_test/")]
+    assert len(got) == len(want) and len(set(got.machine)) == 2
+    assert sorted(zip(got.filename, got.machine, strict=True)) == sorted(zip(want.filename, want.machine, strict=True))
+    incoming = tmp_path / "incoming"
+    first = {m: t[t.machine == m].iloc[0] for m in ("fan", "valve")}
+    for m, clip in first.items():  # incoming/<machine>/line_1/: the nearest named folder counts
+        (incoming / m / "line_1").mkdir(parents=True)
+        shutil.copy(clip.path, incoming / m / "line_1" / clip.filename)
+    (incoming / "unsorted.wav").write_bytes(open(t.path.iloc[0], "rb").read())
+    record = Record(tmp_path / "d.sqlite")
+    errors = []
+    w = Watcher(ModelSet(run), record, incoming, settle=0.1, on_error=lambda p, e: errors.append((p, e)))
+    w.run(max_seconds=3)
+    scored = {(r["filename"], r["machine"]) for r in record.recent()}
+    assert scored == {(clip.filename, m) for m, clip in first.items()}
+    assert len(errors) == 1 and "unsorted.wav" in errors[0][0] and "say which machine type" in errors[0][1]
 
 
 def test_service_scores_records_and_answers_json(service, clips):

@@ -103,6 +103,10 @@ def _snrs(value: str | None) -> list[int] | None:
         raise MimiiDueError(f"--snr takes whole decibels such as 6,0,-6, not {value!r}") from None
 
 
+MACHINE_HELP = ("Machine type of the clips (default: the model's only one, or the nearest folder named after "
+                "one of the models, e.g. dev_data/fan/test/).")
+
+
 # ----------------------------------------------------------------------------------------- data
 
 
@@ -518,7 +522,7 @@ def run(
 def score(
     model: Path = typer.Argument(..., help="A run folder or one saved model folder (RUN/models/<machine>)."),
     paths: list[Path] = typer.Argument(..., help="WAV files or folders of them (any names)."),
-    machine: str = typer.Option(None, help="Machine type of the clips (default: from the model or the names)."),
+    machine: str = typer.Option(None, help=MACHINE_HELP),
     section: int = typer.Option(None, help="Section of the clips (default: from the names or the model)."),
     domain: str = typer.Option(None, help="source or target, where known."),
     out: Path = typer.Option(None, "--out", help="Write the table to this file."),
@@ -600,7 +604,7 @@ def watch(
     run: Path = typer.Argument(..., help="A run folder (or one model folder)."),
     folder: Path = typer.Argument(..., help="Folder where new recordings land."),
     db: Path = typer.Option(None, help="SQLite record of decisions (default: RUN/decisions.sqlite)."),
-    machine: str = typer.Option(None, help="Machine type of the clips (default: from the model or the names)."),
+    machine: str = typer.Option(None, help=MACHINE_HELP),
     section: int = typer.Option(None, help="Section of the clips."),
     settle: float = typer.Option(1.0, help="Seconds a file must stay unchanged before it is scored."),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Stop after this long (default: run until Ctrl-C)."),

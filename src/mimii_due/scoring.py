@@ -85,6 +85,11 @@ class ModelSet:
                  "model_version": self.versions[m], "sample_rate": d.features.sample_rate,
                  "min_seconds": self.min_seconds(m)} for m, d in sorted(self.models.items())]  # fmt: skip
 
+    def machine_of(self, path: Path) -> str | None:
+        """The machine type a file's folders name, nearest first (``dev_data/fan/test/x.wav``, or a
+        watched folder with one subfolder per machine): None if none names a model's."""
+        return next((q.name for q in Path(path).parents if q.name in self.models), None)
+
     def min_seconds(self, machine: str) -> float:
         d = self.models[machine]
         return d.min_frames * d.features.hop_length / d.features.sample_rate
@@ -196,7 +201,8 @@ def _score_paths(models: ModelSet, files: list[Path], where: dict, progress) -> 
         name = scored_name(p)
         try:
             data = p.read_bytes()
-            decisions.append(models.score_bytes(data, filename=name, machine=machine, section=section, domain=domain))
+            decisions.append(models.score_bytes(data, filename=name, machine=machine or models.machine_of(p),
+                                                section=section, domain=domain))  # fmt: skip
         except OSError as e:
             failed.append((str(p), f"{p}: cannot read ({e.strerror or e})"))
         except MimiiDueError as e:

@@ -69,7 +69,8 @@ class Watcher:
         if self.record.seen("watcher", path, sha):
             return True
         try:
-            d = self.models.score_bytes(data, filename=scored_name(p), machine=self.machine, section=self.section)
+            machine = self.machine or self.models.machine_of(p)
+            d = self.models.score_bytes(data, filename=scored_name(p), machine=machine, section=self.section)
         except MimiiDueError as e:
             if self.failed.get(path) != (st.st_size, st.st_mtime_ns):
                 self.failed[path] = (st.st_size, st.st_mtime_ns)
