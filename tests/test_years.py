@@ -193,6 +193,26 @@ def test_2023_data_through_train_test_evaluate_with_the_2023_metric(tiny_2023, t
     assert res["bootstrap_draws"] == 20 and sd > 0 and res["bootstrap_sd"] == pytest.approx(sd, rel=1e-12)
 
 
+def test_a_test_set_of_one_domain_is_evaluated_with_that_domain_and_a_warning(tiny_2023, tmp_path, caplog):
+    """A user who scores only the source clips (a subset, a folder copied in part) gets the AUCs
+    there are, empty target columns and a warning, not a KeyError."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_2023 / "dev_data" / "fan", data / "fan")
+    for p in (data / "fan" / "test").glob("*_target_*"):
+        p.unlink()
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(data), "--out", str(run), "--detector", "gaussian"]).exit_code == 0
+    assert runner.invoke(app, ["test", str(run), str(data)]).exit_code == 0
+    with caplog.at_level("WARNING"):
+        r = runner.invoke(app, ["evaluate", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "fan section 00 has no target-domain test clips" in caplog.text
+    results, summary = Run(run).read_results()
+    assert list(results.domain) == ["source"] and 0 <= summary["official_score"] <= 1
+    row = (run / "results" / "result.csv").read_text().splitlines()[2].split(",")
+    assert row[0] == "00" and row[2] == "nan" and float(row[1]) == pytest.approx(results.AUC.iloc[0])
+
+
 def make_mimii(root, *, level="6dB", machine="fan", ids=(0, 2), n_normal=14, n_abnormal=4, seconds=1.0):
     """MIMII's layout as its archives unpack: <level>/<machine>/id_XX/{normal,abnormal}/XXXXXXXX.wav,
     8-channel 16-bit WAVs (WAVE_FORMAT_EXTENSIBLE, as the real files); anomalies add a 3 kHz tone."""

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from mimii_due import atomic
+from mimii_due.data.naming import DOMAINS
 from mimii_due.errors import MimiiDueError
 from mimii_due.evaluation.metrics import METRICS
 
@@ -205,8 +206,9 @@ def _result_rows_2022(results: pd.DataFrame, summary: dict) -> list[list]:
     for machine, g in results.groupby("machine", sort=True):
         rows += [[machine], header]
         table = g.pivot_table(index="section", columns="domain", values=list(METRICS))
+        table = table.reindex(columns=pd.MultiIndex.from_product([METRICS, DOMAINS]))  # a domain not tested: nan
         for section, r in table.iterrows():
-            rows.append([f"{section:02d}"] + [_fmt(float(r.get((m, dom), float("nan")))) for m, dom in cols])
+            rows.append([f"{section:02d}"] + [_fmt(float(r[c])) for c in cols])
         rows.append(["arithmetic mean"] + [_fmt(float(table[c].mean())) for c in cols])
         rows.append(["harmonic mean"] + [_fmt(hmean(table[c])) for c in cols])
         rows.append([])
