@@ -28,17 +28,34 @@ def two_runs(tiny_dataset, tmp_path_factory):
     return root
 
 
-def test_report_of_two_runs_side_by_side(two_runs):
+def test_report_of_two_runs_side_by_side(two_runs, tiny_dataset):
     out = two_runs / "report.html"
     r = runner.invoke(app, ["report", str(two_runs / "ae"), str(two_runs / "gaussian"), "--out", str(out)])
     assert r.exit_code == 0, r.output
     page = out.read_text()
     assert page.count('<img src="data:image/png;base64,') >= 2 + 2 * 2 + 1  # figs 1-2, ROC+hist x2, loss
     assert "ae AUC source" in page and "gaussian AUC target" in page and "Official score" in page
+    assert "Warning" not in page and page.count(f"tested on {tiny_dataset}") == 2  # the same clips
     md = out.with_suffix(".md").read_text()
     for f in re.findall(r"\]\((report_files/[^)]+)\)", md):
         with Image.open(two_runs / f) as im:
             im.verify()
+
+
+def test_a_report_of_runs_tested_on_different_data_says_so(two_runs, tiny_dataset, tmp_path):
+    data = tmp_path / "valve_only"
+    shutil.copytree(tiny_dataset / "dev_data" / "valve", data / "dev_data" / "valve")
+    run = tmp_path / "other"
+    for cmd in (["train", str(data), "--out", str(run), "--detector", "gaussian"], ["test", str(run), str(data)],
+                ["evaluate", str(run)]):  # fmt: skip
+        assert runner.invoke(app, cmd).exit_code == 0
+    out = tmp_path / "r.html"
+    r = runner.invoke(app, ["report", str(two_runs / "gaussian"), str(run), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    md = out.with_suffix(".md").read_text()
+    assert "**Warning:** These runs were tested on different data" in md
+    assert f"gaussian: {tiny_dataset}" in md and f"gaussian (other): {data}" in md
+    assert "tested on different data" in out.read_text()
 
 
 def test_plot_commands_write_pngs(two_runs, tiny_dataset, tmp_path):

@@ -46,7 +46,8 @@ def _run_info(run: Path) -> dict:
     results, summary = keeper.read_results()  # refuses results that do not belong to the scores
     name = f"{meta['detector']} ({run.name})" if run.name != meta["detector"] else meta["detector"]
     return {"path": run, "meta": meta, "results": results, "summary": summary, "histories": keeper.histories(),
-            "scores": keeper.read_scores(), "name": name, "cache": keeper.cache}  # fmt: skip
+            "scores": keeper.read_scores(), "name": name, "cache": keeper.cache,
+            "tested_on": keeper.stamp().get("data", "?")}  # fmt: skip
 
 
 def _img(path: Path) -> str:
@@ -88,6 +89,13 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         + "</p>",
     ]
     md = ["# mimii-due report", "", results_markdown({i["name"]: i["results"] for i in infos}), ""]
+    tested = dict.fromkeys(i["tested_on"] for i in infos)
+    if len(tested) > 1:  # side by side, yet not on the same clips: say so where the figures are
+        warning = ("These runs were tested on different data (" + "; ".join(f"{i['name']}: {i['tested_on']}"
+                   for i in infos) + "), so their figures are not a comparison on the same clips.")  # fmt: skip
+        log.warning(warning)
+        parts.append(f"<p><b>Warning:</b> {html.escape(warning)}</p>")
+        md += [f"**Warning:** {warning}", ""]
     data = Path(data) if data else Path(infos[0]["meta"]["data"])
     if data.is_dir():
         table = index(data, on_error="skip")
@@ -114,8 +122,9 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
             md += [f"### {title}", "", f"![{title}]({files.name}/{f.name})", ""]
     for k, info in enumerate(infos):
         tag = f"run{k}"
-        parts.append(f"<h2>Run: {html.escape(info['name'])}</h2><p>{html.escape(str(info['path']))}</p>")
-        md += [f"## Run: {info['name']}", "", str(info["path"]), ""]
+        where = f"{info['path']}, tested on {info['tested_on']}"
+        parts.append(f"<h2>Run: {html.escape(info['name'])}</h2><p>{html.escape(where)}</p>")
+        md += [f"## Run: {info['name']}", "", where, ""]
         figs = [
             (
                 "ROC curves (shaded: the pAUC range, FPR <= 0.1)",
