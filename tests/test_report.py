@@ -58,6 +58,19 @@ def test_a_report_of_runs_tested_on_different_data_says_so(two_runs, tiny_datase
     assert "tested on different data" in out.read_text()
 
 
+def test_t_sne_of_a_machine_type_with_too_few_test_clips_says_so_in_its_panel(tmp_path):
+    import pandas as pd
+
+    from mimii_due.report.figures import tsne
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"machine": ["fan"] + ["valve"] * 8, "domain": ["source", "target"] + ["source"] * 7,
+                          "label": ["normal", "anomaly"] * 4 + [None]})  # fmt: skip
+    out = tsne(table, rng.normal(size=(9, 16)), tmp_path / "t.png")  # fan: one clip, t-SNE cannot place it
+    with Image.open(out) as im:
+        assert im.size[0] > 1.5 * im.size[1]  # both panels drawn, side by side
+
+
 def test_plot_commands_write_pngs(two_runs, tiny_dataset, tmp_path):
     r = runner.invoke(app, ["plot", "spectrograms", str(tiny_dataset), "--out", str(tmp_path / "s.png")])
     assert r.exit_code == 0, r.output

@@ -87,6 +87,9 @@ def spectrograms(table: pd.DataFrame, path: str | Path, *, n_fft: int = 1024, ho
     return _save(fig, path)
 
 
+TSNE_MIN_CLIPS = 4
+
+
 def tsne(table: pd.DataFrame, embeddings: np.ndarray, path: str | Path, *, seed: int = 0) -> Path:
     """Figure 2: t-SNE of test clips per machine type, coloured by domain, marked by label.
 
@@ -101,6 +104,13 @@ def tsne(table: pd.DataFrame, embeddings: np.ndarray, path: str | Path, *, seed:
     for ax, machine in zip(axes[0], machines, strict=True):
         m = (table["machine"] == machine).to_numpy()
         x = embeddings[m]
+        ax.set_title(_title(machine))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if len(x) < TSNE_MIN_CLIPS:  # t-SNE needs more points than its perplexity (at least 2)
+            ax.text(0.5, 0.5, f"{len(x)} test clip(s):\ntoo few for t-SNE", ha="center", va="center",
+                    transform=ax.transAxes)  # fmt: skip
+            continue
         x = (x - x.mean(0)) / (x.std(0) + 1e-9)
         xy = TSNE(
             n_components=2, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), init="pca", random_state=seed
@@ -120,10 +130,8 @@ def tsne(table: pd.DataFrame, embeddings: np.ndarray, path: str | Path, *, seed:
                         alpha=0.8,
                         linewidths=1,
                     )
-        ax.set_title(_title(machine))
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][-1].legend(fontsize=7, loc="best")
+    if axes[0][-1].get_legend_handles_labels()[0]:
+        axes[0][-1].legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 
