@@ -215,6 +215,13 @@ def test_bad_synth_settings_are_one_line_errors(args, words, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("detectors", ["", " , ", "bogus"])
+def test_run_with_no_or_an_unknown_detector_is_refused_before_anything_is_made(valve, tmp_path, detectors):
+    r = runner.invoke(app, ["run", str(valve), "--out", str(tmp_path / "out"), "--detectors", detectors])
+    assert r.exit_code == 1 and ("no detector to run" in r.output or "unknown detector 'bogus'" in r.output)
+    assert not (tmp_path / "out").exists()
+
+
 def test_report_and_evaluate_on_a_missing_run_say_so_and_create_nothing(tmp_path):
     r = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "not a run folder" in r.output and not (tmp_path / "nope").exists()

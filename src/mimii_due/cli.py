@@ -501,7 +501,7 @@ def run(
 
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         done = pipeline.run(
-            out, data, detectors=_machines(detectors) or ["ae"], machines=_machines(machines),
+            out, data, detectors=_machines(detectors) or [], machines=_machines(machines),
             params=_params(epochs, batch_size, None, []), ground_truth=ground_truth,
             **({} if scale is None else {"scale": scale}),  # default: pipeline.DEFAULT_RUN
             on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar), engine=eng,

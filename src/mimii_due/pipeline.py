@@ -21,7 +21,7 @@ from mimii_due.data.index import index
 from mimii_due.data.naming import DOMAINS
 from mimii_due.detectors import make
 from mimii_due.engines import Engine, LocalEngine
-from mimii_due.errors import AudioError, MimiiDueError, ModelError
+from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
 from mimii_due.evaluation.files import read_ground_truth
 from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, protocol_of, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
@@ -340,6 +340,9 @@ def run(
     from mimii_due.synth.generate import generate
 
     t0 = time.perf_counter()
+    detectors = list(dict.fromkeys(detectors))  # each once, in the order given
+    if not detectors:
+        raise ConfigError("no detector to run: name at least one (--detectors ae,ensemble)")
     for det in detectors:  # every setting checked before anything is written
         make(det, **_params_for(det, params))
     out = Path(out)
