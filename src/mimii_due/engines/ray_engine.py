@@ -47,8 +47,12 @@ class RayEngine(Engine):
             try:
                 ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kw)
             except Exception as e:  # ConnectionError and Ray's own errors
+                hint = ""
+                if address and "RAY_AUTH_MODE" not in os.environ:  # Ray's token check refuses such a driver
+                    hint = (" (a cluster that checks Ray's token: set RAY_AUTH_MODE=token here, with the cluster's "
+                            "token in RAY_AUTH_TOKEN or ~/.ray/auth_token)")
                 raise MimiiDueError(
-                    f"cannot start or join the Ray cluster{f' at {address}' if address else ''}: {e}"
+                    f"cannot start or join the Ray cluster{f' at {address}' if address else ''}: {e}{hint}"
                 ) from e
             self.threads = torch.get_num_threads()
         else:
