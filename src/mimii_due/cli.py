@@ -80,7 +80,7 @@ YEAR = typer.Option(
 
 
 ENGINE = typer.Option("local", "--engine", help="local, or ray: a Ray cluster (pip install 'mimii-due[ray]').")
-ADDRESS = typer.Option(None, "--address", help="An existing Ray cluster (e.g. ray://head:10001 or auto).")
+ADDRESS = typer.Option(None, "--address", help="A running Ray cluster to join from one of its nodes (head:6379, auto).")
 TASK_CPUS = typer.Option(1.0, "--task-cpus", help="CPUs each Ray task asks for.")
 
 

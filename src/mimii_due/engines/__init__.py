@@ -16,7 +16,7 @@ ENGINES = ("local", "ray")
 
 def get_engine(name: str = "local", *, address: str | None = None, num_cpus: int | None = None,
                task_cpus: float = 1.0) -> Engine:  # fmt: skip
-    """An engine by name. ``address``: an existing Ray cluster (``ray://host:10001`` or ``auto``);
+    """An engine by name. ``address``: a running Ray cluster to join (``head:6379`` or ``auto``);
     without it a local Ray is started with ``num_cpus``. ``task_cpus``: CPUs each task asks for."""
     if name == "local":
         return LocalEngine()
