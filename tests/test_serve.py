@@ -318,6 +318,31 @@ def test_real_process_serves_survives_sigkill_and_shows_clips_on_the_dashboard(r
         proc.wait(timeout=10)
 
 
+def test_serve_on_a_taken_port_is_a_one_line_error_and_port_0_takes_a_free_one(run, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = runner.invoke(cli, ["serve", str(run), "--port", str(port), "--db", str(tmp_path / "d.sqlite")])
+        assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.output, r.output
+        assert "serving" not in r.output and "Traceback" not in r.output  # nothing announced that does not serve
+    r = runner.invoke(cli, ["serve", str(run), "--port", "70000", "--db", str(tmp_path / "d.sqlite")])
+    assert r.exit_code == 1 and "cannot listen on 127.0.0.1:70000" in r.output and "Traceback" not in r.output
+    proc = subprocess.Popen([sys.executable, "-m", "mimii_due.cli", "serve", str(run), "--port", "0", "--db",
+                             str(tmp_path / "d.sqlite")], env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    timer = threading.Timer(120, proc.kill)  # bounds the read below
+    timer.start()
+    try:
+        url = re.search(r"http://127\.0\.0\.1:(\d+)", proc.stdout.readline())
+        assert url and int(url[1]) > 0
+        _wait_up(url[0], proc)
+    finally:
+        timer.cancel()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_watcher_scores_existing_and_new_clips_once_each(run, clips, tmp_path):
     folder = tmp_path / "incoming"
     folder.mkdir()

@@ -584,7 +584,7 @@ def _token(token: str | None) -> str | None:
 def serve(
     run: Path = typer.Argument(..., help="A run folder (or one model folder) to serve."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs a token."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, help="TCP port (0: any free one, printed)."),
     token: str = typer.Option(None, help="Bearer token required on every request (or MIMII_DUE_TOKEN)."),
     db: Path = typer.Option(None, help="SQLite record of decisions (default: RUN/decisions.sqlite)."),
     keep_audio: Path = typer.Option(None, "--keep-audio", help="Keep every scored clip here (for retraining)."),
@@ -594,9 +594,11 @@ def serve(
     """An HTTP scoring service with a dashboard at / and Prometheus metrics at /metrics."""
     from mimii_due.serve.app import serve as _serve
 
-    console.print(f"serving {run} on http://{host}:{port}/ (dashboard), POST /v1/score; Ctrl-C stops")
+    def announce(url: str) -> None:
+        console.print(f"serving {run} on {url} (dashboard), POST /v1/score; Ctrl-C stops")
+
     _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio,
-           max_bytes=int(max_mb * 1024 * 1024), threads=threads)  # fmt: skip
+           max_bytes=int(max_mb * 1024 * 1024), threads=threads, announce=announce)  # fmt: skip
 
 
 @app.command()

@@ -13,7 +13,9 @@ get a 4xx with ``{"error": "..."}`` and the service keeps serving.
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -169,8 +171,10 @@ def create_app(
 
 def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           db: str | Path | None = None, keep_audio: str | Path | None = None, max_bytes: int = MAX_BYTES,
-          threads: int = 1) -> None:  # fmt: skip
-    """Load the models and serve until stopped. Binding anything but loopback needs a token."""
+          threads: int = 1, announce: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    """Load the models and serve until stopped. Binding anything but loopback needs a token. The
+    socket is bound here, before uvicorn starts, so a port in use or an address that is not this
+    machine's is a one-line error; ``announce`` gets the address once it is bound."""
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
@@ -178,4 +182,11 @@ def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: 
     models = ModelSet(run)
     record = Record(db or Path(run) / "decisions.sqlite")
     app = create_app(models, record, token=token, keep_audio=keep_audio, max_bytes=max_bytes, threads=threads)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except (OSError, OverflowError) as e:  # OverflowError: a port outside 0-65535
+        raise MimiiDueError(f"cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e})") from None
+    if announce:
+        announce(f"http://{host}:{sock.getsockname()[1]}/")
+    with sock:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
