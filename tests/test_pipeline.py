@@ -52,6 +52,11 @@ def test_existing_run_needs_resume_and_resume_skips_trained_machines(tiny_datase
     stamp = (run / "models" / "valve" / "state.pt").stat().st_mtime_ns
     assert runner.invoke(app, args + ["--resume"]).exit_code == 0
     assert (run / "models" / "valve" / "state.pt").stat().st_mtime_ns == stamp
+    twice = ["train", str(tiny_dataset), "--out", str(tmp_path / "run2"), "--detector", "gaussian", "--machines",
+             "valve,valve"]  # fmt: skip
+    r = runner.invoke(app, twice)  # a machine type named twice counts once
+    assert r.exit_code == 0 and "for valve in" in r.output
+    assert json.loads((tmp_path / "run2" / "run.json").read_text())["machines"] == ["valve"]
 
 
 def test_corrupt_clip_fails_with_its_name_or_is_skipped(tiny_dataset, tmp_path):

@@ -44,7 +44,7 @@ def _machines(table: pd.DataFrame, machines: list[str] | None, where: Path) -> l
     missing = sorted(set(machines) - set(found))
     if missing:
         raise ModelError(f"machine type(s) {', '.join(missing)} not found (found: {', '.join(found)})", where)
-    return list(machines)
+    return list(dict.fromkeys(machines))  # each once: `--machines fan,fan` trains fan once
 
 
 def _extract_shard(job: tuple) -> tuple[Features, pd.DataFrame, list]:
