@@ -190,6 +190,26 @@ def test_mix_command_on_users_recordings(tmp_path):
         assert -7.05 < 10 * np.log10(a / np.mean(noise**2)) < -4.95
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--snr", "nan"], "SNR must be a finite number"),  # it wrote silent clips
+        (["--snr", "inf"], "SNR must be a finite number"),
+        (["--snr", "0", "--spread", "-2"], "not negative"),  # a traceback from numpy
+        (["--snr", "0", "--rt60", "-1"], "RT60 must be between 0.15 and 3.0 s"),  # pyroomacoustics' ValueError
+        (["--snr", "0", "--rt60", "100"], "RT60 must be between 0.15 and 3.0 s"),  # out of memory in the image method
+    ],
+)
+def test_mix_refuses_settings_it_cannot_honour_before_writing_anything(tmp_path, args, words):
+    for folder in ("clean", "noise"):
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder / "a.wav", 0.1 * np.sin(np.arange(16000) * 0.1))
+    r = CliRunner().invoke(app, ["mix", str(tmp_path / "out"), "--clean", str(tmp_path / "clean"), "--noise",
+                                 str(tmp_path / "noise"), *args])  # fmt: skip
+    assert r.exit_code == 1 and words in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_synth_command_and_rerun_is_a_no_op(tmp_path, monkeypatch):
     args = ["synth", str(tmp_path / "d"), "--machines", "pump", "--sections", "4", "--scale", "0.005"]
     r = CliRunner().invoke(app, args)

@@ -407,6 +407,9 @@ def mix_folder(
     power-tuned noise recording at an SNR uniform over ``[snr - spread, snr + spread]``. Outputs
     keep the relative paths. Returns one record per clip (path, SNR, noise file).
     """
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (snr, spread)) or spread < 0:
+        raise ConfigError(f"the SNR must be a finite number of dB and its spread finite and not negative, "
+                          f"not {snr!r} and {spread!r}")  # fmt: skip
     clean_dir, noise_dir, out = Path(clean_dir), Path(noise_dir), Path(out)
     cleans, noises = wav_files(clean_dir), wav_files(noise_dir)
     if not cleans:

@@ -17,9 +17,13 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from mimii_due.config import SAMPLE_RATE
+from mimii_due.errors import ConfigError
 from mimii_due.synth.signals import band_noise, harmonics, impulses, poisson_times, shaped_noise, slow_curve
 
 RT60 = 0.3  # Section 2.2: RT60 of the impulse response convolved with gearbox and slide rail
+# What the default room gives (measured 2026-11-28): below 0.15 s pyroomacoustics finds no absorption
+# that reaches it ("room may be too large"); 2 s took 35 s, 3 s 132 s, 5 s ran out of memory.
+RT60_RANGE = (0.15, 3.0)
 MIC_DISTANCE = 0.6  # Table 3: distance from the microphone [m]
 
 
@@ -77,6 +81,10 @@ def room_impulse_response(
     """
     import pyroomacoustics as pra
 
+    low, high = RT60_RANGE
+    if not (isinstance(rt60, (int, float)) and np.isfinite(rt60) and low <= rt60 <= high):
+        raise ConfigError(f"RT60 must be between {low} and {high} s for the {room[0]:g} x {room[1]:g} x {room[2]:g} m "
+                          f"room, not {rt60!r}")  # fmt: skip
     rng = np.random.default_rng(seed)
     mic = np.array([room[0] * rng.uniform(0.3, 0.7), room[1] * rng.uniform(0.3, 0.7), 1.2])
     ang = rng.uniform(0, 2 * np.pi)
