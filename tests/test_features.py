@@ -3,6 +3,7 @@ import sys
 import librosa
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -101,3 +102,19 @@ def test_corrupt_clip_is_named_or_skipped(tiny_dataset, tmp_path):
     feats, kept = extract(t, on_error="skip")
     assert len(kept) == 4 and len(feats) == 4 and kept.attrs["skipped"][0][0] == str(bad)
     np.testing.assert_allclose(feats.means()[0], feats.clip(0).mean(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("subtype", ["IMA_ADPCM", "MS_ADPCM", "GSM610", "ULAW"])
+def test_compressed_wavs_are_featurised_at_their_decoded_length(tiny_dataset, tmp_path, subtype):
+    """ADPCM and GSM WAVs (some field recorders write them) pack many samples per block: the header's
+    block count is not the clip's length, which broke the batch buffer (a ValueError traceback)."""
+    t = index(tiny_dataset)[:3].copy()
+    y = audio.load(t.path[1])
+    p = tmp_path / "section_00_source_train_normal_0098.wav"
+    sf.write(p, y, 16000, subtype=subtype)
+    t.loc[1, "path"] = str(p)
+    decoded = sf.read(p, dtype="float32")[0]
+    assert audio.read_header(p).frames == len(decoded)
+    feats, kept = extract(t)
+    assert len(kept) == 3 and feats.lengths[1] == n_frames(len(decoded), hop_length=512)
+    np.testing.assert_allclose(feats.clip(1), logmel(decoded), atol=1e-3)

@@ -21,6 +21,7 @@ from mimii_due.errors import AudioError
 _PCM = 1
 _FLOAT = 3
 _EXTENSIBLE = 0xFFFE  # 65534: used by the original 8-channel MIMII clips
+_UNCOMPRESSED = (_PCM, _FLOAT, 6, 7)  # and A-law, mu-law: one block per frame
 
 
 class MultichannelWarning(UserWarning):
@@ -85,10 +86,22 @@ def read_header(path: str | Path) -> WavInfo:
                             f"truncated WAV: header declares {csize} data bytes, file holds {available}",
                             path,
                         )
-                    return WavInfo(sr, ch, csize // block, bits, tag, pos + 8)
+                    frames = csize // block
+                    if tag not in _UNCOMPRESSED:  # ADPCM, GSM: a block holds many frames; ask the decoder
+                        frames = _decoded_frames(path)
+                    return WavInfo(sr, ch, frames, bits, tag, pos + 8)
                 pos += 8 + csize + (csize & 1)
     except OSError as e:
         raise AudioError(f"cannot read file: {e.strerror or e}", path) from e
+
+
+def _decoded_frames(path: Path) -> int:
+    import soundfile as sf
+
+    try:
+        return sf.info(str(path)).frames
+    except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
+        raise AudioError(f"unsupported or damaged compressed WAV ({e})", path) from e
 
 
 def load(
