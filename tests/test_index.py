@@ -50,6 +50,21 @@ def test_bad_name_is_reported_or_skipped(tiny_dataset, tmp_path):
     assert t.attrs["skipped"][0][0] == str(bad)
 
 
+def test_a_clip_named_by_another_challenge_is_a_stray_not_the_year(tiny_2023, tmp_path):
+    """One DCASE 2020 name copied into a 2023 folder made the whole folder DCASE 2020 (and its metric)."""
+    root = tmp_path / "d"
+    shutil.copytree(tiny_2023 / "dev_data" / "fan", root / "dev_data" / "fan")
+    assert set(index(root).year) == {2023}
+    stray = root / "dev_data" / "fan" / "test" / "anomaly_id_00_00000000.wav"
+    shutil.copy(next((root / "dev_data" / "fan" / "test").glob("*.wav")), stray)
+    with pytest.raises(LayoutError, match="named as DCASE 2020 clips in a folder of DCASE 2021-2026 clips") as e:
+        index(root)
+    assert stray.name in str(e.value)
+    t = index(root, on_error="skip")
+    assert set(t.year) == {2023} and stray.name not in set(t.filename)
+    assert [p for p, _ in t.attrs["skipped"]] == [str(stray)]
+
+
 def test_clip_in_wrong_folder_and_truncated_header(tiny_dataset, tmp_path):
     root = tmp_path / "fan"
     (root / "target_test").mkdir(parents=True)

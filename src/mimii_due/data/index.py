@@ -77,6 +77,28 @@ def wav_files(root: Path) -> list[Path]:
     return out
 
 
+# The naming families no challenge mixes: a clip of another family in a dataset folder is a stray
+# (copied in by hand), and it would decide the year (detect_year) and the metric for the whole folder.
+_FAMILY = {"dcase2021": "DCASE 2021-2026", "eval2022": "DCASE 2021-2026", "dcase2020": "DCASE 2020", "mimii": "MIMII"}
+
+
+def _one_naming(table: pd.DataFrame, root: Path, on_error: str, skipped: list) -> pd.DataFrame:
+    """``table`` if its clips are named by one challenge; else an error naming a stray clip, or
+    (``skip``) the clips of the smaller family reported and left out."""
+    family = table["scheme"].map(_FAMILY)
+    if family.nunique() < 2:
+        return table
+    major = family.value_counts().index[0]
+    stray = table[family != major]
+    why = f"named as {family[stray.index[0]]} clips in a folder of {major} clips"
+    if on_error == "raise":
+        raise LayoutError(f"{why} ({len(stray)} such); keep one challenge's clips per folder", stray["path"].iloc[0])
+    for path, fam in zip(stray["path"], family[stray.index], strict=True):
+        log.warning("skipping %s: named as %s clips in a folder of %s clips", path, fam, major)
+        skipped.append((path, f"{path}: named as {fam} clips in a folder of {major} clips"))
+    return table[family == major].reset_index(drop=True)
+
+
 def _part(machine_dir: Path, scheme: str) -> str | None:
     for parent in machine_dir.parents:
         if parent.name in PARTS:
@@ -204,6 +226,7 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
             root,
         )
     table = pd.DataFrame(rows, columns=COLUMNS)
+    table = _one_naming(table, root, on_error, skipped)
     table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
     table["split"] = _mimii_splits(table)
     table["domain"] = table["domain"].astype(object).where(table["domain"].notna(), None)
