@@ -193,6 +193,16 @@ def test_2023_data_through_train_test_evaluate_with_the_2023_metric(tiny_2023, t
     assert res["bootstrap_draws"] == 20 and sd > 0 and res["bootstrap_sd"] == pytest.approx(sd, rel=1e-12)
 
 
+def test_the_year_named_at_train_is_the_year_test_scores_with(tiny_2023, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", str(tiny_2023), "--out", str(run), "--detector", "gaussian", "--machines", "fan", "--year", "2020"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, ["test", str(run), str(tiny_2023)]).exit_code == 0  # no --year: the run's
+    assert Run(run).stamp()["protocol"] == "dcase2020"
+    assert runner.invoke(app, ["test", str(run), str(tiny_2023), "--year", "2023"]).exit_code == 0
+    assert Run(run).stamp()["protocol"] == "dcase2022"
+
+
 def test_a_test_set_of_one_domain_is_evaluated_with_that_domain_and_a_warning(tiny_2023, tmp_path, caplog):
     """A user who scores only the source clips (a subset, a folder copied in part) gets the AUCs
     there are, empty target columns and a warning, not a KeyError."""

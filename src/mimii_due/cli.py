@@ -390,7 +390,7 @@ def test(
     run: Path = typer.Argument(..., help="Run folder made by `mimii-due train`."),
     data: Path = typer.Argument(..., help="Dataset folder (test clips are read from *_test/ and test/)."),
     skip_bad: bool = SKIP_BAD,
-    year: int = YEAR,
+    year: int = typer.Option(None, "--year", help="DCASE year of the test data (default: the run's)."),
     engine: str = ENGINE,
     address: str = ADDRESS,
     task_cpus: float = TASK_CPUS,

@@ -219,11 +219,13 @@ def test(
 ) -> pd.DataFrame:
     """Score every test clip of the run's machine types; publish ``results/`` (scores.csv and the
     year's official score and decision CSVs). Unlabelled (evaluation) clips are scored too; with a
-    cluster ``engine``, features are made in shards and each machine type is scored as a task."""
+    cluster ``engine``, features are made in shards and each machine type is scored as a task.
+    The data's year (hence its metric) is the run's, recognised or named at ``train``, unless
+    ``year`` names another."""
     _check_on_error(on_error)
     keeper = Run(run)
     meta = keeper.meta()
-    table = index(data, on_error=on_error, year=year)
+    table = index(data, on_error=on_error, year=year if year is not None else meta.get("year"))
     test_table = table[(table["split"] == "test") & table["machine"].isin(meta["machines"])]
     if test_table.empty:
         raise ModelError(f"no test clips of {', '.join(meta['machines'])}", data)
