@@ -249,8 +249,8 @@ def test_mimii_downloads_each_snr_under_its_own_folder(tmp_path):
     z = Zenodo({name: make_mimii_zip(tmp_path, name.split("_")[-1].removesuffix(".zip"))
                 for name in ("6_dB_fan.zip", "-6_dB_fan.zip", "6_dB_valve.zip")}, record=3384388)  # fmt: skip
     try:
-        r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--source", "mimii", "--machines",
-                                     "fan", "--snr=-6", "--base-url", z.url])  # fmt: skip
+        r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--year", "2019", "--machines",
+                                     "fan", "--snr=-6", "--base-url", z.url])  # fmt: skip  # 2019: MIMII, as in index
         assert r.exit_code == 0, r.output
         assert "-6_dB_fan.zip" in r.output and "6_dB_valve.zip" not in r.output
         t = index(tmp_path / "d")

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from mimii_due.cli import app as cli
 from mimii_due.data.index import index
+from mimii_due.errors import MimiiDueError
 from mimii_due.scoring import ModelSet
 from mimii_due.serve.app import create_app
 from mimii_due.serve.record import Record
@@ -110,6 +111,19 @@ def test_score_and_watch_take_the_machine_type_from_a_folder_named_after_it(run,
     scored = {(r["filename"], r["machine"]) for r in record.recent()}
     assert scored == {(clip.filename, m) for m, clip in first.items()}
     assert len(errors) == 1 and "unsorted.wav" in errors[0][0] and "say which machine type" in errors[0][1]
+
+
+@pytest.mark.parametrize(("where", "words"), [(["--machine", "pump"], "unknown machine type 'pump'"),
+                                              (["--machine", "valve", "--section", "7"], "section 07 is not one valve"),
+                                              (["--domain", "x"], "domain must be source or target")])  # fmt: skip
+def test_a_machine_or_section_no_clip_can_be_scored_with_is_refused_once_before_scoring(run, clips, tmp_path, where,
+                                                                                        words):  # fmt: skip
+    r = runner.invoke(cli, ["score", str(run), *clips.path[:3], *where])
+    assert r.exit_code == 1 and words in r.output and "not scored" not in r.output, r.output
+    if "--domain" not in where:
+        machine, section = where[1], int(where[3]) if len(where) > 2 else None
+        with pytest.raises(MimiiDueError, match=words):
+            Watcher(ModelSet(run), Record(tmp_path / "d.sqlite"), tmp_path, machine=machine, section=section)
 
 
 def test_service_scores_records_and_answers_json(service, clips):

@@ -199,7 +199,7 @@ def download(
                 dest,
                 machines=_machines(machines),
                 part=part,
-                source=f"dcase{year}" if year else source,
+                source=("mimii" if year == 2019 else f"dcase{year}") if year else source,
                 base_url=base_url or dl.ZENODO,
                 keep_archives=keep_archives,
                 progress=cb,

@@ -85,6 +85,17 @@ class ModelSet:
                  "model_version": self.versions[m], "sample_rate": d.features.sample_rate,
                  "min_seconds": self.min_seconds(m)} for m, d in sorted(self.models.items())]  # fmt: skip
 
+    def check_where(self, machine: str | None, section: int | None, domain: str | None) -> None:
+        """Refuse, before any clip is read, a machine type, section or domain that no clip could
+        be scored with (``--machine pump`` for a fan model): one error, not one per clip."""
+        if machine is not None and machine not in self.models:
+            raise UnknownModelError(f"unknown machine type {machine!r}; models: {', '.join(sorted(self.models))}",
+                                    self.path)  # fmt: skip
+        if domain not in (None, "source", "target"):
+            raise MimiiDueError(f"domain must be source or target, not {domain!r}")
+        if section is not None and (machine is not None or len(self.models) == 1):
+            self.route(str(self.path), machine, section, domain)
+
     def machine_of(self, path: Path) -> str | None:
         """The machine type a file's folders name, nearest first (``dev_data/fan/test/x.wav``, or a
         watched folder with one subfolder per machine): None if none names a model's."""
@@ -169,6 +180,7 @@ def score_files(
     """Score WAV files (and the WAV files in folders). Returns the decisions and, for each clip
     that could not be scored, ``(path, reason)``; one bad clip never stops the others. With a
     cluster ``engine`` the files are scored in shards as tasks (the files must be readable there)."""
+    models.check_where(machine, section, domain)
     files = wav_paths(paths)
     if not files:
         raise MimiiDueError("no WAV files found in " + ", ".join(map(str, paths)))

@@ -36,6 +36,7 @@ class Watcher:
         self.models, self.record, self.folder = models, record, Path(folder)
         if not self.folder.is_dir():
             raise MimiiDueError("not a folder to watch", self.folder)
+        models.check_where(machine, section, None)
         self.settle, self.machine, self.section = settle, machine, section
         self.on_decision, self.on_error = on_decision, on_error
         self.pending: queue.Queue[Path] = queue.Queue()
