@@ -190,6 +190,18 @@ def test_mix_command_on_users_recordings(tmp_path):
         assert -7.05 < 10 * np.log10(a / np.mean(noise**2)) < -4.95
 
 
+def test_a_seed_numpy_cannot_take_is_refused_before_anything_is_written(tmp_path):
+    from mimii_due.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="seed must be a whole number from 0"):
+        g.generate(tmp_path / "d", machines=["fan"], sections=[0], scale=0.01, seed=-1)
+    with pytest.raises(ConfigError, match="seed must be a whole number from 0"):
+        g.mix_folder(tmp_path, tmp_path, tmp_path / "m", snr=0.0, seed=-1)
+    assert not (tmp_path / "d").exists() and not (tmp_path / "m").exists()
+    r = CliRunner().invoke(app, ["synth", str(tmp_path / "d"), "--seed", "-1"])  # was numpy's ValueError traceback
+    assert r.exit_code == 2 and "greater than or equal to 0" in r.output and not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

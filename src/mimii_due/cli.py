@@ -217,7 +217,7 @@ def synth(
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all five)."),
     sections: str = typer.Option(None, help="Comma-separated section numbers, e.g. 0,1,2 (default: 0-5)."),
     scale: float = typer.Option(1.0, help="Fraction of Table 1's clip counts (1 = about 42,000 clips)."),
-    seed: int = typer.Option(0, help="Same seed, same bytes, whatever the number of workers."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Same seed, same bytes, whatever the number of workers."),
     severity: float = typer.Option(1.0, help="Scales every anomaly's size (1 = the default, hard mix)."),
     snr_offset: float = typer.Option(0.0, help="Shift every SNR of Table 1 by this many dB (0 = the paper)."),
     workers: int = typer.Option(1, help="Worker processes."),
@@ -263,7 +263,7 @@ def mix(
     snr: float = typer.Option(..., "--snr", help="SNR centre c in dB (Table 1)."),
     spread: float = typer.Option(0.0, "--spread", help="SNR spread d: uniform over [c-d, c+d]."),
     rt60: float = typer.Option(None, "--rt60", help="Convolve with a room impulse response of this RT60 (s)."),
-    seed: int = typer.Option(0, help="Seed of the SNR and noise draws."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed of the SNR and noise draws."),
 ) -> None:
     """Apply the paper's section 2.2 mixing to your own clean and noise recordings."""
     from mimii_due.synth.generate import mix_folder
@@ -346,7 +346,7 @@ def train(
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all found)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
-    seed: int = typer.Option(None, help="Seed of initialisation and shuffling."),
+    seed: int = typer.Option(None, min=0, max=2**32 - 1, help="Seed of initialisation and shuffling."),
     set_: list[str] = typer.Option(None, "--set", help="Other detector settings, KEY=VALUE."),
     members: str = typer.Option(
         None, help="The ensemble's members, comma-separated (default twfr_gmm,embedding), each with settings "
@@ -460,7 +460,7 @@ def plot_tsne(
     run: Path = typer.Argument(..., help="Run folder (gives the machine types and the feature cache)."),
     data: Path = typer.Argument(..., help="Dataset folder."),
     out: Path = typer.Option(Path("tsne.png"), "--out", help="PNG file to write."),
-    seed: int = typer.Option(0, help="t-SNE seed."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="t-SNE seed."),
     skip_bad: bool = SKIP_BAD,
 ) -> None:
     """The paper's Figure 2: t-SNE of the test clips' clip-mean log-mel, by domain and label."""

@@ -116,8 +116,16 @@ def _scaled(n: int, scale: float, minimum: int) -> int:
     return max(minimum, int(round(n * scale)))
 
 
-def check_size(scale: float, min_test: int) -> None:
-    """Refuse sizes that are not numbers, not positive, or absurdly large, before any work."""
+def check_seed(seed: int) -> None:
+    """Refuse a seed numpy cannot take (a negative one raised numpy's ValueError mid-command)."""
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be a whole number from 0 to 2**32 - 1, not {seed!r}")
+
+
+def check_size(scale: float, min_test: int, seed: int = 0) -> None:
+    """Refuse sizes that are not numbers, not positive, or absurdly large, and bad seeds, before
+    any work."""
+    check_seed(seed)
     if not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
         raise ConfigError(f"scale must be a positive number, not {scale!r}")
     if scale > 10:
@@ -146,7 +154,7 @@ def plan(
     ``attributes_00.csv``). A section's anomalous clips have the anomaly kinds of
     :func:`section_kinds`.
     """
-    check_size(scale, min_test)
+    check_size(scale, min_test, seed)
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     sections = list(sections)
@@ -410,6 +418,7 @@ def mix_folder(
     if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (snr, spread)) or spread < 0:
         raise ConfigError(f"the SNR must be a finite number of dB and its spread finite and not negative, "
                           f"not {snr!r} and {spread!r}")  # fmt: skip
+    check_seed(seed)
     clean_dir, noise_dir, out = Path(clean_dir), Path(noise_dir), Path(out)
     cleans, noises = wav_files(clean_dir), wav_files(noise_dir)
     if not cleans:
