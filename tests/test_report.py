@@ -71,6 +71,15 @@ def test_t_sne_of_a_machine_type_with_too_few_test_clips_says_so_in_its_panel(tm
         assert im.size[0] > 1.5 * im.size[1]  # both panels drawn, side by side
 
 
+def test_a_figure_path_matplotlib_cannot_write_is_a_one_line_error(tiny_dataset, tmp_path):
+    for out in (tmp_path / "s.foo", tmp_path):  # an unknown suffix; a folder (was matplotlib's ValueError)
+        r = runner.invoke(app, ["plot", "spectrograms", str(tiny_dataset), "--out", str(out)])
+        assert r.exit_code == 1 and "a figure is written as .png, .pdf, .svg" in r.output
+        assert "Traceback" not in r.output
+    r = runner.invoke(app, ["plot", "spectrograms", str(tiny_dataset), "--out", str(tmp_path / "s.svg")])
+    assert r.exit_code == 0 and (tmp_path / "s.svg").read_text().lstrip().startswith("<?xml")
+
+
 def test_plot_commands_write_pngs(two_runs, tiny_dataset, tmp_path):
     r = runner.invoke(app, ["plot", "spectrograms", str(tiny_dataset), "--out", str(tmp_path / "s.png")])
     assert r.exit_code == 0, r.output

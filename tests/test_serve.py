@@ -87,6 +87,14 @@ def test_score_command_scores_any_names_and_reports_bad_clips(run, clips, tmp_pa
     assert r.exit_code == 0, r.output and "2 clip(s) scored" in r.output
 
 
+def test_score_writes_json_when_out_says_json(run, clips, tmp_path):
+    r = runner.invoke(cli, ["score", str(run), *clips.path[:2], "--out", str(tmp_path / "s.json")])
+    assert r.exit_code == 0, r.output
+    assert [x["machine"] for x in json.loads((tmp_path / "s.json").read_text())] == ["valve", "valve"]
+    r = runner.invoke(cli, ["score", str(run), *clips.path[:2], "--out", str(tmp_path / "s.json"), "--format", "csv"])
+    assert r.exit_code == 0 and (tmp_path / "s.json").read_text().startswith("filename,")  # asked for: csv
+
+
 def test_score_and_watch_take_the_machine_type_from_a_folder_named_after_it(run, tiny_dataset, tmp_path):
     """``score RUN dev_data/`` and a watched folder with one subfolder per machine type: no --machine."""
     t = index(tiny_dataset)

@@ -526,7 +526,7 @@ def score(
     section: int = typer.Option(None, help="Section of the clips (default: from the names or the model)."),
     domain: str = typer.Option(None, help="source or target, where known."),
     out: Path = typer.Option(None, "--out", help="Write the table to this file."),
-    fmt: str = typer.Option("csv", "--format", help="csv or json (for --out)."),
+    fmt: str = typer.Option(None, "--format", help="csv or json (default: from --out's suffix, else csv)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Report clips that cannot be scored and exit 0 "
                                   "(default: the rest are scored and written, then exit 1)."),
     engine: str = ENGINE,
@@ -541,6 +541,7 @@ def score(
     from mimii_due import atomic
     from mimii_due.scoring import ModelSet, score_files
 
+    fmt = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "csv")
     if fmt not in ("csv", "json"):
         raise MimiiDueError(f"--format must be csv or json, not {fmt!r}")
     models = ModelSet(model)

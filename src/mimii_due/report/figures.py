@@ -15,7 +15,7 @@ from sklearn.metrics import roc_curve
 from mimii_due import atomic
 from mimii_due.data import audio
 from mimii_due.data.table1 import MACHINE_TITLES
-from mimii_due.errors import AudioError, MimiiDueError
+from mimii_due.errors import AudioError, ConfigError, MimiiDueError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,12 @@ def _subplots(n: int, figsize: tuple[float, float], **kw):
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` atomically in the format its suffix names (matplotlib's: png, pdf, svg, ...)."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in fig.canvas.get_supported_filetypes():
+        raise ConfigError(f"a figure is written as .png, .pdf, .svg or another format matplotlib writes, not "
+                          f"'{path.suffix or path.name}'", path)  # fmt: skip
     return atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
 
 
