@@ -194,3 +194,26 @@ def test_the_paired_bootstrap_cancels_the_luck_two_detectors_share():
     assert bootstrap_sd(a, versus=a, protocol="dcase2022", n=5) == 0.0
     with pytest.raises(MimiiDueError, match="same clips in the same order"):
         bootstrap_sd(a, versus=b.iloc[::-1], n=5)
+
+
+def test_a_ground_truth_that_names_none_of_the_clips_says_so(tiny_dataset, tmp_path):
+    """Evaluation clips carry no labels; a ground truth of another year or part matched none of them
+    and the error said only "evaluation data needs --ground-truth", which the user had given."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from mimii_due.cli import app
+
+    data, run = tmp_path / "eval", tmp_path / "run"
+    shutil.copytree(tiny_dataset / "eval_data" / "fan", data / "eval_data" / "fan")
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", str(data), "--out", str(run), "--detector", "gaussian"]).exit_code == 0
+    assert runner.invoke(app, ["test", str(run), str(data)]).exit_code == 0
+    other = tmp_path / "gt"
+    other.mkdir()
+    (other / "ground_truth_fan_section_03_source_test.csv").write_text("section_03_source_test_9999.wav,1\n")
+    r = runner.invoke(app, ["evaluate", str(run), "--ground-truth", str(other)])
+    assert r.exit_code == 1 and "the ground truth names none of the" in r.output and str(other) in r.output
+    r = runner.invoke(app, ["evaluate", str(run), "--ground-truth", str(tiny_dataset / "ground_truth")])
+    assert r.exit_code == 0, r.output

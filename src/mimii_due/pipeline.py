@@ -278,6 +278,10 @@ def evaluate(
                 domain=merged["domain"].where(merged["domain"].notna(), merged["domain_gt"]),
             ).drop(columns=["label_gt", "domain_gt"])
         labelled = scores[scores["label"].notna() & scores["domain"].notna()]
+        if labelled.empty and ground_truth is not None:
+            raise ModelError(f"the ground truth names none of the {len(scores)} unlabelled test clips (e.g. "
+                             f"{scores['machine'].iloc[0]} {scores['filename'].iloc[0]}): is it this data's year and "
+                             "part?", ground_truth)  # fmt: skip
         if labelled.empty:
             raise ModelError("no labelled test clips: evaluation data needs --ground-truth", run)
         if len(labelled) < len(scores):
