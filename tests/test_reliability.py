@@ -222,6 +222,14 @@ def test_run_with_no_or_an_unknown_detector_is_refused_before_anything_is_made(v
     assert not (tmp_path / "out").exists()
 
 
+def test_a_run_folder_where_a_file_is_is_a_one_line_error(valve, tmp_path):
+    (tmp_path / "taken").write_text("a file the user keeps")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "sub"):
+        r = runner.invoke(app, ["train", str(valve), "--out", str(out), "--detector", "gaussian"])
+        assert r.exit_code == 1 and f"{out}: cannot make the run folder here" in r.output, r.output
+    assert (tmp_path / "taken").read_text() == "a file the user keeps"
+
+
 def test_report_and_evaluate_on_a_missing_run_say_so_and_create_nothing(tmp_path):
     r = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "not a run folder" in r.output and not (tmp_path / "nope").exists()

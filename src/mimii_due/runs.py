@@ -31,7 +31,7 @@ from filelock import FileLock, Timeout
 
 from mimii_due import __version__, atomic
 from mimii_due.detectors.base import Detector
-from mimii_due.errors import ModelError
+from mimii_due.errors import ModelError, StorageError
 from mimii_due.evaluation.files import write_results, write_score_files
 
 LOCK = ".mimii-due.lock"
@@ -85,7 +85,10 @@ class Run:
         run started meanwhile (another shell, a scheduled job) is refused at once, instead of
         training the same models twice or publishing its results over the first one's. The lock is
         the operating system's (``flock``): a writer that is killed releases it."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file of that name, or a file above it
+            raise StorageError(f"cannot make the run folder here ({e.strerror or e})", self.path) from e
         lock = FileLock(self.path / LOCK, timeout=0)
         try:
             lock.acquire()
