@@ -238,7 +238,7 @@ def test_report_and_evaluate_on_a_missing_run_say_so_and_create_nothing(tmp_path
 
 
 @pytest.mark.parametrize("file", ["run.json", "results/stamp.json", "results/scores.csv", "results/result.json"])
-@pytest.mark.parametrize("content", [b"\xff\xfe\x00 not text", b"[1, 2]"])
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00 not text", b"[1, 2]", b"{}"])
 def test_a_damaged_run_record_is_a_one_line_error_naming_the_run(valve, tmp_path, file, content):
     run = tmp_path / "run"
     pipeline.train(run, valve, detector="gaussian")

@@ -48,19 +48,19 @@ class Run:
     def meta_file(self) -> Path:
         return self.path / "run.json"
 
-    def _record(self, path: Path, missing: str) -> dict:
+    def _record(self, path: Path, missing: str, keys: tuple[str, ...]) -> dict:
         """One of the folder's JSON records, or ``missing`` as a one-line error (absent, damaged,
-        not UTF-8 text, or JSON that is no record)."""
+        not UTF-8 text, or JSON that is not a record with ``keys``)."""
         try:
             out = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise ModelError(f"{missing} ({path.name}: {type(e).__name__})", self.path) from e
-        if not isinstance(out, dict):
-            raise ModelError(f"{missing} ({path.name} holds no record)", self.path)
+        if not isinstance(out, dict) or not all(k in out for k in keys):
+            raise ModelError(f"{missing} ({path.name} is not the record mimii-due writes)", self.path)
         return out
 
     def meta(self) -> dict:
-        return self._record(self.meta_file, "not a run folder: no readable run.json")
+        return self._record(self.meta_file, "not a run folder: no readable run.json", ("detector", "machines"))
 
     def exists(self) -> bool:
         return self.meta_file.exists()
@@ -154,7 +154,8 @@ class Run:
         return self.results_dir
 
     def stamp(self) -> dict:
-        return self._record(self.results_dir / "stamp.json", "no test results: run `mimii-due test` first")
+        return self._record(self.results_dir / "stamp.json", "no test results: run `mimii-due test` first",
+                            ("scores", "models", "protocol"))  # fmt: skip
 
     def read_scores(self) -> pd.DataFrame:
         stamp = self.stamp()
@@ -181,7 +182,8 @@ class Run:
     def read_results(self) -> tuple[pd.DataFrame, dict]:
         """The evaluation of the current scores; refuses results that belong to other scores."""
         stamp = self.stamp()
-        payload = self._record(self.results_dir / "result.json", "not evaluated: run `mimii-due evaluate` first")
+        payload = self._record(self.results_dir / "result.json", "not evaluated: run `mimii-due evaluate` first",
+                               ("scores", "results"))  # fmt: skip
         if payload.get("scores") != stamp["scores"]:
             raise ModelError("result.json was computed from other scores; run `mimii-due evaluate` again", self.path)
         return pd.DataFrame(payload["results"]), payload
