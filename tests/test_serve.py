@@ -87,6 +87,22 @@ def test_score_command_scores_any_names_and_reports_bad_clips(run, clips, tmp_pa
     assert r.exit_code == 0, r.output and "2 clip(s) scored" in r.output
 
 
+def test_service_settings_it_cannot_serve_with_are_refused_at_start(run, tmp_path):
+    """Each of these started a service that failed every upload (413 for all, a kept copy that
+    could not be written, torch refusing 0 threads)."""
+    from mimii_due.errors import ConfigError, StorageError
+
+    record = Record(tmp_path / "d.sqlite")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(StorageError, match="cannot keep audio here"):
+        create_app(ModelSet(run), record, keep_audio=tmp_path / "a_file")
+    for kw in ({"max_bytes": 0}, {"max_bytes": -5}, {"threads": 0}):
+        with pytest.raises(ConfigError, match="largest upload must be positive and the threads at least 1"):
+            create_app(ModelSet(run), record, **kw)
+    r = runner.invoke(cli, ["serve", str(run), "--port", "0", "--max-mb", "-1", "--db", str(tmp_path / "d.sqlite")])
+    assert r.exit_code == 1 and "largest upload must be positive" in r.output and "serving" not in r.output
+
+
 def test_score_writes_json_when_out_says_json(run, clips, tmp_path):
     r = runner.invoke(cli, ["score", str(run), *clips.path[:2], "--out", str(tmp_path / "s.json")])
     assert r.exit_code == 0, r.output

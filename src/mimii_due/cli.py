@@ -346,7 +346,7 @@ def train(
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all found)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
-    seed: int = typer.Option(None, min=0, max=2**32 - 1, help="Seed of initialisation and shuffling."),
+    seed: int = typer.Option(None, help="Seed of initialisation and shuffling."),
     set_: list[str] = typer.Option(None, "--set", help="Other detector settings, KEY=VALUE."),
     members: str = typer.Option(
         None, help="The ensemble's members, comma-separated (default twfr_gmm,embedding), each with settings "

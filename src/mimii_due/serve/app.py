@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimii_due import __version__, atomic
-from mimii_due.errors import AudioError, MimiiDueError, UnknownModelError
+from mimii_due.errors import AudioError, ConfigError, MimiiDueError, StorageError, UnknownModelError
 from mimii_due.scoring import ModelSet
 from mimii_due.serve.record import Record
 
@@ -47,13 +47,21 @@ def create_app(
     max_bytes: int = MAX_BYTES,
     threads: int = 1,
 ) -> FastAPI:
+    if not (isinstance(max_bytes, int) and max_bytes > 0) or not (isinstance(threads, int) and threads >= 1):
+        raise ConfigError(f"the largest upload must be positive and the threads at least 1, not {max_bytes!r} "
+                          f"bytes and {threads!r}")  # fmt: skip
+    keep = Path(keep_audio) if keep_audio else None
+    if keep is not None:  # found out now, not at the first upload
+        try:
+            keep.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot keep audio here ({e.strerror or e})", keep) from e
     app = FastAPI(title="mimii-due", version=__version__)
     registry = CollectorRegistry()
     requests = Counter("mimii_due_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
     latency = Histogram("mimii_due_score_seconds", "Time to answer POST /v1/score", registry=registry,
                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
     decisions = Counter("mimii_due_decisions", "Decisions", ["machine", "section", "decision"], registry=registry)
-    keep = Path(keep_audio) if keep_audio else None
     dashboard = (Path(__file__).with_name("dashboard.html")).read_text()
 
     @app.middleware("http")
