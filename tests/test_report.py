@@ -42,6 +42,13 @@ def test_report_of_two_runs_side_by_side(two_runs, tiny_dataset):
             im.verify()
 
 
+def test_a_report_named_other_than_html_is_refused_before_its_markdown_overwrites_it(two_runs, tmp_path):
+    for name in ("r.md", "r"):  # r.md: the HTML was written there, then the Markdown over it
+        r = runner.invoke(app, ["report", str(two_runs / "gaussian"), "--out", str(tmp_path / name)])
+        assert r.exit_code == 1 and "the report is an HTML file: name it .html" in r.output, r.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_report_of_runs_tested_on_different_data_says_so(two_runs, tiny_dataset, tmp_path):
     data = tmp_path / "valve_only"
     shutil.copytree(tiny_dataset / "dev_data" / "valve", data / "dev_data" / "valve")

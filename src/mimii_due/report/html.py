@@ -14,7 +14,7 @@ import pandas as pd
 
 from mimii_due import __version__, atomic
 from mimii_due.data.index import index
-from mimii_due.errors import ModelError, StorageError
+from mimii_due.errors import ConfigError, ModelError, StorageError
 from mimii_due.report import figures
 from mimii_due.report.tables import results_markdown, table4
 from mimii_due.runs import Run
@@ -72,6 +72,9 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     and Figure 2 and the clip counts.
     """
     out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):  # the Markdown twin goes beside it, as .md
+        raise ConfigError(f"the report is an HTML file: name it .html (its Markdown twin is written beside it as "
+                          f".md), not '{out.name}'", out)  # fmt: skip
     infos = [_run_info(Path(r)) for r in runs]  # every run checked before anything is written
     files = out.parent / f"{out.stem}_files"
     try:
