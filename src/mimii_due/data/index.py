@@ -82,7 +82,7 @@ def wav_files(root: Path) -> list[Path]:
 _FAMILY = {"dcase2021": "DCASE 2021-2026", "eval2022": "DCASE 2021-2026", "dcase2020": "DCASE 2020", "mimii": "MIMII"}
 
 
-def _one_naming(table: pd.DataFrame, root: Path, on_error: str, skipped: list) -> pd.DataFrame:
+def _one_naming(table: pd.DataFrame, on_error: str, skipped: list) -> pd.DataFrame:
     """``table`` if its clips are named by one challenge; else an error naming a stray clip, or
     (``skip``) the clips of the smaller family reported and left out."""
     family = table["scheme"].map(_FAMILY)
@@ -226,7 +226,7 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
             root,
         )
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table = _one_naming(table, root, on_error, skipped)
+    table = _one_naming(table, on_error, skipped)
     table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
     table["split"] = _mimii_splits(table)
     table["domain"] = table["domain"].astype(object).where(table["domain"].notna(), None)

@@ -96,7 +96,7 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     if len(tested) > 1:  # side by side, yet not on the same clips: say so where the figures are
         warning = ("These runs were tested on different data (" + "; ".join(f"{i['name']}: {i['tested_on']}"
                    for i in infos) + "), so their figures are not a comparison on the same clips.")  # fmt: skip
-        log.warning(warning)
+        log.warning("%s", warning)
         parts.append(f"<p><b>Warning:</b> {html.escape(warning)}</p>")
         md += [f"**Warning:** {warning}", ""]
     data = Path(data) if data else Path(infos[0]["meta"]["data"])
