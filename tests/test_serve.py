@@ -372,7 +372,10 @@ def test_serve_on_a_taken_port_is_a_one_line_error_and_port_0_takes_a_free_one(r
     timer = threading.Timer(120, proc.kill)  # bounds the read below
     timer.start()
     try:
-        url = re.search(r"http://127\.0\.0\.1:(\d+)", proc.stdout.readline())
+        url = None
+        for line in proc.stdout:  # a warning may come first; the timer bounds the wait
+            if url := re.search(r"http://127\.0\.0\.1:(\d+)", line):
+                break
         assert url and int(url[1]) > 0
         _wait_up(url[0], proc)
     finally:
