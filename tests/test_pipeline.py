@@ -52,6 +52,8 @@ def test_existing_run_needs_resume_and_resume_skips_trained_machines(tiny_datase
     stamp = (run / "models" / "valve" / "state.pt").stat().st_mtime_ns
     assert runner.invoke(app, args + ["--resume"]).exit_code == 0
     assert (run / "models" / "valve" / "state.pt").stat().st_mtime_ns == stamp
+    r = runner.invoke(app, [*args[:7], "2", *args[8:], "--resume"])  # other settings: says which, not "--resume"
+    assert r.exit_code == 1 and "this run was started as ae {'epochs': 1}, not as ae {'epochs': 2}" in r.output
     twice = ["train", str(tiny_dataset), "--out", str(tmp_path / "run2"), "--detector", "gaussian", "--machines",
              "valve,valve"]  # fmt: skip
     r = runner.invoke(app, twice)  # a machine type named twice counts once

@@ -72,8 +72,9 @@ class Run:
             same = (old.get("detector"), old.get("params")) == (meta["detector"], meta["params"])
             if not resume and not (same and not any((self.path / "models").glob("*/detector.json"))):
                 raise ModelError("run folder exists; pass --resume to continue it, or choose another --out", self.path)
-            if not same:
-                raise ModelError("--resume with other settings than the run was started with", self.path)
+            if not same:  # `train --resume`, or `run` again with other settings
+                raise ModelError(f"this run was started as {old.get('detector')} {old.get('params')}, not as "
+                                 f"{meta['detector']} {meta['params']}; choose another --out", self.path)  # fmt: skip
             meta = old | {"machines": sorted(set(old.get("machines", [])) | set(meta["machines"]))}
         elif self.path.exists() and any(p.name not in ("features", LOCK) for p in self.path.iterdir()) and not resume:
             raise ModelError("folder exists and is not an unfinished run; choose another --out", self.path)
