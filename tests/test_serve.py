@@ -103,6 +103,28 @@ def test_service_settings_it_cannot_serve_with_are_refused_at_start(run, tmp_pat
     assert r.exit_code == 1 and "largest upload must be positive" in r.output and "serving" not in r.output
 
 
+def test_decisions_of_a_served_model_folder_are_recorded_in_its_run_and_survive_a_retrain(tiny_dataset, clips,
+                                                                                          tmp_path):  # fmt: skip
+    """The record went into RUN/models/valve/, which retraining replaces whole: the decisions with it."""
+    from mimii_due.serve.record import default_path
+
+    run = tmp_path / "run"
+    args = ["train", str(tiny_dataset), "--out", str(run), "--detector", "gaussian", "--machines", "valve"]
+    assert runner.invoke(cli, args).exit_code == 0
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(clips.path.iloc[0], folder / clips.filename.iloc[0])
+    r = runner.invoke(cli, ["watch", str(run / "models" / "valve"), str(folder), "--max-seconds", "3"])
+    assert r.exit_code == 0 and "1 clip(s) scored" in r.output, r.output
+    assert default_path(run / "models" / "valve") == run / "decisions.sqlite" == default_path(run)
+    shutil.rmtree(run / "models")  # retrain from scratch into the same run
+    assert runner.invoke(cli, [*args, "--resume"]).exit_code == 0
+    assert Record(run / "decisions.sqlite").count() == 1
+    lone = tmp_path / "lone"
+    shutil.copytree(run / "models" / "valve", lone / "valve")  # a model folder copied out of its run
+    assert default_path(lone / "valve") == lone / "valve.decisions.sqlite"
+
+
 def test_score_writes_json_when_out_says_json(run, clips, tmp_path):
     r = runner.invoke(cli, ["score", str(run), *clips.path[:2], "--out", str(tmp_path / "s.json")])
     assert r.exit_code == 0, r.output

@@ -103,6 +103,7 @@ def _snrs(value: str | None) -> list[int] | None:
         raise MimiiDueError(f"--snr takes whole decibels such as 6,0,-6, not {value!r}") from None
 
 
+DB_HELP = "SQLite record of decisions (default: RUN/decisions.sqlite, also when serving RUN/models/<machine>)."
 MACHINE_HELP = ("Machine type of the clips (default: the model's only one, or the nearest folder named after "
                 "one of the models, e.g. dev_data/fan/test/).")
 
@@ -587,7 +588,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs a token."),
     port: int = typer.Option(8000, help="TCP port (0: any free one, printed)."),
     token: str = typer.Option(None, help="Bearer token required on every request (or MIMII_DUE_TOKEN)."),
-    db: Path = typer.Option(None, help="SQLite record of decisions (default: RUN/decisions.sqlite)."),
+    db: Path = typer.Option(None, help=DB_HELP),
     keep_audio: Path = typer.Option(None, "--keep-audio", help="Keep every scored clip here (for retraining)."),
     max_mb: float = typer.Option(16.0, "--max-mb", help="Largest upload accepted, in MB."),
     threads: int = typer.Option(1, help="torch threads for scoring."),
@@ -606,7 +607,7 @@ def serve(
 def watch(
     run: Path = typer.Argument(..., help="A run folder (or one model folder)."),
     folder: Path = typer.Argument(..., help="Folder where new recordings land."),
-    db: Path = typer.Option(None, help="SQLite record of decisions (default: RUN/decisions.sqlite)."),
+    db: Path = typer.Option(None, help=DB_HELP),
     machine: str = typer.Option(None, help=MACHINE_HELP),
     section: int = typer.Option(None, help="Section of the clips."),
     settle: float = typer.Option(1.0, help="Seconds a file must stay unchanged before it is scored."),
@@ -614,7 +615,7 @@ def watch(
 ) -> None:
     """Score every WAV already in FOLDER and every new one, recording each decision."""
     from mimii_due.scoring import ModelSet
-    from mimii_due.serve.record import Record
+    from mimii_due.serve.record import Record, default_path
     from mimii_due.serve.watch import Watcher
 
     def show(d) -> None:
@@ -626,7 +627,7 @@ def watch(
     def bad(path: str, message: str) -> None:
         console.print(f"[yellow]not scored[/yellow] {escape(message)}", soft_wrap=True)
 
-    record = Record(db or Path(run) / "decisions.sqlite")
+    record = Record(db or default_path(run))
     w = Watcher(ModelSet(run), record, folder, settle=settle, machine=machine, section=section, on_decision=show,
                 on_error=bad)  # fmt: skip
     console.print(f"watching {folder}; Ctrl-C stops")

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mimii_due import __version__, atomic
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, StorageError, UnknownModelError
 from mimii_due.scoring import ModelSet
-from mimii_due.serve.record import Record
+from mimii_due.serve.record import Record, default_path
 
 MAX_BYTES = 16 * 1024 * 1024  # a 10 s 16 kHz 16-bit clip is 320 kB; 8-channel 24-bit ones fit too
 
@@ -188,7 +188,7 @@ def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         raise MimiiDueError(f"binding {host} exposes the service: set a bearer token (--token or MIMII_DUE_TOKEN)")
     models = ModelSet(run)
-    record = Record(db or Path(run) / "decisions.sqlite")
+    record = Record(db or default_path(run))
     app = create_app(models, record, token=token, keep_audio=keep_audio, max_bytes=max_bytes, threads=threads)
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
