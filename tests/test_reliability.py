@@ -230,6 +230,24 @@ def test_a_run_folder_where_a_file_is_is_a_one_line_error(valve, tmp_path):
     assert (tmp_path / "taken").read_text() == "a file the user keeps"
 
 
+def test_training_clips_that_are_copies_of_one_clip_are_refused_and_a_few_copies_named(valve, tmp_path, caplog):
+    """Forty copies of one clip: the Gaussian scored every test clip 0.0 and TWFR-GMM about 1e15."""
+    train = sorted((valve / "dev_data" / "valve" / "train").glob("*.wav"))
+    originals = [p.read_bytes() for p in train]
+    for p in train[1:]:
+        shutil.copy(train[0], p)
+    r = runner.invoke(app, ["train", str(valve), "--out", str(tmp_path / "r"), "--detector", "gaussian"])
+    assert r.exit_code == 1 and f"all {len(train)} training clips of valve section 00 are the same sound" in r.output
+    for p, data in zip(train, originals, strict=True):
+        p.write_bytes(data)
+    for p in train[1:3]:  # two copies of the first among distinct clips: trained, with a warning
+        shutil.copy(train[0], p)
+    with caplog.at_level("WARNING"):
+        r = runner.invoke(app, ["train", str(valve), "--out", str(tmp_path / "r"), "--detector", "gaussian"])
+    assert r.exit_code == 0, r.output
+    assert f"2 of {len(train)} training clips of valve section 00 are copies of others" in caplog.text
+
+
 def test_report_and_evaluate_on_a_missing_run_say_so_and_create_nothing(tmp_path):
     r = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "not a run folder" in r.output and not (tmp_path / "nope").exists()

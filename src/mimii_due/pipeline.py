@@ -165,6 +165,7 @@ def train(
             )  # fmt: skip
             if clips.empty:
                 raise ModelError(f"no readable training clips of {machine}", data)
+            _check_copies(feats, clips, machine, data)
             outliers = None
             if det.uses_outliers and (train_table["machine"] != machine).any():
                 outliers = features(
@@ -183,6 +184,21 @@ def train(
             for job, det in zip(jobs, done, strict=True):
                 keeper.save_model(job[0], det)
         return keeper.meta()
+
+
+def _check_copies(feats: Features, clips: pd.DataFrame, machine: str, data: str | Path) -> None:
+    """Training clips that are copies of one another (the same file saved twice under two names)
+    teach no variation: a section of nothing but copies is an error (every detector then scored
+    every test clip alike, e.g. all 0), a few copies a warning."""
+    means = feats.means()
+    for section, rows in clips.groupby("section").indices.items():
+        distinct = len(np.unique(means[rows], axis=0))
+        if distinct == 1 and len(rows) > 1:
+            raise ModelError(f"all {len(rows)} training clips of {machine} section {int(section):02d} are the same "
+                             "sound (copies of one clip?): there is no normal variation to learn", data)  # fmt: skip
+        if distinct < len(rows):
+            log.warning("%d of %d training clips of %s section %02d are copies of others", len(rows) - distinct,
+                        len(rows), machine, int(section))  # fmt: skip
 
 
 def outlier_clips(train_table: pd.DataFrame, machine: str, n: int, seed: int = 0) -> pd.DataFrame:
