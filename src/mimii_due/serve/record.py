@@ -39,8 +39,8 @@ CREATE INDEX IF NOT EXISTS by_path ON decisions (source, path);
 
 def default_path(served: str | Path) -> Path:
     """Where the decisions of a served run or model folder are recorded unless told: in the run
-    folder. Never inside a model folder (``RUN/models/fan``): it is removed to retrain that
-    machine type, and a record there would go with it. A model folder of a run records in its run; a lone
+    folder. Never inside a model folder (``RUN/models/fan``): it is removed to retrain that machine
+    type, and a record there would go with it. A model folder of a run records in its run; a lone
     one beside itself."""
     p = Path(served)
     if not (p / "detector.json").exists():
