@@ -125,6 +125,20 @@ def test_decisions_of_a_served_model_folder_are_recorded_in_its_run_and_survive_
     assert default_path(lone / "valve") == lone / "valve.decisions.sqlite"
 
 
+def test_a_watcher_that_could_never_score_or_would_stop_at_once_is_refused(run, tmp_path):
+    """--settle nan: no file ever counted as settled, so nothing was scored and nothing said why."""
+    from mimii_due.errors import ConfigError
+
+    record = Record(tmp_path / "d.sqlite")
+    for settle in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(ConfigError, match="settle must be a number of seconds, 0 or more"):
+            Watcher(ModelSet(run), record, tmp_path, machine="valve", settle=settle)
+    w = Watcher(ModelSet(run), record, tmp_path, machine="valve", settle=0.0)
+    for seconds in (float("nan"), 0.0, -1.0):
+        with pytest.raises(ConfigError, match="max_seconds must be a positive number"):
+            w.run(max_seconds=seconds)
+
+
 def test_score_writes_json_when_out_says_json(run, clips, tmp_path):
     r = runner.invoke(cli, ["score", str(run), *clips.path[:2], "--out", str(tmp_path / "s.json")])
     assert r.exit_code == 0, r.output

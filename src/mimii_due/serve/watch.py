@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mimii_due.data.index import wav_files
-from mimii_due.errors import MimiiDueError
+from mimii_due.errors import ConfigError, MimiiDueError
 from mimii_due.scoring import Decision, ModelSet, scored_name
 from mimii_due.serve.record import Record
 
@@ -36,6 +36,8 @@ class Watcher:
         self.models, self.record, self.folder = models, record, Path(folder)
         if not self.folder.is_dir():
             raise MimiiDueError("not a folder to watch", self.folder)
+        if not (isinstance(settle, (int, float)) and 0 <= settle < float("inf")):  # nan: no file ever settled
+            raise ConfigError(f"settle must be a number of seconds, 0 or more, not {settle!r}")
         models.check_where(machine, section, None)
         self.settle, self.machine, self.section = settle, machine, section
         self.on_decision, self.on_error = on_decision, on_error
@@ -87,6 +89,8 @@ class Watcher:
 
     def run(self, *, stop: threading.Event | None = None, max_seconds: float | None = None) -> int:
         """Watch until ``stop`` is set or ``max_seconds`` pass; returns the clips scored."""
+        if max_seconds is not None and not max_seconds > 0:  # nan or 0 or less: it would stop at once
+            raise ConfigError(f"max_seconds must be a positive number of seconds, not {max_seconds!r}")
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
