@@ -120,3 +120,13 @@ def test_an_interrupted_training_resumes_on_ray_from_its_checkpoints(engine, tin
     assert [h["epoch"] for h in b.history_] == [1, 2, 3]
     for k, v in a.model_.state_dict().items():
         torch.testing.assert_close(b.model_.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_tasks_larger_than_any_node_are_refused_instead_of_waiting_forever(engine, tiny_dataset, tmp_path):
+    """--task-cpus 4 on a 2-CPU Ray: no task could ever be placed, and `train` waited without end."""
+    with pytest.raises(ConfigError, match="each task asks for 4 CPUs, but the largest node of the Ray cluster has 2"):
+        get_engine("ray", task_cpus=4)
+    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(tmp_path / "r"), "--detector", "gaussian",
+                            "--engine", "ray", "--task-cpus", "4"])  # fmt: skip
+    assert r.exit_code == 1 and "no task could start (--task-cpus)" in r.output and not (tmp_path / "r").exists()
+    assert engine.map(abs, [-1, -2]) == [1, 2]  # the cluster is still there for the next command

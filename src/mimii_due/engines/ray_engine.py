@@ -9,12 +9,15 @@ gives exactly the same weights as that run (float sums depend on how work is spl
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from mimii_due.engines.local import Engine
 from mimii_due.errors import ConfigError, MimiiDueError
+
+log = logging.getLogger(__name__)
 
 
 def _run(fn: Callable, item: Any, threads: int, fault_once: str | None) -> Any:
@@ -59,6 +62,14 @@ class RayEngine(Engine):
             import torch
 
             self.threads = torch.get_num_threads()
+        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if task_cpus > largest:  # a task runs on one node: none could start, and the run would wait forever
+            why = (f"each task asks for {task_cpus:g} CPUs, but the largest node of the Ray cluster has {largest:g}, "
+                   "so no task could start (--task-cpus)")  # fmt: skip
+            if not address:  # the local Ray started here cannot grow
+                self.close()
+                raise ConfigError(why)
+            log.warning("%s, unless the cluster adds a larger node", why)
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1) // task_cpus))
         self._remote = ray.remote(_run)
 
