@@ -148,6 +148,22 @@ def test_a_second_writer_of_a_run_is_refused_and_a_killed_writer_leaves_no_lock(
     assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
 
 
+def test_ctrl_c_says_what_is_kept_and_how_to_go_on(valve, tmp_path):
+    """Ctrl-C ended `train` without a word; the checkpoint was there, but nothing said so."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mimii_due.cli", "train", str(valve), "--out", str(run), "--detector", "ae",
+           "--epochs", "1000"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpt = run / "checkpoints" / "valve" / "checkpoint.pt"
+    t_end = time.time() + 120
+    while not ckpt.exists() and time.time() < t_end and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; every file written so far is whole" in out
+    assert "--resume" in out and "Traceback" not in out and ckpt.exists()
+
+
 # 4. A failed train does not block its retry ----------------------------------------------------
 
 

@@ -34,6 +34,10 @@ class _Group(TyperGroup):
                 raise
             where = f"{e.filename}: " if getattr(e, "filename", None) else ""
             _fail(ctx, f"{where}{e.strerror or e}")
+        except KeyboardInterrupt:  # Ctrl-C: say what is kept and how to go on, instead of exiting without a word
+            console.print("interrupted; every file written so far is whole. A `train` goes on from its last epoch's "
+                          "checkpoint when run again with --resume (`run` resumes by itself).", soft_wrap=True)
+            ctx.exit(130)
 
 
 def _fail(ctx, message: str) -> None:
