@@ -153,13 +153,19 @@ def test_ctrl_c_says_what_is_kept_and_how_to_go_on(valve, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "mimii_due.cli", "train", str(valve), "--out", str(run), "--detector", "ae",
            "--epochs", "1000"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT as a terminal sends it: a test runner started in the background (CI) passes it on ignored,
+    # and Python only turns it into KeyboardInterrupt where it starts with the default disposition
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     ckpt = run / "checkpoints" / "valve" / "checkpoint.pt"
     t_end = time.time() + 120
     while not ckpt.exists() and time.time() < t_end and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "interrupted; every file written so far is whole" in out
     assert "--resume" in out and "Traceback" not in out and ckpt.exists()
 
