@@ -151,12 +151,12 @@ def test_a_second_writer_of_a_run_is_refused_and_a_killed_writer_leaves_no_lock(
 def test_ctrl_c_says_what_is_kept_and_how_to_go_on(valve, tmp_path):
     """Ctrl-C ended `train` without a word; the checkpoint was there, but nothing said so."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "mimii_due.cli", "train", str(valve), "--out", str(run), "--detector", "ae",
-           "--epochs", "1000"]  # fmt: skip
     # SIGINT as a terminal sends it: a test runner started in the background (CI) passes it on ignored,
-    # and Python only turns it into KeyboardInterrupt where it starts with the default disposition
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    # and Python turns it into KeyboardInterrupt only where its handler is set, as here
+    cli = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "sys.argv = ['mimii-due', *sys.argv[1:]]; runpy.run_module('mimii_due.cli', run_name='__main__')")
+    cmd = [sys.executable, "-c", cli, "train", str(valve), "--out", str(run), "--detector", "ae", "--epochs", "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt = run / "checkpoints" / "valve" / "checkpoint.pt"
     t_end = time.time() + 120
     while not ckpt.exists() and time.time() < t_end and proc.poll() is None:
