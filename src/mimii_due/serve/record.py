@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from mimii_due.errors import StorageError
+from mimii_due.runs import Run
 from mimii_due.scoring import Decision
 
 SCHEMA = """
@@ -45,9 +46,9 @@ def default_path(served: str | Path) -> Path:
     p = Path(served)
     if not (p / "detector.json").exists():
         return p / "decisions.sqlite"
-    run = p.parent.parent
-    if p.parent.name == "models" and (run / "run.json").exists():
-        return run / "decisions.sqlite"
+    run = Run(p.parent.parent)
+    if run.exists() and run.model_dir(p.name) == p:
+        return run.path / "decisions.sqlite"
     return p.parent / f"{p.name}.decisions.sqlite"
 
 
