@@ -42,6 +42,19 @@ def test_report_of_two_runs_side_by_side(two_runs, tiny_dataset):
             im.verify()
 
 
+def test_a_report_named_with_spaces_links_its_figures_in_markdown(two_runs, tmp_path):
+    from urllib.parse import unquote
+
+    out = tmp_path / "my report é.html"
+    assert runner.invoke(app, ["report", str(two_runs / "gaussian"), "--out", str(out)]).exit_code == 0
+    links = re.findall(r"!\[[^]]*\]\(([^)]*)\)", out.with_suffix(".md").read_text())
+    assert len(links) >= 3 and all(" " not in x for x in links)  # a space ends a Markdown link
+    for x in links:
+        assert x.startswith("my%20report%20%C3%A9_files/")
+        with Image.open(tmp_path / unquote(x)) as im:
+            im.verify()
+
+
 def test_a_report_named_other_than_html_is_refused_before_its_markdown_overwrites_it(two_runs, tmp_path):
     for name in ("r.md", "r"):  # r.md: the HTML was written there, then the Markdown over it
         r = runner.invoke(app, ["report", str(two_runs / "gaussian"), "--out", str(tmp_path / name)])

@@ -9,6 +9,7 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -48,6 +49,12 @@ def _run_info(run: Path) -> dict:
     return {"path": run, "meta": meta, "results": results, "summary": summary, "histories": keeper.histories(),
             "scores": keeper.read_scores(), "name": name, "cache": keeper.cache,
             "tested_on": keeper.stamp().get("data", "?")}  # fmt: skip
+
+
+def _md_image(title: str, files: Path, f: Path) -> str:
+    """A Markdown image of ``f``, linked relative to the report: percent-encoded, since a link with
+    a space (a report named ``my report.html``) is no link in Markdown."""
+    return f"![{title}]({quote(f'{files.name}/{f.name}')})"
 
 
 def _img(path: Path) -> str:
@@ -122,7 +129,7 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
             )
         for title, f in figs:
             parts += [f"<h3>{html.escape(title)}</h3>", _img(f)]
-            md += [f"### {title}", "", f"![{title}]({files.name}/{f.name})", ""]
+            md += [f"### {title}", "", _md_image(title, files, f), ""]
     for k, info in enumerate(infos):
         tag = f"run{k}"
         where = f"{info['path']}, tested on {info['tested_on']}"
@@ -143,7 +150,7 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
             figs.append(("Training and validation loss", loss))
         for title, f in figs:
             parts += [f"<h3>{html.escape(title)}</h3>", _img(f)]
-            md += [f"### {title}", "", f"![{title}]({files.name}/{f.name})", ""]
+            md += [f"### {title}", "", _md_image(title, files, f), ""]
         config = json.dumps(info["meta"], indent=1)
         parts.append(f"<h3>Configuration</h3><pre>{html.escape(config)}</pre>")
         md += ["### Configuration", "", "```json", config, "```", ""]
