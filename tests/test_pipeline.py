@@ -41,6 +41,10 @@ def test_train_test_evaluate_on_dev_and_eval_data(tiny_dataset, tmp_path):
     assert 0 < res["official_score"] <= 1
     text = (res_dir / "result.csv").read_text()
     assert text.startswith("fan\nsection,domain,AUC,pAUC,precision,recall,F1 score\n00,source,")
+    before = (res_dir / "result.json").read_bytes()
+    r = runner.invoke(app, ["evaluate", str(run), "--bootstrap", "1"])  # one draw has no spread
+    assert r.exit_code == 1 and "bootstrap: 0 (none) or at least 2 resampled test sets, got 1" in r.output
+    assert (res_dir / "result.json").read_bytes() == before
 
 
 def test_existing_run_needs_resume_and_resume_skips_trained_machines(tiny_dataset, tmp_path):

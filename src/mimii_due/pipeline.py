@@ -280,6 +280,8 @@ def evaluate(
     ``bootstrap`` draws (0: none) add ``bootstrap_sd`` to the summary: the official score's standard
     deviation over resampled test sets (:func:`evaluation.metrics.bootstrap_sd`)."""
     keeper = Run(run)
+    if bootstrap < 0 or bootstrap == 1:  # before any work: one draw has no spread
+        raise ConfigError(f"bootstrap: 0 (none) or at least 2 resampled test sets, got {bootstrap}")
     keeper.meta()  # "not a run folder" before "run test first"
     with keeper.writing():
         scores = keeper.read_scores()
