@@ -143,6 +143,14 @@ def test_bad_settings_write_nothing_and_a_retry_works(tiny_dataset, tmp_path, ar
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.parametrize("args, message", [(["--scale", "0"], "scale must be a positive number"),
+                                           (["--machines", "bogus"], "unknown machine type 'bogus'")])
+def test_run_with_bad_generator_settings_makes_no_folder(tmp_path, args, message):
+    r = runner.invoke(app, ["run", "--out", str(tmp_path / "o"), "--detectors", "gaussian"] + args)
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_members_names_the_ensembles_members_and_is_refused_for_other_detectors(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     args = ["train", str(tiny_dataset), "--out", str(run), "--machines", "fan"]

@@ -369,8 +369,7 @@ def run(
         raise ConfigError("no detector to run: name at least one (--detectors ae,ensemble)")
     for det in detectors:  # every setting checked before anything is written
         make(det, **_params_for(det, params))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # made by the first step that writes there: bad settings leave nothing
     if data is None:
         data = out / "data"
         generate(data, machines=machines or DEFAULT_RUN["machines"], sections=DEFAULT_RUN["sections"], scale=scale,
