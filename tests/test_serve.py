@@ -420,6 +420,16 @@ def test_serve_on_a_taken_port_is_a_one_line_error_and_port_0_takes_a_free_one(r
         proc.wait(timeout=30)
 
 
+def test_the_watch_command_says_once_that_a_clip_is_not_scored(run, tmp_path, caplog):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "c.wav").write_bytes(b"not audio")
+    r = runner.invoke(cli, ["watch", str(run), str(tmp_path / "in"), "--machine", "valve", "--settle", "0.1",
+                            "--max-seconds", "2", "--db", str(tmp_path / "d.sqlite")])  # fmt: skip
+    assert r.exit_code == 0 and "0 clip(s) scored" in r.output, r.output
+    assert r.output.count("c.wav") == 1 and "not scored" in r.output, r.output
+    assert not [x for x in caplog.records if "c.wav" in x.getMessage()]  # not logged beside it
+
+
 def test_watcher_scores_existing_and_new_clips_once_each(run, clips, tmp_path):
     folder = tmp_path / "incoming"
     folder.mkdir()

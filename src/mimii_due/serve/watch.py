@@ -77,9 +77,10 @@ class Watcher:
         except MimiiDueError as e:
             if self.failed.get(path) != (st.st_size, st.st_mtime_ns):
                 self.failed[path] = (st.st_size, st.st_mtime_ns)
-                log.warning("not scored: %s", e)
-                if self.on_error:
+                if self.on_error:  # the caller reports it, once
                     self.on_error(path, str(e))
+                else:
+                    log.warning("not scored: %s", e)
             return True
         self.record.add(d, source="watcher", path=path)
         self.scored += 1
