@@ -96,3 +96,14 @@ def test_real_dcase2020_clips_index(real_data):
     assert set(t.split) == {"train", "test"}
     assert (t[t.split == "train"].label == "normal").all()
     assert (t.sample_rate == 16000).all()
+
+
+def test_a_folder_of_archives_not_yet_unpacked_says_so(tmp_path):
+    with pytest.raises(LayoutError, match="no clips found") as e:
+        index(tmp_path)  # empty: no hint
+    assert "unpack" not in str(e.value)
+    (tmp_path / "dev").mkdir()
+    for name in ("dev_data_fan.zip", "dev/dev_valve.zip"):
+        (tmp_path / name).write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip archive
+    with pytest.raises(LayoutError, match="it holds dev_data_fan.zip, dev_valve.zip: unpack the archives first"):
+        index(tmp_path)

@@ -221,9 +221,10 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
             log.warning("skipping %s", e)
             skipped.append((str(path), str(e)))
     if not rows:
+        archives = sorted(p.name for p in [*root.glob("*.zip"), *root.glob("*/*.zip")])[:3] if root.is_dir() else []
+        unpack = f"; it holds {', '.join(archives)}: unpack the archives first" if archives else ""
         raise LayoutError(
-            "no clips found (expected dev_data/<machine>/train/*.wav, <machine>/train/*.wav, ...)",
-            root,
+            f"no clips found (expected dev_data/<machine>/train/*.wav, <machine>/train/*.wav, ...){unpack}", root
         )
     table = pd.DataFrame(rows, columns=COLUMNS)
     table = _one_naming(table, on_error, skipped)
