@@ -217,3 +217,67 @@ def test_a_ground_truth_that_names_none_of_the_clips_says_so(tiny_dataset, tmp_p
     assert r.exit_code == 1 and "the ground truth names none of the" in r.output and str(other) in r.output
     r = runner.invoke(app, ["evaluate", str(run), "--ground-truth", str(tiny_dataset / "ground_truth")])
     assert r.exit_code == 0, r.output
+
+
+def _run_scores(data, tmp_path, name):
+    from typer.testing import CliRunner
+
+    from mimii_due.cli import app
+
+    runner, run = CliRunner(), tmp_path / name
+    for cmd in (["train", str(data), "--out", str(run), "--detector", "gaussian"], ["test", str(run), str(data)]):
+        assert runner.invoke(app, cmd).exit_code == 0
+    return runner, app, run
+
+
+@pytest.mark.parametrize("layout", ["dcase2021", "dcase2023"])
+def test_any_systems_official_score_files_are_evaluated_as_a_run_is(tiny_dataset, tiny_2023, tmp_path, layout):
+    """A folder of anomaly_score_*.csv / decision_result_*.csv (a submission, a baseline's output)
+    gives the figures the run that wrote them gives, labels from names or the ground truth."""
+    import shutil
+
+    data = tiny_dataset if layout == "dcase2021" else tiny_2023
+    runner, app, run = _run_scores(data, tmp_path, "run")
+    gt = ["--ground-truth", str(data / "ground_truth")] if (data / "ground_truth").is_dir() else []
+    r = runner.invoke(app, ["evaluate", str(run), *gt])
+    assert r.exit_code == 0, r.output
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    for f in (run / "results").glob("*_result_*.csv"):
+        shutil.copy(f, sub)
+    for f in (run / "results").glob("anomaly_score_*.csv"):
+        shutil.copy(f, sub)
+    r = runner.invoke(app, ["evaluate", str(sub), *gt])
+    assert r.exit_code == 0, r.output
+    assert "official score (" + ("dcase2021" if layout == "dcase2021" else "dcase2022") in r.output
+    assert (sub / "result.csv").read_text() == (run / "results" / "result.csv").read_text()
+    if gt:  # the evaluation section is scored only with its ground truth
+        assert {x["section"] for x in pd.read_json(sub / "result.json", typ="series")["results"]} == {0, 3}
+
+
+def test_bad_score_file_folders_are_refused_naming_the_file(tiny_2023, tmp_path):
+    import shutil
+
+    from mimii_due.pipeline import evaluate_files
+
+    _, _, run = _run_scores(tiny_2023, tmp_path, "run")
+    sub = tmp_path / "s"
+    shutil.copytree(run / "results", sub)
+    (sub / "decision_result_fan_section_00_test.csv").unlink()
+    with pytest.raises(MimiiDueError, match="no decision_result_fan_section_00_test.csv beside it"):
+        evaluate_files(sub)
+    shutil.copy(run / "results" / "decision_result_fan_section_00_test.csv", sub)
+    (sub / "anomaly_score_pump_section_00_source_test.csv").write_text("section_00_source_test_normal_0000.wav,1\n")
+    (sub / "decision_result_pump_section_00_source_test.csv").write_text("section_00_source_test_normal_0000.wav,0\n")
+    with pytest.raises(MimiiDueError, match="the naming of several years"):
+        evaluate_files(sub)
+    for f in sub.glob("*pump*"):
+        f.unlink()
+    score_file = sub / "anomaly_score_valve_section_00_test.csv"
+    score_file.write_text(score_file.read_text() + "section_00_target_test_normal_9999.wav,nan\n")
+    with pytest.raises(MimiiDueError, match="expected 'filename,score' with a finite score") as e:
+        evaluate_files(sub)
+    assert str(score_file) in str(e.value)
+    with pytest.raises(MimiiDueError, match="neither a run folder nor a folder of official score files"):
+        evaluate_files(tmp_path / "nothing")
+    assert not (sub / "result.csv").exists()  # a refused folder gets no result

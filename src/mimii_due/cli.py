@@ -412,24 +412,35 @@ def test(
 
 @app.command()
 def evaluate(
-    run: Path = typer.Argument(..., help="Run folder with scores (after `mimii-due test`)."),
+    run: Path = typer.Argument(
+        ..., help="Run folder with scores (after `mimii-due test`), or a folder of any system's official "
+        "anomaly_score_*.csv and decision_result_*.csv files."
+    ),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground-truth CSV file or folder."),
-    protocol: str = typer.Option(None, help="dcase2020, dcase2021 or dcase2022 (2022-2026); default: the data's year."),
+    protocol: str = typer.Option(
+        None, help="dcase2020, dcase2021 or dcase2022 (2022-2026); default: the data's year (or the score files')."
+    ),
     bootstrap: int = typer.Option(0, min=0, help="Bootstrap draws of the test clips: the official score's sd."),
 ) -> None:
     """AUC, pAUC, precision, recall and F1 per machine, section and domain, as the year's
     official evaluator computes them; result.csv in its layout. With --bootstrap N, also how much
-    the official score would move with another test set of the same size."""
+    the official score would move with another test set of the same size. Given a folder of
+    official score files (a submission, a baseline's output), it evaluates those."""
     from mimii_due import pipeline
     from mimii_due.report.tables import results_table
     from mimii_due.runs import Run
 
-    results, summary = pipeline.evaluate(run, ground_truth=ground_truth, protocol=protocol, bootstrap=bootstrap)
-    stdout.print(results_table({Run(run).meta()["detector"]: results}))
+    kw = {"ground_truth": ground_truth, "protocol": protocol, "bootstrap": bootstrap}
+    if not Run(run).exists() and any(run.glob("anomaly_score_*.csv")):
+        results, summary = pipeline.evaluate_files(run, **kw)
+        name, written = run.resolve().name, run
+    else:
+        results, summary = pipeline.evaluate(run, **kw)
+        name, written = Run(run).meta()["detector"], run / "results"
+    stdout.print(results_table({name: results}))
     luck = f" (bootstrap sd {summary['bootstrap_sd']:.4f} over {bootstrap} test sets)" if bootstrap else ""
-    stdout.print(
-        f"official score ({summary['protocol']}) {summary['official_score']:.4f}{luck}; result.csv in {run / 'results'}"
-    )
+    score = f"official score ({summary['protocol']}) {summary['official_score']:.4f}{luck}"
+    stdout.print(f"{score}; result.csv in {written}")
 
 
 @app.command()

@@ -22,7 +22,7 @@ from mimii_due.data.naming import DOMAINS
 from mimii_due.detectors import make
 from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
-from mimii_due.evaluation.files import read_ground_truth
+from mimii_due.evaluation.files import read_ground_truth, read_score_files, write_results
 from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, protocol_of, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
 from mimii_due.features.extract import Features, extract, is_cached, store
@@ -280,42 +280,73 @@ def evaluate(
     ``bootstrap`` draws (0: none) add ``bootstrap_sd`` to the summary: the official score's standard
     deviation over resampled test sets (:func:`evaluation.metrics.bootstrap_sd`)."""
     keeper = Run(run)
-    if bootstrap < 0 or bootstrap == 1:  # before any work: one draw has no spread
-        raise ConfigError(f"bootstrap: 0 (none) or at least 2 resampled test sets, got {bootstrap}")
+    _check_bootstrap(bootstrap)
     keeper.meta()  # "not a run folder" before "run test first"
     with keeper.writing():
         scores = keeper.read_scores()
-        protocol = protocol or keeper.stamp()["protocol"]
-        if protocol not in PROTOCOLS:
-            raise MimiiDueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-        if ground_truth is not None:
-            gt = read_ground_truth(ground_truth).rename(columns={"label": "label_gt", "domain": "domain_gt"})
-            merged = scores.merge(gt, on=["machine", "section", "filename"], how="left")
-            scores = merged.assign(
-                label=merged["label"].where(merged["label"].notna(), merged["label_gt"]),
-                domain=merged["domain"].where(merged["domain"].notna(), merged["domain_gt"]),
-            ).drop(columns=["label_gt", "domain_gt"])
-        labelled = scores[scores["label"].notna() & scores["domain"].notna()]
-        if labelled.empty and ground_truth is not None:
-            raise ModelError(f"the ground truth names none of the {len(scores)} unlabelled test clips (e.g. "
-                             f"{scores['machine'].iloc[0]} {scores['filename'].iloc[0]}): is it this data's year and "
-                             "part?", ground_truth)  # fmt: skip
-        if labelled.empty:
-            raise ModelError("no labelled test clips: evaluation data needs --ground-truth", run)
-        if len(labelled) < len(scores):
-            log.info("%d unlabelled clips left out of the evaluation", len(scores) - len(labelled))
-        if protocol != "dcase2020":  # 2021-2026: each section is tested in both domains
-            for (machine, section), g in labelled.groupby(["machine", "section"]):
-                for domain in sorted(set(DOMAINS) - set(g["domain"])):
-                    log.warning("%s section %02d has no %s-domain test clips: the official score leaves that "
-                                "domain's AUC out", machine, section, domain)  # fmt: skip
-        results = compute_metrics(labelled, protocol=protocol, max_fpr=max_fpr)
-        summary = summarize(results)
-        if bootstrap:
-            sd = bootstrap_sd(labelled.reset_index(drop=True), protocol=protocol, n=bootstrap, max_fpr=max_fpr)
-            summary |= {"bootstrap_sd": sd, "bootstrap_draws": bootstrap}
+        results, summary = _metrics(scores, protocol or keeper.stamp()["protocol"], ground_truth, max_fpr, bootstrap,
+                                    run)  # fmt: skip
         keeper.publish_results(results, summary)
         return results, summary
+
+
+def evaluate_files(
+    folder: str | Path,
+    *,
+    ground_truth: str | Path | None = None,
+    protocol: str | None = None,
+    max_fpr: float = MAX_FPR,
+    bootstrap: int = 0,
+) -> tuple[pd.DataFrame, dict]:
+    """:func:`evaluate` for a folder of the official score and decision files of any system (a
+    challenge submission, the official baselines' output, ours): the year's protocol from the
+    files' names (or ``protocol``), labels from the clips' names or ``ground_truth``. Writes
+    ``result.csv`` and ``result.json`` into ``folder``."""
+    _check_bootstrap(bootstrap)
+    scores, named = read_score_files(folder)
+    results, summary = _metrics(scores, protocol or named, ground_truth, max_fpr, bootstrap, folder)
+    write_results(results, summary, folder)
+    return results, summary
+
+
+def _check_bootstrap(bootstrap: int) -> None:
+    if bootstrap < 0 or bootstrap == 1:  # before any work: one draw has no spread
+        raise ConfigError(f"bootstrap: 0 (none) or at least 2 resampled test sets, got {bootstrap}")
+
+
+def _metrics(scores: pd.DataFrame, protocol: str, ground_truth, max_fpr: float, bootstrap: int,
+             where: str | Path) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+    """The evaluation of a score table (one row per test clip), the ground truth filling in the
+    labels and domains the clips' names do not give."""
+    if protocol not in PROTOCOLS:
+        raise MimiiDueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    if ground_truth is not None:
+        gt = read_ground_truth(ground_truth).rename(columns={"label": "label_gt", "domain": "domain_gt"})
+        merged = scores.merge(gt, on=["machine", "section", "filename"], how="left")
+        scores = merged.assign(
+            label=merged["label"].where(merged["label"].notna(), merged["label_gt"]),
+            domain=merged["domain"].where(merged["domain"].notna(), merged["domain_gt"]),
+        ).drop(columns=["label_gt", "domain_gt"])
+    labelled = scores[scores["label"].notna() & scores["domain"].notna()]
+    if labelled.empty and ground_truth is not None:
+        raise ModelError(f"the ground truth names none of the {len(scores)} unlabelled test clips (e.g. "
+                         f"{scores['machine'].iloc[0]} {scores['filename'].iloc[0]}): is it this data's year and "
+                         "part?", ground_truth)  # fmt: skip
+    if labelled.empty:
+        raise ModelError("no labelled test clips: evaluation data needs --ground-truth", where)
+    if len(labelled) < len(scores):
+        log.info("%d unlabelled clips left out of the evaluation", len(scores) - len(labelled))
+    if protocol != "dcase2020":  # 2021-2026: each section is tested in both domains
+        for (machine, section), g in labelled.groupby(["machine", "section"]):
+            for domain in sorted(set(DOMAINS) - set(g["domain"])):
+                log.warning("%s section %02d has no %s-domain test clips: the official score leaves that "
+                            "domain's AUC out", machine, section, domain)  # fmt: skip
+    results = compute_metrics(labelled, protocol=protocol, max_fpr=max_fpr)
+    summary = summarize(results)
+    if bootstrap:
+        sd = bootstrap_sd(labelled.reset_index(drop=True), protocol=protocol, n=bootstrap, max_fpr=max_fpr)
+        summary |= {"bootstrap_sd": sd, "bootstrap_draws": bootstrap}
+    return results, summary
 
 
 # The default dataset of `mimii-due run`: two machine types in the layout the field uses now

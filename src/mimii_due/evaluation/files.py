@@ -20,6 +20,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mimii_due import atomic
@@ -68,13 +69,13 @@ def write_score_files(scores: pd.DataFrame, directory: str | Path, *, protocol: 
 
 
 def _csv_rows(f: Path) -> list[list[str]]:
-    """The rows of a ground-truth CSV (UTF-8, with or without the byte-order mark that spreadsheet
-    programs write), or a one-line error naming the file."""
+    """The rows of a CSV file (ground truth, scores; UTF-8, with or without the byte-order mark
+    that spreadsheet programs write), or a one-line error naming the file."""
     try:
         with open(f, newline="", encoding="utf-8-sig") as fh:
             text = fh.read()
     except OSError as e:
-        raise MimiiDueError(f"cannot read ground truth ({e.strerror or e})", f) from e
+        raise MimiiDueError(f"cannot read file ({e.strerror or e})", f) from e
     except UnicodeDecodeError as e:
         raise MimiiDueError(f"not a CSV text file ({e})", f) from e
     if "\x00" in text:
@@ -91,6 +92,65 @@ def _read_pairs(f: Path, values: tuple[str, ...] = ("0", "1")) -> list[tuple[str
             raise MimiiDueError(f"line {i + 1}: expected 'filename,{'|'.join(values)}', got {','.join(r)!r}", f)
         out.append((r[0].strip(), r[1].strip()))
     return out
+
+
+_SCORES = re.compile(
+    r"anomaly_score_(?P<machine>.+?)_(?:(?P<id>id)_(?P<n>\d{2})|section_(?P<section>\d{2})(?:_(?P<domain>source|target))?"
+    r"_test)\.csv"
+)
+
+
+def read_score_files(directory: str | Path) -> tuple[pd.DataFrame, str]:
+    """The official score and decision files in ``directory`` (any system's) as one table (machine,
+    section, filename, domain, label, score, decision: the domain and label where the clip's name or
+    the file's name says them, else None) and the protocol their names follow: ``dcase2020``
+    (``_id_XX.csv``), ``dcase2021`` (``_section_XX_<domain>_test.csv``) or ``dcase2022``."""
+    from mimii_due.data.naming import parse_name
+
+    directory = Path(directory)
+    files = sorted(directory.glob("anomaly_score_*.csv")) if directory.is_dir() else []
+    if not files:
+        raise MimiiDueError("neither a run folder nor a folder of official score files "
+                            "(anomaly_score_<machine>_section_<XX>[_<domain>]_test.csv)", directory)  # fmt: skip
+    rows, protocols = [], {}
+    for f in files:
+        m = _SCORES.fullmatch(f.name)
+        if not m:
+            raise MimiiDueError("a score file's name must be anomaly_score_<machine>_section_<XX>[_<domain>]_test.csv "
+                                "(or _id_<XX>.csv, 2020)", f)  # fmt: skip
+        protocols[f.name] = "dcase2020" if m["id"] else "dcase2021" if m["domain"] else "dcase2022"
+        decision_file = f.with_name("decision_result_" + f.name.removeprefix("anomaly_score_"))
+        if not decision_file.exists():
+            raise MimiiDueError(f"no {decision_file.name} beside it (the official files come in pairs)", f)
+        decisions = dict(_read_pairs(decision_file))
+        for i, r in enumerate(_csv_rows(f)):
+            if not r:
+                continue
+            try:
+                score = float(r[1])
+            except (IndexError, ValueError):
+                score = float("nan")
+            if len(r) < 2 or not np.isfinite(score):
+                raise MimiiDueError(f"line {i + 1}: expected 'filename,score' with a finite score, got {','.join(r)!r}",
+                                    f)  # fmt: skip
+            name = r[0].strip()
+            if name not in decisions:
+                raise MimiiDueError(f"{name} has a score but no decision in {decision_file.name}", f)
+            try:
+                clip = parse_name(name)
+            except MimiiDueError:  # a name of no challenge: the ground truth may still know it
+                clip = None
+            rows.append({"machine": m["machine"], "section": int(m["section"] or m["n"]), "filename": name,
+                         "domain": m["domain"] or (clip.domain if clip else None),
+                         "label": clip.label if clip else None, "score": score,
+                         "decision": decisions[name] == "1"})  # fmt: skip
+    if len(set(protocols.values())) > 1:
+        first = {p: f for f, p in protocols.items()}
+        raise MimiiDueError("the score files follow the naming of several years: " + ", ".join(sorted(first.values())),
+                            directory)  # fmt: skip
+    if not rows:
+        raise MimiiDueError("the score files list no clips", directory)
+    return pd.DataFrame(rows), next(iter(protocols.values()))
 
 
 def read_ground_truth(path: str | Path) -> pd.DataFrame:
