@@ -274,10 +274,21 @@ def test_bad_score_file_folders_are_refused_naming_the_file(tiny_2023, tmp_path)
     for f in sub.glob("*pump*"):
         f.unlink()
     score_file = sub / "anomaly_score_valve_section_00_test.csv"
-    score_file.write_text(score_file.read_text() + "section_00_target_test_normal_9999.wav,nan\n")
+    good = score_file.read_text()
+    score_file.write_text(good + "section_00_target_test_normal_9999.wav,nan\n")
     with pytest.raises(MimiiDueError, match="expected 'filename,score' with a finite score") as e:
         evaluate_files(sub)
     assert str(score_file) in str(e.value)
+    score_file.write_text(good)
+    for f in sub.glob("*_valve_section_00_test.csv"):  # the official 2023 baseline's names for the same files
+        baseline = f.name.replace("_valve_", "_DCASE2023T2valve_").replace(".csv", "_seed13711_id(0_)_Eval.csv")
+        f.rename(f.with_name(baseline))
+    assert set(evaluate_files(sub)[0]["machine"]) == {"fan", "valve"}
+    (sub / "result.csv").unlink()
+    shutil.copy(run / "results" / "anomaly_score_valve_section_00_test.csv", sub)
+    with pytest.raises(MimiiDueError, match="_seed13711_id.0_._Eval.csv and anomaly_score_valve_section_00_test.csv "
+                                            "score the same clips"):  # fmt: skip
+        evaluate_files(sub)
     with pytest.raises(MimiiDueError, match="neither a run folder nor a folder of official score files"):
         evaluate_files(tmp_path / "nothing")
     assert not (sub / "result.csv").exists()  # a refused folder gets no result

@@ -94,9 +94,11 @@ def _read_pairs(f: Path, values: tuple[str, ...] = ("0", "1")) -> list[tuple[str
     return out
 
 
+# The submission names of every year; the 2023-2025 official baselines' own names too
+# (``anomaly_score_DCASE2023T2fan_section_00_test_seed13711_id(0_)_Eval.csv``), as their evaluators read them.
 _SCORES = re.compile(
-    r"anomaly_score_(?P<machine>.+?)_(?:(?P<id>id)_(?P<n>\d{2})|section_(?P<section>\d{2})(?:_(?P<domain>source|target))?"
-    r"_test)\.csv"
+    r"anomaly_score_(?:DCASE20\d\dT2)?(?P<machine>.+?)_(?:(?P<id>id)_(?P<n>\d{2})|section_(?P<section>\d{2})"
+    r"(?:_(?P<domain>source|target))?_test)(?:_seed\d+.*)?\.csv"
 )
 
 
@@ -112,12 +114,16 @@ def read_score_files(directory: str | Path) -> tuple[pd.DataFrame, str]:
     if not files:
         raise MimiiDueError("neither a run folder nor a folder of official score files "
                             "(anomaly_score_<machine>_section_<XX>[_<domain>]_test.csv)", directory)  # fmt: skip
-    rows, protocols = [], {}
+    rows, protocols, seen = [], {}, {}
     for f in files:
         m = _SCORES.fullmatch(f.name)
         if not m:
             raise MimiiDueError("a score file's name must be anomaly_score_<machine>_section_<XX>[_<domain>]_test.csv "
                                 "(or _id_<XX>.csv, 2020)", f)  # fmt: skip
+        key = (m["machine"], m["section"] or m["n"], m["domain"])
+        if key in seen:  # two systems' or two seeds' files: whose scores count?
+            raise MimiiDueError(f"{seen[key]} and {f.name} score the same clips; keep one of them here", directory)
+        seen[key] = f.name
         protocols[f.name] = "dcase2020" if m["id"] else "dcase2021" if m["domain"] else "dcase2022"
         decision_file = f.with_name("decision_result_" + f.name.removeprefix("anomaly_score_"))
         if not decision_file.exists():
