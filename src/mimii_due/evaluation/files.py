@@ -151,9 +151,8 @@ def read_score_files(directory: str | Path) -> tuple[pd.DataFrame, str]:
                          "label": clip.label if clip else None, "score": score,
                          "decision": decisions[name] == "1"})  # fmt: skip
     if len(set(protocols.values())) > 1:
-        first = {p: f for f, p in protocols.items()}
-        raise MimiiDueError("the score files follow the naming of several years: " + ", ".join(sorted(first.values())),
-                            directory)  # fmt: skip
+        example = sorted({p: f for f, p in protocols.items()}.values())  # one file of each naming
+        raise MimiiDueError(f"the score files follow the naming of several years: {', '.join(example)}", directory)
     if not rows:
         raise MimiiDueError("the score files list no clips", directory)
     return pd.DataFrame(rows), next(iter(protocols.values()))
