@@ -292,3 +292,18 @@ def test_bad_score_file_folders_are_refused_naming_the_file(tiny_2023, tmp_path)
     with pytest.raises(MimiiDueError, match="neither a run folder nor a folder of official score files"):
         evaluate_files(tmp_path / "nothing")
     assert not (sub / "result.csv").exists()  # a refused folder gets no result
+
+
+def test_dcase2020_score_files_are_evaluated_per_machine_id(tmp_path):
+    from mimii_due.pipeline import evaluate_files
+
+    rows = [(f"normal_id_00_{i:08d}.wav", i / 10) for i in range(6)] + [
+        (f"anomaly_id_00_{i:08d}.wav", 0.25 + i / 10) for i in range(4)
+    ]
+    (tmp_path / "anomaly_score_fan_id_00.csv").write_text("".join(f"{n},{s}\n" for n, s in rows))
+    (tmp_path / "decision_result_fan_id_00.csv").write_text("".join(f"{n},{int(s > 0.4)}\n" for n, s in rows))
+    results, summary = evaluate_files(tmp_path)
+    y, s = [0] * 6 + [1] * 4, [x for _, x in rows]
+    assert summary["protocol"] == "dcase2020" and results["AUC"].tolist() == [auc(np.array(y), np.array(s))] == [0.75]
+    assert results["pAUC"].iloc[0] == pytest.approx(pauc(np.array(y), np.array(s)))
+    assert (tmp_path / "result.csv").read_text().startswith("fan\nid,domain,AUC,pAUC,precision,recall,F1 score\n00,")
