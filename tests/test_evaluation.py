@@ -296,7 +296,7 @@ def test_dcase2020_score_files_are_evaluated_per_machine_id(tmp_path):
     from mimii_due.pipeline import evaluate_files
 
     rows = [(f"normal_id_00_{i:08d}.wav", i / 10) for i in range(6)] + [
-        (f"anomaly_id_00_{i:08d}.wav", 0.25 + i / 10) for i in range(4)
+        (f"fan/test/anomaly_id_00_{i:08d}.wav", 0.25 + i / 10) for i in range(4)  # a system that writes paths
     ]
     (tmp_path / "anomaly_score_fan_id_00.csv").write_text("".join(f"{n},{s}\n" for n, s in rows))
     (tmp_path / "decision_result_fan_id_00.csv").write_text("".join(f"{n},{int(s > 0.4)}\n" for n, s in rows))

@@ -128,7 +128,7 @@ def read_score_files(directory: str | Path) -> tuple[pd.DataFrame, str]:
         decision_file = f.with_name("decision_result_" + f.name.removeprefix("anomaly_score_"))
         if not decision_file.exists():
             raise MimiiDueError(f"no {decision_file.name} beside it (the official files come in pairs)", f)
-        decisions = dict(_read_pairs(decision_file))
+        decisions = {Path(n).name: v for n, v in _read_pairs(decision_file)}  # a system may write paths
         for i, r in enumerate(_csv_rows(f)):
             if not r:
                 continue
@@ -139,7 +139,7 @@ def read_score_files(directory: str | Path) -> tuple[pd.DataFrame, str]:
             if len(r) < 2 or not np.isfinite(score):
                 raise MimiiDueError(f"line {i + 1}: expected 'filename,score' with a finite score, got {','.join(r)!r}",
                                     f)  # fmt: skip
-            name = r[0].strip()
+            name = Path(r[0].strip()).name  # the official files name clips without their folder
             if name not in decisions:
                 raise MimiiDueError(f"{name} has a score but no decision in {decision_file.name}", f)
             try:
