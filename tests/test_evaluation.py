@@ -251,6 +251,13 @@ def test_any_systems_official_score_files_are_evaluated_as_a_run_is(tiny_dataset
     assert (sub / "result.csv").read_text() == (run / "results" / "result.csv").read_text()
     if gt:  # the evaluation section is scored only with its ground truth
         assert {x["section"] for x in pd.read_json(sub / "result.json", typ="series")["results"]} == {0, 3}
+    r = runner.invoke(app, ["evaluate", str(sub), str(run), *gt])  # side by side: a submission and our run
+    assert r.exit_code == 0 and "submission: official score" in r.output and "gaussian: official score" in r.output
+    assert "not evaluated on the same test clips" not in r.output
+    for f in sub.glob("*_valve_*"):
+        f.unlink()
+    r = runner.invoke(app, ["evaluate", str(sub), str(run), *gt])
+    assert r.exit_code == 0 and "not evaluated on the same test clips" in r.output, r.output
 
 
 def test_bad_score_file_folders_are_refused_naming_the_file(tiny_2023, tmp_path):

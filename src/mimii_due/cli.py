@@ -412,9 +412,9 @@ def test(
 
 @app.command()
 def evaluate(
-    run: Path = typer.Argument(
-        ..., help="Run folder with scores (after `mimii-due test`), or a folder of any system's official "
-        "anomaly_score_*.csv and decision_result_*.csv files."
+    runs: list[Path] = typer.Argument(
+        ..., help="Run folders with scores (after `mimii-due test`), or folders of any system's official "
+        "anomaly_score_*.csv and decision_result_*.csv files; several are shown side by side."
     ),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground-truth CSV file or folder."),
     protocol: str = typer.Option(
@@ -431,16 +431,26 @@ def evaluate(
     from mimii_due.runs import Run
 
     kw = {"ground_truth": ground_truth, "protocol": protocol, "bootstrap": bootstrap}
-    if not Run(run).exists() and any(run.glob("anomaly_score_*.csv")):
-        results, summary = pipeline.evaluate_files(run, **kw)
-        name, written = run.resolve().name, run
-    else:
-        results, summary = pipeline.evaluate(run, **kw)
-        name, written = Run(run).meta()["detector"], run / "results"
-    stdout.print(results_table({name: results}))
-    luck = f" (bootstrap sd {summary['bootstrap_sd']:.4f} over {bootstrap} test sets)" if bootstrap else ""
-    score = f"official score ({summary['protocol']}) {summary['official_score']:.4f}{luck}"
-    stdout.print(f"{score}; result.csv in {written}")
+    table, lines, counts = {}, [], {}
+    for run in runs:
+        if not Run(run).exists() and any(run.glob("anomaly_score_*.csv")):
+            results, summary = pipeline.evaluate_files(run, **kw)
+            name, written = run.resolve().name, run
+        else:
+            results, summary = pipeline.evaluate(run, **kw)
+            name, written = Run(run).meta()["detector"], run / "results"
+        name = f"{name} ({run})" if name in table else name
+        table[name] = results
+        counts[name] = results[["machine", "section", "domain", "n_normal", "n_anomaly"]].to_dict("records")
+        luck = f" (bootstrap sd {summary['bootstrap_sd']:.4f} over {bootstrap} test sets)" if bootstrap else ""
+        score = f"official score ({summary['protocol']}) {summary['official_score']:.4f}{luck}"
+        lines.append(f"{name + ': ' if len(runs) > 1 else ''}{score}; result.csv in {written}")
+    stdout.print(results_table(table))
+    for line in lines:
+        stdout.print(line, markup=False)
+    if len({str(c) for c in counts.values()}) > 1:  # side by side, yet not on the same test clips
+        console.print("[yellow]warning[/yellow] these were not evaluated on the same test clips (their sections or "
+                      "clip counts differ), so the table is not a comparison on the same clips")  # fmt: skip
 
 
 @app.command()
