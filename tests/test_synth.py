@@ -235,3 +235,23 @@ def test_synth_command_and_rerun_is_a_no_op(tmp_path, monkeypatch):
     assert CliRunner().invoke(app, args).exit_code == 0
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "d").rglob("*.wav")}
     assert after.keys() == before.keys() and all(after[p] != before[p] for p in before)
+
+
+def test_synth_never_mixes_its_clips_with_others(tmp_path):
+    """Someone's recordings are never overwritten or mixed in; an earlier generation's extra clips
+    do not pass for part of a smaller new one."""
+    from mimii_due.errors import ConfigError
+
+    mine = tmp_path / "recordings" / "dev_data" / "fan" / "train" / "section_00_source_train_normal_0000_a_1.wav"
+    mine.parent.mkdir(parents=True)
+    write(mine, np.sin(np.arange(16000) / 7.0).astype(np.float32))
+    before = mine.read_bytes()
+    kw = {"machines": ["fan"], "sections": [0], "seed": 2, "layout": "dcase2023", "min_test": 3}
+    with pytest.raises(ConfigError, match="it holds 1 WAV files that mimii-due synth did not write"):
+        g.generate(tmp_path / "recordings", scale=0.01, **kw)
+    assert mine.read_bytes() == before and not (tmp_path / "recordings" / "synth_done.json").exists()
+    out = tmp_path / "gen"
+    g.generate(out, scale=0.02, **kw)
+    g.generate(out, scale=0.01, **kw)
+    want = len(g.plan(scale=0.01, **kw))
+    assert len(index(out)) == want == len(pd.read_csv(out / "synth_meta.csv"))

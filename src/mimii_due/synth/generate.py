@@ -318,6 +318,7 @@ def generate(
                  severity=severity, min_test=min_test, layout=layout)  # fmt: skip
     if len(tasks) > MAX_CLIPS:
         raise ConfigError(f"{len(tasks)} clips asked for; at most {MAX_CLIPS} are generated at once")
+    _make_room(out, tasks)
     atomic.write_text(out / INCOMPLETE, json.dumps(settings))
     marker.unlink(missing_ok=True)
     groups: dict[tuple[str, int], list[ClipTask]] = {}
@@ -361,6 +362,24 @@ def generate(
 
 
 INCOMPLETE = "synth_incomplete.json"
+
+
+def _make_room(out: Path, tasks: list[ClipTask]) -> None:
+    """Refuse a folder holding WAV files this generator did not write (someone's recordings would
+    be overwritten or mixed in); in a folder of an earlier generation (other settings, or
+    interrupted), remove the clips the new one does not make, so that none passes for part of it."""
+    wavs = [p for p in out.rglob("*") if p.suffix.lower() == ".wav" and p.is_file()] if out.is_dir() else []
+    if not wavs:
+        return
+    if not ((out / "synth_done.json").exists() or (out / INCOMPLETE).exists()):
+        raise ConfigError(f"it holds {len(wavs)} WAV files that mimii-due synth did not write (e.g. "
+                          f"{wavs[0].relative_to(out)}); generate into an empty or new folder", out)  # fmt: skip
+    keep = {out / t.relpath for t in tasks}
+    stale = [p for p in wavs if p not in keep]
+    for p in stale:
+        p.unlink()
+    if stale:
+        log.info("%s: removed %d clips of an earlier generation that this one does not make", out, len(stale))
 
 
 def _chunk(fn, items: list) -> list:
