@@ -151,6 +151,19 @@ def test_run_with_bad_generator_settings_makes_no_folder(tmp_path, args, message
     assert not (tmp_path / "o").exists()
 
 
+def test_run_refuses_to_regenerate_data_under_runs_trained_on_the_earlier_data(tmp_path):
+    out = tmp_path / "o"
+    args = ["run", "--out", str(out), "--detectors", "gaussian", "--machines", "fan"]
+    assert runner.invoke(app, args + ["--scale", "0.02"]).exit_code == 0
+    models = (out / "gaussian" / "models" / "fan" / "state.pt").read_bytes()
+    data = (out / "data" / "synth_done.json").read_text()
+    r = runner.invoke(app, args + ["--scale", "0.03"])  # the models would be kept and tested on other data
+    assert r.exit_code == 1 and "trained on data generated with other settings" in r.output, r.output
+    assert (out / "data" / "synth_done.json").read_text() == data
+    assert (out / "gaussian" / "models" / "fan" / "state.pt").read_bytes() == models
+    assert runner.invoke(app, args + ["--scale", "0.02"]).exit_code == 0  # the same settings resume
+
+
 def test_members_names_the_ensembles_members_and_is_refused_for_other_detectors(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     args = ["train", str(tiny_dataset), "--out", str(run), "--machines", "fan"]

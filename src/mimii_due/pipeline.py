@@ -392,7 +392,7 @@ def run(
     detector under ``out``, on this machine or a cluster ``engine``. Returns ``{"results":
     {detector: results}, "report": path, "seconds": s}``."""
     from mimii_due.report.html import build_report
-    from mimii_due.synth.generate import generate
+    from mimii_due.synth.generate import dataset_settings, generate, holds
 
     t0 = time.perf_counter()
     detectors = list(dict.fromkeys(detectors))  # each once, in the order given
@@ -403,9 +403,13 @@ def run(
     out = Path(out)  # made by the first step that writes there: bad settings leave nothing
     if data is None:
         data = out / "data"
-        generate(data, machines=machines or DEFAULT_RUN["machines"], sections=DEFAULT_RUN["sections"], scale=scale,
-                 seed=DEFAULT_RUN["seed"], min_test=DEFAULT_RUN["min_test"], workers=2, layout=DEFAULT_RUN["layout"],
-                 progress=for_stage(progress, "generate", "data"), engine=engine)  # fmt: skip
+        gen = {"machines": machines or DEFAULT_RUN["machines"], "sections": DEFAULT_RUN["sections"], "scale": scale,
+               "seed": DEFAULT_RUN["seed"], "min_test": DEFAULT_RUN["min_test"], "layout": DEFAULT_RUN["layout"]}
+        trained = sorted(p.name for p in out.iterdir() if Run(p).exists()) if out.is_dir() else []
+        if trained and (data / "synth_done.json").exists() and not holds(data, dataset_settings(**gen)):
+            raise ConfigError(f"it holds runs ({', '.join(trained)}) trained on data generated with other settings "
+                              "(--scale or --machines); choose another --out", out)  # fmt: skip
+        generate(data, **gen, workers=2, progress=for_stage(progress, "generate", "data"), engine=engine)
     data = Path(data)
     gt = ground_truth or (data / "ground_truth" if (data / "ground_truth").is_dir() else None)
     for det in detectors:  # every detector trained and scored before any evaluation, so that test data

@@ -277,6 +277,27 @@ def _section_gain(a: float, snr: float) -> float:
     return OUTPUT_RMS / np.sqrt(a * (1 + 10 ** (-snr / 10)))
 
 
+def dataset_settings(*, machines: Iterable[str] = MACHINES, sections: Iterable[int] = SECTIONS, scale: float = 1.0,
+                     seed: int = 0, severity: float = 1.0, snr_offset: float = 0.0, min_test: int = 2,
+                     layout: str = "dcase2021") -> dict:  # fmt: skip
+    """What ``synth_done.json`` records of a generation: the settings of :func:`generate`, the
+    generator's version and its calibration of those machine types."""
+    settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale, "seed": seed,
+                "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 4}  # fmt: skip
+    settings["calibration"] = {m: [ANOMALY_SIZE.get(m), JITTER.get(m), TARGET_JITTER] for m in settings["machines"]}
+    if layout != "dcase2021":
+        settings["layout"] = layout
+    return settings
+
+
+def holds(out: str | Path, settings: dict) -> bool:
+    """Whether ``out`` holds a finished generation with these :func:`dataset_settings`."""
+    try:
+        return json.loads((Path(out) / "synth_done.json").read_text()) == settings
+    except (OSError, ValueError):  # none, or damaged: not this dataset
+        return False
+
+
 def generate(
     out: str | Path,
     *,
@@ -305,13 +326,10 @@ def generate(
     here; otherwise by ``workers`` local processes.
     """
     out = Path(out)
-    settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale, "seed": seed,
-                "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 4}  # fmt: skip
-    settings["calibration"] = {m: [ANOMALY_SIZE.get(m), JITTER.get(m), TARGET_JITTER] for m in settings["machines"]}
-    if layout != "dcase2021":
-        settings["layout"] = layout
+    settings = dataset_settings(machines=machines, sections=sections, scale=scale, seed=seed, severity=severity,
+                                snr_offset=snr_offset, min_test=min_test, layout=layout)  # fmt: skip
     marker = out / "synth_done.json"
-    if marker.exists() and json.loads(marker.read_text()) == settings:
+    if holds(out, settings):
         log.info("%s already holds this dataset", out)
         return out
     tasks = plan(machines=settings["machines"], sections=settings["sections"], scale=scale, seed=seed,
