@@ -188,6 +188,13 @@ def test_mix_command_on_users_recordings(tmp_path):
         clean = load(tmp_path / "clean" / p.name).astype(np.float64)
         noise = load(p).astype(np.float64) - clean
         assert -7.05 < 10 * np.log10(a / np.mean(noise**2)) < -4.95
+    before = {p.name: p.read_bytes() for p in (tmp_path / "clean").iterdir()}
+    for out, where in ((tmp_path / "clean", "clean"), (tmp_path / "noise" / "mixed", "noise")):
+        r = CliRunner().invoke(app, ["mix", str(out), "--clean", str(tmp_path / "clean"), "--noise",
+                                     str(tmp_path / "noise"), "--snr", "0"])  # fmt: skip
+        assert r.exit_code == 1 and f"the output folder is the {where} recordings' folder or inside it" in r.output
+    assert {p.name: p.read_bytes() for p in (tmp_path / "clean").iterdir()} == before  # mixed in place before
+    assert not (tmp_path / "noise" / "mixed").exists()
 
 
 def test_a_seed_numpy_cannot_take_is_refused_before_anything_is_written(tmp_path):

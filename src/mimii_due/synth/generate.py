@@ -457,6 +457,11 @@ def mix_folder(
                           f"not {snr!r} and {spread!r}")  # fmt: skip
     check_seed(seed)
     clean_dir, noise_dir, out = Path(clean_dir), Path(noise_dir), Path(out)
+    for name, source in (("clean", clean_dir), ("noise", noise_dir)):  # the user's recordings stay as they are
+        if out.resolve().is_relative_to(source.resolve()):
+            raise ConfigError(f"the output folder is the {name} recordings' folder or inside it: the mixed clips "
+                              "would overwrite the recordings or be taken for them next time; choose another",
+                              out)  # fmt: skip
     cleans, noises = wav_files(clean_dir), wav_files(noise_dir)
     if not cleans:
         raise ConfigError("no WAV files found", clean_dir)
