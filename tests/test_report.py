@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 from PIL import Image
@@ -53,6 +54,30 @@ def test_a_report_named_with_spaces_links_its_figures_in_markdown(two_runs, tmp_
         assert x.startswith("my%20report%20%C3%A9_files/")
         with Image.open(tmp_path / unquote(x)) as im:
             im.verify()
+
+
+def test_a_report_puts_another_systems_score_files_beside_a_run(two_runs, tiny_dataset, tmp_path):
+    sub = tmp_path / "team_a"  # a submission: the official files alone
+    sub.mkdir()
+    results = two_runs / "ae" / "results"
+    for f in [*results.glob("anomaly_score_*"), *results.glob("decision_result_*")]:
+        shutil.copy(f, sub)
+    r = runner.invoke(app, ["report", str(sub), "--out", str(tmp_path / "r0.html")])
+    assert r.exit_code == 1 and "not evaluated" in r.output and "mimii-due evaluate" in r.output
+    gt = ["--ground-truth", str(tiny_dataset / "ground_truth")]
+    assert runner.invoke(app, ["evaluate", str(sub), *gt]).exit_code == 0
+    out = tmp_path / "r.html"
+    r = runner.invoke(app, ["report", str(two_runs / "gaussian"), str(sub), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "<h2>Run: team_a</h2>" in page and "score files" in page and "Warning" not in page
+    assert page.count('<img src="data:image/png;base64,') >= 2 + 2 * 2  # figs 1-2, ROC + histogram each
+    ae = pd.read_json(two_runs / "ae" / "results" / "result.json", typ="series")["official_score"]
+    assert pd.read_json(sub / "result.json", typ="series")["official_score"] == ae  # the run's own figure
+    with open(sub / "anomaly_score_fan_section_00_source_test.csv", "a") as f:
+        f.write("section_00_source_test_normal_9999.wav,0.5\n")  # the files changed after the evaluation
+    r = runner.invoke(app, ["report", str(sub), "--out", str(out)])
+    assert r.exit_code == 1 and "computed from other score files" in r.output
 
 
 def test_a_report_named_other_than_html_is_refused_before_its_markdown_overwrites_it(two_runs, tmp_path):

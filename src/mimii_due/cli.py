@@ -455,7 +455,9 @@ def evaluate(
 
 @app.command()
 def report(
-    runs: list[Path] = typer.Argument(..., help="One or more evaluated run folders."),
+    runs: list[Path] = typer.Argument(
+        ..., help="One or more evaluated run folders, or folders of another system's score files (evaluated)."
+    ),
     out: Path = typer.Option(None, "--out", help="HTML file to write (default: FIRST_RUN/report.html)."),
     data: Path = typer.Option(None, help="Dataset for Figures 1 and 2 (default: the first run's data)."),
 ) -> None:

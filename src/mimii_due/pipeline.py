@@ -22,7 +22,7 @@ from mimii_due.data.naming import DOMAINS
 from mimii_due.detectors import make
 from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
-from mimii_due.evaluation.files import read_ground_truth, read_score_files, write_results
+from mimii_due.evaluation.files import publish_file_results, read_ground_truth, read_score_files
 from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, protocol_of, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
 from mimii_due.features.extract import Features, extract, is_cached, store
@@ -284,8 +284,8 @@ def evaluate(
     keeper.meta()  # "not a run folder" before "run test first"
     with keeper.writing():
         scores = keeper.read_scores()
-        results, summary = _metrics(scores, protocol or keeper.stamp()["protocol"], ground_truth, max_fpr, bootstrap,
-                                    run)  # fmt: skip
+        results, summary, _ = _metrics(scores, protocol or keeper.stamp()["protocol"], ground_truth, max_fpr,
+                                       bootstrap, run)  # fmt: skip
         keeper.publish_results(results, summary)
         return results, summary
 
@@ -301,11 +301,12 @@ def evaluate_files(
     """:func:`evaluate` for a folder of the official score and decision files of any system (a
     challenge submission, the official baselines' output, ours): the year's protocol from the
     files' names (or ``protocol``), labels from the clips' names or ``ground_truth``. Writes
-    ``result.csv`` and ``result.json`` into ``folder``."""
+    ``result.csv``, ``result.json`` and the labelled clips (``scores.csv``, for the report) into
+    ``folder``."""
     _check_bootstrap(bootstrap)
     scores, named = read_score_files(folder)
-    results, summary = _metrics(scores, protocol or named, ground_truth, max_fpr, bootstrap, folder)
-    write_results(results, summary, folder)
+    results, summary, labelled = _metrics(scores, protocol or named, ground_truth, max_fpr, bootstrap, folder)
+    publish_file_results(folder, results, summary, labelled)
     return results, summary
 
 
@@ -315,9 +316,9 @@ def _check_bootstrap(bootstrap: int) -> None:
 
 
 def _metrics(scores: pd.DataFrame, protocol: str, ground_truth, max_fpr: float, bootstrap: int,
-             where: str | Path) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+             where: str | Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:  # fmt: skip
     """The evaluation of a score table (one row per test clip), the ground truth filling in the
-    labels and domains the clips' names do not give."""
+    labels and domains the clips' names do not give: results, summary and the labelled clips."""
     if protocol not in PROTOCOLS:
         raise MimiiDueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     if ground_truth is not None:
@@ -346,7 +347,7 @@ def _metrics(scores: pd.DataFrame, protocol: str, ground_truth, max_fpr: float, 
     if bootstrap:
         sd = bootstrap_sd(labelled.reset_index(drop=True), protocol=protocol, n=bootstrap, max_fpr=max_fpr)
         summary |= {"bootstrap_sd": sd, "bootstrap_draws": bootstrap}
-    return results, summary
+    return results, summary, labelled
 
 
 # The default dataset of `mimii-due run`: two machine types in the layout the field uses now

@@ -15,6 +15,7 @@ and, for evaluation names, the full names in ``ground_truth_attributes``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -156,6 +157,38 @@ def read_score_files(directory: str | Path) -> tuple[pd.DataFrame, str]:
     if not rows:
         raise MimiiDueError("the score files list no clips", directory)
     return pd.DataFrame(rows), next(iter(protocols.values()))
+
+
+def _files_digest(directory: Path) -> str:
+    """What a folder's official score and decision files hold, in 16 hex digits."""
+    h = hashlib.sha1()
+    for f in sorted([*directory.glob("anomaly_score_*.csv"), *directory.glob("decision_result_*.csv")]):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def publish_file_results(directory: str | Path, results: pd.DataFrame, summary: dict, labelled: pd.DataFrame) -> None:
+    """The evaluation of a folder of score files, beside them: its labelled clips (``scores.csv``)
+    first, then ``result.csv`` and ``result.json``, which records what the score files held."""
+    directory = Path(directory)
+    atomic.write_text(directory / "scores.csv", labelled.to_csv(index=False))
+    write_results(results, summary | {"scores": _files_digest(directory)}, directory)
+
+
+def read_file_results(directory: str | Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """:func:`publish_file_results`' results, summary and labelled clips; refuses results of
+    other score files than the folder holds now."""
+    directory = Path(directory)
+    try:
+        payload = json.loads((directory / "result.json").read_text())
+        scores = pd.read_csv(directory / "scores.csv", dtype={"label": object, "domain": object, "filename": str})
+    except (OSError, ValueError) as e:
+        raise MimiiDueError(f"not evaluated ({type(e).__name__}): run `mimii-due evaluate` on it first",
+                            directory) from e  # fmt: skip
+    if not isinstance(payload, dict) or payload.get("scores") != _files_digest(directory):
+        raise MimiiDueError("result.json was computed from other score files; run `mimii-due evaluate` again",
+                            directory)  # fmt: skip
+    return pd.DataFrame(payload["results"]), payload, scores
 
 
 def read_ground_truth(path: str | Path) -> pd.DataFrame:

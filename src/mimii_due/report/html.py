@@ -16,6 +16,7 @@ import pandas as pd
 from mimii_due import __version__, atomic
 from mimii_due.data.index import index
 from mimii_due.errors import ConfigError, ModelError, StorageError
+from mimii_due.evaluation.files import read_file_results
 from mimii_due.report import figures
 from mimii_due.report.tables import results_markdown, table4
 from mimii_due.runs import Run
@@ -41,6 +42,11 @@ th { background: #f0f0f0; } img { max-width: 100%; } pre { background: #f6f6f6; 
 
 def _run_info(run: Path) -> dict:
     keeper = Run(run)
+    if not keeper.exists() and any(run.glob("anomaly_score_*.csv")):  # another system's evaluated score files
+        results, summary, scores = read_file_results(run)
+        return {"path": run, "meta": {"score files": str(run), "protocol": summary["protocol"]}, "results": results,
+                "summary": summary, "histories": {}, "scores": scores, "name": run.resolve().name, "cache": None,
+                "tested_on": None}  # fmt: skip
     if not keeper.exists():
         raise ModelError("not a run folder (no run.json)", run)
     meta = keeper.meta()
@@ -99,15 +105,16 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         + "</p>",
     ]
     md = ["# mimii-due report", "", results_markdown({i["name"]: i["results"] for i in infos}), ""]
-    tested = dict.fromkeys(i["tested_on"] for i in infos)
+    tested = dict.fromkeys(i["tested_on"] for i in infos if i["tested_on"])  # score files do not say
     if len(tested) > 1:  # side by side, yet not on the same clips: say so where the figures are
         warning = ("These runs were tested on different data (" + "; ".join(f"{i['name']}: {i['tested_on']}"
-                   for i in infos) + "), so their figures are not a comparison on the same clips.")  # fmt: skip
+                   for i in infos if i["tested_on"]) + "), so their figures are not a comparison on the same "
+                   "clips.")  # fmt: skip
         log.warning("%s", warning)
         parts.append(f"<p><b>Warning:</b> {html.escape(warning)}</p>")
         md += [f"**Warning:** {warning}", ""]
-    data = Path(data) if data else Path(infos[0]["meta"]["data"])
-    if data.is_dir():
+    data = Path(data) if data else next((Path(i["meta"]["data"]) for i in infos if "data" in i["meta"]), None)
+    if data is not None and data.is_dir():
         table = index(data, on_error="skip")
         counts = table.groupby(["machine", "split", "domain"]).size().unstack(["split", "domain"]).fillna(0).astype(int)
         parts += [f"<h2>Data</h2><p>{html.escape(str(data))}: {len(table)} clips</p>", counts.to_html(border=0)]
@@ -132,7 +139,7 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
             md += [f"### {title}", "", _md_image(title, files, f), ""]
     for k, info in enumerate(infos):
         tag = f"run{k}"
-        where = f"{info['path']}, tested on {info['tested_on']}"
+        where = f"{info['path']}, " + (f"tested on {info['tested_on']}" if info["tested_on"] else "score files")
         parts.append(f"<h2>Run: {html.escape(info['name'])}</h2><p>{html.escape(where)}</p>")
         md += [f"## Run: {info['name']}", "", where, ""]
         figs = [
