@@ -251,6 +251,10 @@ def test_any_systems_official_score_files_are_evaluated_as_a_run_is(tiny_dataset
     assert (sub / "result.csv").read_text() == (run / "results" / "result.csv").read_text()
     if gt:  # the evaluation section is scored only with its ground truth
         assert {x["section"] for x in pd.read_json(sub / "result.json", typ="series")["results"]} == {0, 3}
+    before = (run / "results" / "scores.csv").read_bytes()
+    r = runner.invoke(app, ["evaluate", str(run / "results"), *gt])  # a run's results folder means the run
+    assert r.exit_code == 0 and "result.csv in " + str(run / "results") in r.output, r.output
+    assert (run / "results" / "scores.csv").read_bytes() == before  # still the run's, matching its stamp
     r = runner.invoke(app, ["evaluate", str(sub), str(run), *gt])  # side by side: a submission and our run
     assert r.exit_code == 0 and "submission: official score" in r.output and "gaussian: official score" in r.output
     assert "not evaluated on the same test clips" not in r.output

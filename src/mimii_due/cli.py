@@ -433,12 +433,13 @@ def evaluate(
     kw = {"ground_truth": ground_truth, "protocol": protocol, "bootstrap": bootstrap}
     table, lines, counts = {}, [], {}
     for run in runs:
-        if not Run(run).exists() and any(run.glob("anomaly_score_*.csv")):
+        keeper = Run.of(run)  # a run's results folder means the run
+        if not keeper.exists() and any(run.glob("anomaly_score_*.csv")):
             results, summary = pipeline.evaluate_files(run, **kw)
             name, written = run.resolve().name, run
         else:
-            results, summary = pipeline.evaluate(run, **kw)
-            name, written = Run(run).meta()["detector"], run / "results"
+            results, summary = pipeline.evaluate(keeper.path, **kw)
+            name, written = keeper.meta()["detector"], keeper.results_dir
         name = f"{name} ({run})" if name in table else name
         table[name] = results
         counts[name] = results[["machine", "section", "domain", "n_normal", "n_anomaly"]].to_dict("records")

@@ -304,6 +304,8 @@ def evaluate_files(
     ``result.csv``, ``result.json`` and the labelled clips (``scores.csv``, for the report) into
     ``folder``."""
     _check_bootstrap(bootstrap)
+    if Run.of(folder).exists():  # its scores.csv and result.json are the run's, kept by the run
+        raise ConfigError("this is a run's folder or its results folder: evaluate the run", folder)
     scores, named = read_score_files(folder)
     results, summary, labelled = _metrics(scores, protocol or named, ground_truth, max_fpr, bootstrap, folder)
     publish_file_results(folder, results, summary, labelled)

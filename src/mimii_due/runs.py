@@ -43,6 +43,15 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
+    @classmethod
+    def of(cls, path: str | Path) -> Run:
+        """The run ``path`` names: a run folder, or a run's results folder (where its official
+        score files are, so people point there too)."""
+        path = Path(path)
+        if path.name == "results" and not (path / "run.json").exists() and (path.parent / "run.json").exists():
+            return cls(path.parent)
+        return cls(path)
+
     # ------------------------------------------------------------------ run.json
     @property
     def meta_file(self) -> Path:

@@ -41,7 +41,7 @@ th { background: #f0f0f0; } img { max-width: 100%; } pre { background: #f6f6f6; 
 
 
 def _run_info(run: Path) -> dict:
-    keeper = Run(run)
+    keeper = Run.of(run)  # a run's results folder means the run
     if not keeper.exists() and any(run.glob("anomaly_score_*.csv")):  # another system's evaluated score files
         results, summary, scores = read_file_results(run)
         return {"path": run, "meta": {"score files": str(run), "protocol": summary["protocol"]}, "results": results,
@@ -51,6 +51,7 @@ def _run_info(run: Path) -> dict:
         raise ModelError("not a run folder (no run.json)", run)
     meta = keeper.meta()
     results, summary = keeper.read_results()  # refuses results that do not belong to the scores
+    run = keeper.path
     name = f"{meta['detector']} ({run.name})" if run.name != meta["detector"] else meta["detector"]
     return {"path": run, "meta": meta, "results": results, "summary": summary, "histories": keeper.histories(),
             "scores": keeper.read_scores(), "name": name, "cache": keeper.cache,
