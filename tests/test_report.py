@@ -80,6 +80,16 @@ def test_a_report_puts_another_systems_score_files_beside_a_run(two_runs, tiny_d
     assert r.exit_code == 1 and "computed from other score files" in r.output
 
 
+def test_a_run_named_twice_is_reported_once_and_two_runs_of_one_name_apart(two_runs, tmp_path):
+    shutil.copytree(two_runs / "gaussian", tmp_path / "copy" / "gaussian")
+    out = tmp_path / "r.html"
+    runs = [str(two_runs / "gaussian"), str(two_runs / "gaussian"), str(tmp_path / "copy" / "gaussian")]
+    assert runner.invoke(app, ["report", *runs, "--out", str(out)]).exit_code == 0
+    page = out.read_text()
+    assert page.count("<h2>Run: ") == 2 and f"<b>gaussian ({tmp_path / 'copy' / 'gaussian'})</b>" in page
+    assert page.count("<b>gaussian</b>") == 1
+
+
 def test_a_report_named_other_than_html_is_refused_before_its_markdown_overwrites_it(two_runs, tmp_path):
     for name in ("r.md", "r"):  # r.md: the HTML was written there, then the Markdown over it
         r = runner.invoke(app, ["report", str(two_runs / "gaussian"), "--out", str(tmp_path / name)])

@@ -432,7 +432,7 @@ def evaluate(
 
     kw = {"ground_truth": ground_truth, "protocol": protocol, "bootstrap": bootstrap}
     table, lines, counts = {}, [], {}
-    for run in runs:
+    for run in dict.fromkeys(runs):  # each once
         keeper = Run.of(run)  # a run's results folder means the run
         if not keeper.exists() and any(run.glob("anomaly_score_*.csv")):
             results, summary = pipeline.evaluate_files(run, **kw)

@@ -89,7 +89,11 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     if out.suffix.lower() not in (".html", ".htm"):  # the Markdown twin goes beside it, as .md
         raise ConfigError(f"the report is an HTML file: name it .html (its Markdown twin is written beside it as "
                           f".md), not '{out.name}'", out)  # fmt: skip
-    infos = [_run_info(Path(r)) for r in runs]  # every run checked before anything is written
+    runs = list(dict.fromkeys(Path(r).resolve() for r in runs))  # each folder once
+    infos = [_run_info(r) for r in runs]  # every run checked before anything is written
+    for i, info in enumerate(infos):  # two runs of one detector in folders of one name: say where
+        if any(other["name"] == info["name"] for other in infos[:i]):
+            info["name"] = f"{info['name']} ({info['path']})"
     files = out.parent / f"{out.stem}_files"
     try:
         files.mkdir(parents=True, exist_ok=True)
