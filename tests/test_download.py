@@ -191,6 +191,10 @@ def test_every_year_downloads_by_its_record_and_indexes_as_that_year(tmp_path):
         t = index(tmp_path / "d")
         assert set(t.machine) == {"fan"} and set(t.year) == {2023} and set(t.part) == {"dev"}
         assert sorted(t.split) == ["test", "train", "train"]
+        r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--year", "2024", "--machines", "fan",
+                                     "--base-url", z.url])  # another year into the same folder  # fmt: skip
+        assert r.exit_code == 1 and "it holds the dcase2023 download; put dcase2024 into another folder" in r.output
+        assert len(index(tmp_path / "d")) == len(t)
     finally:
         z.server.shutdown()
 

@@ -223,6 +223,11 @@ def download(
         raise DownloadError(f"SNRs are chosen only for MIMII (--source mimii), not for {source}")
     dest = Path(dest)
     work = dest / ".downloads"
+    family = "dcase2021" if source == "mimii-due" else source  # MIMII DUE is DCASE 2021's MIMII data
+    held = work / "source.txt"  # what was unpacked here: one year per folder, as the index reads one
+    if held.exists() and held.read_text().strip() != family:
+        raise DownloadError(f"it holds the {held.read_text().strip()} download; put {family} into another folder "
+                            "(the two years' clips would mix into one dataset)", dest)  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
     records = sorted({r for p in (("dev", "eval") if part == "all" else (part,)) for r in RECORDS[source][p]})
     wanted = [f for r in records for f in record_files(r, base_url=base_url)
@@ -238,6 +243,8 @@ def download(
         archive = work / f.name
         if not archive.exists():
             fetch(f, archive, progress=progress)
+        if not held.exists():
+            atomic.write_text(held, family + "\n")
         unpack(archive, dest)
         atomic.write_text(marker, f.md5 + "\n")
         if not keep_archives:
