@@ -573,6 +573,8 @@ def score(
     fmt = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "csv")
     if fmt not in ("csv", "json"):
         raise MimiiDueError(f"--format must be csv or json, not {fmt!r}")
+    if out is not None and out.suffix.lower() == ".wav":  # a recording (perhaps one scored here) is no table
+        raise MimiiDueError("--out names a WAV file: the table of scores goes to a .csv or .json file", out)
     models = ModelSet(model)
     with _engine(engine, address, task_cpus) as eng, progress_bar(transient=True) as bar:
         task = bar.add_task("score", total=None, info="")
