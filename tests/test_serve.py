@@ -146,7 +146,7 @@ def test_score_writes_json_when_out_says_json(run, clips, tmp_path):
     r = runner.invoke(cli, ["score", str(run), *clips.path[:2], "--out", str(tmp_path / "s.json"), "--format", "csv"])
     assert r.exit_code == 0 and (tmp_path / "s.json").read_text().startswith("filename,")  # asked for: csv
     recording = tmp_path / "rec.wav"
-    shutil.copy(clips.path[0], recording)
+    shutil.copy(clips.path.iloc[0], recording)
     before = recording.read_bytes()
     r = runner.invoke(cli, ["score", str(run), str(recording), "--out", str(recording)])  # a slip of the keyboard
     assert r.exit_code == 1 and "--out names a WAV file" in r.output and recording.read_bytes() == before
