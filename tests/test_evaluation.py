@@ -257,11 +257,13 @@ def test_any_systems_official_score_files_are_evaluated_as_a_run_is(tiny_dataset
     assert (run / "results" / "scores.csv").read_bytes() == before  # still the run's, matching its stamp
     r = runner.invoke(app, ["evaluate", str(sub), str(run), *gt])  # side by side: a submission and our run
     assert r.exit_code == 0 and "submission: official score" in r.output and "gaussian: official score" in r.output
-    assert "not evaluated on the same test clips" not in r.output
+    assert "not all were evaluated on the test clips of" not in r.output
+    r = runner.invoke(app, ["evaluate", str(sub), str(run), *gt, "--bootstrap", "5"])  # the same scores: no difference
+    assert r.exit_code == 0 and "minus submission: +0.0000 (paired bootstrap sd 0.0000)" in r.output, r.output
     for f in sub.glob("*_valve_*"):
         f.unlink()
     r = runner.invoke(app, ["evaluate", str(sub), str(run), *gt])
-    assert r.exit_code == 0 and "not evaluated on the same test clips" in r.output, r.output
+    assert r.exit_code == 0 and "not all were evaluated on the test clips of" in r.output, r.output
 
 
 def test_bad_score_file_folders_are_refused_naming_the_file(tiny_2023, tmp_path):
@@ -316,3 +318,27 @@ def test_dcase2020_score_files_are_evaluated_per_machine_id(tmp_path):
     assert summary["protocol"] == "dcase2020" and results["AUC"].tolist() == [auc(np.array(y), np.array(s))] == [0.75]
     assert results["pAUC"].iloc[0] == pytest.approx(pauc(np.array(y), np.array(s)))
     assert (tmp_path / "result.csv").read_text().startswith("fan\nid,domain,AUC,pAUC,precision,recall,F1 score\n00,")
+
+
+def test_compare_gives_each_systems_difference_from_the_first_with_its_paired_bootstrap_sd(tiny_2023, tmp_path):
+    import shutil
+
+    from mimii_due.pipeline import compare
+
+    _, _, run = _run_scores(tiny_2023, tmp_path, "run")
+    noisy = tmp_path / "noisy"  # another system: the same clips, its scores blurred
+    noisy.mkdir()
+    rng = np.random.default_rng(0)
+    for f in (run / "results").glob("decision_result_*.csv"):
+        shutil.copy(f, noisy)
+    for f in (run / "results").glob("anomaly_score_*.csv"):
+        rows = [line.split(",") for line in f.read_text().splitlines()]
+        (noisy / f.name).write_text("".join(f"{n},{float(s) + rng.normal(0, 5)}\n" for n, s in rows))
+    rows = compare([run, noisy, run / "results", noisy], bootstrap=40)
+    assert [r["name"] for r in rows] == ["gaussian", "noisy"]  # each once; the results folder is the run
+    first, other = rows
+    assert other["same_clips"] and other["versus_first"] == pytest.approx(
+        other["summary"]["official_score"] - first["summary"]["official_score"])
+    assert other["versus_first"] != 0 and other["versus_first_sd"] == pytest.approx(
+        bootstrap_sd(other["clips"], versus=first["clips"], protocol="dcase2022", n=40))
+    assert 0 < other["versus_first_sd"] < other["summary"]["bootstrap_sd"] + first["summary"]["bootstrap_sd"]

@@ -424,34 +424,26 @@ def evaluate(
 ) -> None:
     """AUC, pAUC, precision, recall and F1 per machine, section and domain, as the year's
     official evaluator computes them; result.csv in its layout. With --bootstrap N, also how much
-    the official score would move with another test set of the same size. Given a folder of
-    official score files (a submission, a baseline's output), it evaluates those."""
+    the official score would move with another test set of the same size, and for several on the
+    same clips, each one's difference from the first with its paired bootstrap sd. Given a folder
+    of official score files (a submission, a baseline's output), it evaluates those."""
     from mimii_due import pipeline
     from mimii_due.report.tables import results_table
-    from mimii_due.runs import Run
 
-    kw = {"ground_truth": ground_truth, "protocol": protocol, "bootstrap": bootstrap}
-    table, lines, counts = {}, [], {}
-    for run in dict.fromkeys(runs):  # each once
-        keeper = Run.of(run)  # a run's results folder means the run
-        if not keeper.exists() and any(run.glob("anomaly_score_*.csv")):
-            results, summary = pipeline.evaluate_files(run, **kw)
-            name, written = run.resolve().name, run
-        else:
-            results, summary = pipeline.evaluate(keeper.path, **kw)
-            name, written = keeper.meta()["detector"], keeper.results_dir
-        name = f"{name} ({run})" if name in table else name
-        table[name] = results
-        counts[name] = results[["machine", "section", "domain", "n_normal", "n_anomaly"]].to_dict("records")
-        luck = f" (bootstrap sd {summary['bootstrap_sd']:.4f} over {bootstrap} test sets)" if bootstrap else ""
-        score = f"official score ({summary['protocol']}) {summary['official_score']:.4f}{luck}"
-        lines.append(f"{name + ': ' if len(runs) > 1 else ''}{score}; result.csv in {written}")
-    stdout.print(results_table(table))
-    for line in lines:
-        stdout.print(line, markup=False)
-    if len({str(c) for c in counts.values()}) > 1:  # side by side, yet not on the same test clips
-        console.print("[yellow]warning[/yellow] these were not evaluated on the same test clips (their sections or "
-                      "clip counts differ), so the table is not a comparison on the same clips")  # fmt: skip
+    rows = pipeline.compare(runs, ground_truth=ground_truth, protocol=protocol, bootstrap=bootstrap)
+    stdout.print(results_table({r["name"]: r["results"] for r in rows}))
+    for r in rows:
+        s = r["summary"]
+        luck = f" (bootstrap sd {s['bootstrap_sd']:.4f} over {bootstrap} test sets)" if bootstrap else ""
+        who = f"{r['name']}: " if len(rows) > 1 else ""
+        line = f"{who}official score ({s['protocol']}) {s['official_score']:.4f}{luck}"
+        if "versus_first" in r:
+            line += (f"; minus {rows[0]['name']}: {r['versus_first']:+.4f} (paired bootstrap sd "
+                     f"{r['versus_first_sd']:.4f})")  # fmt: skip
+        stdout.print(f"{line}; result.csv in {r['written']}", markup=False)
+    if not all(r.get("same_clips", True) for r in rows):  # side by side, yet not on the same test clips
+        console.print(f"[yellow]warning[/yellow] not all were evaluated on the test clips of {rows[0]['name']} (their "
+                      "names, labels or year differ), so the table is not a comparison on the same clips")  # fmt: skip
 
 
 @app.command()

@@ -279,15 +279,7 @@ def evaluate(
     Sections whose clips carry no label and have no ground truth are left out (with a log message).
     ``bootstrap`` draws (0: none) add ``bootstrap_sd`` to the summary: the official score's standard
     deviation over resampled test sets (:func:`evaluation.metrics.bootstrap_sd`)."""
-    keeper = Run(run)
-    _check_bootstrap(bootstrap)
-    keeper.meta()  # "not a run folder" before "run test first"
-    with keeper.writing():
-        scores = keeper.read_scores()
-        results, summary, _ = _metrics(scores, protocol or keeper.stamp()["protocol"], ground_truth, max_fpr,
-                                       bootstrap, run)  # fmt: skip
-        keeper.publish_results(results, summary)
-        return results, summary
+    return _evaluate_run(Run(run), ground_truth, protocol, max_fpr, bootstrap)[:2]
 
 
 def evaluate_files(
@@ -303,13 +295,72 @@ def evaluate_files(
     files' names (or ``protocol``), labels from the clips' names or ``ground_truth``. Writes
     ``result.csv``, ``result.json`` and the labelled clips (``scores.csv``, for the report) into
     ``folder``."""
+    return _evaluate_files(Path(folder), ground_truth, protocol, max_fpr, bootstrap)[:2]
+
+
+def compare(
+    paths: list[str | Path],
+    *,
+    ground_truth: str | Path | None = None,
+    protocol: str | None = None,
+    max_fpr: float = MAX_FPR,
+    bootstrap: int = 0,
+) -> list[dict]:
+    """Evaluate each of ``paths`` (a run, a run's results folder, or a folder of any system's
+    official score files), each once, writing its results as :func:`evaluate` does. One record per
+    path: ``name``, ``written`` (where its results are), ``results``, ``summary`` and, after the
+    first, ``same_clips`` (tested on the first's clips, by name and label). With ``bootstrap``,
+    one on the same clips also gets ``versus_first``, its official score minus the first's, and
+    ``versus_first_sd``, the paired bootstrap sd of that difference (both scored on the same
+    resampled test sets, so the luck they share cancels)."""
+    rows, targets = [], {}
+    for path in map(Path, paths):  # each once: a run's results folder means the run
+        keeper = Run.of(path)
+        targets.setdefault((keeper.path if keeper.exists() else path).resolve(), (path, keeper))
+    for path, keeper in targets.values():
+        if not keeper.exists() and any(path.glob("anomaly_score_*.csv")):
+            results, summary, clips = _evaluate_files(path, ground_truth, protocol, max_fpr, bootstrap)
+            name, written = path.resolve().name, path
+        else:
+            results, summary, clips = _evaluate_run(keeper, ground_truth, protocol, max_fpr, bootstrap)
+            name, written = keeper.meta()["detector"], keeper.results_dir
+        name = f"{name} ({path})" if any(r["name"] == name for r in rows) else name
+        keys = ["machine", "section", "filename"]
+        clips = clips.sort_values(keys).reset_index(drop=True)
+        rows.append({"name": name, "written": written, "results": results, "summary": summary, "clips": clips})
+        if len(rows) == 1:
+            continue
+        first, cols = rows[0], [*keys, "domain", "label"]
+        same = (summary["protocol"] == first["summary"]["protocol"]
+                and clips[cols].astype(str).equals(first["clips"][cols].astype(str)))  # fmt: skip
+        rows[-1]["same_clips"] = same
+        if same and bootstrap:
+            rows[-1]["versus_first"] = summary["official_score"] - first["summary"]["official_score"]
+            rows[-1]["versus_first_sd"] = bootstrap_sd(clips, versus=first["clips"], protocol=summary["protocol"],
+                                                       n=bootstrap, max_fpr=max_fpr)  # fmt: skip
+    return rows
+
+
+def _evaluate_run(keeper: Run, ground_truth, protocol, max_fpr, bootstrap) -> tuple:
+    """:func:`evaluate`'s work; also returns the labelled clips."""
+    _check_bootstrap(bootstrap)
+    keeper.meta()  # "not a run folder" before "run test first"
+    with keeper.writing():
+        scores = keeper.read_scores()
+        out = _metrics(scores, protocol or keeper.stamp()["protocol"], ground_truth, max_fpr, bootstrap, keeper.path)
+        keeper.publish_results(*out[:2])
+        return out
+
+
+def _evaluate_files(folder: Path, ground_truth, protocol, max_fpr, bootstrap) -> tuple:
+    """:func:`evaluate_files`' work; also returns the labelled clips."""
     _check_bootstrap(bootstrap)
     if Run.of(folder).exists():  # its scores.csv and result.json are the run's, kept by the run
         raise ConfigError("this is a run's folder or its results folder: evaluate the run", folder)
     scores, named = read_score_files(folder)
-    results, summary, labelled = _metrics(scores, protocol or named, ground_truth, max_fpr, bootstrap, folder)
-    publish_file_results(folder, results, summary, labelled)
-    return results, summary
+    out = _metrics(scores, protocol or named, ground_truth, max_fpr, bootstrap, folder)
+    publish_file_results(folder, *out)
+    return out
 
 
 def _check_bootstrap(bootstrap: int) -> None:

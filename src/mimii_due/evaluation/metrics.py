@@ -161,7 +161,9 @@ def bootstrap_sd(scores: pd.DataFrame, *, versus: pd.DataFrame | None = None, pr
     if n < 2:
         raise MimiiDueError(f"bootstrap_sd needs at least 2 draws, got {n}")
     keys = ["machine", "section", "domain", "label"]
-    if versus is not None and not versus[keys].reset_index(drop=True).equals(scores[keys].reset_index(drop=True)):
+    same = versus is None or versus[keys].astype(str).reset_index(drop=True).equals(
+        scores[keys].astype(str).reset_index(drop=True))  # as text: the two tables' dtypes may differ
+    if not same:
         raise MimiiDueError("bootstrap_sd: the two score tables do not hold the same clips in the same order")
     rng = np.random.default_rng(seed)
     groups = list(scores.groupby(keys).indices.values())  # row positions
