@@ -435,6 +435,32 @@ def test_the_watch_command_says_once_that_a_clip_is_not_scored(run, tmp_path, ca
     assert not [x for x in caplog.records if "c.wav" in x.getMessage()]  # not logged beside it
 
 
+def test_a_watched_folder_that_goes_and_comes_back_is_said_and_watched_again(run, clips, tmp_path, caplog):
+    folder = tmp_path / "share"  # a network share unmounted and mounted again
+    folder.mkdir()
+    record = Record(tmp_path / "d.sqlite")
+    stop = threading.Event()
+    w = Watcher(ModelSet(run), record, folder, settle=0.2, machine="valve", section=0)
+    t = threading.Thread(target=w.run, kwargs={"stop": stop, "max_seconds": 60})
+    t.start()
+    try:
+        time.sleep(0.5)
+        shutil.rmtree(folder)
+        t_end = time.time() + 10
+        while "is gone" not in caplog.text and time.time() < t_end:
+            time.sleep(0.1)
+        folder.mkdir()
+        shutil.copy(clips.path.iloc[0], folder / "after.wav")
+        t_end = time.time() + 20
+        while record.count() < 1 and time.time() < t_end:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert "is gone (deleted or unmounted)" in caplog.text and "is back; watching it again" in caplog.text
+    assert [r["filename"] for r in record.recent()] == ["after.wav"]
+
+
 def test_watcher_scores_existing_and_new_clips_once_each(run, clips, tmp_path):
     folder = tmp_path / "incoming"
     folder.mkdir()

@@ -88,10 +88,8 @@ class Watcher:
             self.on_decision(d)
         return True
 
-    def run(self, *, stop: threading.Event | None = None, max_seconds: float | None = None) -> int:
-        """Watch until ``stop`` is set or ``max_seconds`` pass; returns the clips scored."""
-        if max_seconds is not None and not max_seconds > 0:  # nan or 0 or less: it would stop at once
-            raise ConfigError(f"max_seconds must be a positive number of seconds, not {max_seconds!r}")
+    def _observe(self):
+        """A started watchdog observer that queues every WAV created, changed or moved in."""
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
@@ -108,10 +106,18 @@ class Watcher:
         observer = Observer()
         observer.schedule(Handler(), str(self.folder), recursive=True)
         observer.start()
+        return observer
+
+    def run(self, *, stop: threading.Event | None = None, max_seconds: float | None = None) -> int:
+        """Watch until ``stop`` is set or ``max_seconds`` pass; returns the clips scored."""
+        if max_seconds is not None and not max_seconds > 0:  # nan or 0 or less: it would stop at once
+            raise ConfigError(f"max_seconds must be a positive number of seconds, not {max_seconds!r}")
+        observer = self._observe()
         self._enqueue_existing()  # after the observer starts: nothing written in between is missed
         stop = stop or threading.Event()
         t_end = time.time() + max_seconds if max_seconds is not None else None
         later: dict[Path, None] = {}
+        present, next_look = True, time.time() + 1.0
         try:
             while not stop.is_set() and (t_end is None or time.time() < t_end):
                 try:
@@ -122,6 +128,17 @@ class Watcher:
                 for q in list(later):
                     if self.process(q):
                         later.pop(q, None)
+                if time.time() >= next_look:  # a deleted or unmounted folder: say so, and watch it again when back
+                    next_look, here = time.time() + 1.0, self.folder.is_dir()
+                    if present and not here:
+                        log.warning("%s is gone (deleted or unmounted); waiting for it to come back", self.folder)
+                    elif here and not present:
+                        log.warning("%s is back; watching it again", self.folder)
+                        observer.stop()
+                        observer.join(timeout=5)
+                        observer = self._observe()  # the old watch held the folder that was removed
+                        self._enqueue_existing()
+                    present = here
         finally:
             observer.stop()
             observer.join(timeout=5)
