@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -435,15 +436,25 @@ def test_the_watch_command_says_once_that_a_clip_is_not_scored(run, tmp_path, ca
     assert not [x for x in caplog.records if "c.wav" in x.getMessage()]  # not logged beside it
 
 
+@contextmanager
+def _watching(run, record, folder, *, settle):
+    """A watcher of valve section 00's clips in ``folder``, running in a thread while the block runs."""
+    stop = threading.Event()
+    w = Watcher(ModelSet(run), record, folder, settle=settle, machine="valve", section=0)
+    t = threading.Thread(target=w.run, kwargs={"stop": stop, "max_seconds": 60})
+    t.start()
+    try:
+        yield w
+    finally:
+        stop.set()
+        t.join(timeout=30)
+
+
 def test_a_watched_folder_that_goes_and_comes_back_is_said_and_watched_again(run, clips, tmp_path, caplog):
     folder = tmp_path / "share"  # a network share unmounted and mounted again
     folder.mkdir()
     record = Record(tmp_path / "d.sqlite")
-    stop = threading.Event()
-    w = Watcher(ModelSet(run), record, folder, settle=0.2, machine="valve", section=0)
-    t = threading.Thread(target=w.run, kwargs={"stop": stop, "max_seconds": 60})
-    t.start()
-    try:
+    with _watching(run, record, folder, settle=0.2):
         time.sleep(0.5)
         shutil.rmtree(folder)
         t_end = time.time() + 10
@@ -454,9 +465,6 @@ def test_a_watched_folder_that_goes_and_comes_back_is_said_and_watched_again(run
         t_end = time.time() + 20
         while record.count() < 1 and time.time() < t_end:
             time.sleep(0.2)
-    finally:
-        stop.set()
-        t.join(timeout=30)
     assert "is gone (deleted or unmounted)" in caplog.text and "is back; watching it again" in caplog.text
     assert [r["filename"] for r in record.recent()] == ["after.wav"]
 
@@ -466,11 +474,7 @@ def test_watcher_scores_existing_and_new_clips_once_each(run, clips, tmp_path):
     folder.mkdir()
     shutil.copy(clips.path.iloc[0], folder / "a.wav")
     record = Record(tmp_path / "d.sqlite")
-    stop = threading.Event()
-    w = Watcher(ModelSet(run), record, folder, settle=0.5, machine="valve", section=0)
-    t = threading.Thread(target=w.run, kwargs={"stop": stop, "max_seconds": 60})
-    t.start()
-    try:
+    with _watching(run, record, folder, settle=0.5):
         data = open(clips.path.iloc[1], "rb").read()
         with open(folder / "b.wav", "wb") as f:  # written in two goes: scored only when complete
             f.write(data[: len(data) // 2])
@@ -481,9 +485,6 @@ def test_watcher_scores_existing_and_new_clips_once_each(run, clips, tmp_path):
         t_end = time.time() + 30
         while record.count() < 2 and time.time() < t_end:
             time.sleep(0.2)
-    finally:
-        stop.set()
-        t.join(timeout=30)
     rows = record.recent()
     assert sorted(r["filename"] for r in rows) == ["a.wav", "b.wav"] and {r["source"] for r in rows} == {"watcher"}
     import hashlib
