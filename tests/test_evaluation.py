@@ -334,6 +334,9 @@ def test_compare_gives_each_systems_difference_from_the_first_with_its_paired_bo
     for f in (run / "results").glob("anomaly_score_*.csv"):
         rows = [line.split(",") for line in f.read_text().splitlines()]
         (noisy / f.name).write_text("".join(f"{n},{float(s) + rng.normal(0, 5)}\n" for n, s in rows))
+    with pytest.raises(MimiiDueError, match="no such folder"):  # found before any is evaluated
+        compare([noisy, tmp_path / "typo"])
+    assert not (noisy / "result.json").exists()
     rows = compare([run, noisy, run / "results", noisy], bootstrap=40)
     assert [r["name"] for r in rows] == ["gaussian", "noisy"]  # each once; the results folder is the run
     first, other = rows

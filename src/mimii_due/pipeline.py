@@ -315,6 +315,8 @@ def compare(
     resampled test sets, so the luck they share cancels)."""
     rows, targets = [], {}
     for path in map(Path, paths):  # each once: a run's results folder means the run
+        if not path.is_dir():  # before any is evaluated and written
+            raise MimiiDueError("no such folder", path)
         keeper = Run.of(path)
         targets.setdefault((keeper.path if keeper.exists() else path).resolve(), (path, keeper))
     for path, keeper in targets.values():
