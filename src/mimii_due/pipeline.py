@@ -316,7 +316,7 @@ def compare(
     rows, targets = [], {}
     for path in map(Path, paths):  # each once: a run's results folder means the run
         if not path.is_dir():  # before any is evaluated and written
-            raise MimiiDueError("no such folder", path)
+            raise ModelError("not a run folder, nor one of score files: no such folder", path)
         keeper = Run.of(path)
         targets.setdefault((keeper.path if keeper.exists() else path).resolve(), (path, keeper))
     for path, keeper in targets.values():
