@@ -22,7 +22,7 @@ from mimii_due.data.naming import DOMAINS
 from mimii_due.detectors import make
 from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
-from mimii_due.evaluation.files import publish_file_results, read_ground_truth, read_score_files
+from mimii_due.evaluation.files import publish_file_results, read_ground_truth, read_score_files, score_files
 from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, protocol_of, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
 from mimii_due.features.extract import Features, extract, is_cached, store
@@ -320,7 +320,7 @@ def compare(
         keeper = Run.of(path)
         targets.setdefault((keeper.path if keeper.exists() else path).resolve(), (path, keeper))
     for path, keeper in targets.values():
-        if not keeper.exists() and any(path.glob("anomaly_score_*.csv")):
+        if not keeper.exists() and score_files(path):
             results, summary, clips = _evaluate_files(path, ground_truth, protocol, max_fpr, bootstrap)
             name, written = path.resolve().name, path
         else:

@@ -225,9 +225,10 @@ def download(
     work = dest / ".downloads"
     family = "dcase2021" if source == "mimii-due" else source  # MIMII DUE is DCASE 2021's MIMII data
     held = work / "source.txt"  # what was unpacked here: one year per folder, as the index reads one
-    if held.exists() and held.read_text().strip() != family:
-        raise DownloadError(f"it holds the {held.read_text().strip()} download; put {family} into another folder "
-                            "(the two years' clips would mix into one dataset)", dest)  # fmt: skip
+    there = held.read_text().strip() if held.exists() else family
+    if there != family:
+        raise DownloadError(f"it holds the {there} download; put {family} into another folder (the two years' "
+                            "clips would mix into one dataset)", dest)  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
     records = sorted({r for p in (("dev", "eval") if part == "all" else (part,)) for r in RECORDS[source][p]})
     wanted = [f for r in records for f in record_files(r, base_url=base_url)

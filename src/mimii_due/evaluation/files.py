@@ -103,6 +103,13 @@ _SCORES = re.compile(
 )
 
 
+def score_files(directory: str | Path) -> list[Path]:
+    """The official score files (``anomaly_score_*.csv``) in ``directory``, sorted; none where it
+    is no folder."""
+    directory = Path(directory)
+    return sorted(directory.glob("anomaly_score_*.csv")) if directory.is_dir() else []
+
+
 def read_score_files(directory: str | Path) -> tuple[pd.DataFrame, str]:
     """The official score and decision files in ``directory`` (any system's) as one table (machine,
     section, filename, domain, label, score, decision: the domain and label where the clip's name or
@@ -111,7 +118,7 @@ def read_score_files(directory: str | Path) -> tuple[pd.DataFrame, str]:
     from mimii_due.data.naming import parse_name
 
     directory = Path(directory)
-    files = sorted(directory.glob("anomaly_score_*.csv")) if directory.is_dir() else []
+    files = score_files(directory)
     if not files:
         raise MimiiDueError("neither a run folder nor a folder of official score files "
                             "(anomaly_score_<machine>_section_<XX>[_<domain>]_test.csv)", directory)  # fmt: skip
@@ -162,7 +169,7 @@ def read_score_files(directory: str | Path) -> tuple[pd.DataFrame, str]:
 def _files_digest(directory: Path) -> str:
     """What a folder's official score and decision files hold, in 16 hex digits."""
     h = hashlib.sha1()
-    for f in sorted([*directory.glob("anomaly_score_*.csv"), *directory.glob("decision_result_*.csv")]):
+    for f in sorted([*score_files(directory), *directory.glob("decision_result_*.csv")]):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 

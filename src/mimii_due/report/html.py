@@ -16,7 +16,7 @@ import pandas as pd
 from mimii_due import __version__, atomic
 from mimii_due.data.index import index
 from mimii_due.errors import ConfigError, ModelError, StorageError
-from mimii_due.evaluation.files import read_file_results
+from mimii_due.evaluation.files import read_file_results, score_files
 from mimii_due.report import figures
 from mimii_due.report.tables import results_markdown, table4
 from mimii_due.runs import Run
@@ -42,7 +42,7 @@ th { background: #f0f0f0; } img { max-width: 100%; } pre { background: #f6f6f6; 
 
 def _run_info(run: Path) -> dict:
     keeper = Run.of(run)  # a run's results folder means the run
-    if not keeper.exists() and any(run.glob("anomaly_score_*.csv")):  # another system's evaluated score files
+    if not keeper.exists() and score_files(run):  # another system's evaluated score files
         results, summary, scores = read_file_results(run)
         return {"path": run, "meta": {"score files": str(run), "protocol": summary["protocol"]}, "results": results,
                 "summary": summary, "histories": {}, "scores": scores, "name": run.resolve().name, "cache": None,
