@@ -217,6 +217,39 @@ def test_service_scores_records_and_answers_json(service, clips):
     assert client.get("/v1/decisions").json()["decisions"][-1]["source"] == "upload"
 
 
+def test_a_record_moved_or_removed_while_serving_starts_anew_and_what_it_held_stays_in_the_moved_file(
+    service, clips, tmp_path, caplog
+):  # fmt: skip
+    client, record = service
+    data = open(clips.path.iloc[0], "rb").read()
+
+    def post() -> dict:
+        r = client.post("/v1/score?machine=valve&section=00", content=data)
+        return r.status_code, r.json()
+
+    assert post()[0] == 200 and post()[0] == 200
+    rotated = tmp_path / "d-2026-11.sqlite"
+    os.rename(record.path, rotated)  # a rotation moves the main file only
+    with caplog.at_level("WARNING"):
+        status, body = post()
+    assert status == 200 and body["id"] == 1, body  # a new record at the path
+    assert "removed or moved away" in caplog.text
+    old = sqlite3.connect(rotated)
+    assert old.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 2  # the moved file holds both
+    old.close()
+    for f in tmp_path.glob("d.sqlite*"):  # a clean-up removes the record
+        f.unlink()
+    assert post()[1]["id"] == 1 and post()[1]["id"] == 2
+    assert record.count() == 2 and record.check() == "ok" and record.recent()[-1]["id"] == 2
+    for f in tmp_path.glob("d.sqlite*"):  # a record that cannot be made: 503, nothing answered; back when it can
+        f.unlink()
+    record.path.mkdir()
+    status, body = post()
+    assert status == 503 and "could not be kept" in body["error"] and str(record.path) in body["error"]
+    record.path.rmdir()
+    assert post()[1]["id"] == 1 and client.get("/healthz").status_code == 200
+
+
 def _float_wav_with_nan() -> bytes:
     y = np.zeros(16000, np.float32)
     y[100] = np.nan

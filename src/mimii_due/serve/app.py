@@ -146,6 +146,8 @@ def create_app(
             return _error(422, str(e))
         except UnknownModelError as e:
             return _error(404, str(e))
+        except StorageError as e:  # our disk, not the request: the client may send it again
+            return _error(503, f"not answered, the decision could not be kept: {e}")
         except MimiiDueError as e:
             return _error(400, str(e))
         decisions.labels(d.machine, f"{d.section:02d}", "anomaly" if d.decision else "normal").inc()

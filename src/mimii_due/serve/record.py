@@ -1,20 +1,32 @@
-"""The record of every decision: one SQLite database in WAL mode.
+"""The record of every decision: one SQLite database file.
 
 A row is committed (and, with ``synchronous=FULL``, on disk) before :meth:`Record.add` returns, so
 a decision is answered only after it is recorded, and a killed process loses nothing it answered.
-Each thread gets its own connection (SQLite connections are not shared across threads).
+One connection, used under a lock by every thread (the service's workers, the watcher). SQLite's
+rollback journal, not its write-ahead log: a committed decision is in the database file itself,
+never in a side file (``-wal``) that a copy, a move or a clean-up of the record leaves behind. A
+record removed or moved away while in use (a clean-up; a rotation, ``mv decisions.sqlite
+decisions-2026-11.sqlite``) is noticed at the next use, and a new one is started at the path, with
+a warning. (In WAL mode a moved record kept its last decisions in the ``-wal`` file left at the old
+name, and after a removal every decision failed: "no such table".)
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mimii_due.errors import StorageError
 from mimii_due.runs import Run
 from mimii_due.scoring import Decision
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -52,33 +64,58 @@ def default_path(served: str | Path) -> Path:
     return p.parent / f"{p.name}.decisions.sqlite"
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is now (device and inode); None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Record:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._con: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = self._con()
-            con.executescript(SCHEMA)
-            con.commit()
+            self._open()
         except (OSError, sqlite3.Error) as e:
             raise StorageError(f"cannot open the decision record ({e})", self.path) from e
 
-    def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=30)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.row_factory = sqlite3.Row
-            self._local.con = con
-        return con
+    def _open(self) -> None:
+        con = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=DELETE")  # also turns a record made in WAL mode back
+        con.execute("PRAGMA synchronous=FULL")
+        con.row_factory = sqlite3.Row
+        con.executescript(SCHEMA)
+        con.commit()
+        self._con, self._identity = con, _identity(self.path)
+
+    @contextmanager
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; a new record where the file was removed or replaced."""
+        with self._lock:
+            if self._con is None or _identity(self.path) != self._identity:
+                if self._con is not None:
+                    log.warning("%s was removed or moved away while in use; recording into a new one there", self.path)
+                    self._con.close()
+                    if _identity(self.path) is None:  # a removed record's journals must not join the new one
+                        for suffix in ("-journal", "-wal", "-shm"):
+                            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                try:
+                    self._open()
+                except (OSError, sqlite3.Error) as e:
+                    self._con = None
+                    raise StorageError(f"cannot open the decision record ({e})", self.path) from e
+            yield self._con
 
     def add(self, d: Decision, *, source: str, path: str | None = None) -> int:
         """Insert and commit one decision; returns its id."""
-        con = self._con()
         try:
-            with con:  # one transaction: committed when the block ends
+            with self._use() as con, con:  # one transaction: committed when the block ends
                 cur = con.execute(
                     "INSERT INTO decisions (time, machine, section, domain, filename, score, threshold, decision,"
                     " detector, model_version, sha256, source, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -91,31 +128,29 @@ class Record:
 
     def seen(self, source: str, path: str, sha256: str) -> bool:
         """Whether this file (same path and content) was already recorded from ``source``."""
-        row = (
-            self._con()
-            .execute(
-                "SELECT 1 FROM decisions WHERE source = ? AND path = ? AND sha256 = ? LIMIT 1", (source, path, sha256)
-            )
-            .fetchone()
-        )
-        return row is not None
+        with self._use() as con:
+            sql = "SELECT 1 FROM decisions WHERE source = ? AND path = ? AND sha256 = ? LIMIT 1"
+            return con.execute(sql, (source, path, sha256)).fetchone() is not None
 
     def count(self) -> int:
-        return int(self._con().execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+        with self._use() as con:
+            return int(con.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
 
     def recent(self, *, limit: int = 500, machine: str | None = None) -> list[dict]:
         sql, args = "SELECT * FROM decisions", []
         if machine is not None:
             sql, args = sql + " WHERE machine = ?", [machine]
-        rows = self._con().execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
+        with self._use() as con:
+            rows = con.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
         return [dict(r) for r in reversed(rows)]
 
     def check(self) -> str:
         """SQLite's own integrity check ("ok" when the database is sound)."""
-        return str(self._con().execute("PRAGMA integrity_check").fetchone()[0])
+        with self._use() as con:
+            return str(con.execute("PRAGMA integrity_check").fetchone()[0])
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
