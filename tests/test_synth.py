@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -181,7 +182,7 @@ def test_mix_command_on_users_recordings(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    outs = sorted((tmp_path / "out").iterdir())
+    outs = sorted(p for p in (tmp_path / "out").iterdir() if p.name != "mix_meta.csv")
     assert [p.name for p in outs] == ["m0.wav", "m1.wav", "m2.wav", "m3.WAV"]
     a = section_power([load(tmp_path / "clean" / p.name) for p in outs])
     for p in outs:
@@ -195,6 +196,40 @@ def test_mix_command_on_users_recordings(tmp_path):
         assert r.exit_code == 1 and f"the output folder is the {where} recordings' folder or inside it" in r.output
     assert {p.name: p.read_bytes() for p in (tmp_path / "clean").iterdir()} == before  # mixed in place before
     assert not (tmp_path / "noise" / "mixed").exists()
+
+
+def test_mix_records_each_clip_and_never_writes_over_or_removes_recordings_it_did_not_write(tmp_path):
+    from mimii_due.errors import ConfigError
+
+    for folder, n in (("clean", 3), ("noise", 1)):
+        for i in range(n):
+            write(tmp_path / folder / "sub" / f"{folder}{i}.wav", 0.1 * np.sin(np.arange(16000) * (0.1 + 0.02 * i)))
+    out = tmp_path / "out"
+    kw = {"snr": -3.0, "spread": 2.0, "seed": 4}
+    recs = g.mix_folder(tmp_path / "clean", tmp_path / "noise", out, **kw)
+    meta = pd.read_csv(out / "mix_meta.csv")
+    assert list(meta.path) == ["sub/clean0.wav", "sub/clean1.wav", "sub/clean2.wav"] == [r["path"] for r in recs]
+    assert meta.snr_db.between(-5, -1).all() and (meta.noise == str(tmp_path / "noise" / "sub" / "noise0.wav")).all()
+    assert not (out / "mix_incomplete.json").exists()
+    theirs = out / "sub" / "clean1.wav"  # someone's recording, put where a mixed clip was
+    write(theirs, np.full(16000, 0.25))
+    write(out / "field" / "pump.wav", np.full(16000, 0.5))
+    before = {p: p.read_bytes() for p in (theirs, out / "field" / "pump.wav")}
+    (out / "mix_meta.csv").unlink()  # as in a folder that mix did not make: every clip counts as theirs
+    with pytest.raises(ConfigError, match="it holds 4 WAV files that mimii-due mix did not write"):
+        g.mix_folder(tmp_path / "clean", tmp_path / "noise", out, **kw)
+    assert {p: p.read_bytes() for p in before} == before and not (out / "mix_incomplete.json").exists()
+    shutil.rmtree(out)
+    g.mix_folder(tmp_path / "clean", tmp_path / "noise", out, **kw)
+    write(out / "field" / "pump.wav", np.full(16000, 0.5))
+    with pytest.raises(ConfigError, match="1 WAV files .* \\(e.g. field/pump.wav\\)"):  # was deleted as stale
+        g.mix_folder(tmp_path / "clean", tmp_path / "noise", out, **kw)
+    assert (out / "field" / "pump.wav").read_bytes() == before[out / "field" / "pump.wav"]
+    shutil.rmtree(out / "field")
+    (tmp_path / "clean" / "sub" / "clean2.wav").unlink()  # a smaller mix: its earlier clip is no part of it
+    g.mix_folder(tmp_path / "clean", tmp_path / "noise", out, **kw)
+    assert sorted(p.name for p in out.rglob("*.wav")) == ["clean0.wav", "clean1.wav"]
+    assert len(pd.read_csv(out / "mix_meta.csv")) == 2
 
 
 def test_a_seed_numpy_cannot_take_is_refused_before_anything_is_written(tmp_path):
@@ -262,3 +297,15 @@ def test_synth_never_mixes_its_clips_with_others(tmp_path):
     g.generate(out, scale=0.01, **kw)
     want = len(g.plan(scale=0.01, **kw))
     assert len(index(out)) == want == len(pd.read_csv(out / "synth_meta.csv"))
+    # a recording put into the generated folder afterwards: not removed as a clip of an earlier generation
+    theirs = out / "mine" / "my_recording.wav"
+    theirs.parent.mkdir()
+    shutil.copy(mine, theirs)
+    with pytest.raises(ConfigError, match="it holds 1 WAV files that mimii-due synth did not write .*my_recording"):
+        g.generate(out, scale=0.02, **kw)
+    assert theirs.read_bytes() == before and len(index(out / "dev_data")) == want  # removed before
+    theirs.unlink()
+    (out / "synth_meta.csv").unlink()  # as after a kill: the settings' plan vouches for the clips
+    (out / "synth_done.json").rename(out / g.INCOMPLETE)
+    g.generate(out, scale=0.01, **kw)
+    assert len(index(out)) == want

@@ -336,7 +336,7 @@ def generate(
                  severity=severity, min_test=min_test, layout=layout)  # fmt: skip
     if len(tasks) > MAX_CLIPS:
         raise ConfigError(f"{len(tasks)} clips asked for; at most {MAX_CLIPS} are generated at once")
-    _make_room(out, tasks)
+    _make_room(out, {out / t.relpath for t in tasks}, _generated(out), "mimii-due synth")
     atomic.write_text(out / INCOMPLETE, json.dumps(settings))
     marker.unlink(missing_ok=True)
     groups: dict[tuple[str, int], list[ClipTask]] = {}
@@ -382,22 +382,45 @@ def generate(
 INCOMPLETE = "synth_incomplete.json"
 
 
-def _make_room(out: Path, tasks: list[ClipTask]) -> None:
-    """Refuse a folder holding WAV files this generator did not write (someone's recordings would
-    be overwritten or mixed in); in a folder of an earlier generation (other settings, or
-    interrupted), remove the clips the new one does not make, so that none passes for part of it."""
-    wavs = [p for p in out.rglob("*") if p.suffix.lower() == ".wav" and p.is_file()] if out.is_dir() else []
-    if not wavs:
-        return
-    if not ((out / "synth_done.json").exists() or (out / INCOMPLETE).exists()):
-        raise ConfigError(f"it holds {len(wavs)} WAV files that mimii-due synth did not write (e.g. "
-                          f"{wavs[0].relative_to(out)}); generate into an empty or new folder", out)  # fmt: skip
-    keep = {out / t.relpath for t in tasks}
-    stale = [p for p in wavs if p not in keep]
+def _make_room(out: Path, new: set[Path], ours: set[Path], tool: str) -> None:
+    """Refuse a folder holding WAV files that ``tool`` did not write (``ours``: what its earlier runs
+    in ``out`` wrote or planned): someone's recordings would be overwritten, mixed in or removed.
+    Remove the clips of an earlier run that this one (``new``) does not make, so that none passes
+    for part of it."""
+    wavs = wav_files(out) if out.is_dir() else []  # as the index sees them: a killed write's hidden temp is none
+    foreign = [p for p in wavs if p not in ours]
+    if foreign:
+        raise ConfigError(f"it holds {len(foreign)} WAV files that {tool} did not write (e.g. "
+                          f"{foreign[0].relative_to(out)}); write into an empty or new folder", out)  # fmt: skip
+    stale = [p for p in wavs if p not in new]
     for p in stale:
         p.unlink()
     if stale:
-        log.info("%s: removed %d clips of an earlier generation that this one does not make", out, len(stale))
+        log.info("%s: removed %d clips of an earlier %s that this one does not make", out, len(stale), tool)
+
+
+def _listed(out: Path, meta: str) -> set[Path]:
+    """The clips a metadata table in ``out`` lists (its ``path`` column, relative to ``out``)."""
+    try:
+        with open(out / meta, newline="") as f:
+            return {out / row["path"] for row in csv.DictReader(f) if row.get("path")}
+    except (OSError, ValueError, csv.Error):  # none, or damaged: it vouches for nothing
+        return set()
+
+
+def _generated(out: Path) -> set[Path]:
+    """The clips earlier generations wrote into ``out``: those ``synth_meta.csv`` lists, and the
+    plans of the settings its markers record (an interrupted generation lists nothing yet)."""
+    paths = _listed(out, "synth_meta.csv")
+    for marker in ("synth_done.json", INCOMPLETE):
+        try:
+            s = json.loads((out / marker).read_text())
+            kw = {k: s[k] for k in ("machines", "sections", "scale", "seed", "severity", "min_test")}
+            tasks = plan(**kw, layout=s.get("layout", "dcase2021"))
+        except (OSError, ValueError, KeyError, TypeError, ConfigError):
+            continue
+        paths |= {out / t.relpath for t in tasks}
+    return paths
 
 
 def _chunk(fn, items: list) -> list:
@@ -450,7 +473,9 @@ def mix_folder(
     Every WAV under ``clean_dir`` is (optionally) convolved with an RIR of ``rt60`` seconds, the
     section power ``a`` is computed over all of them, and each is mixed with a randomly drawn,
     power-tuned noise recording at an SNR uniform over ``[snr - spread, snr + spread]``. Outputs
-    keep the relative paths. Returns one record per clip (path, SNR, noise file).
+    keep the relative paths; ``mix_meta.csv`` in ``out`` records every clip's SNR and noise file.
+    ``out`` may hold only an earlier mix (its clips that this one does not make are removed).
+    Returns one record per clip (path relative to ``out``, SNR, noise file).
     """
     if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (snr, spread)) or spread < 0:
         raise ConfigError(f"the SNR must be a finite number of dB and its spread finite and not negative, "
@@ -468,6 +493,15 @@ def mix_folder(
     if not noises:
         raise ConfigError("no WAV files found", noise_dir)
     h = room_impulse_response(rt60=rt60, seed=seed) if rt60 else None
+    targets = [p.relative_to(clean_dir) for p in cleans]
+    ours = _listed(out, MIX_META)
+    try:
+        ours |= {out / t for t in json.loads((out / MIX_INCOMPLETE).read_text())["paths"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    _make_room(out, {out / t for t in targets}, ours, "mimii-due mix")
+    (out / MIX_META).unlink(missing_ok=True)
+    atomic.write_text(out / MIX_INCOMPLETE, json.dumps({"paths": [t.as_posix() for t in targets]}))
 
     def dry(p: Path) -> np.ndarray:
         y = audio.load(p).astype(np.float64)
@@ -490,11 +524,19 @@ def mix_folder(
         noise = fit_length(audio.load(noises[j]), len(y), rng)
         mixed = y + scale_noise(noise, a=a, snr_db=gamma)
         peak = float(np.max(np.abs(mixed)))
-        target = out / p.relative_to(clean_dir)
+        target = out / targets[i]
         target.parent.mkdir(parents=True, exist_ok=True)
         audio.write(target, np.clip(mixed, -1, 1 - 1 / 32768))
-        records.append({"path": str(target), "snr_db": gamma, "noise": str(noises[j]), "section_power": a,
-                        "clipped": peak >= 1})  # fmt: skip
+        records.append({"path": targets[i].as_posix(), "snr_db": gamma, "noise": str(noises[j]),
+                        "section_power": a, "clipped": peak >= 1})  # fmt: skip
         if progress:
             progress(len(cleans) + i + 1, total, "")
+    with atomic.atomic_path(out / MIX_META) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(records[0]))
+        w.writeheader()
+        w.writerows(records)
+    (out / MIX_INCOMPLETE).unlink()
     return records
+
+
+MIX_META, MIX_INCOMPLETE = "mix_meta.csv", "mix_incomplete.json"
