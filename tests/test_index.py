@@ -107,3 +107,30 @@ def test_a_folder_of_archives_not_yet_unpacked_says_so(tmp_path):
         (tmp_path / name).write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip archive
     with pytest.raises(LayoutError, match="it holds dev_data_fan.zip, dev_valve.zip: unpack the archives first"):
         index(tmp_path)
+
+
+def test_own_recordings_under_any_names_are_normal_training_and_labelled_test_clips(tiny_dataset, tmp_path):
+    """A maintenance engineer's recordings: train/ (any depth) holds normal clips, test/normal and
+    test/anomaly the labelled test clips; one section, the source domain, no challenge (year 0)."""
+    fan = sorted((tiny_dataset / "dev_data" / "fan" / "train").glob("*.wav"))
+    root = tmp_path / "recordings" / "pump"
+    places = {"train/2026-11-01/08 00.wav": fan[0], "train/2026-11-01/09 00.wav": fan[1], "train/b.wav": fan[2],
+              "train/a.WAV": fan[3], "test/normal/ok 1.wav": fan[4], "test/anomaly/knock.wav": fan[5]}  # fmt: skip
+    for rel, src in places.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / rel)
+    t = index(tmp_path / "recordings")
+    assert set(t.year) == {0} and set(t.scheme) == {"own"} and set(t.machine) == {"pump"}
+    assert set(t.section) == {0} and set(t.domain) == {"source"}
+    train = t[t.split == "train"]
+    assert list(train.filename) == ["08 00.wav", "09 00.wav", "a.WAV", "b.wav"] and list(train["clip"]) == [0, 1, 2, 3]
+    assert (train.label == "normal").all()
+    test = t[t.split == "test"].set_index("filename")
+    assert test.label.to_dict() == {"knock.wav": "anomaly", "ok 1.wav": "normal"}
+    shutil.copy(fan[6], root / "test" / "anomaly" / "b.wav")  # results name clips by name: refused
+    with pytest.raises(LayoutError, match="two clips of pump are named b.wav"):
+        index(tmp_path / "recordings")
+    (root / "test" / "anomaly" / "b.wav").unlink()
+    shutil.copy(fan[6], root / "test" / "odd.wav")  # test clips need their label's folder
+    with pytest.raises(FileNameError, match="odd.wav: file name fits no"):
+        index(tmp_path / "recordings")

@@ -5,6 +5,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from mimii_due.cli import app
@@ -100,6 +101,44 @@ def test_train_and_test_on_real_dcase2020_layout(real_data, tmp_path):
     scores = pd.read_csv(run / "results" / "scores.csv")
     assert list(scores.filename) == ["anomaly_id_00_00000000.wav"] and scores.score.notna().all()
     assert (run / "results" / "anomaly_score_dcase2020_id00_id_00.csv").exists()  # the 2020 file names
+
+
+def test_own_recordings_of_real_machine_sound_under_any_names_train_test_and_evaluate(real_data, tmp_path):
+    """A maintenance engineer's folder: 60 real normal recordings named by date in pump/train/, 15 in
+    test/normal/, the real anomalous clip in test/anomaly/; no challenge names anywhere."""
+    normal = sorted((real_data / "train").glob("*.wav"))
+    data = tmp_path / "recordings" / "pump"
+    for i, src in enumerate(normal):
+        dest = (
+            data / "train" / f"2026-11-{i % 28 + 1:02d} shift {i}.wav"
+            if i < 60
+            else data / "test" / "normal" / f"check {i}.wav"
+        )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.symlink_to(src)
+    (data / "test" / "anomaly").mkdir()
+    (data / "test" / "anomaly" / "grinding noise.wav").symlink_to(next((real_data / "test").glob("*.wav")))
+    r = runner.invoke(app, ["info", str(tmp_path / "recordings")])
+    assert r.exit_code == 0 and "own recordings" in r.output and "no challenge's counts" in r.output, r.output
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["run", str(tmp_path / "recordings"), "--out", str(run), "--detectors", "gaussian"])
+    assert r.exit_code == 0, r.output
+    scores = pd.read_csv(run / "gaussian" / "results" / "scores.csv")
+    assert (
+        len(scores) == 16
+        and set(scores.label) == {"normal", "anomaly"}
+        and "grinding noise.wav" in set(scores.filename)
+    )
+    result = json.loads((run / "gaussian" / "results" / "result.json").read_text())
+    auc = roc_auc_score(scores.label == "anomaly", scores.score)
+    assert result["results"][0]["AUC"] == pytest.approx(auc) and result["protocol"] == "dcase2020"
+    r = runner.invoke(
+        app, ["score", str(run / "gaussian"), str(data / "test" / "anomaly"), "--out", str(tmp_path / "s.csv")]
+    )
+    assert r.exit_code == 0, r.output
+    assert pd.read_csv(tmp_path / "s.csv").score.iloc[0] == pytest.approx(
+        scores.set_index("filename").score["grinding noise.wav"]
+    )
 
 
 def test_a_new_test_leaves_no_stale_results_and_report_refuses_mixed_outputs(tiny_dataset, tmp_path):

@@ -137,7 +137,7 @@ def info(
         f"{name_of(year)} data ({'named with --year' if named else 'recognised from the layout and names'})",
         markup=False,
     )
-    t = Table(title=f"{len(table)} clips in {path} (found / {where})")
+    t = Table(title=f"{len(table)} clips in {path}" + (f" (found / {where})" if year else ""))
     for col in ("machine", "section", "domain", "train", "test normal", "test anomaly", "test total", "differs"):
         t.add_column(col)
 
@@ -159,11 +159,9 @@ def info(
     stdout.print(t)
     n_diff = int((cmp.differences != "").sum())
     rates = sorted(table.sample_rate.unique())
-    stdout.print(
-        f"{n_diff} of {len(cmp)} machine/section/domain rows differ from {where}; "
-        f"sample rates (Hz): {', '.join(map(str, rates))}",
-        markup=False,
-    )
+    compared = f"{n_diff} of {len(cmp)} machine/section/domain rows differ from {where}" if year else (
+        "no challenge's counts to compare with (train/: normal clips; test/normal/, test/anomaly/: test clips)")
+    stdout.print(f"{compared}; sample rates (Hz): {', '.join(map(str, rates))}", markup=False)
     for _, msg in table.attrs.get("skipped", []):
         console.print(f"[yellow]skipped[/yellow] {msg}")
     if strict and n_diff:

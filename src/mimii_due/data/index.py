@@ -9,6 +9,11 @@ Layouts read (``root`` may be any of these folders or a parent of them):
   ``eval_data/``, ``dev_data/raw/``...), with ``attributes_XX.csv`` beside the split folders and
   the 2025 ``supplemental/`` clips (split ``supplemental``, not used for training by default)
 - a single machine folder: ``<machine>/{train,source_test,target_test}``
+- your own recordings, under any names: ``<machine>/train/**/*.wav`` (normal clips) and, to
+  evaluate, ``<machine>/test/normal/**/*.wav`` and ``<machine>/test/anomaly/**/*.wav``; one
+  section (00), one domain (source), year 0 ("own recordings", evaluated as 2020 is). A name that
+  fits a challenge's pattern is read as that challenge's clip, and one folder holds one kind: a
+  misnamed clip among challenge clips is the naming error it always was.
 - MIMII (Purohit et al. 2019, Zenodo 3384388; the year column says 2019):
   ``[<snr>dB/]<machine>/id_XX/{normal,abnormal}/XXXXXXXX.wav``, as its archives unpack. MIMII has
   no split; the index makes the one of MIMII's public baseline: per machine ID, the first (by name)
@@ -39,7 +44,7 @@ import pandas as pd
 from mimii_due.data.audio import read_header
 from mimii_due.data.naming import format_name, mimii_folders, parse_name
 from mimii_due.data.years import check_year, detect_year
-from mimii_due.errors import LayoutError, MimiiDueError, StorageError
+from mimii_due.errors import FileNameError, LayoutError, MimiiDueError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,8 @@ def wav_files(root: Path) -> list[Path]:
 
 # The naming families no challenge mixes: a clip of another family in a dataset folder is a stray
 # (copied in by hand), and it would decide the year (detect_year) and the metric for the whole folder.
-_FAMILY = {"dcase2021": "DCASE 2021-2026", "eval2022": "DCASE 2021-2026", "dcase2020": "DCASE 2020", "mimii": "MIMII"}
+_FAMILY = {"dcase2021": "DCASE 2021-2026", "eval2022": "DCASE 2021-2026", "dcase2020": "DCASE 2020", "mimii": "MIMII",
+           "own": "own recordings"}  # fmt: skip
 
 
 def _one_naming(table: pd.DataFrame, on_error: str, skipped: list) -> pd.DataFrame:
@@ -90,12 +96,22 @@ def _one_naming(table: pd.DataFrame, on_error: str, skipped: list) -> pd.DataFra
         return table
     major = family.value_counts().index[0]
     stray = table[family != major]
+    if major != _FAMILY["own"] and (stray["scheme"] == "own").any():  # misnamed challenge clips: say so, as ever
+        first = stray[stray["scheme"] == "own"]["path"].iloc[0]
+        if on_error == "raise":
+            parse_name(first)  # raises the naming error, with the patterns expected
     why = f"named as {family[stray.index[0]]} clips in a folder of {major} clips"
     if on_error == "raise":
         raise LayoutError(f"{why} ({len(stray)} such); keep one challenge's clips per folder", stray["path"].iloc[0])
     for path, fam in zip(stray["path"], family[stray.index], strict=True):
-        log.warning("skipping %s: named as %s clips in a folder of %s clips", path, fam, major)
-        skipped.append((path, f"{path}: named as {fam} clips in a folder of {major} clips"))
+        why = f"named as {fam} clips in a folder of {major} clips"
+        if fam == _FAMILY["own"]:
+            try:
+                parse_name(path)
+            except MimiiDueError as e:
+                why = str(e).removeprefix(f"{path}: ")
+        log.warning("skipping %s: %s", path, why)
+        skipped.append((path, f"{path}: {why}"))
     return table[family == major].reset_index(drop=True)
 
 
@@ -132,6 +148,23 @@ def _mimii_splits(table: pd.DataFrame) -> pd.Series:
     return split.where(table["scheme"] == "mimii", table["split"])
 
 
+def _own_clips(table: pd.DataFrame) -> pd.DataFrame:
+    """Own recordings numbered by name within their machine type, split and label; a name given
+    twice in one machine type is an error (scores and results name clips by their names)."""
+    own = table[table["scheme"] == "own"]
+    if own.empty:
+        return table
+    twice = own[own.duplicated(["machine", "filename"], keep=False)]
+    if len(twice):
+        raise LayoutError(f"two clips of {twice['machine'].iloc[0]} are named {twice['filename'].iloc[0]} "
+                          f"({twice['path'].iloc[0]}, {twice['path'].iloc[1]}); give each clip of a machine type "
+                          "its own name", twice["path"].iloc[0])  # fmt: skip
+    table = table.copy()
+    table.loc[own.index, "clip"] = own.groupby(["machine", "split", "label"])["filename"].rank(method="first") - 1
+    table["clip"] = table["clip"].astype(int)
+    return table
+
+
 def _csv_attributes(machine_dir: Path) -> dict[str, str]:
     """``attributes_XX.csv`` of a machine folder: file name -> ``key_value`` string of its columns."""
     out: dict[str, str] = {}
@@ -150,14 +183,42 @@ def _csv_attributes(machine_dir: Path) -> dict[str, str]:
     return out
 
 
+def _own_place(path: Path) -> tuple[Path, str, str] | None:
+    """Where a clip of one's own recordings is: (machine folder, split, label) from the nearest
+    ``train`` or ``test/normal``, ``test/anomaly`` folder above it; None when neither is."""
+    for q in path.parents:
+        if q.name == "train":
+            return q.parent, "train", "normal"
+        if q.name in ("normal", "anomaly") and q.parent.name == "test":
+            return q.parent.parent, "test", q.name
+    return None
+
+
+def _own_row(path: Path, place: tuple[Path, str, str]) -> dict:
+    machine_dir, split, label = place
+    info = read_header(path)
+    return {"path": str(path), "filename": path.name, "part": None, "machine": machine_dir.name, "section": 0,
+            "domain": "source", "split": split, "label": label, "clip": 0, "attributes": "", "csv_attributes": None,
+            "sample_rate": info.sample_rate, "channels": info.channels, "frames": info.frames, "year": None,
+            "scheme": "own", "folder": path.parent.name}  # fmt: skip
+
+
 def _row(path: Path) -> dict:
+    try:
+        name = parse_name(path)
+    except FileNameError as e:
+        place = _own_place(path)
+        if place is not None:
+            return _own_row(path, place)
+        own = "<machine>/train/ (normal), <machine>/test/normal/, <machine>/test/anomaly/"
+        raise FileNameError(f"{str(e).removeprefix(f'{path}: ')}; or, your own recordings under any names: {own}",
+                            path) from None  # fmt: skip
     folder = path.parent.name
     mimii = mimii_folders(path) is not None
     if folder not in SPLIT_FOLDERS and not mimii:
         raise LayoutError(f"clip is in folder '{folder}', expected one of {', '.join(SPLIT_FOLDERS)}"
                           " (or MIMII's id_XX/normal, id_XX/abnormal)", path)  # fmt: skip
     machine_dir = path.parent.parent.parent if mimii else path.parent.parent
-    name = parse_name(path)
     split = name.split or folder  # DCASE 2020 names carry no split: the folder says it
     if folder.endswith("_test") and (name.split != "test" or not folder.startswith(name.domain)):
         raise LayoutError(f"a {name.domain} {name.split} clip is in folder '{folder}'", path)
@@ -230,6 +291,7 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
     table = _one_naming(table, on_error, skipped)
     table["label"] = table["label"].astype(object).where(table["label"].notna(), None)
     table["split"] = _mimii_splits(table)
+    table = _own_clips(table)
     table["domain"] = table["domain"].astype(object).where(table["domain"].notna(), None)
     csv_attrs: dict[str, str] = {}
     for machine_dir in sorted({Path(p).parent.parent for p in table["path"]}):

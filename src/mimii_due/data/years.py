@@ -10,6 +10,10 @@ training and evaluation IDs of 2020 are not (``info`` lists the clips found and 
 16 s recorded near and far from the machine (the task's Zenodo records); its clip counts are not
 tabulated here, so ``info`` lists what it finds without comparing.
 
+0 stands for a user's own recordings under any names (``<machine>/train/`` normal clips, optionally
+``<machine>/test/normal/`` and ``test/anomaly/``; :mod:`mimii_due.data.index`): no challenge, no
+counts, no domains, evaluated as 2020 is (per machine type).
+
 2019 stands for MIMII (Purohit et al., DCASE 2019 workshop), the recordings DCASE 2020 took its fan,
 pump, slider and valve from: four machine IDs per type, no domains, evaluated as 2020 is (per ID).
 Its counts are MIMII's Table 1 split as MIMII's public baseline splits them (:mod:`mimii_due.data.index`).
@@ -43,7 +47,10 @@ class Year:
         return protocol_of(self.year)
 
 
+OWN = 0  # a user's own recordings: no challenge year
+
 SPECS = {
+    OWN: Year(OWN, (), (), (0,), (), "<machine>/train/*.wav, <machine>/test/{normal,anomaly}/*.wav, any names"),
     2019: Year(2019, ("fan", "pump", "slider", "valve"), (), (0, 2, 4, 6), (),
                "[<snr>dB/]<machine>/id_XX/{normal,abnormal}/XXXXXXXX.wav"),
     2020: Year(2020, ("ToyCar", "ToyConveyor", "fan", "pump", "slider", "valve"),
@@ -92,20 +99,22 @@ COUNTS_2020: dict[tuple[str, int], tuple[int, int | None, int | None]] = {
 
 
 def name_of(year: int) -> str:
-    """How messages name a year's data: ``DCASE 2023``, or ``MIMII`` for 2019."""
-    return "MIMII" if year == 2019 else f"DCASE {year}"
+    """How messages name a year's data: ``DCASE 2023``, ``MIMII`` for 2019, ``own recordings`` for 0."""
+    return "own recordings" if year == OWN else "MIMII" if year == 2019 else f"DCASE {year}"
 
 
 def detect_year(table: pd.DataFrame) -> int:
     """The challenge year of an indexed folder, from its layout and names.
 
-    MIMII's ``id_XX/normal`` folders give 2019; DCASE 2020 names (``normal_id_00_...``) 2020;
-    ``source_test``/``target_test`` folders 2021; a single ``test/`` folder with section names
-    2022-2026: 2022 where a machine type has several sections or sections 03-05, 2026 for the
-    machine types only it has, 2025 where there are ``supplemental`` clips or 2025 evaluation
-    machine types, 2024 for its evaluation machine types, else 2023 (2023-2026 development sets
-    look alike; name the year with ``--year`` to be exact).
+    Own recordings (no challenge names) give 0; MIMII's ``id_XX/normal`` folders 2019; DCASE 2020
+    names (``normal_id_00_...``) 2020; ``source_test``/``target_test`` folders 2021; a single
+    ``test/`` folder with section names 2022-2026: 2022 where a machine type has several sections
+    or sections 03-05, 2026 for the machine types only it has, 2025 where there are
+    ``supplemental`` clips or 2025 evaluation machine types, 2024 for its evaluation machine types,
+    else 2023 (2023-2026 development sets look alike; name the year with ``--year`` to be exact).
     """
+    if (table["scheme"] == "own").all():
+        return OWN
     if (table["scheme"] == "mimii").any():
         return 2019
     if (table["scheme"] == "dcase2020").any():
