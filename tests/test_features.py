@@ -118,3 +118,22 @@ def test_compressed_wavs_are_featurised_at_their_decoded_length(tiny_dataset, tm
     feats, kept = extract(t)
     assert len(kept) == 3 and feats.lengths[1] == n_frames(len(decoded), hop_length=512)
     np.testing.assert_allclose(feats.clip(1), logmel(decoded), atol=1e-3)
+
+
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_clips_recorded_at_a_higher_rate_are_resampled_and_featurised_as_their_16_khz_twin(tiny_dataset, tmp_path,
+                                                                                         rate, caplog):  # fmt: skip
+    """A recorder's 44.1 or 48 kHz clips among 16 kHz ones: each is resampled to 16 kHz (it was refused:
+    "resample the file first"), featurised at its resampled length, and said once."""
+    t = index(tiny_dataset)[:3].copy()
+    y = audio.load(t.path[1])
+    p = tmp_path / "recorder.wav"
+    sf.write(p, librosa.resample(y, orig_sr=16000, target_sr=rate), rate, subtype="PCM_24")
+    t.loc[1, "path"] = str(p)
+    with caplog.at_level("WARNING"):
+        feats, kept = extract(t)
+    assert len(kept) == 3 and f"1 of 3 clips were recorded at a higher sample rate ({p}: {rate} Hz)" in caplog.text
+    assert feats.lengths[1] == n_frames(audio.length_at(audio.read_header(p)), hop_length=512) == feats.lengths[0]
+    twin = logmel(y)  # the 16 kHz original: the same sound in every band up to the top mel bands' edge
+    assert np.median(np.abs(feats.clip(1)[:, :120] - twin[:, :120])) < 0.01
+    assert np.abs(feats.clip(1) - feats.clip(0)).mean() > 10 * np.median(np.abs(feats.clip(1)[:, :120] - twin[:, :120]))

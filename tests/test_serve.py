@@ -250,6 +250,22 @@ def test_a_record_moved_or_removed_while_serving_starts_anew_and_what_it_held_st
     assert post()[1]["id"] == 1 and client.get("/healthz").status_code == 200
 
 
+def test_a_48_khz_upload_is_resampled_and_scored_as_the_same_file_is_by_score(service, run, clips, tmp_path):
+    """A recorder's 48 kHz clip: 422 "sample rate" before; now resampled to 16 kHz, as ``score`` does."""
+    import librosa
+
+    from mimii_due.scoring import score_files
+
+    client, _ = service
+    y = sf.read(clips.path.iloc[0], dtype="float32")[0][:32000]  # 2 s: the fixture service takes up to 1 MB
+    data = wav_bytes(librosa.resample(y, orig_sr=16000, target_sr=48000), 48000, "PCM_24")
+    r = client.post("/v1/score?machine=valve&section=00", content=data)
+    assert r.status_code == 200, r.text
+    (tmp_path / "rec48.wav").write_bytes(data)
+    decisions, failed = score_files(ModelSet(run), [tmp_path / "rec48.wav"], machine="valve", section=0)
+    assert not failed and r.json()["score"] == pytest.approx(decisions[0].score, rel=1e-9)
+
+
 def _float_wav_with_nan() -> bytes:
     y = np.zeros(16000, np.float32)
     y[100] = np.nan

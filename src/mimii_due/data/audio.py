@@ -108,7 +108,6 @@ def load(
     path: str | Path,
     *,
     sr: int = SAMPLE_RATE,
-    resample: bool = False,
     info: WavInfo | None = None,
     out: np.ndarray | None = None,
     warn_channels: bool = True,
@@ -118,8 +117,9 @@ def load(
     Parameters
     ----------
     path : WAV file.
-    sr : the sample rate wanted (16 kHz, the dataset's).
-    resample : if the file has another rate, resample (librosa) instead of raising.
+    sr : the sample rate wanted (16 kHz, the dataset's). A file recorded at a higher rate (a
+        recorder's 44.1 or 48 kHz) is resampled to it (librosa, soxr); one at a lower rate is
+        refused: the band it never recorded cannot be made up.
     info : the header, if already read (saves one read).
     out : a float32 array of the clip's length to write 16-bit samples into (saves allocating one;
         ignored when it does not fit).
@@ -135,12 +135,16 @@ def load(
     ------
     AudioError
         Empty, truncated, non-WAV, unsupported or NaN/inf-holding files, digital silence (every
-        sample the same value), or a sample-rate mismatch when ``resample`` is false.
+        sample the same value), or a sample rate below ``sr``.
     """
     path = Path(path)
     info = info or read_header(path)
     if info.frames == 0:
         raise AudioError("WAV file holds no samples", path)
+    if info.sample_rate < sr:
+        raise AudioError(f"sample rate is {info.sample_rate} Hz, below the {sr} Hz the models use: the sound "
+                         f"above {info.sample_rate // 2} Hz was never recorded (record at {sr} Hz or more)",
+                         path)  # fmt: skip
     if info.format_tag == _PCM and info.bits == 16:
         n_bytes = 2 * info.frames * info.channels
         try:  # one read into bytes measured several times faster than np.fromfile
@@ -174,12 +178,6 @@ def load(
         )
     if info.format_tag != _PCM and not np.isfinite(y).all():  # integer PCM is always finite
         raise AudioError("WAV holds NaN or infinite samples", path)
-    if info.sample_rate != sr and not resample:
-        raise AudioError(
-            f"sample rate is {info.sample_rate} Hz, expected {sr} Hz (resample the file first, e.g. "
-            f"`sox in.wav -r {sr} out.wav`)",
-            path,
-        )
     if len(y) > 1 and not (y != y[0]).any():  # one value throughout: no machine sounds so
         raise AudioError(f"digital silence: every sample is {float(y[0]):g} (a disconnected or muted microphone?)",
                          path)  # fmt: skip
@@ -188,6 +186,12 @@ def load(
 
         y = librosa.resample(y, orig_sr=info.sample_rate, target_sr=sr).astype(np.float32)
     return y
+
+
+def length_at(info: WavInfo, sr: int = SAMPLE_RATE) -> int:
+    """How many samples :func:`load` returns for a file: its frames, or as many at ``sr`` where it
+    was recorded at a higher rate (librosa's resampled length)."""
+    return info.frames if info.sample_rate == sr else int(np.ceil(info.frames * sr / info.sample_rate))
 
 
 def write(path: str | Path, y: np.ndarray, *, sr: int = SAMPLE_RATE) -> None:

@@ -205,7 +205,14 @@ def extract(
     if several:  # once for all clips (MIMII's are 8-channel), not a line per clip
         log.warning("%d of %d clips have several channels (%s: %d); channel 0 is kept, the first microphone, "
                     "as the paper", len(several), n, paths[several[0]], infos[several[0]].channels)  # fmt: skip
-    lengths = np.array([n_frames(x.frames, hop_length=cfg.hop_length) if x else 0 for x in infos], np.int64)
+    faster = [i for i, x in enumerate(infos) if x and x.sample_rate > cfg.sample_rate]
+    if faster:  # a recorder's 44.1 or 48 kHz: said once, as the channels are
+        log.warning("%d of %d clips were recorded at a higher sample rate (%s: %d Hz); they are resampled to %d Hz%s",
+                    len(faster), n, paths[faster[0]], infos[faster[0]].sample_rate, cfg.sample_rate,
+                    "" if len(faster) == n else " (keep one rate per machine type: the resampler's filter changes "
+                    "the top mel bands, above about 7.4 kHz, so resampled and native clips differ there)")  # fmt: skip
+    samples = [audio.length_at(x, cfg.sample_rate) if x else 0 for x in infos]
+    lengths = np.array([n_frames(k, hop_length=cfg.hop_length) if k else 0 for k in samples], np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     data = np.empty((int(offsets[-1]), cfg.n_mels), np.float32)
     spectra = np.empty((n, cfg.spectrum_bins), np.float32) if cfg.spectrum_bins else None
@@ -240,7 +247,7 @@ def extract(
         """Decode and featurise a few clips (equal lengths are stacked into one batch)."""
         bad, by_len = {}, {}
         for i in batch:
-            by_len.setdefault(infos[i].frames, []).append(i)
+            by_len.setdefault(samples[i], []).append(i)
         for n_samples, group in by_len.items():
             buf = getattr(local, "buf", None)
             if buf is None or buf.shape != (len(group), n_samples + 2 * half):
@@ -254,7 +261,7 @@ def extract(
                 except AudioError as e:
                     bad[i] = e
                     continue
-                if y.base is not buf:  # not 16-bit PCM: decoded elsewhere
+                if y.base is not buf:  # not 16-bit PCM, or resampled: decoded elsewhere
                     row[:] = y
                 if spectra is not None:
                     spectra[i] = clip_spectrum(row, cfg.spectrum_bins)
