@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -139,6 +140,32 @@ def test_own_recordings_of_real_machine_sound_under_any_names_train_test_and_eva
     assert pd.read_csv(tmp_path / "s.csv").score.iloc[0] == pytest.approx(
         scores.set_index("filename").score["grinding noise.wav"]
     )
+
+
+def test_threshold_sets_the_false_alarm_rate_and_a_tested_runs_decisions_and_evaluation_follow(tiny_2023, tmp_path):
+    run = tmp_path / "run"
+    train = ["train", str(tiny_2023), "--out", str(run), "--detector", "gaussian"]
+    for args in (train, ["test", str(run), str(tiny_2023)], ["evaluate", str(run)]):
+        assert runner.invoke(app, args).exit_code == 0
+    before = pd.read_csv(run / "results" / "scores.csv")
+    model_before = (run / "models" / "fan" / "detector.json").read_bytes()
+    for bad, words in ((["--rate", "1.5"], "between 0 and 1"), (["--rate", "0.01", "--machines", "pump"], "pump")):
+        r = runner.invoke(app, ["threshold", str(run), *bad])
+        assert r.exit_code == 1 and words in r.output, r.output
+    assert (run / "models" / "fan" / "detector.json").read_bytes() == model_before  # a refusal changes nothing
+    r = runner.invoke(app, ["threshold", str(run), "--rate", "0.01"])
+    assert r.exit_code == 0 and "evaluated again" in r.output and "fan: threshold" in r.output, r.output
+    after = pd.read_csv(run / "results" / "scores.csv")
+    np.testing.assert_array_equal(after.score, before.score)  # no rescoring, no retraining
+    assert (after.threshold > before.threshold).all() and (after.decision == (after.score > after.threshold)).all()
+    assert after.decision.sum() < before.decision.sum()
+    evaluated = json.loads((run / "results" / "result.json").read_text())
+    assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0  # what evaluate makes of the new decisions
+    assert json.loads((run / "results" / "result.json").read_text())["results"] == evaluated["results"]
+    assert runner.invoke(app, ["report", str(run)]).exit_code == 0  # nothing stale
+    assert runner.invoke(app, ["threshold", str(run), "--rate", "0.1"]).exit_code == 0
+    models = json.loads((run / "models" / "fan" / "detector.json").read_text())
+    assert models["threshold"] == pytest.approx(json.loads(model_before)["threshold"], rel=1e-12)  # back again
 
 
 def test_a_new_test_leaves_no_stale_results_and_report_refuses_mixed_outputs(tiny_dataset, tmp_path):

@@ -445,6 +445,29 @@ def evaluate(
 
 
 @app.command()
+def threshold(
+    run: Path = typer.Argument(..., help="A run folder (after `mimii-due train`)."),
+    rate: float = typer.Option(..., "--rate", help="Nominal false-alarm rate: 0.01, one in a hundred normal clips."),
+    machines: str = typer.Option(None, help="Comma-separated machine types (default: all the run's)."),
+) -> None:
+    """Set how often the alarm may sound on normal clips: each model's threshold fitted again from
+    its training scores, without retraining (default rate 0.10, the official code's). A tested run's
+    decisions follow, and its evaluation where the scores carry the labels. A running `serve` or
+    `watch` keeps the threshold it loaded until restarted."""
+    from mimii_due import pipeline
+
+    out = pipeline.threshold(run, rate=rate, machines=_machines(machines))
+    for machine, t in out["machines"].items():
+        stdout.print(f"{machine}: threshold {t['old']:.6g} -> {t['new']:.6g} (nominal false-alarm rate {rate:g}; "
+                     f"it flags {t['flagged']} of the {t['clips']} training clips it was fitted on)",
+                     markup=False)  # fmt: skip
+    if out["updated"]:
+        stdout.print("the test's decisions follow the new thresholds" + (
+            "; evaluated again" if out["evaluated"] else "; run `mimii-due evaluate` for precision, recall and F1"))
+    stdout.print("restart a running `mimii-due serve` or `watch` of this run to use them", markup=False)
+
+
+@app.command()
 def report(
     runs: list[Path] = typer.Argument(
         ..., help="One or more evaluated run folders, or folders of another system's score files (evaluated)."

@@ -20,6 +20,7 @@ from mimii_due.config import MAX_FPR, FeatureConfig
 from mimii_due.data.index import index
 from mimii_due.data.naming import DOMAINS
 from mimii_due.detectors import make
+from mimii_due.detectors.base import calibration_rows
 from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
 from mimii_due.evaluation.files import publish_file_results, read_ground_truth, read_score_files, score_files
@@ -264,6 +265,52 @@ def test(
         keeper.publish_scores(scores, data=data, protocol=protocol_of(int(table["year"].iloc[0])))
         scores.attrs["skipped"] = skipped
         return scores
+
+
+def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None) -> dict:
+    """Set the models' nominal false-alarm rate: each threshold fitted again from the training
+    scores kept with the model (:meth:`Detector.set_false_alarm_rate`; no retraining, seconds).
+    A tested run's decisions are updated to the new thresholds (the scores stay), and so is its
+    evaluation where the scores carry the labels; else it is left to ``evaluate``. Returns, per
+    machine type, the old and new threshold, the training clips it was fitted on and how many of
+    them it flags, and whether the results were updated and evaluated."""
+    keeper = Run(run)
+    meta = keeper.meta()
+    chosen = machines or [m for m in meta.get("machines", []) if keeper.has_model(m)]
+    unknown = [m for m in chosen if not keeper.has_model(m)]
+    if unknown or not chosen:
+        raise ModelError(f"no trained model of {', '.join(unknown) or 'any machine type'} here", keeper.path)
+    with keeper.writing():
+        try:  # a test whose models are still the ones it scored with: its decisions can follow
+            scores, stamp = keeper.read_scores(), keeper.stamp()
+        except ModelError:
+            scores = stamp = None
+        try:
+            evaluated = keeper.read_results()[1].get("protocol")  # evaluated again the same way
+        except ModelError:
+            evaluated = None
+        out = {}
+        for machine in chosen:
+            det = keeper.load_model(machine)
+            old = det.threshold_
+            det.set_false_alarm_rate(rate)
+            keeper.save_model(machine, det)
+            rows = calibration_rows(det.held_out_)
+            out[machine] = {"old": old, "new": det.threshold_, "clips": int(rows.sum()),
+                            "flagged": int((det.train_scores_[rows] > det.threshold_).sum())}  # fmt: skip
+            if scores is not None:
+                at = scores["machine"] == machine
+                scores.loc[at, "threshold"] = det.threshold_
+                scores.loc[at, "decision"] = scores.loc[at, "score"] > det.threshold_
+        summary = {"updated": scores is not None, "evaluated": False}
+        if scores is not None:
+            keeper.publish_scores(scores, data=stamp["data"], protocol=stamp["protocol"])
+            labelled = scores["label"].notna() & scores["domain"].notna()
+            if evaluated and labelled.any():
+                results, summ = _metrics(scores, evaluated, None, MAX_FPR, 0, keeper.path)[:2]
+                keeper.publish_results(results, summ)
+                summary["evaluated"] = True
+        return {"machines": out} | summary
 
 
 def evaluate(

@@ -131,8 +131,23 @@ class Detector:
             raise ModelError(f"{self.name}: training gave non-finite scores (diverged?); try a lower learning rate")
         self.train_domain_scores_ = self._both(self.train_scores_) if parts is None else np.asarray(parts, np.float64)
         self.held_out_ = np.asarray(self._held_out(clips), dtype=bool)
+        self._fit_threshold()
+        return self
+
+    def _fit_threshold(self) -> None:
         rows = calibration_rows(self.held_out_)
         self.threshold_ = gamma_threshold(self.train_scores_[rows], quantile=self.threshold_quantile)
+
+    def set_false_alarm_rate(self, rate: float) -> Detector:
+        """Fit the decision threshold again for another nominal false-alarm rate (``1 -
+        threshold_quantile``) from the training scores kept with the model: no retraining, and the
+        same threshold as training with that rate gives."""
+        self._check_fitted()
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+            raise ConfigError(f"the false-alarm rate must be a number between 0 and 1 (0.01: one in a hundred "
+                              f"normal clips), not {rate!r}")  # fmt: skip
+        self.threshold_quantile = 1 - rate
+        self._fit_threshold()
         return self
 
     def score(self, features: Features, clips: pd.DataFrame) -> np.ndarray:
