@@ -286,9 +286,9 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
         except ModelError:
             scores = stamp = None
         try:
-            evaluated = keeper.read_results()[1].get("protocol")  # evaluated again the same way
+            evaluated_as = keeper.read_results()[1].get("protocol")  # evaluated again the same way
         except ModelError:
-            evaluated = None
+            evaluated_as = None
         out = {}
         for machine in chosen:
             det = keeper.load_model(machine)
@@ -306,8 +306,8 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
         if scores is not None:
             keeper.publish_scores(scores, data=stamp["data"], protocol=stamp["protocol"])
             labelled = scores["label"].notna() & scores["domain"].notna()
-            if evaluated and labelled.any():
-                results, summ = _metrics(scores, evaluated, None, MAX_FPR, 0, keeper.path)[:2]
+            if evaluated_as and labelled.any():
+                results, summ = _metrics(scores, evaluated_as, None, MAX_FPR, 0, keeper.path)[:2]
                 keeper.publish_results(results, summ)
                 summary["evaluated"] = True
         return {"machines": out} | summary

@@ -427,12 +427,16 @@ def _chunk(fn, items: list) -> list:
     return [fn(x) for x in items]
 
 
-def _write_meta(out: Path, records: list[dict]) -> None:
-    cols = list(records[0])
-    with atomic.atomic_path(out / "synth_meta.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
+def _write_table(path: Path, records: list[dict]) -> None:
+    """One row per clip, atomically (``synth_meta.csv``, ``mix_meta.csv``)."""
+    with atomic.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(records[0]))
         w.writeheader()
         w.writerows(records)
+
+
+def _write_meta(out: Path, records: list[dict]) -> None:
+    _write_table(out / "synth_meta.csv", records)
     gt: dict[str, list[tuple[str, int]]] = {}
     for r in records:
         if r["part"] == "eval" and r["split"] == "test":
@@ -531,10 +535,7 @@ def mix_folder(
                         "section_power": a, "clipped": peak >= 1})  # fmt: skip
         if progress:
             progress(len(cleans) + i + 1, total, "")
-    with atomic.atomic_path(out / MIX_META) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(records[0]))
-        w.writeheader()
-        w.writerows(records)
+    _write_table(out / MIX_META, records)
     (out / MIX_INCOMPLETE).unlink()
     return records
 
