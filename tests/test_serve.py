@@ -83,6 +83,9 @@ def test_score_command_scores_any_names_and_reports_bad_clips(run, clips, tmp_pa
     rows = json.loads((tmp_path / "s.json").read_text())
     assert len(rows) == 3 and {x["machine"] for x in rows} == {"valve"}
     assert all((x["score"] > x["threshold"]) == (x["decision"] == "anomaly") for x in rows)
+    flagged = sum(x["decision"] == "anomaly" for x in rows)
+    assert f"{flagged} of 3 flagged as anomalous ({flagged / 3:.1%}); on normal clips the thresholds expect about " \
+        "10.0%" in " ".join(r.output.split())
     # a model folder alone, challenge names: machine and section come from the model and the name
     r = runner.invoke(cli, ["score", str(run / "models" / "valve"), *clips.path[:2]])
     assert r.exit_code == 0, r.output and "2 clip(s) scored" in r.output

@@ -604,6 +604,12 @@ def score(
         t.add_row(d.filename, d.machine, f"{d.section:02d}", f"{d.score:.6g}", f"{d.threshold:.6g}",
                   "[red]anomaly[/red]" if d.decision else "normal")  # fmt: skip
     stdout.print(t)
+    if decisions:  # on a batch of new normal recordings: how often the alarm sounds, against what it should
+        rates = sorted({round(1 - models.models[d.machine].threshold_quantile, 6) for d in decisions})
+        flagged = sum(d.decision for d in decisions)
+        stdout.print(f"{flagged} of {len(decisions)} flagged as anomalous ({flagged / len(decisions):.1%}); on normal "
+                     f"clips the thresholds expect about {' / '.join(f'{r:.1%}' for r in rates)} (`mimii-due "
+                     "threshold` sets it)", markup=False)  # fmt: skip
     for _, msg in failed:
         console.print(f"[yellow]not scored[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
     if out is not None:
