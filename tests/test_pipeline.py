@@ -142,7 +142,8 @@ def test_own_recordings_of_real_machine_sound_under_any_names_train_test_and_eva
     )
 
 
-def test_threshold_sets_the_false_alarm_rate_and_a_tested_runs_decisions_and_evaluation_follow(tiny_2023, tmp_path):
+def test_threshold_sets_the_false_alarm_rate_and_a_tested_runs_decisions_and_evaluation_follow(tiny_2023, tmp_path,
+                                                                                                caplog):  # fmt: skip
     run = tmp_path / "run"
     train = ["train", str(tiny_2023), "--out", str(run), "--detector", "gaussian"]
     for args in (train, ["test", str(run), str(tiny_2023)], ["evaluate", str(run)]):
@@ -153,8 +154,12 @@ def test_threshold_sets_the_false_alarm_rate_and_a_tested_runs_decisions_and_eva
         r = runner.invoke(app, ["threshold", str(run), *bad])
         assert r.exit_code == 1 and words in r.output, r.output
     assert (run / "models" / "fan" / "detector.json").read_bytes() == model_before  # a refusal changes nothing
-    r = runner.invoke(app, ["threshold", str(run), "--rate", "0.01"])
+    with caplog.at_level("WARNING"):
+        r = runner.invoke(app, ["threshold", str(run), "--rate", "0.01"])
     assert r.exit_code == 0 and "evaluated again" in r.output and "fan: threshold" in r.output, r.output
+    n = len(index(tiny_2023).query("machine == 'fan' and split == 'train'"))  # fewer than 100: said
+    assert f"fan: the threshold for a false-alarm rate of 0.01 rests on {n} training clips, fewer than the 100" \
+        in caplog.text
     after = pd.read_csv(run / "results" / "scores.csv")
     np.testing.assert_array_equal(after.score, before.score)  # no rescoring, no retraining
     assert (after.threshold > before.threshold).all() and (after.decision == (after.score > after.threshold)).all()

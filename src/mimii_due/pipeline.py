@@ -9,6 +9,7 @@ written. Training skips machine types whose model is already saved, so an interr
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -177,14 +178,29 @@ def train(
                 outliers = outliers if len(outliers[1]) else None  # every one skipped as unreadable
             job = (machine, detector, params, feats, clips, str(keeper.checkpoint_dir(machine)), outliers)
             if engine.name == "local":  # one machine type after the other, with epoch progress
-                keeper.save_model(machine, _fit_job(job, for_stage(progress, "train", machine)))
+                trained = _fit_job(job, for_stage(progress, "train", machine))
+                keeper.save_model(machine, trained)
+                _check_threshold_support(machine, trained)
             else:
                 jobs.append(job)
         if jobs:  # one training task per machine type on the cluster; the driver saves the models
             done = engine.map(_fit_job, jobs, progress=for_stage(progress, "train", "all machine types"))
             for job, det in zip(jobs, done, strict=True):
                 keeper.save_model(job[0], det)
+                _check_threshold_support(job[0], det)
         return keeper.meta()
+
+
+def _check_threshold_support(machine: str, det) -> int:
+    """Warn where a threshold rests on fewer training clips than its false-alarm rate can be seen in
+    (clips x rate below 1: not one normal clip is expected above it); returns the clips it rests on."""
+    n, rate = int(calibration_rows(det.held_out_).sum()), 1 - det.threshold_quantile
+    if n * rate < 1 - 1e-9:
+        log.warning("%s: the threshold for a false-alarm rate of %.3g rests on %d training clips, fewer than the %d "
+                    "in which one normal clip above it is expected; the alarm rate on new normal clips may be far "
+                    "from %.3g (record more normal clips, or set a higher rate with `mimii-due threshold`)",
+                    machine, rate, n, math.ceil(1 / rate - 1e-9), rate)  # fmt: skip
+    return n
 
 
 def _check_copies(feats: Features, clips: pd.DataFrame, machine: str, data: str | Path) -> None:
@@ -296,7 +312,7 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
             det.set_false_alarm_rate(rate)
             keeper.save_model(machine, det)
             rows = calibration_rows(det.held_out_)
-            out[machine] = {"old": old, "new": det.threshold_, "clips": int(rows.sum()),
+            out[machine] = {"old": old, "new": det.threshold_, "clips": _check_threshold_support(machine, det),
                             "flagged": int((det.train_scores_[rows] > det.threshold_).sum())}  # fmt: skip
             if scores is not None:
                 at = scores["machine"] == machine
