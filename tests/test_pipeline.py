@@ -173,6 +173,21 @@ def test_threshold_sets_the_false_alarm_rate_and_a_tested_runs_decisions_and_eva
     assert models["threshold"] == pytest.approx(json.loads(model_before)["threshold"], rel=1e-12)  # back again
 
 
+def test_threshold_leaves_an_evaluation_that_took_a_ground_truth_to_evaluate(tiny_dataset, tmp_path):
+    """Evaluation clips are labelled by a ground truth the run does not keep: evaluating the scores'
+    labelled clips alone would have dropped the evaluation sections from result.json without a word."""
+    run, gt = tmp_path / "run", str(tiny_dataset / "ground_truth")
+    for args in (["train", str(tiny_dataset), "--out", str(run), "--detector", "gaussian"],
+                 ["test", str(run), str(tiny_dataset)], ["evaluate", str(run), "--ground-truth", gt]):  # fmt: skip
+        assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, ["threshold", str(run), "--rate", "0.05"])
+    assert r.exit_code == 0 and "run `mimii-due evaluate` (with the --ground-truth" in " ".join(r.output.split())
+    assert not (run / "results" / "result.json").exists()  # none that belongs to other decisions
+    assert runner.invoke(app, ["evaluate", str(run), "--ground-truth", gt]).exit_code == 0
+    sections = {x["section"] for x in json.loads((run / "results" / "result.json").read_text())["results"]}
+    assert sections == {0, 3}
+
+
 def test_a_new_test_leaves_no_stale_results_and_report_refuses_mixed_outputs(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     assert (

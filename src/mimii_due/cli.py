@@ -452,7 +452,7 @@ def threshold(
 ) -> None:
     """Set how often the alarm may sound on normal clips: each model's threshold fitted again from
     its training scores, without retraining (default rate 0.10, the official code's). A tested run's
-    decisions follow, and its evaluation where the scores carry the labels. A running `serve` or
+    decisions follow, and its evaluation where every test clip is labelled by its name. A running `serve` or
     `watch` keeps the threshold it loaded until restarted."""
     from mimii_due import pipeline
 
@@ -463,7 +463,8 @@ def threshold(
                      markup=False)  # fmt: skip
     if out["updated"]:
         stdout.print("the test's decisions follow the new thresholds" + (
-            "; evaluated again" if out["evaluated"] else "; run `mimii-due evaluate` for precision, recall and F1"))
+            "; evaluated again" if out["evaluated"] else
+            "; run `mimii-due evaluate` (with the --ground-truth of evaluation clips) for precision, recall and F1"))
     stdout.print("restart a running `mimii-due serve` or `watch` of this run to use them", markup=False)
 
 

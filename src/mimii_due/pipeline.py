@@ -287,7 +287,8 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
     """Set the models' nominal false-alarm rate: each threshold fitted again from the training
     scores kept with the model (:meth:`Detector.set_false_alarm_rate`; no retraining, seconds).
     A tested run's decisions are updated to the new thresholds (the scores stay), and so is its
-    evaluation where the scores carry the labels; else it is left to ``evaluate``. Returns, per
+    evaluation where every clip's label is in the scores; else (evaluation clips, labelled by a
+    ground truth) it is left to ``evaluate``. Returns, per
     machine type, the old and new threshold, the training clips it was fitted on and how many of
     them it flags, and whether the results were updated and evaluated."""
     keeper = Run(run)
@@ -322,7 +323,7 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
         if scores is not None:
             keeper.publish_scores(scores, data=stamp["data"], protocol=stamp["protocol"])
             labelled = scores["label"].notna() & scores["domain"].notna()
-            if evaluated_as and labelled.any():
+            if evaluated_as and labelled.all():  # else it may have needed a ground truth: left to `evaluate`
                 results, summ = _metrics(scores, evaluated_as, None, MAX_FPR, 0, keeper.path)[:2]
                 keeper.publish_results(results, summ)
                 summary["evaluated"] = True
