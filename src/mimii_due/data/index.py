@@ -100,11 +100,12 @@ def _one_naming(table: pd.DataFrame, on_error: str, skipped: list) -> pd.DataFra
         first = stray[stray["scheme"] == "own"]["path"].iloc[0]
         if on_error == "raise":
             parse_name(first)  # raises the naming error, with the patterns expected
-    why = f"named as {family[stray.index[0]]} clips in a folder of {major} clips"
+    folder = major if major == _FAMILY["own"] else f"{major} clips"
+    why = f"named as {family[stray.index[0]]} clips in a folder of {folder}"
     if on_error == "raise":
         raise LayoutError(f"{why} ({len(stray)} such); keep one challenge's clips per folder", stray["path"].iloc[0])
     for path, fam in zip(stray["path"], family[stray.index], strict=True):
-        why = f"named as {fam} clips in a folder of {major} clips"
+        why = f"named as {fam} clips in a folder of {folder}"
         if fam == _FAMILY["own"]:
             try:
                 parse_name(path)
