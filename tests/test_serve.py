@@ -269,6 +269,37 @@ def test_a_48_khz_upload_is_resampled_and_scored_as_the_same_file_is_by_score(se
     assert not failed and r.json()["score"] == pytest.approx(decisions[0].score, rel=1e-9)
 
 
+def test_a_running_service_and_watcher_decide_with_a_threshold_set_after_they_started(run, clips, tmp_path, caplog):
+    """`mimii-due threshold` on a served run: it took a restart before, which is easily forgotten."""
+    from mimii_due import pipeline
+
+    mine = tmp_path / "run"
+    shutil.copytree(run, mine)
+    models, record = ModelSet(mine), Record(tmp_path / "d.sqlite")
+    client = TestClient(create_app(models, record))
+    data = open(clips.path.iloc[0], "rb").read()
+    first = client.post("/v1/score?machine=valve&section=00", content=data).json()
+    (tmp_path / "in").mkdir()
+    watcher = Watcher(models, record, tmp_path / "in", machine="valve", section=0, settle=0.0)
+    new = pipeline.threshold(mine, rate=0.01)["machines"]["valve"]["new"]
+    assert new > first["threshold"]
+    with caplog.at_level("WARNING"):
+        second = client.post("/v1/score?machine=valve&section=00", content=data).json()
+    assert second["threshold"] == pytest.approx(new) and second["score"] == pytest.approx(first["score"])
+    assert second["model_version"] != first["model_version"] and "valve: model loaded again" in caplog.text
+    rates = {m["machine"]: m["expected_rate"] for m in client.get("/v1/models").json()["models"]}
+    assert rates["valve"] == pytest.approx(0.01) and rates["fan"] == pytest.approx(0.01)
+    shutil.copy(clips.path.iloc[0], tmp_path / "in" / "c.wav")
+    assert watcher.process(tmp_path / "in" / "c.wav") and record.recent()[-1]["threshold"] == pytest.approx(new)
+    (mine / "models" / "valve" / "detector.json").write_text("{")  # broken (or half written): the loaded one stays
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            r = client.post("/v1/score?machine=valve&section=00", content=data)
+            assert r.status_code == 200 and r.json()["threshold"] == pytest.approx(new)
+    assert caplog.text.count("does not load") == 1
+
+
 def _float_wav_with_nan() -> bytes:
     y = np.zeros(16000, np.float32)
     y[100] = np.nan

@@ -452,8 +452,8 @@ def threshold(
 ) -> None:
     """Set how often the alarm may sound on normal clips: each model's threshold fitted again from
     its training scores, without retraining (default rate 0.10, the official code's). A tested run's
-    decisions follow, and its evaluation where every test clip is labelled by its name. A running `serve` or
-    `watch` keeps the threshold it loaded until restarted."""
+    decisions follow, and its evaluation where every test clip is labelled by its name. A running
+    `serve` or `watch` of the run decides with the new threshold from its next clip."""
     from mimii_due import pipeline
 
     out = pipeline.threshold(run, rate=rate, machines=_machines(machines))
@@ -465,7 +465,8 @@ def threshold(
         stdout.print("the test's decisions follow the new thresholds" + (
             "; evaluated again" if out["evaluated"] else
             "; run `mimii-due evaluate` (with the --ground-truth of evaluation clips) for precision, recall and F1"))
-    stdout.print("restart a running `mimii-due serve` or `watch` of this run to use them", markup=False)
+    stdout.print("a running `mimii-due serve` or `watch` of this run decides with them from its next clip",
+                 markup=False)
 
 
 @app.command()

@@ -12,6 +12,7 @@ machine type or section cannot be decided is an error that says what to pass.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,17 @@ from mimii_due.detectors.base import Detector
 from mimii_due.errors import AudioError, FileNameError, MimiiDueError, ModelError, UnknownModelError
 from mimii_due.features.extract import features_of
 from mimii_due.runs import Run
+
+log = logging.getLogger(__name__)
+_MODEL_FILES = ("detector.json", "state.pt")
+
+
+def _stamp(folder: Path) -> tuple | None:
+    """The model files' identity (inode, size, modification time); None while one is missing."""
+    try:
+        return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in ((folder / f).stat() for f in _MODEL_FILES))
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,9 @@ class ModelSet:
         self.path = Path(path)
         self.models: dict[str, Detector] = {}
         self.versions: dict[str, str] = {}
+        self.folders: dict[str, Path] = {}
+        self.stamps: dict[str, tuple | None] = {}  # the model files as loaded: what refresh() compares
+        self._unloadable: dict[str, tuple | None] = {}  # a changed model that would not load, reported once
         if (self.path / "detector.json").exists():
             self._add(self.path.name, self.path)
         elif Run(self.path).exists():
@@ -77,8 +92,35 @@ class ModelSet:
         self._lock = threading.Lock()
 
     def _add(self, machine: str, folder: Path) -> None:
-        self.models[machine] = Detector.load(folder)
-        self.versions[machine] = hashlib.sha256((folder / "state.pt").read_bytes()).hexdigest()[:16]
+        stamp = _stamp(folder)  # before reading: a change while it is read is seen next time
+        det = Detector.load(folder)
+        version = hashlib.sha256(b"".join((folder / f).read_bytes() for f in _MODEL_FILES)).hexdigest()[:16]
+        self.models[machine], self.versions[machine] = det, version
+        self.folders[machine], self.stamps[machine] = folder, stamp
+
+    def refresh(self) -> list[str]:
+        """Load again the models whose files changed since they were loaded (a threshold set with
+        ``mimii-due threshold``, a machine type retrained), so that a running service or watcher
+        decides as the files say; a model that will not load (being rewritten, or broken) stays as
+        loaded, said once. Returns the machine types loaded again."""
+        again = []
+        for machine, folder in list(self.folders.items()):
+            stamp = _stamp(folder)
+            if stamp is None or stamp == self.stamps[machine] or stamp == self._unloadable.get(machine):
+                continue
+            old = self.models[machine].threshold_
+            try:
+                with self._lock:
+                    self._add(machine, folder)
+            except (MimiiDueError, OSError) as e:
+                self._unloadable[machine] = stamp
+                log.warning("%s: its model changed on disk but does not load (%s); scoring with the one loaded",
+                            machine, e)  # fmt: skip
+                continue
+            log.warning("%s: model loaded again (changed on disk); threshold %.6g -> %.6g", machine, old,
+                        self.models[machine].threshold_)  # fmt: skip
+            again.append(machine)
+        return again
 
     def describe(self) -> list[dict]:
         return [{"machine": m, "detector": d.name, "sections": d.sections_, "threshold": d.threshold_,

@@ -6,9 +6,10 @@
 ``GET /v1/models``   the models loaded; ``GET /v1/decisions`` the recent decisions (the dashboard's data)
 ``GET /healthz``     liveness; ``GET /metrics`` Prometheus text format; ``GET /`` the dashboard
 
-Models load once; scoring runs in a worker thread, off the event loop, where torch uses ``threads``
-threads (set in that thread: the process that made the app keeps its own setting). Bad requests
-get a 4xx with ``{"error": "..."}`` and the service keeps serving.
+Models load once, and again where their files change (``ModelSet.refresh``: a threshold set with
+``mimii-due threshold``, a machine type retrained); scoring runs in a worker thread, off the event
+loop, where torch uses ``threads`` threads (set in that thread: the process that made the app keeps
+its own setting). Bad requests get a 4xx with ``{"error": "..."}`` and the service keeps serving.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def create_app(
 
         def work():
             torch.set_num_threads(max(1, threads))  # this worker thread's count: the caller's stays as it was
+            models.refresh()  # a threshold set or a model retrained since: decided as the files now say
             d = models.score_bytes(data, filename=label, machine=machine, section=sec, domain=domain)
             kept = None
             if keep is not None:  # the clip kept for retraining, under its content hash
@@ -156,6 +158,7 @@ def create_app(
 
     @app.get("/v1/models")
     async def list_models():
+        await run_in_threadpool(models.refresh)
         return {"models": [m | {"expected_rate": 1 - models.models[m["machine"]].threshold_quantile}
                            for m in models.describe()], "version": __version__}  # fmt: skip
 

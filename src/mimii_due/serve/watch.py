@@ -71,6 +71,7 @@ class Watcher:
         sha = hashlib.sha256(data).hexdigest()
         if self.record.seen("watcher", path, sha):
             return True
+        self.models.refresh()  # a threshold set or a model retrained since it started
         try:
             machine = self.machine or self.models.machine_of(p)
             d = self.models.score_bytes(data, filename=scored_name(p), machine=machine, section=self.section)
