@@ -277,6 +277,21 @@ def test_report_and_evaluate_on_a_missing_run_say_so_and_create_nothing(tmp_path
     assert r.exit_code == 1 and "not a run folder" in r.output
 
 
+def test_a_folder_that_holds_runs_or_lies_inside_one_says_which_run_to_name(valve, tmp_path):
+    """The main job's folder (a run per detector) and a model folder were "not a run folder", no more."""
+    run = tmp_path / "job" / "gaussian"
+    pipeline.train(run, valve, detector="gaussian")
+    for cmd, words in ((["report", str(tmp_path / "job")], f"it holds the runs gaussian: name one ({run})"),
+                       (["evaluate", str(tmp_path / "job")], "it holds the runs gaussian"),
+                       (["threshold", str(run / "models" / "valve"), "--rate", "0.05"], f"it is inside the run {run}"),
+                       (["test", str(run / "models"), str(valve)], f"it is inside the run {run}")):  # fmt: skip
+        r = runner.invoke(app, cmd)
+        assert r.exit_code == 1 and "not a run folder" in r.output and words in " ".join(r.output.split()), r.output
+    pipeline.test(run, valve)
+    r = runner.invoke(app, ["threshold", str(run / "results"), "--rate", "0.05"])  # as evaluate and report read it
+    assert r.exit_code == 0 and "decisions follow" in r.output, r.output
+
+
 @pytest.mark.parametrize("file", ["run.json", "results/stamp.json", "results/scores.csv", "results/result.json"])
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00 not text", b"[1, 2]", b"{}"])
 def test_a_damaged_run_record_is_a_one_line_error_naming_the_run(valve, tmp_path, file, content):

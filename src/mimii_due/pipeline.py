@@ -291,7 +291,7 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
     ground truth) it is left to ``evaluate``. Returns, per
     machine type, the old and new threshold, the training clips it was fitted on and how many of
     them it flags, and whether the results were updated and evaluated."""
-    keeper = Run(run)
+    keeper = Run.of(run)
     meta = keeper.meta()
     chosen = machines or [m for m in meta.get("machines", []) if keeper.has_model(m)]
     unknown = [m for m in chosen if not keeper.has_model(m)]

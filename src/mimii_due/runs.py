@@ -69,7 +69,15 @@ class Run:
         return out
 
     def meta(self) -> dict:
-        return self._record(self.meta_file, "not a run folder: no readable run.json", ("detector", "machines"))
+        missing = "not a run folder: no readable run.json"
+        if not self.exists():  # a folder people point at instead: the main job's, or one inside a run
+            inner = sorted(p.parent.name for p in self.path.glob("*/run.json")) if self.path.is_dir() else []
+            outer = next((q for q in self.path.parents if (q / "run.json").exists()), None)
+            if inner:
+                missing += f"; it holds the runs {', '.join(inner)}: name one ({self.path / inner[0]})"
+            elif outer is not None:
+                missing += f"; it is inside the run {outer}: name that"
+        return self._record(self.meta_file, missing, ("detector", "machines"))
 
     def exists(self) -> bool:
         return self.meta_file.exists()

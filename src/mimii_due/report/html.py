@@ -15,7 +15,7 @@ import pandas as pd
 
 from mimii_due import __version__, atomic
 from mimii_due.data.index import index
-from mimii_due.errors import ConfigError, ModelError, StorageError
+from mimii_due.errors import ConfigError, StorageError
 from mimii_due.evaluation.files import read_file_results, score_files
 from mimii_due.report import figures
 from mimii_due.report.tables import results_markdown, table4
@@ -47,9 +47,7 @@ def _run_info(run: Path) -> dict:
         return {"path": run, "meta": {"score files": str(run), "protocol": summary["protocol"]}, "results": results,
                 "summary": summary, "histories": {}, "scores": scores, "name": run.resolve().name, "cache": None,
                 "tested_on": None}  # fmt: skip
-    if not keeper.exists():
-        raise ModelError("not a run folder (no run.json)", run)
-    meta = keeper.meta()
+    meta = keeper.meta()  # not a run folder: says so, and which runs it holds or is in
     results, summary = keeper.read_results()  # refuses results that do not belong to the scores
     run = keeper.path
     name = f"{meta['detector']} ({run.name})" if run.name != meta["detector"] else meta["detector"]
