@@ -110,7 +110,9 @@ class ModelSet:
                 continue
             old = self.models[machine].threshold_
             try:
-                with self._lock:
+                with self._lock:  # one thread loads it; the others, waiting here, find it loaded
+                    if stamp == self.stamps[machine]:
+                        continue
                     self._add(machine, folder)
             except (MimiiDueError, OSError) as e:
                 self._unloadable[machine] = stamp

@@ -12,7 +12,7 @@ tabulated here, so ``info`` lists what it finds without comparing.
 
 0 stands for a user's own recordings under any names (``<machine>/train/`` normal clips, optionally
 ``<machine>/test/normal/`` and ``test/anomaly/``; :mod:`mimii_due.data.index`): no challenge, no
-counts, no domains, evaluated as 2020 is (per machine type).
+counts, one domain (source), evaluated as 2020 is (per machine type).
 
 2019 stands for MIMII (Purohit et al., DCASE 2019 workshop), the recordings DCASE 2020 took its fan,
 pump, slider and valve from: four machine IDs per type, no domains, evaluated as 2020 is (per ID).
