@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -517,6 +519,37 @@ def test_the_watch_command_says_once_that_a_clip_is_not_scored(run, tmp_path, ca
     assert r.exit_code == 0 and "0 clip(s) scored" in r.output, r.output
     assert r.output.count("c.wav") == 1 and "not scored" in r.output, r.output
     assert not [x for x in caplog.records if "c.wav" in x.getMessage()]  # not logged beside it
+
+
+def test_watch_on_anomaly_runs_a_command_for_each_anomaly_and_goes_on_when_it_fails(run, clips, tmp_path,
+                                                                                     monkeypatch):  # fmt: skip
+    (tmp_path / "in").mkdir()
+    for i, p in enumerate(clips.path[:6]):
+        shutil.copy(p, tmp_path / "in" / f"clip {i}.wav")
+    monkeypatch.setenv("ALARMS", str(tmp_path / "alarms.txt"))
+    script = ("import json, os, sys; d = json.load(sys.stdin); "
+              "open(os.environ['ALARMS'], 'a').write(d['filename'] + ' ' + os.environ['MIMII_DUE_SCORE'] + '\\n')")
+    db = tmp_path / "d.sqlite"
+    args = ["watch", str(run), str(tmp_path / "in"), "--machine", "valve", "--section", "0", "--settle", "0",
+            "--max-seconds", "3", "--db", str(db)]  # fmt: skip
+    r = runner.invoke(cli, [*args, "--on-anomaly", shlex.join([sys.executable, "-c", script])])
+    assert r.exit_code == 0 and "6 clip(s) scored" in r.output, r.output
+    rows = Record(db).recent()
+    anomalies = {(Path(x["path"]).name, x["score"]) for x in rows if x["decision"] == 1}
+    assert 0 < len(anomalies) < 6  # the test clips hold both; only the anomalies sounded the alarm
+    lines = (tmp_path / "alarms.txt").read_text().splitlines()
+    assert {(line.rsplit(" ", 1)[0], float(line.rsplit(" ", 1)[1])) for line in lines} == anomalies
+    assert f"{len(anomalies)} alarm(s) sent, 0 failed" in r.output
+    alarmed = sorted(anomalies)[0][0]  # an anomaly again, with a command that fails: said, the watch goes on
+    shutil.copy(tmp_path / "in" / alarmed, tmp_path / "again.wav")
+    for p in (tmp_path / "in").glob("clip*.wav"):
+        p.unlink()
+    shutil.move(tmp_path / "again.wav", tmp_path / "in" / "again.wav")
+    r = runner.invoke(cli, [*args, "--on-anomaly", shlex.join([sys.executable, "-c", "raise SystemExit(3)"])])
+    assert r.exit_code == 0 and "1 clip(s) scored; 0 alarm(s) sent, 1 failed" in r.output, r.output
+    for command, words in (("no-such-program-here --x", "not found"), ("", "empty"), ("'unclosed", "cannot be split")):
+        r = runner.invoke(cli, [*args, "--on-anomaly", command])
+        assert r.exit_code == 1 and words in r.output, r.output
 
 
 @contextmanager

@@ -663,17 +663,25 @@ def watch(
     section: int = typer.Option(None, help="Section of the clips."),
     settle: float = typer.Option(1.0, help="Seconds a file must stay unchanged before it is scored."),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Stop after this long (default: run until Ctrl-C)."),
+    on_anomaly: str = typer.Option(None, "--on-anomaly", help="Run this command for each anomaly: the decision as "
+                                   "JSON on its stdin, MIMII_DUE_FILE, _MACHINE, _SECTION, _SCORE, _THRESHOLD set."),
 ) -> None:
-    """Score every WAV already in FOLDER and every new one, recording each decision."""
+    """Score every WAV already in FOLDER and every new one, recording each decision; with
+    --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""
     from mimii_due.scoring import ModelSet
+    from mimii_due.serve.alarm import AlarmCommand
     from mimii_due.serve.record import Record, default_path
     from mimii_due.serve.watch import Watcher
 
-    def show(d) -> None:
+    alarm = AlarmCommand(on_anomaly) if on_anomaly is not None else None
+
+    def show(d, path: str) -> None:
         tag = "[red]ANOMALY[/red]" if d.decision else "normal"
         stdout.print(
             f"{d.filename}  {d.machine} {d.section:02d}  score {d.score:.6g} (threshold {d.threshold:.6g})  {tag}"
         )
+        if alarm is not None:
+            alarm(d, path)
 
     def bad(path: str, message: str) -> None:
         console.print(f"[yellow]not scored[/yellow] {escape(message)}", soft_wrap=True)
@@ -686,7 +694,11 @@ def watch(
         n = w.run(max_seconds=max_seconds)
     except KeyboardInterrupt:
         n = w.scored
-    console.print(f"{n} clip(s) scored")
+    finally:
+        if alarm is not None:
+            alarm.close()
+    sent = f"; {alarm.sent} alarm(s) sent, {alarm.failed} failed" if alarm is not None else ""
+    console.print(f"{n} clip(s) scored{sent}")
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ def _is_wav(path: Path) -> bool:
 class Watcher:
     def __init__(self, models: ModelSet, record: Record, folder: str | Path, *, settle: float = 1.0,
                  machine: str | None = None, section: int | None = None,
-                 on_decision: Callable[[Decision], None] | None = None,
+                 on_decision: Callable[[Decision, str], None] | None = None,
                  on_error: Callable[[str, str], None] | None = None):  # fmt: skip
         self.models, self.record, self.folder = models, record, Path(folder)
         if not self.folder.is_dir():
@@ -85,8 +85,8 @@ class Watcher:
             return True
         self.record.add(d, source="watcher", path=path)
         self.scored += 1
-        if self.on_decision:
-            self.on_decision(d)
+        if self.on_decision:  # the decision and the file's path
+            self.on_decision(d, path)
         return True
 
     def _observe(self):
