@@ -552,6 +552,21 @@ def test_watch_on_anomaly_runs_a_command_for_each_anomaly_and_goes_on_when_it_fa
         assert r.exit_code == 1 and words in r.output, r.output
 
 
+def test_the_service_runs_the_alarm_command_for_each_anomaly_it_answers(run, clips, tmp_path, monkeypatch):
+    from mimii_due.serve.alarm import AlarmCommand
+
+    monkeypatch.setenv("ALARMS", str(tmp_path / "alarms.txt"))
+    script = "import json, os, sys; open(os.environ['ALARMS'], 'a').write(json.load(sys.stdin)['filename'] + '\\n')"
+    alarm = AlarmCommand(shlex.join([sys.executable, "-c", script]))
+    client = TestClient(create_app(ModelSet(run), Record(tmp_path / "d.sqlite"), alarm=alarm))
+    answers = [client.post(f"/v1/score?machine=valve&section=00&filename=c{i}.wav", content=open(p, "rb").read()).json()
+               for i, p in enumerate(clips.path[:6])]  # fmt: skip
+    alarm.close()
+    flagged = sorted(a["filename"] for a in answers if a["anomalous"])
+    assert 0 < len(flagged) < 6 and sorted((tmp_path / "alarms.txt").read_text().split()) == flagged
+    assert alarm.sent == len(flagged) and alarm.failed == 0
+
+
 @contextmanager
 def _watching(run, record, folder, *, settle):
     """A watcher of valve section 00's clips in ``folder``, running in a thread while the block runs."""

@@ -627,6 +627,10 @@ def score(
         raise typer.Exit(1)
 
 
+ON_ANOMALY_HELP = ("Run this command for each anomaly: the decision as JSON on its stdin, MIMII_DUE_FILE, _MACHINE, "
+                   "_SECTION, _SCORE, _THRESHOLD set.")
+
+
 def _token(token: str | None) -> str | None:
     import os
 
@@ -643,15 +647,18 @@ def serve(
     keep_audio: Path = typer.Option(None, "--keep-audio", help="Keep every scored clip here (for retraining)."),
     max_mb: float = typer.Option(16.0, "--max-mb", help="Largest upload accepted, in MB."),
     threads: int = typer.Option(1, help="torch threads for scoring."),
+    on_anomaly: str = typer.Option(None, "--on-anomaly", help=ON_ANOMALY_HELP),
 ) -> None:
-    """An HTTP scoring service with a dashboard at / and Prometheus metrics at /metrics."""
+    """An HTTP scoring service with a dashboard at / and Prometheus metrics at /metrics; with
+    --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""
     from mimii_due.serve.app import serve as _serve
 
     def announce(url: str) -> None:
         console.print(f"serving {run} on {url} (dashboard), POST /v1/score; Ctrl-C stops")
 
     _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio,
-           max_bytes=int(max_mb * 1024 * 1024), threads=threads, announce=announce)  # fmt: skip
+           max_bytes=int(max_mb * 1024 * 1024), threads=threads, on_anomaly=on_anomaly,
+           announce=announce)  # fmt: skip
 
 
 @app.command()
@@ -663,8 +670,7 @@ def watch(
     section: int = typer.Option(None, help="Section of the clips."),
     settle: float = typer.Option(1.0, help="Seconds a file must stay unchanged before it is scored."),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Stop after this long (default: run until Ctrl-C)."),
-    on_anomaly: str = typer.Option(None, "--on-anomaly", help="Run this command for each anomaly: the decision as "
-                                   "JSON on its stdin, MIMII_DUE_FILE, _MACHINE, _SECTION, _SCORE, _THRESHOLD set."),
+    on_anomaly: str = typer.Option(None, "--on-anomaly", help=ON_ANOMALY_HELP),
 ) -> None:
     """Score every WAV already in FOLDER and every new one, recording each decision; with
     --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""

@@ -1,10 +1,11 @@
-"""An alarm that reaches someone: a command run for each anomalous decision (``watch --on-anomaly``).
+"""An alarm that reaches someone: a command run for each anomalous decision (``watch`` and ``serve
+--on-anomaly``; the service's Prometheus metrics and dashboard show them too).
 
 The command is a program and its arguments (split as a shell would, never run by one), given the
 decision as JSON on its standard input and as ``MIMII_DUE_*`` environment variables: a mail, a chat
 message, a stack light. Commands run one at a time in a thread of their own, each within
 ``timeout`` seconds, so scoring never waits for them; one that fails or hangs is reported, and the
-watch goes on. (The service's alarms go through its Prometheus metrics and the dashboard.)
+watch or the service goes on.
 """
 
 from __future__ import annotations

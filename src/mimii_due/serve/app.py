@@ -29,7 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimii_due import __version__, atomic
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, StorageError, UnknownModelError
-from mimii_due.scoring import ModelSet
+from mimii_due.scoring import Decision, ModelSet
+from mimii_due.serve.alarm import AlarmCommand
 from mimii_due.serve.record import Record, default_path
 
 MAX_BYTES = 16 * 1024 * 1024  # a 10 s 16 kHz 16-bit clip is 320 kB; 8-channel 24-bit ones fit too
@@ -47,6 +48,7 @@ def create_app(
     keep_audio: str | Path | None = None,
     max_bytes: int = MAX_BYTES,
     threads: int = 1,
+    alarm: Callable[[Decision, str | None], None] | None = None,
 ) -> FastAPI:
     if not (isinstance(max_bytes, int) and max_bytes > 0) or not (isinstance(threads, int) and threads >= 1):
         raise ConfigError(f"the largest upload must be positive and the threads at least 1, not {max_bytes!r} "
@@ -140,6 +142,8 @@ def create_app(
             if keep is not None:  # the clip kept for retraining, under its content hash
                 kept = str(atomic.write_with(keep / f"{d.sha256}.wav", lambda tmp: tmp.write_bytes(data)))
             row = record.add(d, source="upload", path=kept)  # committed before we answer
+            if alarm is not None:  # an anomaly runs the user's command, beside the answer
+                alarm(d, kept)
             return d, row
 
         try:
@@ -184,7 +188,8 @@ def create_app(
 
 def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           db: str | Path | None = None, keep_audio: str | Path | None = None, max_bytes: int = MAX_BYTES,
-          threads: int = 1, announce: Callable[[str], None] | None = None) -> None:  # fmt: skip
+          threads: int = 1, on_anomaly: str | None = None,
+          announce: Callable[[str], None] | None = None) -> None:  # fmt: skip
     """Load the models and serve until stopped. Binding anything but loopback needs a token. The
     socket is bound here, before uvicorn starts, so a port in use or an address that is not this
     machine's is a one-line error; ``announce`` gets the address once it is bound."""
@@ -192,9 +197,11 @@ def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: 
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         raise MimiiDueError(f"binding {host} exposes the service: set a bearer token (--token or MIMII_DUE_TOKEN)")
+    alarm = AlarmCommand(on_anomaly) if on_anomaly is not None else None  # a bad command: refused at start
     models = ModelSet(run)
     record = Record(db or default_path(run))
-    app = create_app(models, record, token=token, keep_audio=keep_audio, max_bytes=max_bytes, threads=threads)
+    app = create_app(models, record, token=token, keep_audio=keep_audio, max_bytes=max_bytes, threads=threads,
+                     alarm=alarm)  # fmt: skip
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except (OSError, OverflowError) as e:  # OverflowError: a port outside 0-65535
@@ -202,4 +209,8 @@ def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: 
     if announce:
         announce(f"http://{host}:{sock.getsockname()[1]}/")
     with sock:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        try:
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        finally:
+            if alarm is not None:
+                alarm.close()
