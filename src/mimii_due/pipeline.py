@@ -191,16 +191,18 @@ def train(
         return keeper.meta()
 
 
-def _check_threshold_support(machine: str, det) -> int:
+def _check_threshold_support(machine: str, det) -> np.ndarray:
     """Warn where a threshold rests on fewer training clips than its false-alarm rate can be seen in
-    (clips x rate below 1: not one normal clip is expected above it); returns the clips it rests on."""
-    n, rate = int(calibration_rows(det.held_out_).sum()), 1 - det.threshold_quantile
+    (clips x rate below 1: not one normal clip is expected above it); returns the clips it rests on
+    (``calibration_rows``)."""
+    rows = calibration_rows(det.held_out_)
+    n, rate = int(rows.sum()), 1 - det.threshold_quantile
     if n * rate < 1 - 1e-9:
         log.warning("%s: the threshold for a false-alarm rate of %.3g rests on %d training clips, fewer than the %d "
                     "in which one normal clip above it is expected; the alarm rate on new normal clips may be far "
                     "from %.3g (record more normal clips, or set a higher rate with `mimii-due threshold`)",
                     machine, rate, n, math.ceil(1 / rate - 1e-9), rate)  # fmt: skip
-    return n
+    return rows
 
 
 def _check_copies(feats: Features, clips: pd.DataFrame, machine: str, data: str | Path) -> None:
@@ -288,9 +290,9 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
     scores kept with the model (:meth:`Detector.set_false_alarm_rate`; no retraining, seconds).
     A tested run's decisions are updated to the new thresholds (the scores stay), and so is its
     evaluation where every clip's label is in the scores; else (evaluation clips, labelled by a
-    ground truth) it is left to ``evaluate``. Returns, per
-    machine type, the old and new threshold, the training clips it was fitted on and how many of
-    them it flags, and whether the results were updated and evaluated."""
+    ground truth) it is left to ``evaluate``. Returns, per machine type, the old and new threshold,
+    the training clips it was fitted on and how many of them it flags, and whether the results were
+    updated and evaluated."""
     keeper = Run.of(run)
     meta = keeper.meta()
     chosen = machines or [m for m in meta.get("machines", []) if keeper.has_model(m)]
@@ -312,8 +314,8 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
             old = det.threshold_
             det.set_false_alarm_rate(rate)
             keeper.save_model(machine, det)
-            rows = calibration_rows(det.held_out_)
-            out[machine] = {"old": old, "new": det.threshold_, "clips": _check_threshold_support(machine, det),
+            rows = _check_threshold_support(machine, det)
+            out[machine] = {"old": old, "new": det.threshold_, "clips": int(rows.sum()),
                             "flagged": int((det.train_scores_[rows] > det.threshold_).sum())}  # fmt: skip
             if scores is not None:
                 at = scores["machine"] == machine

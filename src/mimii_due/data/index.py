@@ -96,10 +96,9 @@ def _one_naming(table: pd.DataFrame, on_error: str, skipped: list) -> pd.DataFra
         return table
     major = family.value_counts().index[0]
     stray = table[family != major]
-    if major != _FAMILY["own"] and (stray["scheme"] == "own").any():  # misnamed challenge clips: say so, as ever
-        first = stray[stray["scheme"] == "own"]["path"].iloc[0]
-        if on_error == "raise":
-            parse_name(first)  # raises the naming error, with the patterns expected
+    misnamed = stray[stray["scheme"] == "own"]["path"]  # among challenge clips: the naming error, as ever
+    if on_error == "raise" and major != _FAMILY["own"] and len(misnamed):
+        parse_name(misnamed.iloc[0])  # raises it, with the patterns expected
     folder = major if major == _FAMILY["own"] else f"{major} clips"
     why = f"named as {family[stray.index[0]]} clips in a folder of {folder}"
     if on_error == "raise":
