@@ -159,6 +159,53 @@ def test_the_2022_to_2025_metric_against_a_hand_computation(tmp_path):
     assert len((tmp_path / "anomaly_score_ToyCar_section_00_test.csv").read_text().splitlines()) == 8
 
 
+@pytest.mark.parametrize("protocol", ["dcase2020", "dcase2021", "dcase2022"])
+def test_a_section_without_anomalies_counts_false_alarms_and_leaves_the_official_score_undefined(protocol, tmp_path):
+    """New normal recordings before any anomaly was recorded: no AUC there, and no official score
+    (a harmonic mean over the sections that happen to have both labels is not the year's score),
+    but every section's alarms are counted."""
+    rng = np.random.default_rng(0)
+    rows = [{"machine": m, "section": 0, "domain": d, "label": lab, "score": rng.normal()}
+            for m in ("fan", "pump") for d in ("source", "target") for lab in ("normal", "anomaly")
+            for _ in range(6) if not (m == "pump" and lab == "anomaly")]  # fmt: skip
+    df = pd.DataFrame(rows)
+    df["decision"] = df["score"] > 0.5
+    res = evaluate(df, protocol=protocol).set_index(["machine", "domain"])
+    pump, fan = res.loc["pump"], res.loc["fan"]
+    assert pump["AUC"].isna().all() and pump["pAUC"].isna().all()
+    assert set(pump["undefined"]) == {"no anomalous test clips"} and set(fan["undefined"]) == {""}
+    assert fan["AUC"].notna().all() and fan["pAUC"].notna().all()
+    normal = df[df.label == "normal"]
+    for machine, g in res.groupby(level="machine"):  # the counts are the decisions, machine by machine
+        clips = normal[normal.machine == machine]
+        assert g["false_alarms"].sum() == clips["decision"].sum() and g["n_normal"].sum() == len(clips)
+    summ = summarize(res.reset_index())
+    assert np.isnan(summ["official_score"]) and np.isnan(official_score(res.reset_index()))
+    assert summ["undefined"] and all(u.startswith("pump section 00") for u in summ["undefined"])
+    assert summ["alarms"] == {"n_normal": len(normal), "false_alarms": int(normal["decision"].sum()),
+                              "n_anomaly": int((df.label == "anomaly").sum()),
+                              "detected": int(df[df.label == "anomaly"]["decision"].sum())}  # fmt: skip
+    assert summ["machines"]["fan"]["hmean"]["AUC"] == pytest.approx(hmean(fan["AUC"]))  # fan's own are defined
+    write_results(res.reset_index(), summ, tmp_path)  # undefined is null in JSON, which any reader takes
+    import json
+
+    payload = json.loads((tmp_path / "result.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert payload["official_score"] is None
+    assert all(r["AUC"] is None for r in payload["results"] if r["machine"] == "pump")
+    df.loc[(df.machine == "pump") & (df.domain == "target"), "label"] = "anomaly"  # a domain without normal clips
+    res = evaluate(df, protocol=protocol)
+    got = res[res.machine == "pump"].set_index("domain")["undefined"].to_dict()
+    expected = {  # 2020: one group of both labels; 2021: each domain alone; 2022: the source's AUC counts the
+        # section's anomalies (the target's), the target's has no normal clips of its own
+        "dcase2020": {"source": ""},
+        "dcase2021": {"source": "no anomalous test clips", "target": "no normal test clips"},
+        "dcase2022": {"source": "", "target": "no normal test clips"},
+    }[protocol]  # fmt: skip
+    assert got == expected
+    defined = res[(res.machine == "pump")].set_index("domain")["AUC"].notna().to_dict()
+    assert defined == {d: why == "" for d, why in expected.items()}
+
+
 def _test_set(rng, n, shift=1.0):
     """Two machine types, one section, 50-style test sets: n normal and n anomalous clips per domain."""
     rows = [{"machine": m, "section": 0, "domain": d, "label": lab, "decision": False,

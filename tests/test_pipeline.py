@@ -289,16 +289,48 @@ def test_training_one_machine_type_exposes_the_embedding_to_the_others(tiny_data
     assert all(not c.startswith("fan|") for c in det.classes_)
 
 
-def test_run_trains_and_scores_every_detector_before_an_evaluation_that_cannot_be_done(tiny_2023, tmp_path):
-    from mimii_due.errors import MimiiDueError
-    from mimii_due.pipeline import run
-
+def test_run_evaluates_a_test_set_with_a_domain_of_anomalies_only_and_says_what_is_undefined(tiny_2023, tmp_path,
+                                                                                             caplog):  # fmt: skip
+    """Before, the run stopped at the evaluation ("no normal test clips") after training; now the
+    undefined AUC and official score are said, the defined ones given, and the report written."""
     data = tmp_path / "data"
     shutil.copytree(tiny_2023, data)
     for p in (data / "dev_data" / "fan" / "test").glob("*_target_test_normal_*.wav"):
         p.unlink()  # fan's target domain keeps only anomalies: its AUC is undefined
-    with pytest.raises(MimiiDueError, match="fan section 00 target: no normal test clips"):
-        run(tmp_path / "out", data, detectors=["twfr_gmm", "gaussian"])
-    for det in ("twfr_gmm", "gaussian"):  # nothing lost: both models and both score tables are there
-        scores = pd.read_csv(tmp_path / "out" / det / "results" / "scores.csv")
-        assert set(scores["machine"]) == {"fan", "valve"} and scores["score"].notna().all()
+    with caplog.at_level("WARNING"):
+        r = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / "out"), "--detectors", "twfr_gmm,gaussian"])
+    assert r.exit_code == 0, r.output
+    assert "twfr_gmm: official score undefined" in r.output and "gaussian: official score undefined" in r.output
+    assert "fan section 00 target: no normal test clips" in caplog.text
+    for det in ("twfr_gmm", "gaussian"):
+        result = json.loads((tmp_path / "out" / det / "results" / "result.json").read_text())
+        rows = {(x["machine"], x["domain"]): x for x in result["results"]}
+        assert rows[("fan", "target")]["AUC"] is None and rows[("fan", "target")]["n_normal"] == 0
+        assert all(x["AUC"] is not None for k, x in rows.items() if k != ("fan", "target"))
+        assert result["official_score"] is None
+        assert result["undefined"] == ["fan section 00 target: no normal test clips"]
+    assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_new_normal_recordings_alone_give_the_false_alarm_rate(real_data, tmp_path):
+    """A maintenance engineer who has recorded no anomaly yet: 60 real normal recordings to train on and 15
+    new ones to test. The run says how many of the new ones raised an alarm, as the decisions in scores.csv
+    do, and that no AUC can be computed; the report shows the alarms."""
+    data = tmp_path / "recordings" / "pump"
+    for i, src in enumerate(sorted((real_data / "train").glob("*.wav"))):
+        dest = data / "train" / f"day {i}.wav" if i < 60 else data / "test" / "normal" / f"new {i}.wav"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.symlink_to(src)
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", str(tmp_path / "recordings"), "--out", str(out), "--detectors", "gaussian"])
+    assert r.exit_code == 0, r.output
+    scores = pd.read_csv(out / "gaussian" / "results" / "scores.csv")
+    k = int(scores["decision"].sum())
+    assert len(scores) == 15 and set(scores.label) == {"normal"}
+    assert f"gaussian: flagged {k} of 15 normal test clips ({k / 15:.1%}), no anomalous test clips" in r.output
+    assert "gaussian: official score undefined" in r.output
+    result = json.loads((out / "gaussian" / "results" / "result.json").read_text())
+    assert result["alarms"] == {"n_normal": 15, "false_alarms": k, "n_anomaly": 0, "detected": 0}
+    page = (out / "report.html").read_text()
+    assert "Alarms on the test clips" in page and f"{k} of 15 ({k / 15:.1%})" in page
+    assert "pump section 00 source: no anomalous test clips" in page

@@ -426,15 +426,16 @@ def evaluate(
     same clips, each one's difference from the first with its paired bootstrap sd. Given a folder
     of official score files (a submission, a baseline's output), it evaluates those."""
     from mimii_due import pipeline
-    from mimii_due.report.tables import results_table
+    from mimii_due.report.tables import official_text, results_table
 
     rows = pipeline.compare(runs, ground_truth=ground_truth, protocol=protocol, bootstrap=bootstrap)
     stdout.print(results_table({r["name"]: r["results"] for r in rows}))
     for r in rows:
         s = r["summary"]
-        luck = f" (bootstrap sd {s['bootstrap_sd']:.4f} over {bootstrap} test sets)" if bootstrap else ""
+        luck = f" (bootstrap sd {s['bootstrap_sd']:.4f} over {bootstrap} test sets)" if "bootstrap_sd" in s else ""
         who = f"{r['name']}: " if len(rows) > 1 else ""
-        line = f"{who}official score ({s['protocol']}) {s['official_score']:.4f}{luck}"
+        stdout.print(f"{who}{_alarm_line(s['alarms'])}", markup=False)
+        line = f"{who}official score ({s['protocol']}) {official_text(s['official_score'], 4)}{luck}"
         if "versus_first" in r:
             line += (f"; minus {rows[0]['name']}: {r['versus_first']:+.4f} (paired bootstrap sd "
                      f"{r['versus_first_sd']:.4f})")  # fmt: skip
@@ -442,6 +443,16 @@ def evaluate(
     if not all(r.get("same_clips", True) for r in rows):  # side by side, yet not on the same test clips
         console.print(f"[yellow]warning[/yellow] not all were evaluated on the test clips of {rows[0]['name']} (their "
                       "names, labels or year differ), so the table is not a comparison on the same clips")  # fmt: skip
+
+
+def _alarm_line(alarms: dict) -> str:
+    """How often the thresholds flagged the test clips: false alarms on the normal ones and
+    detections of the anomalous ones (what an engineer sees of a detector in use)."""
+    def share(k: int, n: int, what: str) -> str:
+        return f"{k} of {n} {what} ({k / n:.1%})" if n else f"no {what}"
+
+    return (f"flagged {share(alarms['false_alarms'], alarms['n_normal'], 'normal test clips')}, "
+            f"{share(alarms['detected'], alarms['n_anomaly'], 'anomalous test clips')}")  # fmt: skip
 
 
 @app.command()
@@ -541,7 +552,7 @@ def run(
 ) -> None:
     """The whole pipeline: (generate) -> train -> test -> evaluate -> Table-4-style result."""
     from mimii_due import pipeline
-    from mimii_due.report.tables import results_table
+    from mimii_due.report.tables import official_text, results_table
 
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         done = pipeline.run(
@@ -551,10 +562,12 @@ def run(
             on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar), engine=eng,
         )  # fmt: skip
     stdout.print(results_table(done["results"]))
-    from mimii_due.evaluation.metrics import official_score
+    from mimii_due.evaluation.metrics import summarize
 
     for name, res in done["results"].items():
-        stdout.print(f"{name}: official score {official_score(res):.3f} ({res['protocol'].iloc[0]})")
+        s = summarize(res)
+        stdout.print(f"{name}: {_alarm_line(s['alarms'])}", markup=False)
+        stdout.print(f"{name}: official score {official_text(s['official_score'])} ({s['protocol']})", markup=False)
     stdout.print(f"runs in {out}; wall time {done['seconds']:.0f} s")
     stdout.print(f"report: {done['report']} (open it in a browser)")
 

@@ -402,7 +402,7 @@ def compare(
         same = (summary["protocol"] == first["summary"]["protocol"]
                 and clips[cols].astype(str).equals(first["clips"][cols].astype(str)))  # fmt: skip
         rows[-1]["same_clips"] = same
-        if same and bootstrap:
+        if same and bootstrap and not (summary["undefined"] or first["summary"]["undefined"]):
             rows[-1]["versus_first"] = summary["official_score"] - first["summary"]["official_score"]
             rows[-1]["versus_first_sd"] = bootstrap_sd(clips, versus=first["clips"], protocol=summary["protocol"],
                                                        n=bootstrap, max_fpr=max_fpr)  # fmt: skip
@@ -465,7 +465,11 @@ def _metrics(scores: pd.DataFrame, protocol: str, ground_truth, max_fpr: float, 
                             "domain's AUC out", machine, section, domain)  # fmt: skip
     results = compute_metrics(labelled, protocol=protocol, max_fpr=max_fpr)
     summary = summarize(results)
-    if bootstrap:
+    for why in summary["undefined"]:  # e.g. new normal recordings before any anomaly was recorded
+        log.warning("%s, so its AUC is undefined (its alarms are still counted) and so is the official score", why)
+    if bootstrap and summary["undefined"]:
+        log.warning("no bootstrap: the official score is undefined")
+    elif bootstrap:
         sd = bootstrap_sd(labelled.reset_index(drop=True), protocol=protocol, n=bootstrap, max_fpr=max_fpr)
         summary |= {"bootstrap_sd": sd, "bootstrap_draws": bootstrap}
     return results, summary, labelled

@@ -33,6 +33,7 @@ from mimii_due import __version__, atomic
 from mimii_due.detectors.base import Detector
 from mimii_due.errors import ModelError, StorageError
 from mimii_due.evaluation.files import write_results, write_score_files
+from mimii_due.evaluation.metrics import results_frame
 
 LOCK = ".mimii-due.lock"
 
@@ -204,4 +205,4 @@ class Run:
                                ("scores", "results"))  # fmt: skip
         if payload.get("scores") != stamp["scores"]:
             raise ModelError("result.json was computed from other scores; run `mimii-due evaluate` again", self.path)
-        return pd.DataFrame(payload["results"]), payload
+        return results_frame(payload["results"]), payload

@@ -27,7 +27,7 @@ import pandas as pd
 from mimii_due import atomic
 from mimii_due.data.naming import DOMAINS
 from mimii_due.errors import MimiiDueError
-from mimii_due.evaluation.metrics import METRICS
+from mimii_due.evaluation.metrics import METRICS, results_frame
 
 _GT = re.compile(
     r"ground_truth_(?P<machine>.+?)_(?:section|id)_(?P<section>\d{2})(?:_(?P<domain>source|target))?(?:_test)?\.csv$"
@@ -195,7 +195,7 @@ def read_file_results(directory: str | Path) -> tuple[pd.DataFrame, dict, pd.Dat
     if not isinstance(payload, dict) or payload.get("scores") != _files_digest(directory):
         raise MimiiDueError("result.json was computed from other score files; run `mimii-due evaluate` again",
                             directory)  # fmt: skip
-    return pd.DataFrame(payload["results"]), payload, scores
+    return results_frame(payload["results"]), payload, scores
 
 
 def read_ground_truth(path: str | Path) -> pd.DataFrame:
@@ -270,7 +270,17 @@ def write_results(results: pd.DataFrame, summary: dict, directory: str | Path) -
     rows = _result_rows_2022(results, summary) if protocol == "dcase2022" else _result_rows(results, summary, protocol)
     atomic.write_text(Path(directory) / "result.csv", _rows_csv(rows))
     payload = {"results": results.to_dict(orient="records"), **summary}
-    atomic.write_text(Path(directory) / "result.json", json.dumps(payload, indent=1))
+    atomic.write_text(Path(directory) / "result.json", json.dumps(_no_nan(payload), indent=1))
+
+
+def _no_nan(value):
+    """``value`` with every NaN (an undefined AUC or score) as None: null in JSON, which every
+    reader takes (Python's ``NaN`` is not JSON)."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return None if isinstance(value, float) and value != value else value
 
 
 def _result_rows(results: pd.DataFrame, summary: dict, protocol: str) -> list[list]:

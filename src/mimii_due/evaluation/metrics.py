@@ -14,6 +14,13 @@ the section's pAUC; for ``dcase2020`` the domain is ``source``), with a ``protoc
 official score is the harmonic mean of every AUC and pAUC that the year's evaluator counts
 (``dcase2022``: each section's source AUC, target AUC and pAUC, the pAUC once).
 
+Each row also counts the alarms: ``false_alarms`` (normal clips decided anomalous, of
+``n_normal``) and ``detected`` (anomalous clips decided anomalous, of ``n_anomaly``). Where a
+group lacks normal or anomalous clips (an engineer's test folder of new normal recordings, before
+any anomaly was recorded), its AUC and pAUC are undefined (NaN), the row says why (``undefined``),
+the alarms are still counted, and the official score is undefined (NaN): a harmonic mean over
+the sections that happen to have both would not be the year's score.
+
 :func:`bootstrap_sd` says how much of an official score is the luck of the test clips: its
 standard deviation over test sets drawn with replacement from the one at hand.
 """
@@ -65,9 +72,19 @@ def hmean(values) -> float:
     return float(scipy.stats.hmean(np.maximum(v, np.finfo(float).eps)))
 
 
-def _both_labels(y: np.ndarray, what: str) -> None:
-    if y.min() == y.max():
-        raise MimiiDueError(f"{what}: needs normal and anomalous clips to compute an AUC")
+def _missing(y: np.ndarray) -> str:
+    """Why an AUC over labels ``y`` is undefined ("" where it is defined)."""
+    if not (y == 0).any():
+        return "no normal test clips"
+    return "" if (y == 1).any() else "no anomalous test clips"
+
+
+def _areas(y: np.ndarray, s: np.ndarray, max_fpr: float) -> tuple[float, float, str]:
+    """AUC, pAUC and "" where ``y`` holds both labels; NaN, NaN and the reason where not."""
+    why = _missing(y)
+    if why:
+        return float("nan"), float("nan"), why
+    return auc(y, s), pauc(y, s, max_fpr=max_fpr), ""
 
 
 def evaluate(scores: pd.DataFrame, *, protocol: str = "dcase2021", max_fpr: float = MAX_FPR) -> pd.DataFrame:
@@ -81,42 +98,57 @@ def evaluate(scores: pd.DataFrame, *, protocol: str = "dcase2021", max_fpr: floa
     rows = []
     for (machine, section), sec in scores.groupby(["machine", "section"], sort=True):
         y_all = (sec["label"] == "anomaly").to_numpy().astype(int)
-        s_all = sec["score"].to_numpy()
-        what = f"{machine} section {int(section):02d}"
+        s_all, d_all = sec["score"].to_numpy(), sec["decision"].to_numpy().astype(bool)
+        row = {"machine": machine, "section": int(section), "protocol": protocol}
         if protocol == "dcase2020":
-            _both_labels(y_all, what)
-            p, r, f = prf(y_all, sec["decision"].to_numpy())
-            rows.append(_row(machine, section, "source", auc(y_all, s_all), pauc(y_all, s_all, max_fpr=max_fpr),
-                             (p, r, f), y_all, protocol))  # fmt: skip
+            a, pa, why = _areas(y_all, s_all, max_fpr)
+            rows.append(row | {"domain": "source"} | _values(a, pa, y_all, d_all, why))
             continue
-        section_pauc = None
         if protocol == "dcase2022":
-            _both_labels(y_all, what)
-            section_pauc = pauc(y_all, s_all, max_fpr=max_fpr)
+            section_pauc = _areas(y_all, s_all, max_fpr)[1]
         for domain in ("source", "target"):
             in_domain = (sec["domain"] == domain).to_numpy()
             if not in_domain.any():
                 continue
-            y, s = y_all[in_domain], s_all[in_domain]
+            y = y_all[in_domain]
             if protocol == "dcase2021":
-                _both_labels(y, f"{what} {domain}")
-                a, pa = auc(y, s), pauc(y, s, max_fpr=max_fpr)
+                a, pa, why = _areas(y, s_all[in_domain], max_fpr)
             else:  # this domain's normal clips against every anomalous clip of the section
                 keep = in_domain | (y_all == 1)
-                if not ((y_all == 0) & in_domain).any():
-                    raise MimiiDueError(f"{what} {domain}: no normal test clips, so its AUC is undefined (the "
-                                        "2022-2026 metric needs normal clips in every domain and anomalous ones)")
-                a, pa = auc(y_all[keep], s_all[keep]), section_pauc
-            rows.append(_row(machine, section, domain, a, pa, prf(y, sec["decision"].to_numpy()[in_domain]), y,
-                             protocol))  # fmt: skip
-    return pd.DataFrame(rows)
+                a, _, why = _areas(y_all[keep], s_all[keep], max_fpr)
+                pa = section_pauc
+                why = why or ("" if np.isfinite(pa) else _missing(y_all))
+            rows.append(row | {"domain": domain} | _values(a, pa, y, d_all[in_domain], why))
+    columns = ["machine", "section", "domain", *METRICS, "n_normal", "n_anomaly", "false_alarms", "detected",
+               "undefined", "protocol"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
 
 
-def _row(machine, section, domain, a, pa, prf_values, y, protocol) -> dict:
-    p, r, f = prf_values
-    return {"machine": machine, "section": int(section), "domain": domain, "AUC": a, "pAUC": pa, "precision": p,
-            "recall": r, "F1": f, "n_normal": int((y == 0).sum()), "n_anomaly": int(y.sum()),
-            "protocol": protocol}  # fmt: skip
+def _values(a: float, pa: float, y: np.ndarray, decisions: np.ndarray, why: str) -> dict:
+    """One row's metrics: the areas, precision, recall and F1 of the decisions, the alarm counts."""
+    p, r, f = prf(y, decisions)
+    return {"AUC": a, "pAUC": pa, "precision": p, "recall": r, "F1": f, "n_normal": int((y == 0).sum()),
+            "n_anomaly": int(y.sum()), "false_alarms": int((decisions & (y == 0)).sum()),
+            "detected": int((decisions & (y == 1)).sum()), "undefined": why}  # fmt: skip
+
+
+def undefined(results: pd.DataFrame) -> list[str]:
+    """Why the official score of ``results`` is undefined: one line per row whose AUC or pAUC is
+    (empty where every area is defined)."""
+    if "undefined" not in results:
+        return []
+    rows = results[results["undefined"].fillna("").astype(str) != ""]
+    return [f"{r.machine} section {int(r.section):02d} {r.domain}: {r.undefined}" for r in rows.itertuples()]
+
+
+def results_frame(records: list[dict]) -> pd.DataFrame:
+    """Results read back from ``result.json`` (undefined areas are written as null): the metric
+    columns as floats again."""
+    results = pd.DataFrame(records)
+    for m in METRICS:
+        if m in results:
+            results[m] = pd.to_numeric(results[m], errors="coerce").astype(float)
+    return results
 
 
 def official_score(results: pd.DataFrame) -> float:
@@ -125,24 +157,31 @@ def official_score(results: pd.DataFrame) -> float:
     paucs = results["pAUC"]
     if protocol == "dcase2022":  # one pAUC per section, not one per domain row
         paucs = results.drop_duplicates(["machine", "section"])["pAUC"]
-    return hmean(np.concatenate([results["AUC"].to_numpy(), paucs.to_numpy()]))
+    values = np.concatenate([results["AUC"].to_numpy(np.float64), paucs.to_numpy(np.float64)])
+    if not np.isfinite(values).all():  # a section without both labels (:func:`undefined` says which)
+        return float("nan")
+    return hmean(values)
 
 
 def summarize(results: pd.DataFrame) -> dict:
     """Arithmetic and harmonic means per machine, per domain and overall, and the official score.
 
     Returns ``{"machines": {machine: {"amean": {...}, "hmean": {...}}}, "domains": {...},
-    "overall": {...}, "official_score": float, "protocol": str}``.
+    "overall": {...}, "official_score": float (NaN where undefined), "undefined": [why, ...],
+    "alarms": {"n_normal", "false_alarms", "n_anomaly", "detected"}, "protocol": str}``.
     """
 
     def means(df):
         return {"amean": {m: float(df[m].mean()) for m in METRICS}, "hmean": {m: hmean(df[m]) for m in METRICS}}
 
+    counts = ("n_normal", "false_alarms", "n_anomaly", "detected")
     return {
         "machines": {m: means(g) for m, g in results.groupby("machine")},
         "domains": {d: means(g) for d, g in results.groupby("domain")},
         "overall": means(results),
         "official_score": official_score(results),
+        "undefined": undefined(results),
+        "alarms": {c: int(results[c].sum()) for c in counts if c in results},
         "protocol": str(results["protocol"].iloc[0]) if "protocol" in results and len(results) else "dcase2021",
     }
 

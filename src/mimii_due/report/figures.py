@@ -157,7 +157,10 @@ def roc_curves(scores: pd.DataFrame, path: str | Path) -> Path:
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
         ax.axvspan(0, 0.1, color="grey", alpha=0.1)  # the pAUC range
         ax.set(title=_title(machine), xlabel="False positive rate", ylabel="True positive rate")
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+        else:  # new normal recordings only, say: nothing to draw a curve of
+            ax.text(0.5, 0.5, "no curve: needs normal and\nanomalous test clips", ha="center", va="center", fontsize=8)
     return _save(fig, path)
 
 

@@ -18,7 +18,7 @@ from mimii_due.data.index import index
 from mimii_due.errors import ConfigError, StorageError
 from mimii_due.evaluation.files import read_file_results, score_files
 from mimii_due.report import figures
-from mimii_due.report.tables import results_markdown, table4
+from mimii_due.report.tables import alarms, official_text, results_markdown, table4
 from mimii_due.runs import Run
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _wide_html(wide: pd.DataFrame) -> str:
     h = pd.DataFrame(
         [{f"{n} {m} {d}": wide.attrs["hmean"][n][(m, d)] for n, m, d in wide.columns}], index=["harmonic mean"]
     )
-    return pd.concat([df, h]).to_html(float_format=lambda v: f"{v:.3f}", border=0)
+    return pd.concat([df, h]).to_html(float_format=lambda v: f"{v:.3f}", na_rep="-", border=0)
 
 
 def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | None = None, seed: int = 0) -> Path:
@@ -104,9 +104,12 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         "<h2>Results (Table 4 style: AUC and pAUC per machine type, section and domain)</h2>",
         _wide_html(wide),
         "<p>Official score (the year's evaluator: harmonic mean of its AUCs and pAUCs): "
-        + ", ".join(f"<b>{html.escape(n)}</b> {v:.4f}" for n, v in wide.attrs["official"].items())
+        + ", ".join(f"<b>{html.escape(n)}</b> {official_text(v, 4)}" for n, v in wide.attrs["official"].items())
         + "</p>",
     ]
+    undefined = [f"{i['name']}: {why}" for i in infos for why in i["summary"].get("undefined", [])]
+    if undefined:  # e.g. a test folder of new normal recordings: the alarms below still say how it does
+        parts.append("<p>Undefined AUC (a section without both labels): " + html.escape("; ".join(undefined)) + "</p>")
     md = ["# mimii-due report", "", results_markdown({i["name"]: i["results"] for i in infos}), ""]
     tested = dict.fromkeys(i["tested_on"] for i in infos if i["tested_on"])  # score files do not say
     if len(tested) > 1:  # side by side, yet not on the same clips: say so where the figures are
@@ -155,6 +158,13 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
                 figures.score_histograms(info["scores"], files / f"{tag}_scores.png"),
             ),
         ]
+        counted = alarms(info["results"])
+        if counted is not None:
+            parts += ["<h3>Alarms on the test clips</h3>", counted.to_html(border=0)]
+            md += ["### Alarms on the test clips", "", "| machine type | " + " | ".join(counted.columns) + " |",
+                   "|---" * (1 + len(counted.columns)) + "|"]  # fmt: skip
+            md += ["| " + " | ".join([m, *r]) + " |" for m, r in zip(counted.index, counted.to_numpy(), strict=True)]
+            md.append("")
         loss = figures.loss_curves(info["histories"], files / f"{tag}_loss.png")
         if loss:
             figs.append(("Training and validation loss", loss))

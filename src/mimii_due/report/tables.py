@@ -3,6 +3,7 @@ several detectors side by side."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
@@ -15,7 +16,7 @@ def table4(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     harmonic means over sections (per domain) and the official score in ``attrs``."""
     frames = []
     for name, res in runs.items():
-        p = res.pivot_table(index=["machine", "section"], columns="domain", values=["AUC", "pAUC"])
+        p = res.set_index(["machine", "section", "domain"])[["AUC", "pAUC"]].astype(float).unstack("domain")
         p.columns = pd.MultiIndex.from_tuples([(name, m, d) for m, d in p.columns])
         frames.append(p)
     wide = pd.concat(frames, axis=1).sort_index()
@@ -31,6 +32,17 @@ def _cols(wide: pd.DataFrame) -> list[tuple[str, str, str]]:
     return list(wide.columns)
 
 
+def number(v: float, digits: int = 3) -> str:
+    """A metric as the tables show it; an undefined one (NaN: a section without anomalous or
+    without normal test clips) as a dash."""
+    return f"{v:.{digits}f}" if np.isfinite(v) else "-"
+
+
+def official_text(v: float, digits: int = 3) -> str:
+    """An official score, or "undefined" where a section lacks anomalous or normal test clips."""
+    return number(v, digits) if np.isfinite(v) else "undefined"
+
+
 def results_table(runs: dict[str, pd.DataFrame], title: str = "AUC / pAUC (Table 4 style)") -> Table:
     """A rich table for the terminal."""
     wide = table4(runs)
@@ -40,15 +52,33 @@ def results_table(runs: dict[str, pd.DataFrame], title: str = "AUC / pAUC (Table
     for name, metric, domain in _cols(wide):
         t.add_column(f"{name}\n{metric}\n{domain}", justify="right", no_wrap=True, min_width=len(domain))
     for (machine, section), row in wide.iterrows():
-        t.add_row(MACHINE_TITLES.get(machine, machine), f"{section:02d}", *(f"{v:.3f}" for v in row.to_numpy()))
+        t.add_row(MACHINE_TITLES.get(machine, machine), f"{section:02d}", *(number(v) for v in row.to_numpy()))
     t.add_section()
-    t.add_row("harmonic mean", "", *(f"{wide.attrs['hmean'][n][(m, d)]:.3f}" for n, m, d in _cols(wide)))
+    t.add_row("harmonic mean", "", *(number(wide.attrs["hmean"][n][(m, d)]) for n, m, d in _cols(wide)))
     t.add_row(
         "official score",
         "",
-        *(f"{wide.attrs['official'][n]:.3f}" if (m, d) == ("AUC", "source") else "" for n, m, d in _cols(wide)),
+        *(official_text(wide.attrs["official"][n]) if (m, d) == ("AUC", "source") else "" for n, m, d in _cols(wide)),
     )
     return t
+
+
+def alarms(results: pd.DataFrame) -> pd.DataFrame | None:
+    """Per machine type, how many normal test clips the thresholds flagged (false alarms) and how
+    many anomalous ones (detections), as "k of n (rate)"; None for results evaluated before the
+    counts were kept."""
+    if "false_alarms" not in results:
+        return None
+    g = results.groupby("machine")[["n_normal", "false_alarms", "n_anomaly", "detected"]].sum()
+
+    def share(k, n):
+        return f"{k} of {n} ({k / n:.1%})" if n else "no clips"
+
+    return pd.DataFrame(
+        {"normal clips flagged (false alarms)": [share(r.false_alarms, r.n_normal) for r in g.itertuples()],
+         "anomalous clips flagged (detected)": [share(r.detected, r.n_anomaly) for r in g.itertuples()]},
+        index=[MACHINE_TITLES.get(m, m) for m in g.index],
+    )  # fmt: skip
 
 
 def results_markdown(runs: dict[str, pd.DataFrame]) -> str:
@@ -60,16 +90,16 @@ def results_markdown(runs: dict[str, pd.DataFrame]) -> str:
         lines.append(
             "| "
             + " | ".join(
-                [MACHINE_TITLES.get(machine, machine), f"{section:02d}"] + [f"{v:.3f}" for v in row.to_numpy()]
+                [MACHINE_TITLES.get(machine, machine), f"{section:02d}"] + [number(v) for v in row.to_numpy()]
             )
             + " |"
         )
     lines.append(
-        "| harmonic mean | | " + " | ".join(f"{wide.attrs['hmean'][n][(m, d)]:.3f}" for n, m, d in _cols(wide)) + " |"
+        "| harmonic mean | | " + " | ".join(number(wide.attrs["hmean"][n][(m, d)]) for n, m, d in _cols(wide)) + " |"
     )
     lines.append("")
     lines.append(
         "Official score (harmonic mean of all AUC and pAUC): "
-        + ", ".join(f"{n} {v:.3f}" for n, v in wide.attrs["official"].items())
+        + ", ".join(f"{n} {official_text(v)}" for n, v in wide.attrs["official"].items())
     )
     return "\n".join(lines)
