@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from mimii_due.cli import app as cli
 from mimii_due.data.index import index
-from mimii_due.errors import MimiiDueError
+from mimii_due.errors import ConfigError, MimiiDueError
 from mimii_due.scoring import ModelSet
 from mimii_due.serve.app import create_app
 from mimii_due.serve.record import Record
@@ -550,6 +550,53 @@ def test_watch_on_anomaly_runs_a_command_for_each_anomaly_and_goes_on_when_it_fa
     for command, words in (("no-such-program-here --x", "not found"), ("", "empty"), ("'unclosed", "cannot be split")):
         r = runner.invoke(cli, [*args, "--on-anomaly", command])
         assert r.exit_code == 1 and words in r.output, r.output
+
+
+def test_an_alarm_after_k_of_n_anomalous_clips_is_raised_once_and_again_after_it_cleared(tmp_path, monkeypatch,
+                                                                                        caplog):  # fmt: skip
+    """--alarm-after 2/3: a machine's alarm is raised when 2 of its last 3 clips are anomalous, the command
+    runs once then, and again only after the alarm cleared; another machine's lone anomalies raise none."""
+    from mimii_due.scoring import Decision
+    from mimii_due.serve.alarm import AlarmCommand
+
+    monkeypatch.setenv("ALARMS", str(tmp_path / "alarms.txt"))
+    script = ("import json, os, sys; d = json.load(sys.stdin); open(os.environ['ALARMS'], 'a').write("
+              "json.dumps([d['filename'], d['recent_anomalies'], d['recent_clips'], os.environ['MIMII_DUE_RECENT']])"
+              " + '\\n')")  # fmt: skip
+    alarm = AlarmCommand(shlex.join([sys.executable, "-c", script]), after=(2, 3))
+    valve = "ANAAANNNAA"  # windows of 3: raised at clip 3 (A N A), cleared at clip 7 (A N N), raised at clip 10
+    pump = "ANNANNA"  # never 2 of its last 3
+
+    def decide(machine, i, flag):
+        anomalous = flag == "A"
+        return Decision(f"{machine}{i}.wav", machine, 0, None, float(anomalous), 0.5, anomalous, "gaussian", "v", "0")
+
+    with caplog.at_level("WARNING"):
+        for i in range(max(len(valve), len(pump))):  # interleaved, as a service sees several machines
+            for machine, flags in (("valve", valve), ("pump", pump)):
+                if i < len(flags):
+                    alarm(decide(machine, i + 1, flags[i]))
+        alarm.close()
+    got = [json.loads(line) for line in (tmp_path / "alarms.txt").read_text().splitlines()]
+    assert got == [["valve3.wav", 2, 3, "2/3"], ["valve10.wav", 2, 3, "2/3"]]
+    assert alarm.sent == 2 and alarm.failed == 0
+    assert "alarm of valve section 00 cleared: 1 of its last 3 clips anomalous" in caplog.text
+    for bad in ((0, 3), (4, 3), (1, 1001), (2.0, 3)):
+        with pytest.raises(ConfigError, match="K of the last N"):
+            AlarmCommand(shlex.join([sys.executable, "-c", "pass"]), after=bad)
+
+
+def test_watch_alarm_after_is_checked_before_the_watch_starts(run, tmp_path):
+    (tmp_path / "in").mkdir()
+    args = ["watch", str(run), str(tmp_path / "in"), "--max-seconds", "1", "--db", str(tmp_path / "d.sqlite")]
+    command = shlex.join([sys.executable, "-c", "pass"])
+    for extra, words in ((["--alarm-after", "3/5"], "give that command too"),
+                         (["--on-anomaly", command, "--alarm-after", "3-5"], "takes K/N"),
+                         (["--on-anomaly", command, "--alarm-after", "6/5"], "1 <= K <= N")):  # fmt: skip
+        r = runner.invoke(cli, [*args, *extra])
+        assert r.exit_code == 1 and words in r.output and "watching" not in r.output, r.output
+    r = runner.invoke(cli, [*args, "--on-anomaly", command, "--alarm-after", "3/5"])
+    assert r.exit_code == 0 and "0 clip(s) scored; 0 alarm(s) sent, 0 failed" in r.output, r.output
 
 
 def test_the_service_runs_the_alarm_command_for_each_anomaly_it_answers(run, clips, tmp_path, monkeypatch):

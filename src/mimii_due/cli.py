@@ -642,6 +642,19 @@ def score(
 
 ON_ANOMALY_HELP = ("Run this command for each anomaly: the decision as JSON on its stdin, MIMII_DUE_FILE, _MACHINE, "
                    "_SECTION, _SCORE, _THRESHOLD set.")
+ALARM_AFTER_HELP = ("K/N, e.g. 3/5: run the --on-anomaly command once a machine type and section has K anomalous "
+                    "clips among its last N, and again only after that has cleared (default: for every anomaly).")
+
+
+def _alarm(on_anomaly: str | None, alarm_after: str | None):
+    """The user's alarm command, or None; --alarm-after without --on-anomaly is refused."""
+    from mimii_due.serve.alarm import AlarmCommand, parse_after
+
+    if on_anomaly is None:
+        if alarm_after is not None:
+            raise ConfigError("--alarm-after says when to run the --on-anomaly command: give that command too")
+        return None
+    return AlarmCommand(on_anomaly, after=parse_after(alarm_after) if alarm_after is not None else None)
 
 
 def _token(token: str | None) -> str | None:
@@ -661,6 +674,7 @@ def serve(
     max_mb: float = typer.Option(16.0, "--max-mb", help="Largest upload accepted, in MB."),
     threads: int = typer.Option(1, help="torch threads for scoring."),
     on_anomaly: str = typer.Option(None, "--on-anomaly", help=ON_ANOMALY_HELP),
+    alarm_after: str = typer.Option(None, "--alarm-after", help=ALARM_AFTER_HELP),
 ) -> None:
     """An HTTP scoring service with a dashboard at / and Prometheus metrics at /metrics; with
     --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""
@@ -670,7 +684,7 @@ def serve(
         console.print(f"serving {run} on {url} (dashboard), POST /v1/score; Ctrl-C stops")
 
     _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio,
-           max_bytes=int(max_mb * 1024 * 1024), threads=threads, on_anomaly=on_anomaly,
+           max_bytes=int(max_mb * 1024 * 1024), threads=threads, alarm=_alarm(on_anomaly, alarm_after),
            announce=announce)  # fmt: skip
 
 
@@ -684,15 +698,15 @@ def watch(
     settle: float = typer.Option(1.0, help="Seconds a file must stay unchanged before it is scored."),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Stop after this long (default: run until Ctrl-C)."),
     on_anomaly: str = typer.Option(None, "--on-anomaly", help=ON_ANOMALY_HELP),
+    alarm_after: str = typer.Option(None, "--alarm-after", help=ALARM_AFTER_HELP),
 ) -> None:
     """Score every WAV already in FOLDER and every new one, recording each decision; with
     --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""
     from mimii_due.scoring import ModelSet
-    from mimii_due.serve.alarm import AlarmCommand
     from mimii_due.serve.record import Record, default_path
     from mimii_due.serve.watch import Watcher
 
-    alarm = AlarmCommand(on_anomaly) if on_anomaly is not None else None
+    alarm = _alarm(on_anomaly, alarm_after)
 
     def show(d, path: str) -> None:
         tag = "[red]ANOMALY[/red]" if d.decision else "normal"

@@ -6,6 +6,15 @@ decision as JSON on its standard input and as ``MIMII_DUE_*`` environment variab
 message, a stack light. Commands run one at a time in a thread of their own, each within
 ``timeout`` seconds, so scoring never waits for them; one that fails or hangs is reported, and the
 watch or the service goes on.
+
+**K of N** (``after=(k, n)``, ``--alarm-after 3/5``): each anomalous clip is not yet an alarm that
+people can trust. At the usual false-alarm rate of 0.10 per clip, a recorder that sends a clip
+every 10 seconds raises one for about every 100 seconds of normal running; the chance that 3 of
+5 independent normal clips are flagged is 0.0086 (the binomial tail). With ``after``, a machine
+type and section's alarm is raised when at least ``k`` of its last ``n`` clips are anomalous: the
+command runs once then, and again only after the alarm has cleared (fewer than ``k`` of the last
+``n``; said in the log). The count starts with the watch or the service. Without it, every
+anomalous clip runs the command.
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ import os
 import shlex
 import shutil
 import subprocess
+import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from mimii_due.errors import ConfigError
@@ -24,8 +35,16 @@ from mimii_due.scoring import Decision
 log = logging.getLogger(__name__)
 
 
+def parse_after(text: str) -> tuple[int, int]:
+    """``"3/5"`` -> ``(3, 5)``: raise the alarm when 3 of the last 5 clips are anomalous."""
+    k, slash, n = text.partition("/")
+    if not (slash and k.strip().isdigit() and n.strip().isdigit()):
+        raise ConfigError(f"--alarm-after takes K/N, e.g. 3/5 (3 anomalous clips of the last 5), not {text!r}")
+    return int(k), int(n)
+
+
 class AlarmCommand:
-    def __init__(self, command: str, *, timeout: float = 30.0):
+    def __init__(self, command: str, *, timeout: float = 30.0, after: tuple[int, int] | None = None):
         try:
             argv = shlex.split(command)
         except ValueError as e:  # an unclosed quote
@@ -36,20 +55,45 @@ class AlarmCommand:
             raise ConfigError(f"the alarm command's program {argv[0]!r} is not found (not on PATH, or not executable)")
         if not timeout > 0:
             raise ConfigError(f"the alarm command's timeout must be a positive number of seconds, not {timeout!r}")
-        self.argv, self.timeout = argv, timeout
+        if after is not None and not (isinstance(after, tuple) and len(after) == 2
+                                      and all(isinstance(x, int) for x in after) and 1 <= after[0] <= after[1] <= 1000):
+            raise ConfigError(f"the alarm needs K of the last N clips with 1 <= K <= N <= 1000, not {after!r}")
+        self.argv, self.timeout, self.after = argv, timeout, after
         self.sent = self.failed = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mimii-due-alarm")
+        self._recent: dict[tuple[str, int], deque] = {}  # per machine type and section: the last n decisions
+        self._raised: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()  # the service decides in several threads
 
     def __call__(self, d: Decision, path: str | None = None) -> None:
-        """Sound the alarm for ``d`` if it is an anomaly (returns at once)."""
-        if d.decision:
-            self._pool.submit(self._run, d, path)
+        """Count ``d`` and sound the alarm if it calls for one (returns at once)."""
+        if self.after is None:
+            if d.decision:
+                self._pool.submit(self._run, d, path, None)
+            return
+        k, n = self.after
+        key = (d.machine, d.section)
+        with self._lock:
+            window = self._recent.setdefault(key, deque(maxlen=n))
+            window.append(bool(d.decision))
+            count, was = sum(window), key in self._raised
+            if count >= k and not was:
+                self._raised.add(key)
+                self._pool.submit(self._run, d, path, (count, len(window)))
+            elif count < k and was:
+                self._raised.discard(key)
+                log.warning("alarm of %s section %02d cleared: %d of its last %d clips anomalous", d.machine,
+                            d.section, count, len(window))  # fmt: skip
 
-    def _run(self, d: Decision, path: str | None) -> None:
+    def _run(self, d: Decision, path: str | None, recent: tuple[int, int] | None) -> None:
         env = os.environ | {"MIMII_DUE_FILE": path or d.filename, "MIMII_DUE_MACHINE": d.machine,
                             "MIMII_DUE_SECTION": f"{d.section:02d}", "MIMII_DUE_SCORE": repr(d.score),
                             "MIMII_DUE_THRESHOLD": repr(d.threshold)}  # fmt: skip
-        payload = json.dumps(d.as_dict() | {"path": path}).encode()
+        facts = d.as_dict() | {"path": path}
+        if recent is not None:  # K of N: how many of the machine's last clips were anomalous
+            env["MIMII_DUE_RECENT"] = f"{recent[0]}/{recent[1]}"
+            facts |= {"recent_anomalies": recent[0], "recent_clips": recent[1]}
+        payload = json.dumps(facts).encode()
         try:
             r = subprocess.run(self.argv, input=payload, env=env, capture_output=True, timeout=self.timeout)
         except (OSError, subprocess.TimeoutExpired) as e:

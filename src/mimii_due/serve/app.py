@@ -188,7 +188,7 @@ def create_app(
 
 def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           db: str | Path | None = None, keep_audio: str | Path | None = None, max_bytes: int = MAX_BYTES,
-          threads: int = 1, on_anomaly: str | None = None,
+          threads: int = 1, alarm: AlarmCommand | None = None,
           announce: Callable[[str], None] | None = None) -> None:  # fmt: skip
     """Load the models and serve until stopped. Binding anything but loopback needs a token. The
     socket is bound here, before uvicorn starts, so a port in use or an address that is not this
@@ -197,7 +197,6 @@ def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: 
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         raise MimiiDueError(f"binding {host} exposes the service: set a bearer token (--token or MIMII_DUE_TOKEN)")
-    alarm = AlarmCommand(on_anomaly) if on_anomaly is not None else None  # a bad command: refused at start
     models = ModelSet(run)
     record = Record(db or default_path(run))
     app = create_app(models, record, token=token, keep_audio=keep_audio, max_bytes=max_bytes, threads=threads,
