@@ -1,0 +1,191 @@
+"""The data commands: info, download, synth, mix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from mimii_due.cli import ADDRESS, ENGINE, TASK_CPUS, YEAR, _engine, _machines, app, console, progress_bar, stdout
+from mimii_due.errors import MimiiDueError
+
+
+def _snrs(value: str | None) -> list[int] | None:
+    try:
+        return [int(v.removesuffix("dB")) for v in _machines(value)] if value else None
+    except ValueError:
+        raise MimiiDueError(f"--snr takes whole decibels such as 6,0,-6, not {value!r}") from None
+
+
+@app.command()
+def info(
+    path: Path = typer.Argument(..., help="A dataset folder (dev_data/, eval_data/, a machine folder...)."),
+    strict: bool = typer.Option(False, help="Exit non-zero when any count differs from the year's counts."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip unreadable clips."),
+    year: int = YEAR,
+) -> None:
+    """Count the clips found, say which DCASE year they are, and compare them with its counts
+    (2021: the paper's Table 1)."""
+    from mimii_due.data.index import index
+    from mimii_due.data.table1 import compare
+    from mimii_due.data.years import name_of
+
+    named = year is not None
+    table = index(path, on_error="skip" if skip_bad else "raise", year=year)
+    year = int(table["year"].iloc[0])
+    cmp = compare(table, year)
+    where = "Table 1" if year == 2021 else name_of(year)
+    stdout.print(
+        f"{name_of(year)} data ({'named with --year' if named else 'recognised from the layout and names'})",
+        markup=False,
+    )
+    t = Table(title=f"{len(table)} clips in {path}" + (f" (found / {where})" if year else ""))
+    for col in ("machine", "section", "domain", "train", "test normal", "test anomaly", "test total", "differs"):
+        t.add_column(col)
+
+    def pair(r, k: str) -> str:
+        paper = getattr(r, f"paper_{k}")
+        return f"{getattr(r, f'found_{k}')} / {'-' if paper is None or paper != paper else int(paper)}"
+
+    for r in cmp.itertuples(index=False):
+        t.add_row(
+            r.machine,
+            f"{r.section:02d}",
+            r.domain,
+            pair(r, "train"),
+            pair(r, "test_normal"),
+            pair(r, "test_anomaly"),
+            pair(r, "test_total"),
+            f"[red]{r.differs}[/red]" if r.differences else "[green]ok[/green]",
+        )
+    stdout.print(t)
+    n_diff = int((cmp.differences != "").sum())
+    rates = sorted(table.sample_rate.unique())
+    compared = f"{n_diff} of {len(cmp)} machine/section/domain rows differ from {where}" if year else (
+        "no challenge's counts to compare with (train/: normal clips; test/normal/, test/anomaly/: test clips)")
+    stdout.print(f"{compared}; sample rates (Hz): {', '.join(map(str, rates))}", markup=False)
+    for _, msg in table.attrs.get("skipped", []):
+        console.print(f"[yellow]skipped[/yellow] {msg}")
+    if strict and n_diff:
+        raise typer.Exit(2)
+
+
+@app.command()
+def download(
+    dest: Path = typer.Option(..., "--dest", help="Folder to download and unpack into."),
+    machines: str = typer.Option(None, help="Comma-separated machine types, e.g. fan,valve (default all)."),
+    part: str = typer.Option("dev", help="dev (development set), eval (additional training + evaluation) or all."),
+    year: int = typer.Option(None, "--year", help="DCASE year 2020-2026 (default: MIMII DUE, --source)."),
+    source: str = typer.Option(
+        "mimii-due", help="mimii-due (Zenodo 4740355), dcase2020 ... dcase2026, or mimii (MIMII, Zenodo 3384388)."
+    ),
+    snr: str = typer.Option(None, help="MIMII only: comma-separated noise levels in dB, e.g. 6,0 (default all)."),
+    ground_truth: int = typer.Option(None, "--ground-truth", help="Fetch the evaluation ground truth of this year."),
+    base_url: str = typer.Option(None, help="Zenodo (or ground-truth) address, for mirrors and tests."),
+    keep_archives: bool = typer.Option(False, help="Keep the zip files after unpacking."),
+) -> None:
+    """Download a dataset from Zenodo, or a year's evaluation ground truth: resumable, verified,
+    unpacked, safe to rerun."""
+    from mimii_due.data import download as dl
+
+    with progress_bar(download=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def cb(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total or None, info="")
+            bar.update(tasks[name], completed=done)
+
+        if ground_truth is not None:
+            path = dl.download_ground_truth(ground_truth, dest, base_url=base_url or dl.GROUND_TRUTH_URL, progress=cb)
+            names = [path.name]
+        else:
+            names = dl.download(
+                dest,
+                machines=_machines(machines),
+                part=part,
+                source=("mimii" if year == 2019 else f"dcase{year}") if year else source,
+                base_url=base_url or dl.ZENODO,
+                keep_archives=keep_archives,
+                progress=cb,
+                snrs=_snrs(snr),
+            )
+    stdout.print(f"{len(names)} file(s) ready in {dest}: {', '.join(names)}")
+
+
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Output folder (gets dev_data/, eval_data/, ground_truth/)."),
+    machines: str = typer.Option(None, help="Comma-separated machine types (default: all five)."),
+    sections: str = typer.Option(None, help="Comma-separated section numbers, e.g. 0,1,2 (default: 0-5)."),
+    scale: float = typer.Option(1.0, help="Fraction of Table 1's clip counts (1 = about 42,000 clips)."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Same seed, same bytes, whatever the number of workers."),
+    severity: float = typer.Option(1.0, help="Scales every anomaly's size (1 = the default, hard mix)."),
+    snr_offset: float = typer.Option(0.0, help="Shift every SNR of Table 1 by this many dB (0 = the paper)."),
+    workers: int = typer.Option(1, help="Worker processes."),
+    layout: str = typer.Option("dcase2021", help="dcase2021 (MIMII DUE) or dcase2023 (2022-2025: one section, test/)."),
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
+) -> None:
+    """Generate a synthetic MIMII-DUE-like dataset in the real layout, with its ground truth."""
+    from mimii_due.data.table1 import MACHINES, SECTIONS
+    from mimii_due.synth.generate import generate
+
+    ms = _machines(machines) or list(MACHINES)
+    try:
+        ss = [int(s) for s in sections.split(",")] if sections else list(SECTIONS)
+    except ValueError as e:
+        raise MimiiDueError(f"--sections takes section numbers like 0,1,2, not {sections!r}") from e
+    if layout == "dcase2023" and not sections:
+        ss = [0]
+    with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
+        task = bar.add_task("synth", total=None, info="")
+        generate(
+            out,
+            machines=ms,
+            sections=ss,
+            scale=scale,
+            seed=seed,
+            severity=severity,
+            snr_offset=snr_offset,
+            workers=workers,
+            layout=layout,
+            progress=lambda done, total, info="": bar.update(task, completed=done, total=total),
+            engine=eng,
+        )
+    stdout.print(f"dataset written to {out}")
+
+
+@app.command()
+def mix(
+    out: Path = typer.Argument(..., help="Output folder (the clean folder's layout is kept)."),
+    clean: Path = typer.Option(..., "--clean", help="Folder of clean machine recordings (one section)."),
+    noise: Path = typer.Option(..., "--noise", help="Folder of background-noise recordings."),
+    snr: float = typer.Option(..., "--snr", help="SNR centre c in dB (Table 1)."),
+    spread: float = typer.Option(0.0, "--spread", help="SNR spread d: uniform over [c-d, c+d]."),
+    rt60: float = typer.Option(None, "--rt60", help="Convolve with a room impulse response of this RT60 (s)."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed of the SNR and noise draws."),
+) -> None:
+    """Apply the paper's section 2.2 mixing to your own clean and noise recordings."""
+    from mimii_due.synth.generate import mix_folder
+
+    with progress_bar() as bar:
+        task = bar.add_task("mix", total=None, info="")
+        recs = mix_folder(
+            clean,
+            noise,
+            out,
+            snr=snr,
+            spread=spread,
+            rt60=rt60,
+            seed=seed,
+            progress=lambda done, total, info="": bar.update(task, completed=done, total=total),
+        )
+    clipped = sum(r["clipped"] for r in recs)
+    stdout.print(f"{len(recs)} clips mixed into {out}" + (f" ({clipped} clipped at full scale)" if clipped else ""))
+
+

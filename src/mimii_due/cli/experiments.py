@@ -1,0 +1,277 @@
+"""The experiment commands: train, test, evaluate, report, plot, run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress
+
+from mimii_due.cli import (
+    ADDRESS,
+    ENGINE,
+    TASK_CPUS,
+    YEAR,
+    _engine,
+    _machines,
+    app,
+    console,
+    plot_app,
+    progress_bar,
+    stdout,
+)
+from mimii_due.errors import ConfigError, MimiiDueError
+
+
+def _params(epochs: int | None, batch_size: int | None, seed: int | None, extra: list[str]) -> dict:
+    params: dict = {}
+    for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
+        if v is not None:
+            params[k] = v
+    from mimii_due.config import setting
+
+    for item in extra or []:
+        try:
+            key, value = setting(item)
+        except ConfigError as e:
+            raise MimiiDueError(f"--set: {e}") from None
+        params[key] = value
+    return params
+
+
+class _PipelineProgress:
+    """Rich progress bars for the pipeline's (stage, machine, step, total, info) reports."""
+
+    def __init__(self, bar: Progress):
+        self.bar, self.tasks = bar, {}
+
+    def __call__(self, stage: str, machine: str, step: int, total: int, info: str) -> None:
+        key = (stage, machine)
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(f"{stage} {machine}", total=total, info="")
+        self.bar.update(self.tasks[key], completed=step, total=total, info=info)
+
+
+def _on_error(skip_bad: bool) -> str:
+    return "skip" if skip_bad else "raise"
+
+
+SKIP_BAD = typer.Option(False, "--skip-bad", help="Report and skip unreadable clips instead of stopping.")
+
+
+def _report_skipped(table) -> None:
+    for _, msg in table.attrs.get("skipped", []):
+        console.print(f"[yellow]skipped[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Dataset folder (training clips are read from */train/)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create."),
+    detector: str = typer.Option(
+        "ensemble",
+        "--detector",
+        help="Detector name: ensemble (default), twfr_gmm, embedding, ae, mobilenetv2, smahal, gaussian.",
+    ),
+    machines: str = typer.Option(None, help="Comma-separated machine types (default: all found)."),
+    epochs: int = typer.Option(None, help="Override the paper's number of epochs."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
+    seed: int = typer.Option(None, help="Seed of initialisation and shuffling."),
+    set_: list[str] = typer.Option(None, "--set", help="Other detector settings, KEY=VALUE."),
+    members: str = typer.Option(
+        None, help="The ensemble's members, comma-separated (default twfr_gmm,embedding), each with settings "
+        "after a colon where wanted (embedding:networks=5); --detector ensemble only."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    cache: Path = typer.Option(None, help="Feature cache folder (default: RUN/features)."),
+    skip_bad: bool = SKIP_BAD,
+    year: int = YEAR,
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
+) -> None:
+    """Train one detector per machine type."""
+    from mimii_due import pipeline
+
+    params = _params(epochs, batch_size, seed, set_)
+    if members is not None:
+        if detector != "ensemble":
+            raise MimiiDueError(f"--members is a setting of the ensemble, not of {detector!r}")
+        params["members"] = _machines(members) or []
+    with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
+        meta = pipeline.train(
+            out,
+            data,
+            detector=detector,
+            machines=_machines(machines),
+            params=params,
+            resume=resume,
+            on_error=_on_error(skip_bad),
+            cache=cache,
+            year=year,
+            progress=_PipelineProgress(bar),
+            engine=eng,
+        )
+    stdout.print(f"trained {detector} for {', '.join(meta['machines'])} in {out}")
+
+
+@app.command()
+def test(
+    run: Path = typer.Argument(..., help="Run folder made by `mimii-due train`."),
+    data: Path = typer.Argument(..., help="Dataset folder (test clips are read from *_test/ and test/)."),
+    skip_bad: bool = SKIP_BAD,
+    year: int = typer.Option(None, "--year", help="DCASE year of the test data (default: the run's)."),
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
+) -> None:
+    """Score the test clips and write the official anomaly-score and decision CSV files."""
+    from mimii_due import pipeline
+
+    with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
+        scores = pipeline.test(run, data, on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar),
+                               engine=eng)  # fmt: skip
+    _report_skipped(scores)
+    stdout.print(f"scored {len(scores)} clips; files in {run / 'results'}")
+
+
+@app.command()
+def evaluate(
+    runs: list[Path] = typer.Argument(
+        ..., help="Run folders with scores (after `mimii-due test`), or folders of any system's official "
+        "anomaly_score_*.csv and decision_result_*.csv files; several are shown side by side."
+    ),
+    ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground-truth CSV file or folder."),
+    protocol: str = typer.Option(
+        None, help="dcase2020, dcase2021 or dcase2022 (2022-2026); default: the data's year (or the score files')."
+    ),
+    bootstrap: int = typer.Option(0, min=0, help="Bootstrap draws of the test clips: the official score's sd."),
+) -> None:
+    """AUC, pAUC, precision, recall and F1 per machine, section and domain, as the year's
+    official evaluator computes them; result.csv in its layout. With --bootstrap N, also how much
+    the official score would move with another test set of the same size, and for several on the
+    same clips, each one's difference from the first with its paired bootstrap sd. Given a folder
+    of official score files (a submission, a baseline's output), it evaluates those."""
+    from mimii_due import pipeline
+    from mimii_due.report.tables import official_text, results_table
+
+    rows = pipeline.compare(runs, ground_truth=ground_truth, protocol=protocol, bootstrap=bootstrap)
+    stdout.print(results_table({r["name"]: r["results"] for r in rows}))
+    for r in rows:
+        s = r["summary"]
+        luck = f" (bootstrap sd {s['bootstrap_sd']:.4f} over {bootstrap} test sets)" if "bootstrap_sd" in s else ""
+        who = f"{r['name']}: " if len(rows) > 1 else ""
+        stdout.print(f"{who}{_alarm_line(s['alarms'])}", markup=False)
+        line = f"{who}official score ({s['protocol']}) {official_text(s['official_score'], 4)}{luck}"
+        if "versus_first" in r:
+            line += (f"; minus {rows[0]['name']}: {r['versus_first']:+.4f} (paired bootstrap sd "
+                     f"{r['versus_first_sd']:.4f})")  # fmt: skip
+        stdout.print(f"{line}; result.csv in {r['written']}", markup=False)
+    if not all(r.get("same_clips", True) for r in rows):  # side by side, yet not on the same test clips
+        console.print(f"[yellow]warning[/yellow] not all were evaluated on the test clips of {rows[0]['name']} (their "
+                      "names, labels or year differ), so the table is not a comparison on the same clips")  # fmt: skip
+
+
+def _alarm_line(alarms: dict) -> str:
+    """How often the thresholds flagged the test clips: false alarms on the normal ones and
+    detections of the anomalous ones (what an engineer sees of a detector in use)."""
+    def share(k: int, n: int, what: str) -> str:
+        return f"{k} of {n} {what} ({k / n:.1%})" if n else f"no {what}"
+
+    return (f"flagged {share(alarms['false_alarms'], alarms['n_normal'], 'normal test clips')}, "
+            f"{share(alarms['detected'], alarms['n_anomaly'], 'anomalous test clips')}")  # fmt: skip
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(
+        ..., help="One or more evaluated run folders, or folders of another system's score files (evaluated)."
+    ),
+    out: Path = typer.Option(None, "--out", help="HTML file to write (default: FIRST_RUN/report.html)."),
+    data: Path = typer.Option(None, help="Dataset for Figures 1 and 2 (default: the first run's data)."),
+) -> None:
+    """One self-contained HTML report (and a Markdown twin) of one or several runs side by side."""
+    from mimii_due.report.html import build_report
+
+    path = build_report(runs, out or runs[0] / "report.html", data=data)
+    stdout.print(f"report: {path} (and {path.with_suffix('.md')})")
+
+
+@plot_app.command("spectrograms")
+def plot_spectrograms(
+    data: Path = typer.Argument(..., help="Dataset folder."),
+    out: Path = typer.Option(Path("spectrograms.png"), "--out", help="PNG file to write."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """The paper's Figure 1: a power spectrogram of one normal clip per machine type."""
+    from mimii_due.data.index import index
+    from mimii_due.report.figures import spectrograms
+
+    table = index(data, on_error=_on_error(skip_bad))
+    _report_skipped(table)
+    stdout.print(f"wrote {spectrograms(table, out, on_error=_on_error(skip_bad))}")
+
+
+@plot_app.command("tsne")
+def plot_tsne(
+    run: Path = typer.Argument(..., help="Run folder (gives the machine types and the feature cache)."),
+    data: Path = typer.Argument(..., help="Dataset folder."),
+    out: Path = typer.Option(Path("tsne.png"), "--out", help="PNG file to write."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="t-SNE seed."),
+    skip_bad: bool = SKIP_BAD,
+) -> None:
+    """The paper's Figure 2: t-SNE of the test clips' clip-mean log-mel, by domain and label."""
+    from mimii_due.data.index import index
+    from mimii_due.features.extract import extract
+    from mimii_due.report.figures import tsne
+    from mimii_due.runs import Run
+
+    keeper = Run(run)
+    t = index(data, on_error=_on_error(skip_bad))
+    t = t[(t.split == "test") & t.machine.isin(keeper.meta()["machines"])]
+    feats, t = extract(t, cache=keeper.cache, on_error=_on_error(skip_bad))
+    _report_skipped(t)
+    stdout.print(f"wrote {tsne(t, feats.means(), out, seed=seed)}")
+
+
+@app.command()
+def run(
+    data: Path = typer.Argument(None, help="Dataset folder; without it a small synthetic dataset is generated."),
+    out: Path = typer.Option(Path("mimii_due_run"), "--out", help="Folder for data, runs and report."),
+    detectors: str = typer.Option("ae,ensemble", help="Comma-separated detectors to train and compare."),
+    machines: str = typer.Option(None, help="Comma-separated machine types (default: all)."),
+    epochs: int = typer.Option(None, help="Override the paper's number of epochs (every detector)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
+    scale: float = typer.Option(
+        None, help="Size of the generated dataset (no DATA; default: the main job's, 99 + 10 training clips)."
+    ),
+    ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth of unlabelled test clips."),
+    skip_bad: bool = SKIP_BAD,
+    year: int = YEAR,
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
+) -> None:
+    """The whole pipeline: (generate) -> train -> test -> evaluate -> Table-4-style result."""
+    from mimii_due import pipeline
+    from mimii_due.report.tables import official_text, results_table
+
+    with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
+        done = pipeline.run(
+            out, data, detectors=_machines(detectors) or [], machines=_machines(machines),
+            params=_params(epochs, batch_size, None, []), ground_truth=ground_truth,
+            **({} if scale is None else {"scale": scale}),  # default: pipeline.DEFAULT_RUN
+            on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar), engine=eng,
+        )  # fmt: skip
+    stdout.print(results_table(done["results"]))
+    from mimii_due.evaluation.metrics import summarize
+
+    for name, res in done["results"].items():
+        s = summarize(res)
+        stdout.print(f"{name}: {_alarm_line(s['alarms'])}", markup=False)
+        stdout.print(f"{name}: official score {official_text(s['official_score'])} ({s['protocol']})", markup=False)
+    stdout.print(f"runs in {out}; wall time {done['seconds']:.0f} s")
+    stdout.print(f"report: {done['report']} (open it in a browser)")
+
+

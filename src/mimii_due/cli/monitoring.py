@@ -1,0 +1,205 @@
+"""The production commands: threshold, score, serve, watch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mimii_due.cli import ADDRESS, ENGINE, TASK_CPUS, _engine, _machines, app, console, progress_bar, stdout
+from mimii_due.errors import ConfigError, MimiiDueError
+
+DB_HELP = "SQLite record of decisions (default: RUN/decisions.sqlite, also when serving RUN/models/<machine>)."
+MACHINE_HELP = ("Machine type of the clips (default: the model's only one, or the nearest folder named after "
+                "one of the models, e.g. dev_data/fan/test/).")
+
+
+# ------------------------------------------------------------------------------------ pipeline
+
+
+@app.command()
+def threshold(
+    run: Path = typer.Argument(..., help="A run folder (after `mimii-due train`)."),
+    rate: float = typer.Option(..., "--rate", help="Nominal false-alarm rate: 0.01, one in a hundred normal clips."),
+    machines: str = typer.Option(None, help="Comma-separated machine types (default: all the run's)."),
+) -> None:
+    """Set how often the alarm may sound on normal clips: each model's threshold fitted again from
+    its training scores, without retraining (default rate 0.10, the official code's). A tested run's
+    decisions follow, and its evaluation where every test clip is labelled by its name. A running
+    `serve` or `watch` of the run decides with the new threshold from its next clip."""
+    from mimii_due import pipeline
+
+    out = pipeline.threshold(run, rate=rate, machines=_machines(machines))
+    for machine, t in out["machines"].items():
+        stdout.print(f"{machine}: threshold {t['old']:.6g} -> {t['new']:.6g} (nominal false-alarm rate {rate:g}; "
+                     f"it flags {t['flagged']} of the {t['clips']} training clips it was fitted on)",
+                     markup=False)  # fmt: skip
+    if out["updated"]:
+        stdout.print("the test's decisions follow the new thresholds" + (
+            "; evaluated again" if out["evaluated"] else
+            "; run `mimii-due evaluate` (with the --ground-truth of evaluation clips) for precision, recall and F1"))
+    stdout.print("a running `mimii-due serve` or `watch` of this run decides with them from its next clip",
+                 markup=False)
+
+
+@app.command()
+def score(
+    model: Path = typer.Argument(..., help="A run folder or one saved model folder (RUN/models/<machine>)."),
+    paths: list[Path] = typer.Argument(..., help="WAV files or folders of them (any names)."),
+    machine: str = typer.Option(None, help=MACHINE_HELP),
+    section: int = typer.Option(None, help="Section of the clips (default: from the names or the model)."),
+    domain: str = typer.Option(None, help="source or target, where known."),
+    out: Path = typer.Option(None, "--out", help="Write the table to this file."),
+    fmt: str = typer.Option(None, "--format", help="csv or json (default: from --out's suffix, else csv)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Report clips that cannot be scored and exit 0 "
+                                  "(default: the rest are scored and written, then exit 1)."),
+    engine: str = ENGINE,
+    address: str = ADDRESS,
+    task_cpus: float = TASK_CPUS,
+) -> None:
+    """Score new recordings: a table of file, score, threshold and decision. A clip that cannot be
+    scored (corrupt, silent, too short) never stops the others; it is reported, and fails the
+    command unless --skip-bad."""
+    import json
+
+    from mimii_due import atomic
+    from mimii_due.scoring import ModelSet, score_files
+
+    fmt = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "csv")
+    if fmt not in ("csv", "json"):
+        raise MimiiDueError(f"--format must be csv or json, not {fmt!r}")
+    if out is not None and out.suffix.lower() == ".wav":  # a recording (perhaps one scored here) is no table
+        raise MimiiDueError("--out names a WAV file: the table of scores goes to a .csv or .json file", out)
+    models = ModelSet(model)
+    with _engine(engine, address, task_cpus) as eng, progress_bar(transient=True) as bar:
+        task = bar.add_task("score", total=None, info="")
+
+        def tick(done: int, total: int, info: str) -> None:
+            bar.update(task, completed=done, total=total, info=info)
+
+        decisions, failed = score_files(models, paths, machine=machine, section=section, domain=domain, progress=tick,
+                                        engine=eng)  # fmt: skip
+    t = Table(title=f"{len(decisions)} clip(s) scored with {model}")
+    for col in ("file", "machine", "section", "score", "threshold", "decision"):
+        t.add_column(col)
+    for d in decisions:
+        t.add_row(d.filename, d.machine, f"{d.section:02d}", f"{d.score:.6g}", f"{d.threshold:.6g}",
+                  "[red]anomaly[/red]" if d.decision else "normal")  # fmt: skip
+    stdout.print(t)
+    if decisions:  # on a batch of new normal recordings: how often the alarm sounds, against what it should
+        rates = sorted({round(1 - models.models[d.machine].threshold_quantile, 6) for d in decisions})
+        flagged = sum(d.decision for d in decisions)
+        stdout.print(f"{flagged} of {len(decisions)} flagged as anomalous ({flagged / len(decisions):.1%}); on normal "
+                     f"clips the thresholds expect about {' / '.join(f'{r:.1%}' for r in rates)} (`mimii-due "
+                     "threshold` sets it)", markup=False)  # fmt: skip
+    for _, msg in failed:
+        console.print(f"[yellow]not scored[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
+    if out is not None:
+        rows = [d.as_dict() for d in decisions]
+        if fmt == "json":
+            atomic.write_text(out, json.dumps(rows, indent=1))
+        else:
+            import pandas as pd
+
+            atomic.write_text(out, pd.DataFrame(rows).to_csv(index=False))
+        stdout.print(f"wrote {out}")
+    if failed and (not decisions or not skip_bad):
+        raise typer.Exit(1)
+
+
+ON_ANOMALY_HELP = ("Run this command for each anomaly: the decision as JSON on its stdin, MIMII_DUE_FILE, _MACHINE, "
+                   "_SECTION, _SCORE, _THRESHOLD set.")
+ALARM_AFTER_HELP = ("K/N, e.g. 3/5: run the --on-anomaly command once a machine type and section has K anomalous "
+                    "clips among its last N, and again only after that has cleared (default: for every anomaly).")
+
+
+def _alarm(on_anomaly: str | None, alarm_after: str | None):
+    """The user's alarm command, or None; --alarm-after without --on-anomaly is refused."""
+    from mimii_due.serve.alarm import AlarmCommand, parse_after
+
+    if on_anomaly is None:
+        if alarm_after is not None:
+            raise ConfigError("--alarm-after says when to run the --on-anomaly command: give that command too")
+        return None
+    return AlarmCommand(on_anomaly, after=parse_after(alarm_after) if alarm_after is not None else None)
+
+
+def _token(token: str | None) -> str | None:
+    import os
+
+    return token or os.environ.get("MIMII_DUE_TOKEN") or None
+
+
+@app.command()
+def serve(
+    run: Path = typer.Argument(..., help="A run folder (or one model folder) to serve."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs a token."),
+    port: int = typer.Option(8000, help="TCP port (0: any free one, printed)."),
+    token: str = typer.Option(None, help="Bearer token required on every request (or MIMII_DUE_TOKEN)."),
+    db: Path = typer.Option(None, help=DB_HELP),
+    keep_audio: Path = typer.Option(None, "--keep-audio", help="Keep every scored clip here (for retraining)."),
+    max_mb: float = typer.Option(16.0, "--max-mb", help="Largest upload accepted, in MB."),
+    threads: int = typer.Option(1, help="torch threads for scoring."),
+    on_anomaly: str = typer.Option(None, "--on-anomaly", help=ON_ANOMALY_HELP),
+    alarm_after: str = typer.Option(None, "--alarm-after", help=ALARM_AFTER_HELP),
+) -> None:
+    """An HTTP scoring service with a dashboard at / and Prometheus metrics at /metrics; with
+    --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""
+    from mimii_due.serve.app import serve as _serve
+
+    def announce(url: str) -> None:
+        console.print(f"serving {run} on {url} (dashboard), POST /v1/score; Ctrl-C stops")
+
+    _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio,
+           max_bytes=int(max_mb * 1024 * 1024), threads=threads, alarm=_alarm(on_anomaly, alarm_after),
+           announce=announce)  # fmt: skip
+
+
+@app.command()
+def watch(
+    run: Path = typer.Argument(..., help="A run folder (or one model folder)."),
+    folder: Path = typer.Argument(..., help="Folder where new recordings land."),
+    db: Path = typer.Option(None, help=DB_HELP),
+    machine: str = typer.Option(None, help=MACHINE_HELP),
+    section: int = typer.Option(None, help="Section of the clips."),
+    settle: float = typer.Option(1.0, help="Seconds a file must stay unchanged before it is scored."),
+    max_seconds: float = typer.Option(None, "--max-seconds", help="Stop after this long (default: run until Ctrl-C)."),
+    on_anomaly: str = typer.Option(None, "--on-anomaly", help=ON_ANOMALY_HELP),
+    alarm_after: str = typer.Option(None, "--alarm-after", help=ALARM_AFTER_HELP),
+) -> None:
+    """Score every WAV already in FOLDER and every new one, recording each decision; with
+    --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""
+    from mimii_due.scoring import ModelSet
+    from mimii_due.serve.record import Record, default_path
+    from mimii_due.serve.watch import Watcher
+
+    alarm = _alarm(on_anomaly, alarm_after)
+
+    def show(d, path: str) -> None:
+        tag = "[red]ANOMALY[/red]" if d.decision else "normal"
+        stdout.print(
+            f"{d.filename}  {d.machine} {d.section:02d}  score {d.score:.6g} (threshold {d.threshold:.6g})  {tag}"
+        )
+        if alarm is not None:
+            alarm(d, path)
+
+    def bad(path: str, message: str) -> None:
+        console.print(f"[yellow]not scored[/yellow] {escape(message)}", soft_wrap=True)
+
+    record = Record(db or default_path(run))
+    w = Watcher(ModelSet(run), record, folder, settle=settle, machine=machine, section=section, on_decision=show,
+                on_error=bad)  # fmt: skip
+    console.print(f"watching {folder}; Ctrl-C stops")
+    try:
+        n = w.run(max_seconds=max_seconds)
+    except KeyboardInterrupt:
+        n = w.scored
+    finally:
+        if alarm is not None:
+            alarm.close()
+    sent = f"; {alarm.sent} alarm(s) sent, {alarm.failed} failed" if alarm is not None else ""
+    console.print(f"{n} clip(s) scored{sent}")
+
+
