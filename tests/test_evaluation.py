@@ -224,7 +224,9 @@ def test_bootstrap_sd_matches_the_spread_over_independent_test_sets():
     assert 0.6 < sd / np.std(fresh) < 1.6, (sd, np.std(fresh))
     assert 0.35 < bootstrap_sd(_test_set(rng, 200), protocol="dcase2022", n=100) / sd < 0.7  # 4x the clips: ~half
     perfect = one.assign(score=(one.label == "anomaly").astype(float) * 10 + rng.random(len(one)))
-    assert bootstrap_sd(perfect, protocol="dcase2022", n=20) == 0.0
+    heard = []  # long on a whole development set: each draw is reported
+    assert bootstrap_sd(perfect, protocol="dcase2022", n=20, progress=lambda d, t, i: heard.append((d, t))) == 0.0
+    assert heard == [(k, 20) for k in range(1, 21)]
     with pytest.raises(MimiiDueError, match="at least 2 draws"):
         bootstrap_sd(one, n=1)
 

@@ -28,7 +28,7 @@ from mimii_due.evaluation.files import publish_file_results, read_ground_truth, 
 from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, protocol_of, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
 from mimii_due.features.extract import Features, extract, is_cached, store
-from mimii_due.progress import StageProgress, for_stage
+from mimii_due.progress import Progress, StageProgress, for_stage
 from mimii_due.runs import Run
 
 log = logging.getLogger(__name__)
@@ -371,6 +371,7 @@ def compare(
     protocol: str | None = None,
     max_fpr: float = MAX_FPR,
     bootstrap: int = 0,
+    progress: StageProgress | None = None,
 ) -> list[dict]:
     """Evaluate each of ``paths`` (a run, a run's results folder, or a folder of any system's
     official score files), each once, writing its results as :func:`evaluate` does. One record per
@@ -387,10 +388,10 @@ def compare(
         targets.setdefault((keeper.path if keeper.exists() else path).resolve(), (path, keeper))
     for path, keeper in targets.values():
         if not keeper.exists() and score_files(path):
-            results, summary, clips = _evaluate_files(path, ground_truth, protocol, max_fpr, bootstrap)
+            results, summary, clips = _evaluate_files(path, ground_truth, protocol, max_fpr, bootstrap, progress)
             name, written = path.resolve().name, path
         else:
-            results, summary, clips = _evaluate_run(keeper, ground_truth, protocol, max_fpr, bootstrap)
+            results, summary, clips = _evaluate_run(keeper, ground_truth, protocol, max_fpr, bootstrap, progress)
             name, written = keeper.meta()["detector"], keeper.results_dir
         name = f"{name} ({path})" if any(r["name"] == name for r in rows) else name
         keys = ["machine", "section", "filename"]
@@ -404,29 +405,32 @@ def compare(
         rows[-1]["same_clips"] = same
         if same and bootstrap and not (summary["undefined"] or first["summary"]["undefined"]):
             rows[-1]["versus_first"] = summary["official_score"] - first["summary"]["official_score"]
-            rows[-1]["versus_first_sd"] = bootstrap_sd(clips, versus=first["clips"], protocol=summary["protocol"],
-                                                       n=bootstrap, max_fpr=max_fpr)  # fmt: skip
+            rows[-1]["versus_first_sd"] = bootstrap_sd(
+                clips, versus=first["clips"], protocol=summary["protocol"], n=bootstrap, max_fpr=max_fpr,
+                progress=for_stage(progress, "bootstrap", f"{name} minus {first['name']}"))  # fmt: skip
     return rows
 
 
-def _evaluate_run(keeper: Run, ground_truth, protocol, max_fpr, bootstrap) -> tuple:
+def _evaluate_run(keeper: Run, ground_truth, protocol, max_fpr, bootstrap, progress=None) -> tuple:
     """:func:`evaluate`'s work; also returns the labelled clips."""
     _check_bootstrap(bootstrap)
     keeper.meta()  # "not a run folder" before "run test first"
     with keeper.writing():
         scores = keeper.read_scores()
-        out = _metrics(scores, protocol or keeper.stamp()["protocol"], ground_truth, max_fpr, bootstrap, keeper.path)
+        out = _metrics(scores, protocol or keeper.stamp()["protocol"], ground_truth, max_fpr, bootstrap, keeper.path,
+                       for_stage(progress, "bootstrap", keeper.path.name))  # fmt: skip
         keeper.publish_results(*out[:2])
         return out
 
 
-def _evaluate_files(folder: Path, ground_truth, protocol, max_fpr, bootstrap) -> tuple:
+def _evaluate_files(folder: Path, ground_truth, protocol, max_fpr, bootstrap, progress=None) -> tuple:
     """:func:`evaluate_files`' work; also returns the labelled clips."""
     _check_bootstrap(bootstrap)
     if Run.of(folder).exists():  # its scores.csv and result.json are the run's, kept by the run
         raise ConfigError("this is a run's folder or its results folder: evaluate the run", folder)
     scores, named = read_score_files(folder)
-    out = _metrics(scores, protocol or named, ground_truth, max_fpr, bootstrap, folder)
+    out = _metrics(scores, protocol or named, ground_truth, max_fpr, bootstrap, folder,
+                   for_stage(progress, "bootstrap", folder.name))  # fmt: skip
     publish_file_results(folder, *out)
     return out
 
@@ -436,8 +440,8 @@ def _check_bootstrap(bootstrap: int) -> None:
         raise ConfigError(f"bootstrap: 0 (none) or at least 2 resampled test sets, got {bootstrap}")
 
 
-def _metrics(scores: pd.DataFrame, protocol: str, ground_truth, max_fpr: float, bootstrap: int,
-             where: str | Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:  # fmt: skip
+def _metrics(scores: pd.DataFrame, protocol: str, ground_truth, max_fpr: float, bootstrap: int, where: str | Path,
+             progress: Progress | None = None) -> tuple[pd.DataFrame, dict, pd.DataFrame]:  # fmt: skip
     """The evaluation of a score table (one row per test clip), the ground truth filling in the
     labels and domains the clips' names do not give: results, summary and the labelled clips."""
     if protocol not in PROTOCOLS:
@@ -470,7 +474,8 @@ def _metrics(scores: pd.DataFrame, protocol: str, ground_truth, max_fpr: float, 
     if bootstrap and summary["undefined"]:
         log.warning("no bootstrap: the official score is undefined")
     elif bootstrap:
-        sd = bootstrap_sd(labelled.reset_index(drop=True), protocol=protocol, n=bootstrap, max_fpr=max_fpr)
+        sd = bootstrap_sd(labelled.reset_index(drop=True), protocol=protocol, n=bootstrap, max_fpr=max_fpr,
+                          progress=progress)  # fmt: skip
         summary |= {"bootstrap_sd": sd, "bootstrap_draws": bootstrap}
     return results, summary, labelled
 

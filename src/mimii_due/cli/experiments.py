@@ -156,7 +156,9 @@ def evaluate(
     from mimii_due import pipeline
     from mimii_due.report.tables import official_text, results_table
 
-    rows = pipeline.compare(runs, ground_truth=ground_truth, protocol=protocol, bootstrap=bootstrap)
+    with progress_bar(transient=True) as bar:  # the bootstrap's draws take a while on a whole development set
+        rows = pipeline.compare(runs, ground_truth=ground_truth, protocol=protocol, bootstrap=bootstrap,
+                                progress=_PipelineProgress(bar))  # fmt: skip
     stdout.print(results_table({r["name"]: r["results"] for r in rows}))
     for r in rows:
         s = r["summary"]

@@ -34,6 +34,7 @@ from sklearn.metrics import roc_auc_score
 
 from mimii_due.config import MAX_FPR
 from mimii_due.errors import MimiiDueError
+from mimii_due.progress import Progress
 
 METRICS = ("AUC", "pAUC", "precision", "recall", "F1")
 PROTOCOLS = ("dcase2020", "dcase2021", "dcase2022")
@@ -187,7 +188,8 @@ def summarize(results: pd.DataFrame) -> dict:
 
 
 def bootstrap_sd(scores: pd.DataFrame, *, versus: pd.DataFrame | None = None, protocol: str = "dcase2021",
-                 n: int = 100, seed: int = 0, max_fpr: float = MAX_FPR) -> float:  # fmt: skip
+                 n: int = 100, seed: int = 0, max_fpr: float = MAX_FPR,
+                 progress: Progress | None = None) -> float:  # fmt: skip
     """Standard deviation of the official score over ``n`` bootstrap test sets: each draws, with
     replacement, as many clips as there are from every machine, section, domain and label group of
     ``scores`` (so every AUC keeps its normal and anomalous clips). With the DCASE 2022-2025 test
@@ -196,6 +198,8 @@ def bootstrap_sd(scores: pd.DataFrame, *, versus: pd.DataFrame | None = None, pr
 
     ``versus`` (another detector's scores of the same clips, rows in the same order): the standard
     deviation of the *difference* of the two official scores, both computed on the same draws.
+    ``progress`` hears of each draw (a DCASE 2022 development set, 4,200 test clips, takes about
+    0.2 s a draw on a 2-core CPU).
     """
     if n < 2:
         raise MimiiDueError(f"bootstrap_sd needs at least 2 draws, got {n}")
@@ -214,4 +218,6 @@ def bootstrap_sd(scores: pd.DataFrame, *, versus: pd.DataFrame | None = None, pr
     for _ in range(n):
         rows = np.concatenate([rng.choice(g, len(g)) for g in groups])
         draws.append(official(scores, rows) - (official(versus, rows) if versus is not None else 0.0))
+        if progress:
+            progress(len(draws), n, "")
     return float(np.std(draws))
