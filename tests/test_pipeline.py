@@ -334,3 +334,6 @@ def test_new_normal_recordings_alone_give_the_false_alarm_rate(real_data, tmp_pa
     page = (out / "report.html").read_text()
     assert "Alarms on the test clips" in page and f"{k} of 15 ({k / 15:.1%})" in page
     assert "pump section 00 source: no anomalous test clips" in page
+    twin = (out / "report.md").read_text()
+    assert "pump section 00 source: no anomalous test clips" in twin
+    assert f"| Pump | {k} of 15 ({k / 15:.1%}) | no clips |" in twin

@@ -107,10 +107,12 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         + ", ".join(f"<b>{html.escape(n)}</b> {official_text(v, 4)}" for n, v in wide.attrs["official"].items())
         + "</p>",
     ]
+    md = ["# mimii-due report", "", results_markdown({i["name"]: i["results"] for i in infos}), ""]
     undefined = [f"{i['name']}: {why}" for i in infos for why in i["summary"].get("undefined", [])]
     if undefined:  # e.g. a test folder of new normal recordings: the alarms below still say how it does
-        parts.append("<p>Undefined AUC (a section without both labels): " + html.escape("; ".join(undefined)) + "</p>")
-    md = ["# mimii-due report", "", results_markdown({i["name"]: i["results"] for i in infos}), ""]
+        line = "Undefined AUC (a section without both labels): " + "; ".join(undefined)
+        parts.append(f"<p>{html.escape(line)}</p>")
+        md += [line, ""]
     tested = dict.fromkeys(i["tested_on"] for i in infos if i["tested_on"])  # score files do not say
     if len(tested) > 1:  # side by side, yet not on the same clips: say so where the figures are
         warning = ("These runs were tested on different data (" + "; ".join(f"{i['name']}: {i['tested_on']}"
