@@ -544,7 +544,7 @@ def run(
     data = Path(data)
     gt = ground_truth or (data / "ground_truth" if (data / "ground_truth").is_dir() else None)
     for det in detectors:  # every detector trained and scored before any evaluation, so that test data
-        run_dir = out / det  # that cannot be evaluated (a class missing) still leaves every model and score
+        run_dir = out / det  # that cannot be evaluated (unlabelled, no ground truth) still leaves every model and score
         train(run_dir, data, detector=det, machines=machines, params=_params_for(det, params), resume=True,
               on_error=on_error,
               cache=out / "features", year=year, progress=progress, engine=engine)  # fmt: skip
