@@ -337,3 +337,19 @@ def test_new_normal_recordings_alone_give_the_false_alarm_rate(real_data, tmp_pa
     twin = (out / "report.md").read_text()
     assert "pump section 00 source: no anomalous test clips" in twin
     assert f"| Pump | {k} of 15 ({k / 15:.1%}) | no clips |" in twin
+
+
+def test_run_trains_and_scores_every_detector_before_an_evaluation_that_cannot_be_done(tiny_2023, tmp_path):
+    from mimii_due.errors import MimiiDueError
+    from mimii_due.pipeline import run
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_2023, data)
+    for machine in ("fan", "valve"):  # evaluation names, no labels, and no ground truth given
+        for i, p in enumerate(sorted((data / "dev_data" / machine / "test").glob("*.wav"))):
+            p.rename(p.with_name(f"section_00_{i:04d}.wav"))
+    with pytest.raises(MimiiDueError, match="no labelled test clips: evaluation data needs --ground-truth"):
+        run(tmp_path / "out", data, detectors=["twfr_gmm", "gaussian"])
+    for det in ("twfr_gmm", "gaussian"):  # nothing lost: both models and both score tables are there
+        scores = pd.read_csv(tmp_path / "out" / det / "results" / "scores.csv")
+        assert set(scores["machine"]) == {"fan", "valve"} and scores["score"].notna().all()
