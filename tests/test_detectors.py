@@ -518,7 +518,8 @@ def test_ensemble_leaves_out_networks_where_a_section_has_few_clips(easy):
     assert train.section.value_counts().max() < 100  # every section below the default min_clips
     members = ("twfr_gmm", "embedding")
     few = make("ensemble", members=members).fit(ftrain, train)
-    tw, _ = few.members_
+    (tw,) = few.members_  # the network, left out in every section, is not even trained
+    assert few.used_ == [0]
     med = np.array([few.norms_[0][int(s)][0] for s in test.section])
     dev = np.array([few.norms_[0][int(s)][1] for s in test.section])
     alone = (tw.domain_scores(ftest, test).min(axis=1) - med) / dev  # TWFR-GMM alone
@@ -526,7 +527,7 @@ def test_ensemble_leaves_out_networks_where_a_section_has_few_clips(easy):
     both = make("ensemble", members=members, min_clips=0).fit(ftrain, train)
     assert not np.allclose(both.score(ftest, test), few.score(ftest, test))
     # calibrated on the clips every member that counts held out: all where the network is left out
-    assert few.held_out_.all() and not few.members_[1].held_out_.all()
+    assert few.held_out_.all() and not both.members_[1].held_out_.all()
     np.testing.assert_array_equal(both.held_out_, both.members_[1].held_out_)
     only_network = make("ensemble", members=("embedding",)).fit(ftrain, train)
     assert only_network.score(ftest, test).std() > 0  # not left out: someone must score
@@ -542,20 +543,29 @@ def test_ensemble_leaves_out_an_embedding_that_saw_a_single_class(easy, caplog, 
     keep = np.flatnonzero((test.section == 0).to_numpy())
     ftest, test = _subset(ftest, keep), test.iloc[keep].assign(attributes="").reset_index(drop=True)
     members = ("twfr_gmm", "embedding")
-    with caplog.at_level("WARNING", logger="mimii_due.detectors.embedding"):
+    with caplog.at_level("WARNING"):
         one = make("ensemble", members=members, min_clips=0, weights=(1.0, 1.0)).fit(ftrain, train)
-    assert "single class" in caplog.text and one.members_[1].classes_ == ["00|"]
-    assert not one.members_[1].taught and one.members_[0].taught
+    assert "leaves out embedding: a single class" in caplog.text
+    assert one.used_ == [0] and len(one.members_) == 1  # known before training: not trained at all
     twfr_only = make("ensemble", members=("twfr_gmm",)).fit(ftrain, train)
     np.testing.assert_allclose(one.score(ftest, test), twfr_only.score(ftest, test))
     assert one.threshold_ == pytest.approx(twfr_only.threshold_)
     one.save(tmp_path / "model")  # the saved ensemble scores as it was fitted
     np.testing.assert_allclose(Detector.load(tmp_path / "model").score(ftest, test), one.score(ftest, test))
-    state = torch.load(tmp_path / "model" / "state.pt", weights_only=True)
+    assert torch.load(tmp_path / "model" / "state.pt", weights_only=True)["used"] == [0]
+    # a model saved by the versions that trained such a member and left it out by ``taught``
+    old = make("ensemble", members=members, min_clips=0, weights=(1.0, 1.0))
+    old._worth_training = lambda made, clips, outliers: [0, 1]
+    old.fit(ftrain, train)
+    assert old.members_[1].classes_ == ["00|"] and not old.members_[1].taught and old.members_[0].taught
+    np.testing.assert_allclose(old.score(ftest, test), twfr_only.score(ftest, test))
+    old.save(tmp_path / "old")
+    state = torch.load(tmp_path / "old" / "state.pt", weights_only=True)
     assert state["taught"] == [True, False]
-    del state["taught"]  # a model saved before the rule: every member counted, as when it was fitted
-    torch.save(state, tmp_path / "model" / "state.pt")
-    assert not np.allclose(Detector.load(tmp_path / "model").score(ftest, test), one.score(ftest, test))
+    del state["taught"], state["used"]  # as saved before either rule: every member trained and counted
+    torch.save(state, tmp_path / "old" / "state.pt")
+    loaded = Detector.load(tmp_path / "old")
+    assert loaded.used_ == [0, 1] and not np.allclose(loaded.score(ftest, test), one.score(ftest, test))
     other = (ftrain, _as_other_machine(train))  # another machine type beside it: classes to tell apart
     exposed = make("ensemble", members=members, min_clips=0, weights=(1.0, 1.0)).fit(ftrain, train, outliers=other)
     assert exposed.members_[1].taught and not np.allclose(exposed.score(ftest, test), twfr_only.score(ftest, test))

@@ -98,6 +98,12 @@ class Detector:
         ensemble leaves such a member out."""
         return True
 
+    def would_learn(self, clips: pd.DataFrame, outliers: pd.DataFrame | None = None) -> bool:
+        """Whether fitting on ``clips`` (and ``outliers``' rows) would teach it something: what
+        :attr:`taught` will say, known before the training (an ensemble does not train a member it
+        would leave out)."""
+        return True
+
     # ------------------------------------------------------------------ the contract
     def fit(
         self,

@@ -256,6 +256,13 @@ class EmbeddingDetector(Detector):
         self._check_fitted()
         return len(self.classes_) > 1
 
+    def would_learn(self, clips: pd.DataFrame, outliers: pd.DataFrame | None = None) -> bool:
+        """More than one class among the clips' and the other machine types' (as :meth:`_fit` keys them)."""
+        keys = set(class_keys(clips))
+        if outliers is not None:
+            keys |= {f"{m}|{k}" for m, k in zip(outliers["machine"], class_keys(outliers), strict=True)}
+        return len(keys) > 1
+
     # ------------------------------------------------------------------ inputs
     def _spectrum(self, features: Features) -> np.ndarray:
         spectra = features.spectra.astype(np.float64)

@@ -73,13 +73,17 @@ set): the training-free member is the one to trust most, the learned one adds to
 
 ``min_clips``: a member that trains a network (``trains_network``: the embedding, the AE) counts
 only in sections with at least this many training clips (default 100); below, the ensemble is its
-other members. Measured on generated data at scale 0.05 (50 + 10 training clips per section,
-seeds 3, 4, 5; without this rule): the ensemble 0.703 / 0.654 / 0.715 against TWFR-GMM's 0.734 /
-0.670 / 0.711, i.e. a network that cannot learn from so few clips pulled the ensemble below its
-training-free member; at 198 + 10 clips (scale 0.2) it did not (figures in docs/measurements.md). 100 is a
-round number between the two, not a tuned value.
+other members. Where every section has fewer, the network is not trained at all
+(``_worth_training``; 60 real normal clips of one machine: 4.0 s for the default ensemble, 14.4 s
+when it still trained the embedding it then left out). Measured on generated data at scale 0.05
+(50 + 10 training clips per section, seeds 3, 4, 5; without this rule): the ensemble 0.703 /
+0.654 / 0.715 against TWFR-GMM's 0.734 / 0.670 / 0.711, i.e. a network that cannot learn from so
+few clips pulled the ensemble below its training-free member; at 198 + 10 clips (scale 0.2) it
+did not (figures in docs/measurements.md). 100 is a round number between the two, not a tuned
+value.
 
-**A member with nothing to learn** (``Detector.taught`` is false) is left out everywhere: the
+**A member with nothing to learn** (``Detector.taught`` is false; known before training,
+``Detector.would_learn``, so it is not trained) is left out everywhere: the
 embedding of a machine type with a single class (one section, no attributes, no other machine
 types in the data, as a DCASE 2024-2025 machine type with ``noAttributes`` given alone, or one
 MIMII machine) has only the feature exchange to learn, which stays at chance there. Measured on
@@ -93,6 +97,7 @@ noise in the sum, whatever its weight.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +107,8 @@ from mimii_due.config import FeatureConfig, check
 from mimii_due.detectors.base import Detector, array, calibration_rows, robust_scale
 from mimii_due.errors import ConfigError
 from mimii_due.features.extract import Features
+
+log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = {"twfr_gmm": 6.0}  # a member's share where ``weights`` is not given (others: 1)
 
@@ -160,21 +167,47 @@ class EnsembleDetector(Detector):
              outliers=None) -> None:  # fmt: skip
         from mimii_due.detectors import make_spec, spec_folder
 
+        made = [make_spec(spec, features=self.features, threshold_quantile=self.threshold_quantile)
+                for spec in self.config.members]  # fmt: skip
+        used = self._worth_training(made, clips, None if outliers is None else outliers[1])
         members = []
-        for k, spec in enumerate(self.config.members):
-            det = make_spec(spec, features=self.features, threshold_quantile=self.threshold_quantile)
+        for i, k in enumerate(used):
+            spec, det = self.config.members[k], made[k]
             sub = None
             if progress:
-                sub = lambda d, t, info="", k=k, spec=spec: progress(k, len(self.config.members), f"{spec} {info}")  # noqa: E731
+                sub = lambda d, t, info="", i=i, spec=spec: progress(i, len(used), f"{spec} {info}")  # noqa: E731
             det.fit(features, clips, checkpoint=(checkpoint and f"{checkpoint}/{spec_folder(spec)}"), progress=sub,
                     outliers=outliers)  # fmt: skip
             members.append(det)
-        self.adopt(members, clips)
+            if progress:
+                progress(i + 1, len(used), f"{spec} done")
+        self.adopt(members, clips, used=used)
 
-    def adopt(self, members: list[Detector], clips: pd.DataFrame) -> None:
-        """Combine fitted ``members`` (one per ``config.members``, fitted on ``clips``): their
-        standardisation per section, the clip counts and which members learned something: what
-        decides who counts where (kept with the model, so a saved ensemble scores as it was fitted)."""
+    def _worth_training(self, made: list[Detector], clips: pd.DataFrame, outliers: pd.DataFrame | None) -> list[int]:
+        """The members to train: not one that would be left out everywhere (a network where every
+        section has under ``min_clips`` training clips, one with a single class to learn), unless
+        that would leave none. Training it cost minutes for nothing (a single machine of 1,000
+        clips: the embedding's whole training) and warned of a member the user had not chosen."""
+        few = bool((clips["section"].value_counts() < self.config.min_clips).all())
+        used = []
+        for k, det in enumerate(made):
+            spec = self.config.members[k]
+            if few and det.trains_network:
+                log.warning("the ensemble leaves out %s: every section has fewer than %d training clips, too few "
+                            "for a network to learn from", spec, self.config.min_clips)  # fmt: skip
+            elif not det.would_learn(clips, outliers):
+                log.warning("the ensemble leaves out %s: a single class to learn (one section, no attributes, no other "
+                            "machine types beside it)", spec)  # fmt: skip
+            else:
+                used.append(k)
+        return used or list(range(len(made)))  # someone must stay to score
+
+    def adopt(self, members: list[Detector], clips: pd.DataFrame, used: list[int] | None = None) -> None:
+        """Combine fitted ``members`` (fitted on ``clips``; one per ``config.members``, or those of
+        ``used``, their indices there): their standardisation per section, the clip counts and which
+        members learned something: what decides who counts where (kept with the model, so a saved
+        ensemble scores as it was fitted)."""
+        self.used_ = list(range(len(self.config.members))) if used is None else list(used)
         self.members_ = list(members)
         self.norms_ = [self._norms(det.train_scores_, det.held_out_, clips) for det in self.members_]
         self.counts_ = {int(s): int(n) for s, n in clips["section"].value_counts().items()}
@@ -195,7 +228,7 @@ class EnsembleDetector(Detector):
         from mimii_due.detectors import parse_spec
 
         weights = self.config.weights or [DEFAULT_WEIGHTS.get(parse_spec(m)[0], 1.0) for m in self.config.members]
-        weights = np.asarray(weights)
+        weights = np.asarray(weights)[self.used_]  # the members trained
         total, wsum = np.zeros((len(sections), 2)), np.zeros(len(sections))
         for w, p, norms, out in zip(weights, parts, self.norms_, self._left_out(sections), strict=True):
             med = np.array([norms[int(x)][0] for x in sections])
@@ -247,13 +280,15 @@ class EnsembleDetector(Detector):
             "norms": [{int(k): tuple(v) for k, v in n.items()} for n in self.norms_],
             "counts": self.counts_,
             "taught": self.taught_,
+            "used": self.used_,
         }
 
     def _set_state(self, state: dict) -> None:
         from mimii_due.detectors import parse_spec
 
-        self.members_ = [load_member(parse_spec(spec)[0], m)
-                         for spec, m in zip(self.config.members, state["members"], strict=True)]  # fmt: skip
+        self.used_ = [int(k) for k in state.get("used", range(len(self.config.members)))]  # before: all trained
+        self.members_ = [load_member(parse_spec(self.config.members[k])[0], m)
+                         for k, m in zip(self.used_, state["members"], strict=True)]  # fmt: skip
         self.norms_ = [{int(k): tuple(float(x) for x in v) for k, v in n.items()} for n in state["norms"]]
         self.counts_ = {int(k): int(v) for k, v in state["counts"].items()}
         self.taught_ = [bool(t) for t in state.get("taught", [True] * len(self.members_))]  # before: all counted
