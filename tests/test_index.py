@@ -134,3 +134,8 @@ def test_own_recordings_under_any_names_are_normal_training_and_labelled_test_cl
     shutil.copy(fan[6], root / "test" / "odd.wav")  # test clips need their label's folder
     with pytest.raises(FileNameError, match="odd.wav: file name fits no"):
         index(tmp_path / "recordings")
+    (root / "test" / "odd.wav").unlink()
+    dcase = root / "test" / "anomaly" / "section_00_source_test_normal_0001_strength_1.wav"
+    shutil.copy(fan[6], dcase)  # a challenge's name in one's own test/anomaly/: the folder says what it is
+    test = index(tmp_path / "recordings").query("split == 'test'").set_index("filename")
+    assert test.loc[dcase.name, "label"] == "anomaly" and test.loc[dcase.name, "scheme"] == "own"

@@ -216,6 +216,9 @@ def _row(path: Path) -> dict:
     folder = path.parent.name
     mimii = mimii_folders(path) is not None
     if folder not in SPLIT_FOLDERS and not mimii:
+        place = _own_place(path)
+        if place is not None and place[1] == "test":  # test/normal/, test/anomaly/: one's own, whatever the name
+            return _own_row(path, place)
         raise LayoutError(f"clip is in folder '{folder}', expected one of {', '.join(SPLIT_FOLDERS)}"
                           " (or MIMII's id_XX/normal, id_XX/abnormal)", path)  # fmt: skip
     machine_dir = path.parent.parent.parent if mimii else path.parent.parent
