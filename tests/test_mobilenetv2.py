@@ -83,3 +83,7 @@ def test_one_section_classifies_attributes_and_one_class_is_a_clear_error(easy_d
     single = one[one.attributes == one.attributes.iloc[0]]
     with pytest.raises(ModelError, match="nothing to classify"):
         make("mobilenetv2", epochs=1).fit(*extract(single))
+    assert make("mobilenetv2").would_learn(one) and not make("mobilenetv2").would_learn(single)
+    # as an ensemble member it is left out, untrained, instead of stopping the ensemble
+    ens = make("ensemble", members=("twfr_gmm", "mobilenetv2"), min_clips=0).fit(*extract(single))
+    assert ens.used_ == [0] and np.isfinite(ens.score(*extract(test))).all()

@@ -143,6 +143,11 @@ class MobileNetV2Detector(Detector):
         lookup = {k: i for i, k in enumerate(self.classes_)}
         return np.array([lookup.get(k, -1) for k in class_keys(clips)])
 
+    def would_learn(self, clips: pd.DataFrame, outliers: pd.DataFrame | None = None) -> bool:
+        """Two sections or more, or with one section two attribute values or more: something to classify
+        (else :meth:`_fit` refuses; an ensemble leaves it out without training it)."""
+        return clips["section"].nunique() > 1 or len(set(class_keys(clips))) > 1
+
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
              outliers=None) -> None:  # fmt: skip
         c = self.config
