@@ -189,18 +189,18 @@ class EnsembleDetector(Detector):
         that would leave none. Training it cost minutes for nothing (a single machine of 1,000
         clips: the embedding's whole training) and warned of a member the user had not chosen."""
         few = bool((clips["section"].value_counts() < self.config.min_clips).all())
-        used = []
+        why = {}
         for k, det in enumerate(made):
-            spec = self.config.members[k]
             if few and det.trains_network:
-                log.warning("the ensemble leaves out %s: every section has fewer than %d training clips, too few "
-                            "for a network to learn from", spec, self.config.min_clips)  # fmt: skip
+                why[k] = (f"every section has fewer than {self.config.min_clips} training clips, too few for a network "
+                          "to learn from")  # fmt: skip
             elif not det.would_learn(clips, outliers):
-                log.warning("the ensemble leaves out %s: a single class to learn (one section, no attributes, no other "
-                            "machine types beside it)", spec)  # fmt: skip
-            else:
-                used.append(k)
-        return used or list(range(len(made)))  # someone must stay to score
+                why[k] = "a single class to learn (one section, no attributes, no other machine types beside it)"
+        if len(why) == len(made):  # someone must stay to score
+            return list(range(len(made)))
+        for k, reason in why.items():
+            log.warning("the ensemble leaves out %s: %s", self.config.members[k], reason)
+        return [k for k in range(len(made)) if k not in why]
 
     def adopt(self, members: list[Detector], clips: pd.DataFrame, used: list[int] | None = None) -> None:
         """Combine fitted ``members`` (fitted on ``clips``; one per ``config.members``, or those of
