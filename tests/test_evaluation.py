@@ -186,6 +186,9 @@ def test_a_section_without_anomalies_counts_false_alarms_and_leaves_the_official
                               "n_anomaly": int((df.label == "anomaly").sum()),
                               "detected": int(df[df.label == "anomaly"]["decision"].sum())}  # fmt: skip
     assert summ["machines"]["fan"]["hmean"]["AUC"] == pytest.approx(hmean(fan["AUC"]))  # fan's own are defined
+    flat = res.reset_index()
+    assert summ["machine_scores"]["fan"] == pytest.approx(official_score(flat[flat.machine == "fan"]))
+    assert np.isnan(summ["machine_scores"]["pump"])
     write_results(res.reset_index(), summ, tmp_path)  # undefined is null in JSON, which any reader takes
     import json
 

@@ -301,6 +301,9 @@ def test_run_evaluates_a_test_set_with_a_domain_of_anomalies_only_and_says_what_
         r = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / "out"), "--detectors", "twfr_gmm,gaussian"])
     assert r.exit_code == 0, r.output
     assert "twfr_gmm: official score undefined" in r.output and "gaussian: official score undefined" in r.output
+    for det in ("twfr_gmm", "gaussian"):  # valve's own score is defined, and given
+        valve = json.loads((tmp_path / "out" / det / "results" / "result.json").read_text())["machine_scores"]["valve"]
+        assert f"{det}: official score per machine type: fan undefined, valve {valve:.3f}" in r.output
     assert "fan section 00 target: no normal test clips" in caplog.text
     for det in ("twfr_gmm", "gaussian"):
         result = json.loads((tmp_path / "out" / det / "results" / "result.json").read_text())

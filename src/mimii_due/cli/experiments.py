@@ -164,7 +164,7 @@ def evaluate(
         s = r["summary"]
         luck = f" (bootstrap sd {s['bootstrap_sd']:.4f} over {bootstrap} test sets)" if "bootstrap_sd" in s else ""
         who = f"{r['name']}: " if len(rows) > 1 else ""
-        stdout.print(f"{who}{_alarm_line(s['alarms'])}", markup=False)
+        _print_summary(who, s)
         line = f"{who}official score ({s['protocol']}) {official_text(s['official_score'], 4)}{luck}"
         if "versus_first" in r:
             line += (f"; minus {rows[0]['name']}: {r['versus_first']:+.4f} (paired bootstrap sd "
@@ -173,6 +173,16 @@ def evaluate(
     if not all(r.get("same_clips", True) for r in rows):  # side by side, yet not on the same test clips
         console.print(f"[yellow]warning[/yellow] not all were evaluated on the test clips of {rows[0]['name']} (their "
                       "names, labels or year differ), so the table is not a comparison on the same clips")  # fmt: skip
+
+
+def _print_summary(who: str, summary: dict) -> None:
+    """The alarms on the test clips and, for several machine types, each one's official score."""
+    from mimii_due.report.tables import official_text
+
+    stdout.print(f"{who}{_alarm_line(summary['alarms'])}", markup=False)
+    if len(summary["machine_scores"]) > 1:
+        each = ", ".join(f"{m} {official_text(v)}" for m, v in summary["machine_scores"].items())
+        stdout.print(f"{who}official score per machine type: {each}", markup=False)
 
 
 def _alarm_line(alarms: dict) -> str:
@@ -271,7 +281,7 @@ def run(
 
     for name, res in done["results"].items():
         s = summarize(res)
-        stdout.print(f"{name}: {_alarm_line(s['alarms'])}", markup=False)
+        _print_summary(f"{name}: ", s)
         stdout.print(f"{name}: official score {official_text(s['official_score'])} ({s['protocol']})", markup=False)
     stdout.print(f"runs in {out}; wall time {done['seconds']:.0f} s")
     stdout.print(f"report: {done['report']} (open it in a browser)")

@@ -168,7 +168,8 @@ def summarize(results: pd.DataFrame) -> dict:
     """Arithmetic and harmonic means per machine, per domain and overall, and the official score.
 
     Returns ``{"machines": {machine: {"amean": {...}, "hmean": {...}}}, "domains": {...},
-    "overall": {...}, "official_score": float (NaN where undefined), "undefined": [why, ...],
+    "overall": {...}, "official_score": float (NaN where undefined), "machine_scores": {machine:
+    the official score of its rows alone}, "undefined": [why, ...],
     "alarms": {"n_normal", "false_alarms", "n_anomaly", "detected"}, "protocol": str}``.
     """
 
@@ -181,6 +182,7 @@ def summarize(results: pd.DataFrame) -> dict:
         "domains": {d: means(g) for d, g in results.groupby("domain")},
         "overall": means(results),
         "official_score": official_score(results),
+        "machine_scores": {m: official_score(g) for m, g in results.groupby("machine")},  # as papers tabulate
         "undefined": undefined(results),
         "alarms": {c: int(results[c].sum()) for c in counts if c in results},
         "protocol": str(results["protocol"].iloc[0]) if "protocol" in results and len(results) else "dcase2021",
