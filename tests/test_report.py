@@ -38,6 +38,10 @@ def test_report_of_two_runs_side_by_side(two_runs, tiny_dataset):
     assert "ae AUC source" in page and "gaussian AUC target" in page and "Official score" in page
     assert "Warning" not in page and page.count(f"tested on {tiny_dataset}") == 2  # the same clips
     md = out.with_suffix(".md").read_text()
+    ae, ga = (pd.read_json(two_runs / d / "results" / "result.json", typ="series")["machine_scores"]
+              for d in ("ae", "gaussian"))  # each machine type's official score, as result.json has it  # fmt: skip
+    for machine in ("fan", "valve"):
+        assert f"| {machine.title()} | {ae[machine]:.3f} | {ga[machine]:.3f} |" in md
     for f in re.findall(r"\]\((report_files/[^)]+)\)", md):
         with Image.open(two_runs / f) as im:
             im.verify()

@@ -18,7 +18,14 @@ from mimii_due.data.index import index
 from mimii_due.errors import ConfigError, StorageError
 from mimii_due.evaluation.files import read_file_results, score_files
 from mimii_due.report import figures
-from mimii_due.report.tables import alarms, official_text, results_markdown, table4
+from mimii_due.report.tables import (
+    alarms,
+    machine_scores,
+    markdown_table,
+    official_text,
+    results_markdown,
+    table4,
+)
 from mimii_due.runs import Run
 
 log = logging.getLogger(__name__)
@@ -108,6 +115,10 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         + "</p>",
     ]
     md = ["# mimii-due report", "", results_markdown({i["name"]: i["results"] for i in infos}), ""]
+    per_machine = machine_scores({i["name"]: i["results"] for i in infos})
+    if len(per_machine) > 1:
+        parts += ["<p>Official score per machine type:</p>", per_machine.to_html(border=0)]
+        md += ["Official score per machine type:", "", *markdown_table(per_machine, "machine type"), ""]
     undefined = [f"{i['name']}: {why}" for i in infos for why in i["summary"].get("undefined", [])]
     if undefined:  # e.g. a test folder of new normal recordings: the alarms below still say how it does
         line = "Undefined AUC (a section without both labels): " + "; ".join(undefined)
@@ -163,10 +174,7 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         counted = alarms(info["results"])
         if counted is not None:
             parts += ["<h3>Alarms on the test clips</h3>", counted.to_html(border=0)]
-            md += ["### Alarms on the test clips", "", "| machine type | " + " | ".join(counted.columns) + " |",
-                   "|---" * (1 + len(counted.columns)) + "|"]  # fmt: skip
-            md += ["| " + " | ".join([m, *r]) + " |" for m, r in zip(counted.index, counted.to_numpy(), strict=True)]
-            md.append("")
+            md += ["### Alarms on the test clips", "", *markdown_table(counted, "machine type"), ""]
         loss = figures.loss_curves(info["histories"], files / f"{tag}_loss.png")
         if loss:
             figs.append(("Training and validation loss", loss))

@@ -63,6 +63,21 @@ def results_table(runs: dict[str, pd.DataFrame], title: str = "AUC / pAUC (Table
     return t
 
 
+def machine_scores(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each machine type's official score (its own rows' harmonic mean, as papers tabulate them),
+    one column per run, as text ("undefined" where a section lacks a label)."""
+    columns = {name: {MACHINE_TITLES.get(m, m): official_text(official_score(g)) for m, g in res.groupby("machine")}
+               for name, res in runs.items()}  # fmt: skip
+    return pd.DataFrame(columns).fillna("")  # a machine type a run was not tested on: blank
+
+
+def markdown_table(table: pd.DataFrame, first: str) -> list[str]:
+    """A table of text as Markdown lines, its index in the first column (named ``first``)."""
+    lines = ["| " + " | ".join([first, *table.columns]) + " |", "|---" * (1 + len(table.columns)) + "|"]
+    return lines + ["| " + " | ".join([str(i), *map(str, r)]) + " |" for i, r in zip(table.index, table.to_numpy(),
+                                                                                     strict=True)]  # fmt: skip
+
+
 def alarms(results: pd.DataFrame) -> pd.DataFrame | None:
     """Per machine type, how many normal test clips the thresholds flagged (false alarms) and how
     many anomalous ones (detections), as "k of n (rate)"; None for results evaluated before the
