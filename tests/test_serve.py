@@ -68,6 +68,32 @@ def service(run, tmp_path):
     return client, record
 
 
+def test_kept_audio_stays_within_its_limit_the_oldest_removed(run, clips, tmp_path):
+    """--keep-max-mb: a ring of the most recent clips; the user's other files and the record untouched."""
+    import hashlib
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")  # not ours: never counted nor removed
+    data = [open(p, "rb").read() for p in clips.path[:4]]
+    assert len({len(d) for d in data}) == 1  # equal sizes: the limit holds two and a half of them
+    old = kept / ("0" * 64 + ".wav")  # kept by an earlier run of the service: counted, the oldest
+    old.write_bytes(data[0])
+    os.utime(old, (1, 1))
+    record = Record(tmp_path / "d.sqlite")
+    client = TestClient(create_app(ModelSet(run), record, keep_audio=kept, keep_max_bytes=int(len(data[0]) * 2.5)))
+    for i, d in enumerate(data):
+        assert client.post(f"/v1/score?machine=valve&section=00&filename=c{i}.wav", content=d).status_code == 200
+    names = sorted(p.name for p in kept.iterdir())
+    newest = sorted(hashlib.sha256(d).hexdigest() + ".wav" for d in data[2:])
+    assert names == sorted([*newest, "notes.txt"])  # the two newest clips, and the user's file
+    assert len(record.recent()) == 4  # every decision kept in the record
+    with pytest.raises(ConfigError, match="positive number of bytes"):
+        create_app(ModelSet(run), record, keep_audio=kept, keep_max_bytes=0)
+    r = runner.invoke(cli, ["serve", str(run), "--port", "0", "--keep-max-mb", "5", "--db", str(tmp_path / "d.sqlite")])
+    assert r.exit_code == 1 and "give that folder too" in r.output and "serving" not in r.output
+
+
 def test_score_command_scores_any_names_and_reports_bad_clips(run, clips, tmp_path):
     folder = tmp_path / "new"
     folder.mkdir()

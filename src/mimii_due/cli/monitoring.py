@@ -140,6 +140,8 @@ def serve(
     token: str = typer.Option(None, help="Bearer token required on every request (or MIMII_DUE_TOKEN)."),
     db: Path = typer.Option(None, help=DB_HELP),
     keep_audio: Path = typer.Option(None, "--keep-audio", help="Keep every scored clip here (for retraining)."),
+    keep_max_mb: float = typer.Option(None, "--keep-max-mb", help="With --keep-audio: remove the oldest kept clips "
+                                      "once they exceed this many MB (default: keep all)."),
     max_mb: float = typer.Option(16.0, "--max-mb", help="Largest upload accepted, in MB."),
     threads: int = typer.Option(1, help="torch threads for scoring."),
     on_anomaly: str = typer.Option(None, "--on-anomaly", help=ON_ANOMALY_HELP),
@@ -152,7 +154,10 @@ def serve(
     def announce(url: str) -> None:
         console.print(f"serving {run} on {url} (dashboard), POST /v1/score; Ctrl-C stops")
 
-    _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio,
+    if keep_max_mb is not None and keep_audio is None:
+        raise ConfigError("--keep-max-mb limits the audio that --keep-audio keeps: give that folder too")
+    keep_max = None if keep_max_mb is None else int(keep_max_mb * 1024 * 1024)
+    _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio, keep_max_bytes=keep_max,
            max_bytes=int(max_mb * 1024 * 1024), threads=threads, alarm=_alarm(on_anomaly, alarm_after),
            announce=announce)  # fmt: skip
 

@@ -27,10 +27,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mimii_due import __version__, atomic
+from mimii_due import __version__
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, StorageError, UnknownModelError
 from mimii_due.scoring import Decision, ModelSet
 from mimii_due.serve.alarm import AlarmCommand
+from mimii_due.serve.keep import AudioKeeper
 from mimii_due.serve.record import Record, default_path
 
 MAX_BYTES = 16 * 1024 * 1024  # a 10 s 16 kHz 16-bit clip is 320 kB; 8-channel 24-bit ones fit too
@@ -46,6 +47,7 @@ def create_app(
     *,
     token: str | None = None,
     keep_audio: str | Path | None = None,
+    keep_max_bytes: int | None = None,
     max_bytes: int = MAX_BYTES,
     threads: int = 1,
     alarm: Callable[[Decision, str | None], None] | None = None,
@@ -53,12 +55,7 @@ def create_app(
     if not (isinstance(max_bytes, int) and max_bytes > 0) or not (isinstance(threads, int) and threads >= 1):
         raise ConfigError(f"the largest upload must be positive and the threads at least 1, not {max_bytes!r} "
                           f"bytes and {threads!r}")  # fmt: skip
-    keep = Path(keep_audio) if keep_audio else None
-    if keep is not None:  # found out now, not at the first upload
-        try:
-            keep.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StorageError(f"cannot keep audio here ({e.strerror or e})", keep) from e
+    keep = AudioKeeper(keep_audio, keep_max_bytes) if keep_audio else None  # the oldest removed past the limit
     app = FastAPI(title="mimii-due", version=__version__)
     registry = CollectorRegistry()
     requests = Counter("mimii_due_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
@@ -140,7 +137,7 @@ def create_app(
             d = models.score_bytes(data, filename=label, machine=machine, section=sec, domain=domain)
             kept = None
             if keep is not None:  # the clip kept for retraining, under its content hash
-                kept = str(atomic.write_with(keep / f"{d.sha256}.wav", lambda tmp: tmp.write_bytes(data)))
+                kept = str(keep.keep(data, d.sha256))
             row = record.add(d, source="upload", path=kept)  # committed before we answer
             if alarm is not None:  # an anomaly runs the user's command, beside the answer
                 alarm(d, kept)
@@ -187,7 +184,8 @@ def create_app(
 
 
 def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          db: str | Path | None = None, keep_audio: str | Path | None = None, max_bytes: int = MAX_BYTES,
+          db: str | Path | None = None, keep_audio: str | Path | None = None, keep_max_bytes: int | None = None,
+          max_bytes: int = MAX_BYTES,
           threads: int = 1, alarm: AlarmCommand | None = None,
           announce: Callable[[str], None] | None = None) -> None:  # fmt: skip
     """Load the models and serve until stopped. Binding anything but loopback needs a token. The
@@ -199,8 +197,8 @@ def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: 
         raise MimiiDueError(f"binding {host} exposes the service: set a bearer token (--token or MIMII_DUE_TOKEN)")
     models = ModelSet(run)
     record = Record(db or default_path(run))
-    app = create_app(models, record, token=token, keep_audio=keep_audio, max_bytes=max_bytes, threads=threads,
-                     alarm=alarm)  # fmt: skip
+    app = create_app(models, record, token=token, keep_audio=keep_audio, keep_max_bytes=keep_max_bytes,
+                     max_bytes=max_bytes, threads=threads, alarm=alarm)  # fmt: skip
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except (OSError, OverflowError) as e:  # OverflowError: a port outside 0-65535
