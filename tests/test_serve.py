@@ -92,6 +92,10 @@ def test_kept_audio_stays_within_its_limit_the_oldest_removed(run, clips, tmp_pa
         create_app(ModelSet(run), record, keep_audio=kept, keep_max_bytes=0)
     r = runner.invoke(cli, ["serve", str(run), "--port", "0", "--keep-max-mb", "5", "--db", str(tmp_path / "d.sqlite")])
     assert r.exit_code == 1 and "give that folder too" in r.output and "serving" not in r.output
+    for bad in ("0", "-1", "nan", "inf"):
+        r = runner.invoke(cli, ["serve", str(run), "--port", "0", "--keep-audio", str(kept), "--keep-max-mb", bad,
+                                "--db", str(tmp_path / "d.sqlite")])  # fmt: skip
+        assert r.exit_code == 1 and "positive number of MB" in r.output and "serving" not in r.output, r.output
 
 
 def test_score_command_scores_any_names_and_reports_bad_clips(run, clips, tmp_path):

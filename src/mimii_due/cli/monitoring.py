@@ -156,7 +156,9 @@ def serve(
 
     if keep_max_mb is not None and keep_audio is None:
         raise ConfigError("--keep-max-mb limits the audio that --keep-audio keeps: give that folder too")
-    keep_max = None if keep_max_mb is None else int(keep_max_mb * 1024 * 1024)
+    if keep_max_mb is not None and not 0 < keep_max_mb < 1e9:  # nan and inf too
+        raise ConfigError(f"--keep-max-mb must be a positive number of MB, not {keep_max_mb!r}")
+    keep_max = None if keep_max_mb is None else max(1, int(keep_max_mb * 1024 * 1024))
     _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio, keep_max_bytes=keep_max,
            max_bytes=int(max_mb * 1024 * 1024), threads=threads, alarm=_alarm(on_anomaly, alarm_after),
            announce=announce)  # fmt: skip
