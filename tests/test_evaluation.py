@@ -27,6 +27,16 @@ def test_precision_recall_f1_and_hmean():
     assert hmean([0.5, 1.0]) == pytest.approx(2 / 3)
 
 
+def test_excess_alarms_is_the_binomial_tail():
+    from mimii_due.evaluation.threshold import excess_alarms_p
+
+    assert excess_alarms_p(0, 15, 0.1) == 1.0
+    assert excess_alarms_p(6, 15, 0.1) == pytest.approx(scipy.stats.binom.sf(5, 15, 0.1))  # 0.0022: too many
+    assert excess_alarms_p(6, 15, 0.1) < 0.01 < excess_alarms_p(3, 8, 0.1)
+    with pytest.raises(ValueError, match="flagged <= clips"):
+        excess_alarms_p(4, 3, 0.1)
+
+
 def test_gamma_threshold_is_the_official_quantile():
     s = scipy.stats.gamma.rvs(3.0, loc=1.0, scale=0.5, size=4000, random_state=0)
     shape, loc, scale = scipy.stats.gamma.fit(s)

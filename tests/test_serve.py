@@ -118,6 +118,12 @@ def test_score_command_scores_any_names_and_reports_bad_clips(run, clips, tmp_pa
     flagged = sum(x["decision"] == "anomaly" for x in rows)
     assert f"{flagged} of 3 flagged as anomalous ({flagged / 3:.1%}); on normal clips the thresholds expect about " \
         "10.0%" in " ".join(r.output.split())
+    import scipy.stats  # is that many alarms more than the rate gives by chance? the exact binomial tail
+
+    p = scipy.stats.binom.sf(flagged - 1, 3, 0.1)
+    verdict = "more than the rate explains" if p < 0.01 else "within what chance gives"
+    assert f"that many alarms or more come by chance with p = {p:.2g} (binomial test): {verdict}" in " ".join(
+        r.output.split())
     # a model folder alone, challenge names: machine and section come from the model and the name
     r = runner.invoke(cli, ["score", str(run / "models" / "valve"), *clips.path[:2]])
     assert r.exit_code == 0, r.output and "2 clip(s) scored" in r.output

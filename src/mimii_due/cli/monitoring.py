@@ -65,6 +65,7 @@ def score(
     import json
 
     from mimii_due import atomic
+    from mimii_due.evaluation.threshold import excess_alarms_p
     from mimii_due.scoring import ModelSet, score_files
 
     fmt = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "csv")
@@ -94,6 +95,13 @@ def score(
         stdout.print(f"{flagged} of {len(decisions)} flagged as anomalous ({flagged / len(decisions):.1%}); on normal "
                      f"clips the thresholds expect about {' / '.join(f'{r:.1%}' for r in rates)} (`mimii-due "
                      "threshold` sets it)", markup=False)  # fmt: skip
+        if len(rates) == 1 and 0 < rates[0] < 1:  # one rate to test against
+            p = excess_alarms_p(flagged, len(decisions), rates[0])
+            verdict = ("more than the rate explains: the machine, its sound or the recording may have changed since "
+                       "the training clips, or the threshold does not carry over to new clips" if p < 0.01
+                       else "within what chance gives")  # fmt: skip
+            stdout.print(f"if these clips are normal, that many alarms or more come by chance with p = {p:.2g} "
+                         f"(binomial test): {verdict}", markup=False)  # fmt: skip
     for _, msg in failed:
         console.print(f"[yellow]not scored[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
     if out is not None:

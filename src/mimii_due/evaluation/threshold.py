@@ -1,5 +1,6 @@
 """Decision threshold of the official DCASE baseline: a gamma distribution fitted to the anomaly
-scores of the (normal) training clips, threshold at its 0.9 quantile."""
+scores of the (normal) training clips, threshold at its 0.9 quantile; and whether a batch of new
+clips raised more alarms than that rate gives by chance (:func:`excess_alarms_p`)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,14 @@ def gamma_threshold(scores: np.ndarray, *, quantile: float = 0.9) -> float:
                 pass
     log.info("gamma fit failed or does not fit %d scores; using the empirical %.2f quantile", len(scores), quantile)
     return float(np.quantile(scores, quantile))
+
+
+def excess_alarms_p(flagged: int, clips: int, rate: float) -> float:
+    """The chance of ``flagged`` or more alarms among ``clips`` normal clips at the thresholds'
+    false-alarm ``rate`` (exact binomial test, one-sided). Small (below 0.01, say) where a batch
+    of new recordings believed normal alarms more than the rate explains: the machine, its sound
+    or the recording may have changed since the training clips."""
+    if not (0 <= flagged <= clips and 0 < rate < 1):
+        raise ValueError(f"excess_alarms_p needs 0 <= flagged <= clips and a rate in (0, 1), got {flagged}, "
+                         f"{clips}, {rate}")  # fmt: skip
+    return float(scipy.stats.binomtest(flagged, clips, rate, alternative="greater").pvalue)
