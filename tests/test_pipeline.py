@@ -331,9 +331,16 @@ def test_new_normal_recordings_alone_give_the_false_alarm_rate(real_data, tmp_pa
     k = int(scores["decision"].sum())
     assert len(scores) == 15 and set(scores.label) == {"normal"}
     assert f"gaussian: flagged {k} of 15 normal test clips ({k / 15:.1%}), no anomalous test clips" in r.output
+    import scipy.stats  # against the rate the threshold was fitted for: the exact binomial tail
+
+    p = scipy.stats.binom.sf(k - 1, 15, 0.1)
+    verdict = "more than chance gives at that rate" if p < 0.01 else "within what chance gives"
+    assert f"the thresholds expect 10.0% of normal clips: {verdict} (binomial test, p = {p:.2g})" in " ".join(
+        r.output.split())
     assert "gaussian: official score undefined" in r.output
     result = json.loads((out / "gaussian" / "results" / "result.json").read_text())
     assert result["alarms"] == {"n_normal": 15, "false_alarms": k, "n_anomaly": 0, "detected": 0}
+    assert result["alarm_rates"] == {"pump": pytest.approx(0.1)}
     page = (out / "report.html").read_text()
     assert "Alarms on the test clips" in page and f"{k} of 15 ({k / 15:.1%})" in page
     assert "pump section 00 source: no anomalous test clips" in page

@@ -419,6 +419,8 @@ def _evaluate_run(keeper: Run, ground_truth, protocol, max_fpr, bootstrap, progr
         scores = keeper.read_scores()
         out = _metrics(scores, protocol or keeper.stamp()["protocol"], ground_truth, max_fpr, bootstrap, keeper.path,
                        for_stage(progress, "bootstrap", keeper.path.name))  # fmt: skip
+        tested = set(out[0]["machine"])
+        out[1]["alarm_rates"] = {m: r for m, r in keeper.alarm_rates().items() if m in tested}  # what to expect
         keeper.publish_results(*out[:2])
         return out
 
@@ -521,7 +523,7 @@ def run(
 ) -> dict:
     """The whole pipeline: (generate) -> train -> test -> evaluate -> report, one run folder per
     detector under ``out``, on this machine or a cluster ``engine``. Returns ``{"results":
-    {detector: results}, "report": path, "seconds": s}``."""
+    {detector: results}, "summaries": {detector: summary}, "report": path, "seconds": s}``."""
     from mimii_due.report.html import build_report
     from mimii_due.synth.generate import dataset_settings, generate, holds
 
@@ -549,12 +551,13 @@ def run(
               on_error=on_error,
               cache=out / "features", year=year, progress=progress, engine=engine)  # fmt: skip
         test(run_dir, data, on_error=on_error, year=year, progress=progress, engine=engine)
-    results = {}
+    results, summaries = {}, {}
     for det in detectors:
         try:
-            results[det], _ = evaluate(out / det, ground_truth=gt)
+            results[det], summaries[det] = evaluate(out / det, ground_truth=gt)
         except MimiiDueError:
             log.error("cannot evaluate %s; every detector's model and scores are kept in %s", det, out)
             raise
     report = build_report([out / d for d in results], out / "report.html", data=data)
-    return {"results": results, "report": report, "seconds": time.perf_counter() - t0, "version": __version__}
+    return {"results": results, "summaries": summaries, "report": report, "seconds": time.perf_counter() - t0,
+            "version": __version__}  # fmt: skip

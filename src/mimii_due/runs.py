@@ -150,6 +150,19 @@ class Run:
                 out[m] = json.loads(f.read_text()).get("history", [])
         return out
 
+    def alarm_rates(self) -> dict[str, float]:
+        """Per machine type, the false-alarm rate its model's threshold was fitted for (``1 -
+        threshold_quantile``; ``mimii-due threshold`` changes it); machine types without a readable
+        model are left out."""
+        out = {}
+        for m in self.meta().get("machines", []):
+            try:
+                out[m] = 1.0 - float(json.loads((self.model_dir(m) / "detector.json").read_text())["params"]
+                                     ["threshold_quantile"])  # fmt: skip
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return out
+
     def _model_stamp(self, machine: str) -> str:
         f = self.model_dir(machine) / "detector.json"
         return hashlib.sha1(f.read_bytes()).hexdigest()[:16] if f.exists() else ""

@@ -179,20 +179,30 @@ def _print_summary(who: str, summary: dict) -> None:
     """The alarms on the test clips and, for several machine types, each one's official score."""
     from mimii_due.report.tables import official_text
 
-    stdout.print(f"{who}{_alarm_line(summary['alarms'])}", markup=False)
+    stdout.print(f"{who}{_alarm_line(summary['alarms'], summary.get('alarm_rates'))}", markup=False)
     if len(summary["machine_scores"]) > 1:
         each = ", ".join(f"{m} {official_text(v)}" for m, v in summary["machine_scores"].items())
         stdout.print(f"{who}official score per machine type: {each}", markup=False)
 
 
-def _alarm_line(alarms: dict) -> str:
+def _alarm_line(alarms: dict, rates: dict | None = None) -> str:
     """How often the thresholds flagged the test clips: false alarms on the normal ones and
-    detections of the anomalous ones (what an engineer sees of a detector in use)."""
+    detections of the anomalous ones (what an engineer sees of a detector in use); with the rate
+    the thresholds were fitted for (one for all machine types), whether the false alarms are more
+    than chance gives at that rate (exact binomial test)."""
+    from mimii_due.evaluation.threshold import excess_alarms_p
+
     def share(k: int, n: int, what: str) -> str:
         return f"{k} of {n} {what} ({k / n:.1%})" if n else f"no {what}"
 
-    return (f"flagged {share(alarms['false_alarms'], alarms['n_normal'], 'normal test clips')}, "
+    line = (f"flagged {share(alarms['false_alarms'], alarms['n_normal'], 'normal test clips')}, "
             f"{share(alarms['detected'], alarms['n_anomaly'], 'anomalous test clips')}")  # fmt: skip
+    expected = set((rates or {}).values())
+    if len(expected) == 1 and alarms["n_normal"] and 0 < (rate := expected.pop()) < 1:
+        p = excess_alarms_p(alarms["false_alarms"], alarms["n_normal"], rate)
+        verdict = "more than chance gives at that rate" if p < 0.01 else "within what chance gives"
+        line += f"; the thresholds expect {rate:.1%} of normal clips: {verdict} (binomial test, p = {p:.2g})"
+    return line
 
 
 @app.command()
@@ -277,10 +287,7 @@ def run(
             on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar), engine=eng,
         )  # fmt: skip
     stdout.print(results_table(done["results"]))
-    from mimii_due.evaluation.metrics import summarize
-
-    for name, res in done["results"].items():
-        s = summarize(res)
+    for name, s in done["summaries"].items():
         _print_summary(f"{name}: ", s)
         stdout.print(f"{name}: official score {official_text(s['official_score'])} ({s['protocol']})", markup=False)
     stdout.print(f"runs in {out}; wall time {done['seconds']:.0f} s")
