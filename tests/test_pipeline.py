@@ -165,8 +165,10 @@ def test_threshold_sets_the_false_alarm_rate_and_a_tested_runs_decisions_and_eva
     assert (after.threshold > before.threshold).all() and (after.decision == (after.score > after.threshold)).all()
     assert after.decision.sum() < before.decision.sum()
     evaluated = json.loads((run / "results" / "result.json").read_text())
+    assert evaluated["alarm_rates"] == {"fan": pytest.approx(0.01), "valve": pytest.approx(0.01)}  # judged by those
     assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0  # what evaluate makes of the new decisions
-    assert json.loads((run / "results" / "result.json").read_text())["results"] == evaluated["results"]
+    again = json.loads((run / "results" / "result.json").read_text())
+    assert again["results"] == evaluated["results"] and again["alarm_rates"] == evaluated["alarm_rates"]
     assert runner.invoke(app, ["report", str(run)]).exit_code == 0  # nothing stale
     assert runner.invoke(app, ["threshold", str(run), "--rate", "0.1"]).exit_code == 0
     models = json.loads((run / "models" / "fan" / "detector.json").read_text())

@@ -327,7 +327,7 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
             labelled = scores["label"].notna() & scores["domain"].notna()
             if evaluated_as and labelled.all():  # else it may have needed a ground truth: left to `evaluate`
                 results, summ = _metrics(scores, evaluated_as, None, MAX_FPR, 0, keeper.path)[:2]
-                keeper.publish_results(results, summ)
+                keeper.publish_results(results, _with_rates(summ, results, keeper))
                 summary["evaluated"] = True
         return {"machines": out} | summary
 
@@ -419,10 +419,16 @@ def _evaluate_run(keeper: Run, ground_truth, protocol, max_fpr, bootstrap, progr
         scores = keeper.read_scores()
         out = _metrics(scores, protocol or keeper.stamp()["protocol"], ground_truth, max_fpr, bootstrap, keeper.path,
                        for_stage(progress, "bootstrap", keeper.path.name))  # fmt: skip
-        tested = set(out[0]["machine"])
-        out[1]["alarm_rates"] = {m: r for m, r in keeper.alarm_rates().items() if m in tested}  # what to expect
-        keeper.publish_results(*out[:2])
+        keeper.publish_results(out[0], _with_rates(out[1], out[0], keeper))
         return out
+
+
+def _with_rates(summary: dict, results: pd.DataFrame, keeper: Run) -> dict:
+    """``summary`` with ``alarm_rates``: the false-alarm rate each tested machine type's thresholds
+    were fitted for, what its false alarms are judged against."""
+    tested = set(results["machine"])
+    summary["alarm_rates"] = {m: r for m, r in keeper.alarm_rates().items() if m in tested}
+    return summary
 
 
 def _evaluate_files(folder: Path, ground_truth, protocol, max_fpr, bootstrap, progress=None) -> tuple:
