@@ -190,7 +190,7 @@ def _alarm_line(alarms: dict, rates: dict | None = None) -> str:
     detections of the anomalous ones (what an engineer sees of a detector in use); with the rate
     the thresholds were fitted for (one for all machine types), whether the false alarms are more
     than chance gives at that rate (exact binomial test)."""
-    from mimii_due.evaluation.threshold import excess_alarms_p
+    from mimii_due.evaluation.threshold import EXCESS_P, excess_alarms_p
 
     def share(k: int, n: int, what: str) -> str:
         return f"{k} of {n} {what} ({k / n:.1%})" if n else f"no {what}"
@@ -200,7 +200,7 @@ def _alarm_line(alarms: dict, rates: dict | None = None) -> str:
     expected = set((rates or {}).values())
     if len(expected) == 1 and alarms["n_normal"] and 0 < (rate := expected.pop()) < 1:
         p = excess_alarms_p(alarms["false_alarms"], alarms["n_normal"], rate)
-        verdict = "more than chance gives at that rate" if p < 0.01 else "within what chance gives"
+        verdict = "more than chance gives at that rate" if p < EXCESS_P else "within what chance gives"
         line += f"; the thresholds expect {rate:.1%} of normal clips: {verdict} (binomial test, p = {p:.2g})"
     return line
 

@@ -65,7 +65,7 @@ def score(
     import json
 
     from mimii_due import atomic
-    from mimii_due.evaluation.threshold import excess_alarms_p
+    from mimii_due.evaluation.threshold import EXCESS_P, excess_alarms_p
     from mimii_due.scoring import ModelSet, score_files
 
     fmt = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "csv")
@@ -98,7 +98,7 @@ def score(
         if len(rates) == 1 and 0 < rates[0] < 1:  # one rate to test against
             p = excess_alarms_p(flagged, len(decisions), rates[0])
             verdict = ("more than the rate explains: the machine, its sound or the recording may have changed since "
-                       "the training clips, or the threshold does not carry over to new clips" if p < 0.01
+                       "the training clips, or the threshold does not carry over to new clips" if p < EXCESS_P
                        else "within what chance gives")  # fmt: skip
             stdout.print(f"if these clips are normal, that many alarms or more come by chance with p = {p:.2g} "
                          f"(binomial test): {verdict}", markup=False)  # fmt: skip

@@ -40,6 +40,9 @@ def gamma_threshold(scores: np.ndarray, *, quantile: float = 0.9) -> float:
     return float(np.quantile(scores, quantile))
 
 
+EXCESS_P = 0.01  # below this, more alarms than the thresholds' rate explains (the commands say so)
+
+
 def excess_alarms_p(flagged: int, clips: int, rate: float) -> float:
     """The chance of ``flagged`` or more alarms among ``clips`` normal clips at the thresholds'
     false-alarm ``rate`` (exact binomial test, one-sided). Small (below 0.01, say) where a batch
