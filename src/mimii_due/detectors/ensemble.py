@@ -186,8 +186,9 @@ class EnsembleDetector(Detector):
     def _worth_training(self, made: list[Detector], clips: pd.DataFrame, outliers: pd.DataFrame | None) -> list[int]:
         """The members to train: not one that would be left out everywhere (a network where every
         section has under ``min_clips`` training clips, one with a single class to learn), unless
-        that would leave none. Training it cost minutes for nothing (a single machine of 1,000
-        clips: the embedding's whole training) and warned of a member the user had not chosen."""
+        that would leave none. Training it cost time for nothing (one machine's 495 generated clips:
+        58.8 s of the embedding's training beside 19.3 s for the rest) and warned of a member the
+        user had not chosen."""
         few = bool((clips["section"].value_counts() < self.config.min_clips).all())
         why = {}
         for k, det in enumerate(made):
