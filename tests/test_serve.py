@@ -622,6 +622,57 @@ def test_an_alarm_after_k_of_n_anomalous_clips_is_raised_once_and_again_after_it
             AlarmCommand(shlex.join([sys.executable, "-c", "pass"]), after=bad)
 
 
+def test_a_restarted_watch_or_service_goes_on_counting_k_of_n_from_its_record(run, clips, tmp_path, monkeypatch,
+                                                                             caplog):  # fmt: skip
+    """The K-of-N counts start from each machine type and section's last N decisions in the record: an
+    alarm raised before the restart is not sent again for the same clips, and anomalies just before it
+    still count; the service's /metrics shows which alarms are raised."""
+    from mimii_due.scoring import Decision
+    from mimii_due.serve.alarm import AlarmCommand
+
+    def decide(machine, i, flag):
+        anomalous = flag == "A"
+        return Decision(f"{machine}{i}.wav", machine, 0, None, float(anomalous), 0.5, anomalous, "gaussian", "v", "0")
+
+    record = Record(tmp_path / "d.sqlite")
+    before = {"valve": "NNNAAN", "pump": "AANNNA", "fan": "N"}  # last 3: valve A A N (raised), pump N N A (not)
+    for i in range(6):
+        for machine, flags in before.items():
+            if i < len(flags):
+                record.add(decide(machine, i + 1, flags[i]), source="watcher")
+    assert record.latest(3) == {("valve", 0): [True, True, False], ("pump", 0): [False, False, True],
+                                ("fan", 0): [False]}  # fmt: skip
+    monkeypatch.setenv("ALARMS", str(tmp_path / "alarms.txt"))
+    script = "import json, os, sys; open(os.environ['ALARMS'], 'a').write(json.load(sys.stdin)['filename'] + '\\n')"
+    alarm = AlarmCommand(shlex.join([sys.executable, "-c", script]), after=(2, 3))
+    with caplog.at_level("WARNING"):
+        alarm.resume(record)
+    assert "alarm of valve section 00 still raised from before: 2 of its last 3 recorded clips anomalous" in caplog.text
+    assert alarm.states() == {("fan", 0): False, ("pump", 0): False, ("valve", 0): True}
+    for d in (decide("valve", 7, "A"), decide("pump", 7, "A"), decide("fan", 2, "A")):
+        alarm(d)  # valve: still raised, not sent again; pump: N A A, raised now; fan: N A, one of two
+    alarm.close()
+    assert (tmp_path / "alarms.txt").read_text().split() == ["pump7.wav"] and alarm.sent == 1
+
+    # the service: resumed from its record when it starts, and the raised alarms in /metrics
+    record.add(decide("valve", 8, "A"), source="watcher")
+    alarm = AlarmCommand(shlex.join([sys.executable, "-c", script]), after=(2, 3))
+    client = TestClient(create_app(ModelSet(run), record, alarm=alarm))
+    metrics = client.get("/metrics").text
+    assert 'mimii_due_alarm_raised{machine="valve",section="00"} 1.0' in metrics
+    assert 'mimii_due_alarm_raised{machine="fan",section="00"} 0.0' in metrics
+    assert 'mimii_due_alarm_commands_total{result="sent"} 0.0' in metrics
+    models = ModelSet(run)
+    where = {"machine": "valve", "section": 0}
+    normal = [p for p in clips.path if not models.score_bytes(Path(p).read_bytes(), **where).decision]
+    for i, p in enumerate(normal[:3]):  # three clips the model calls normal clear valve's alarm
+        a = client.post(f"/v1/score?machine=valve&section=00&filename=n{i}.wav", content=open(p, "rb").read()).json()
+        assert not a["anomalous"]
+    alarm.close()
+    assert 'mimii_due_alarm_raised{machine="valve",section="00"} 0.0' in client.get("/metrics").text
+    assert (tmp_path / "alarms.txt").read_text().split() == ["pump7.wav"]
+
+
 def test_watch_alarm_after_is_checked_before_the_watch_starts(run, tmp_path):
     (tmp_path / "in").mkdir()
     args = ["watch", str(run), str(tmp_path / "in"), "--max-seconds", "1", "--db", str(tmp_path / "d.sqlite")]

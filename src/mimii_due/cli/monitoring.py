@@ -204,6 +204,8 @@ def watch(
         console.print(f"[yellow]not scored[/yellow] {escape(message)}", soft_wrap=True)
 
     record = Record(db or default_path(run))
+    if alarm is not None:
+        alarm.resume(record)  # a watch started again goes on counting K of N from its record
     w = Watcher(ModelSet(run), record, folder, settle=settle, machine=machine, section=section, on_decision=show,
                 on_error=bad)  # fmt: skip
     console.print(f"watching {folder}; Ctrl-C stops")

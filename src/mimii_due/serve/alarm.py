@@ -13,8 +13,12 @@ every 10 seconds raises one for about every 100 seconds of normal running; the c
 5 independent normal clips are flagged is 0.0086 (the binomial tail). With ``after``, a machine
 type and section's alarm is raised when at least ``k`` of its last ``n`` clips are anomalous: the
 command runs once then, and again only after the alarm has cleared (fewer than ``k`` of the last
-``n``; said in the log). The count starts with the watch or the service. Without it, every
-anomalous clip runs the command.
+``n``; said in the log). A watch or a service that starts again (a restart, a crash, a new
+model) goes on from the decision record: each machine type and section's last ``n`` decisions
+there fill its count (:meth:`AlarmCommand.resume`), so an alarm raised before is not raised a
+second time for the same clips, and anomalies shortly before the restart still count. (The alarm is
+raised exactly while ``k`` of the last ``n`` are anomalous, so those ``n`` decisions are all it
+needs to know.) Without ``after``, every anomalous clip runs the command.
 """
 
 from __future__ import annotations
@@ -84,6 +88,27 @@ class AlarmCommand:
                 self._raised.discard(key)
                 log.warning("alarm of %s section %02d cleared: %d of its last %d clips anomalous", d.machine,
                             d.section, count, len(window))  # fmt: skip
+
+    def resume(self, record) -> None:
+        """Go on from the decisions already in ``record`` (a :class:`~mimii_due.serve.record.Record`):
+        each machine type and section's last ``n`` fill its count, and its alarm counts as raised
+        (already sent) where ``k`` of them are anomalous. Nothing is run."""
+        if self.after is None:
+            return
+        k, n = self.after
+        with self._lock:
+            for key, last in record.latest(n).items():
+                self._recent[key] = deque(last, maxlen=n)
+                if sum(last) >= k:
+                    self._raised.add(key)
+                    log.warning("alarm of %s section %02d still raised from before: %d of its last %d recorded "
+                                "clips anomalous; it is sent again only after it has cleared", key[0], key[1],
+                                sum(last), len(last))  # fmt: skip
+
+    def states(self) -> dict[tuple[str, int], bool]:
+        """Each machine type and section counted so far, and whether its K-of-N alarm is raised now."""
+        with self._lock:
+            return {key: key in self._raised for key in sorted(self._recent)}
 
     def _run(self, d: Decision, path: str | None, recent: tuple[int, int] | None) -> None:
         env = os.environ | {"MIMII_DUE_FILE": path or d.filename, "MIMII_DUE_MACHINE": d.machine,

@@ -4,7 +4,8 @@
                      ``machine``, ``section``, ``domain``, ``filename`` (a label only, never a path).
                      Answers the decision after its row is committed to the record.
 ``GET /v1/models``   the models loaded; ``GET /v1/decisions`` the recent decisions (the dashboard's data)
-``GET /healthz``     liveness; ``GET /metrics`` Prometheus text format; ``GET /`` the dashboard
+``GET /healthz``     liveness; ``GET /metrics`` Prometheus text format (with an alarm command, its
+                     state: ``mimii_due_alarm_raised``, ``mimii_due_alarm_commands``); ``GET /`` the dashboard
 
 Models load once, and again where their files change (``ModelSet.refresh``: a threshold set with
 ``mimii-due threshold``, a machine type retrained); scoring runs in a worker thread, off the event
@@ -25,6 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mimii_due import __version__
@@ -39,6 +41,26 @@ MAX_BYTES = 16 * 1024 * 1024  # a 10 s 16 kHz 16-bit clip is 320 kB; 8-channel 2
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+class _AlarmMetrics:
+    """The alarm's state at each scrape: ``mimii_due_alarm_raised`` (1 while a machine type and
+    section's K-of-N alarm is raised, 0 once cleared; with ``--alarm-after``) and the commands run."""
+
+    def __init__(self, alarm: AlarmCommand):
+        self.alarm = alarm
+
+    def collect(self):
+        if self.alarm.after is not None:
+            raised = GaugeMetricFamily("mimii_due_alarm_raised", "1 while K of the last N clips are anomalous",
+                                       labels=["machine", "section"])  # fmt: skip
+            for (machine, section), up in self.alarm.states().items():
+                raised.add_metric([machine, f"{section:02d}"], float(up))
+            yield raised
+        commands = CounterMetricFamily("mimii_due_alarm_commands", "Alarm commands run", labels=["result"])
+        commands.add_metric(["sent"], self.alarm.sent)
+        commands.add_metric(["failed"], self.alarm.failed)
+        yield commands
 
 
 def create_app(
@@ -62,6 +84,9 @@ def create_app(
     latency = Histogram("mimii_due_score_seconds", "Time to answer POST /v1/score", registry=registry,
                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
     decisions = Counter("mimii_due_decisions", "Decisions", ["machine", "section", "decision"], registry=registry)
+    if isinstance(alarm, AlarmCommand):
+        alarm.resume(record)  # a restarted service goes on counting K of N from its record
+        registry.register(_AlarmMetrics(alarm))
     dashboard = (Path(__file__).with_name("dashboard.html")).read_text()
 
     @app.middleware("http")

@@ -144,6 +144,16 @@ class Record:
             rows = con.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
         return [dict(r) for r in reversed(rows)]
 
+    def latest(self, n: int) -> dict[tuple[str, int], list[bool]]:
+        """Each machine type and section's last ``n`` decisions (anomalous or not), oldest first."""
+        sql = ("SELECT machine, section, decision FROM (SELECT machine, section, decision, id, ROW_NUMBER() OVER "
+               "(PARTITION BY machine, section ORDER BY id DESC) AS back FROM decisions) WHERE back <= ? ORDER BY id")
+        out: dict[tuple[str, int], list[bool]] = {}
+        with self._use() as con:
+            for machine, section, decision in con.execute(sql, (n,)):
+                out.setdefault((machine, int(section)), []).append(bool(decision))
+        return out
+
     def check(self) -> str:
         """SQLite's own integrity check ("ok" when the database is sound)."""
         with self._use() as con:
