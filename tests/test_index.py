@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +97,27 @@ def test_real_dcase2020_clips_index(real_data):
     assert set(t.split) == {"train", "test"}
     assert (t[t.split == "train"].label == "normal").all()
     assert (t.sample_rate == 16000).all()
+
+
+def test_own_recordings_of_a_new_operating_condition_are_the_target_domain(tiny_dataset, tmp_path):
+    """A ``target`` folder right under train/, test/normal/ or test/anomaly/ holds clips of a new
+    operating condition (the target domain); every other clip is source, also a deeper ``target``."""
+    from mimii_due.data.years import protocol_for
+
+    fan = sorted((tiny_dataset / "dev_data" / "fan" / "train").glob("*.wav"))
+    root = tmp_path / "recordings" / "pump"
+    places = {"train/a.wav": "source", "train/target/b.wav": "target", "train/target/day 2/c.wav": "target",
+              "train/2026/target/d.wav": "source", "train/target.wav": "source", "test/normal/target/e.wav": "target",
+              "test/anomaly/target/f.wav": "target", "test/anomaly/g.wav": "source"}  # fmt: skip
+    for i, rel in enumerate(places):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(fan[i], root / rel)
+    t = index(tmp_path / "recordings")
+    assert dict(zip(t.filename, t.domain, strict=True)) == {Path(k).name: v for k, v in places.items()}
+    assert set(t.year) == {0} and protocol_for(t) == "dcase2022"  # each domain's AUC: the new condition on its own
+    for rel in ("test/normal/target/e.wav", "test/anomaly/target/f.wav"):
+        (root / rel).unlink()  # target clips in training only: the test clips evaluated as 2020 is
+    assert protocol_for(index(tmp_path / "recordings")) == "dcase2020"
 
 
 def test_a_folder_of_archives_not_yet_unpacked_says_so(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -140,6 +141,33 @@ def test_own_recordings_of_real_machine_sound_under_any_names_train_test_and_eva
     assert pd.read_csv(tmp_path / "s.csv").score.iloc[0] == pytest.approx(
         scores.set_index("filename").score["grinding noise.wav"]
     )
+
+
+def test_own_recordings_with_a_target_folder_are_scored_as_the_challenge_scores_its_domains(tiny_2023, tmp_path):
+    """The clips of a DCASE 2023 machine type under own names, the target domain's in ``target``
+    folders: TWFR-GMM judges them domain by domain as it does the challenge's clips (the same scores
+    and official score); the same clips without the ``target`` folder in train/ are one domain."""
+    src = tiny_2023 / "dev_data" / "valve"
+    for variant, split_domains in (("domains", True), ("one", False)):
+        for f in sorted(src.rglob("*.wav")):
+            _, _, domain, split, label, *_ = f.stem.split("_")
+            below = "target" if domain == "target" and (split == "test" or split_domains) else ""
+            folder = Path("train") if split == "train" else Path("test", label)
+            dest = tmp_path / variant / "valve" / folder / below / f"rec {f.stem[11:]}.wav"  # no challenge name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(f)
+    runs = {}
+    for name, data in (("challenge", src.parent.parent), ("domains", tmp_path / "domains"), ("one", tmp_path / "one")):
+        extra = ["--machines", "valve"] if name == "challenge" else []
+        r = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / name), "--detectors", "twfr_gmm", *extra])
+        assert r.exit_code == 0, r.output
+        runs[name] = (pd.read_csv(tmp_path / name / "twfr_gmm" / "results" / "scores.csv"),
+                      json.loads((tmp_path / name / "twfr_gmm" / "results" / "result.json").read_text()))  # fmt: skip
+    challenge, domains, one = runs["challenge"], runs["domains"], runs["one"]
+    assert domains[1]["protocol"] == one[1]["protocol"] == challenge[1]["protocol"] == "dcase2022"
+    assert sorted(domains[0].score) == pytest.approx(sorted(challenge[0].score), rel=1e-9)
+    assert domains[1]["official_score"] == pytest.approx(challenge[1]["official_score"])
+    assert sorted(one[0].score) != pytest.approx(sorted(challenge[0].score), rel=1e-6)
 
 
 def test_threshold_sets_the_false_alarm_rate_and_a_tested_runs_decisions_and_evaluation_follow(tiny_2023, tmp_path,

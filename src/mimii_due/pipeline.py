@@ -20,12 +20,13 @@ from mimii_due import __version__
 from mimii_due.config import MAX_FPR, FeatureConfig
 from mimii_due.data.index import index
 from mimii_due.data.naming import DOMAINS
+from mimii_due.data.years import protocol_for
 from mimii_due.detectors import make
 from mimii_due.detectors.base import calibration_rows
 from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
 from mimii_due.evaluation.files import publish_file_results, read_ground_truth, read_score_files, score_files
-from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, protocol_of, summarize
+from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
 from mimii_due.features.extract import Features, extract, is_cached, store
 from mimii_due.progress import Progress, StageProgress, for_stage
@@ -280,7 +281,7 @@ def test(
         parts = [clips.assign(score=s, decision=s > det.threshold_, threshold=det.threshold_)
                  for (det, _, clips), s in zip(jobs, results, strict=True)]  # fmt: skip
         scores = pd.concat(parts, ignore_index=True)
-        keeper.publish_scores(scores, data=data, protocol=protocol_of(int(table["year"].iloc[0])))
+        keeper.publish_scores(scores, data=data, protocol=protocol_for(table))
         scores.attrs["skipped"] = skipped
         return scores
 

@@ -63,7 +63,8 @@ def info(
     n_diff = int((cmp.differences != "").sum())
     rates = sorted(table.sample_rate.unique())
     compared = f"{n_diff} of {len(cmp)} machine/section/domain rows differ from {where}" if year else (
-        "no challenge's counts to compare with (train/: normal clips; test/normal/, test/anomaly/: test clips)")
+        "no challenge's counts to compare with (train/: normal clips; test/normal/, test/anomaly/: test clips; "
+        "a target/ folder right under one of them: clips of a new operating condition, the target domain)")
     stdout.print(f"{compared}; sample rates (Hz): {', '.join(map(str, rates))}", markup=False)
     for _, msg in table.attrs.get("skipped", []):
         console.print(f"[yellow]skipped[/yellow] {msg}")

@@ -11,9 +11,13 @@ Layouts read (``root`` may be any of these folders or a parent of them):
 - a single machine folder: ``<machine>/{train,source_test,target_test}``
 - your own recordings, under any names: ``<machine>/train/**/*.wav`` (normal clips) and, to
   evaluate, ``<machine>/test/normal/**/*.wav`` and ``<machine>/test/anomaly/**/*.wav``; one
-  section (00), one domain (source), year 0 ("own recordings", evaluated as 2020 is). A name that
-  fits a challenge's pattern is read as that challenge's clip, and one folder holds one kind: a
-  misnamed clip among challenge clips is the naming error it always was.
+  section (00), year 0 ("own recordings"). A folder named ``target`` right under ``train/`` (or
+  ``test/normal/``, ``test/anomaly/``) holds clips of a new operating condition, the target
+  domain of DCASE 2022-2025 (a few clips of a new speed, load or place, beside the many of the
+  usual one, the source domain); every other clip is source. Evaluated as 2020 is (per machine
+  type), or, where test clips are in a ``target`` folder, as 2022-2025 are (each domain's AUC).
+  A name that fits a challenge's pattern is read as that challenge's clip, and one folder holds
+  one kind: a misnamed clip among challenge clips is the naming error it always was.
 - MIMII (Purohit et al. 2019, Zenodo 3384388; the year column says 2019):
   ``[<snr>dB/]<machine>/id_XX/{normal,abnormal}/XXXXXXXX.wav``, as its archives unpack. MIMII has
   no split; the index makes the one of MIMII's public baseline: per machine ID, the first (by name)
@@ -183,22 +187,25 @@ def _csv_attributes(machine_dir: Path) -> dict[str, str]:
     return out
 
 
-def _own_place(path: Path) -> tuple[Path, str, str] | None:
-    """Where a clip of one's own recordings is: (machine folder, split, label) from the nearest
-    ``train`` or ``test/normal``, ``test/anomaly`` folder above it; None when neither is."""
+def _own_place(path: Path) -> tuple[Path, str, str, str] | None:
+    """Where a clip of one's own recordings is: (machine folder, split, label, domain) from the
+    nearest ``train`` or ``test/normal``, ``test/anomaly`` folder above it, the domain ``target``
+    where the folder right under that one is named so; None when neither is."""
     for q in path.parents:
-        if q.name == "train":
-            return q.parent, "train", "normal"
-        if q.name in ("normal", "anomaly") and q.parent.name == "test":
-            return q.parent.parent, "test", q.name
+        if q.name == "train" or (q.name in ("normal", "anomaly") and q.parent.name == "test"):
+            below = path.relative_to(q).parts
+            domain = "target" if len(below) > 1 and below[0] == "target" else "source"
+            if q.name == "train":
+                return q.parent, "train", "normal", domain
+            return q.parent.parent, "test", q.name, domain
     return None
 
 
-def _own_row(path: Path, place: tuple[Path, str, str]) -> dict:
-    machine_dir, split, label = place
+def _own_row(path: Path, place: tuple[Path, str, str, str]) -> dict:
+    machine_dir, split, label, domain = place
     info = read_header(path)
     return {"path": str(path), "filename": path.name, "part": None, "machine": machine_dir.name, "section": 0,
-            "domain": "source", "split": split, "label": label, "clip": 0, "attributes": "", "csv_attributes": None,
+            "domain": domain, "split": split, "label": label, "clip": 0, "attributes": "", "csv_attributes": None,
             "sample_rate": info.sample_rate, "channels": info.channels, "frames": info.frames, "year": None,
             "scheme": "own", "folder": path.parent.name}  # fmt: skip
 

@@ -12,7 +12,8 @@ tabulated here, so ``info`` lists what it finds without comparing.
 
 0 stands for a user's own recordings under any names (``<machine>/train/`` normal clips, optionally
 ``<machine>/test/normal/`` and ``test/anomaly/``; :mod:`mimii_due.data.index`): no challenge, no
-counts, one domain (source), evaluated as 2020 is (per machine type).
+counts, one section, evaluated as 2020 is (per machine type), or as 2022-2025 are where some test
+clips are of a new operating condition (a ``target`` folder: :func:`protocol_for`).
 
 2019 stands for MIMII (Purohit et al., DCASE 2019 workshop), the recordings DCASE 2020 took its fan,
 pump, slider and valve from: four machine IDs per type, no domains, evaluated as 2020 is (per ID).
@@ -101,6 +102,17 @@ COUNTS_2020: dict[tuple[str, int], tuple[int, int | None, int | None]] = {
 def name_of(year: int) -> str:
     """How messages name a year's data: ``DCASE 2023``, ``MIMII`` for 2019, ``own recordings`` for 0."""
     return "own recordings" if year == OWN else "MIMII" if year == 2019 else f"DCASE {year}"
+
+
+def protocol_for(table: pd.DataFrame) -> str:
+    """How an indexed folder's test clips are evaluated: as its year's evaluator does; own
+    recordings as 2020 (per machine type), or as 2022-2025 (each domain's AUC, so that a new
+    operating condition's clips are judged on their own) where some test clips are of the target
+    domain."""
+    year = int(table["year"].iloc[0])
+    if year == OWN and ((table["split"] == "test") & (table["domain"] == "target")).any():
+        return protocol_of(2022)
+    return protocol_of(year)
 
 
 def detect_year(table: pd.DataFrame) -> int:
