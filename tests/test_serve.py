@@ -673,6 +673,67 @@ def test_a_restarted_watch_or_service_goes_on_counting_k_of_n_from_its_record(ru
     assert (tmp_path / "alarms.txt").read_text().split() == ["pump7.wav"]
 
 
+def test_collect_copies_recorded_clips_of_one_machine_into_a_training_folder_once_each(run, clips, tmp_path):
+    """`collect`: the clips a watch scored and a service kept, of one machine type and section, within a
+    time range, copied under names that say when they were scored, once each; a file overwritten or
+    removed since, or an upload not kept, is counted and left out; in train/target/ they are own
+    recordings' target domain."""
+    from dataclasses import replace
+
+    from mimii_due.serve.collect import collect
+
+    paths = list(clips.path[:6])
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    record = Record(tmp_path / "d.sqlite")
+    w = Watcher(ModelSet(run), record, folder, settle=0.0, machine="valve", section=0)
+    for i, p in enumerate(paths):
+        shutil.copy(p, folder / f"c{i}.wav")
+        assert w.process(folder / f"c{i}.wav")
+    shutil.copy(paths[1], folder / "same as c1.wav")  # the same clip again: copied once
+    assert w.process(folder / "same as c1.wav") and w.scored == 7
+    d = ModelSet(run).score_bytes(Path(paths[0]).read_bytes(), filename="up.wav", machine="valve", section=0)
+    record.add(d, source="upload", path=None)  # an upload scored without --keep-audio: nothing to copy
+    rows = record.select()
+    assert len(rows) == 8 and {r["machine"] for r in rows} == {"valve"}
+    (folder / "c5.wav").write_bytes(Path(paths[0]).read_bytes())  # overwritten since it was scored
+    (folder / "c4.wav").unlink()  # removed since
+
+    out = tmp_path / "recordings" / "valve" / "train" / "target"
+    got = collect(record, out)
+    assert (got.machine, got.section, got.not_kept, got.present) == ("valve", 0, 1, 0)
+    assert sorted(Path(m).name for m in got.missing) == ["c4.wav", "c5.wav"]
+    names = [p.name.split("_", 2)[2] for p in got.copied]  # oldest first; the same clip under its latest name
+    assert names == ["c0.wav", "c2.wav", "c3.wav", "same_as_c1.wav"]
+    for copied, src in zip(got.copied, [paths[0], paths[2], paths[3], paths[1]], strict=True):
+        assert copied.read_bytes() == Path(src).read_bytes() and copied.parent == out
+    again = collect(record, out)  # a second collect adds nothing
+    assert again.copied == [] and again.present == 4
+    newest = collect(record, tmp_path / "two", limit=3)  # the most recent three kept: c1 again, c5 (changed), c4 (gone)
+    assert [p.name.split("_", 2)[2] for p in newest.copied] == ["same_as_c1.wav"] and len(newest.missing) == 2
+    normal = collect(record, tmp_path / "normal", normal_only=True)
+    flagged = {r["filename"] for r in rows if r["decision"] and r["path"]}
+    assert 0 < len(flagged) < 7 and normal.anomalous == len(flagged) + int(rows[-1]["decision"])
+    assert {p.name.split("_", 2)[2] for p in normal.copied} == {"c0.wav", "same_as_c1.wav", "c2.wav", "c3.wav"} - {
+        "same_as_c1.wav" if f == "c1.wav" else f for f in flagged}
+    t = index(tmp_path / "recordings")
+    assert set(t.domain) == {"target"} and len(t) == 4 and set(t.year) == {0}
+
+    # the command: a record of two machine types needs --machine; a time range with nothing in it is an error
+    record.add(replace(d, machine="fan"), source="upload", path=None)
+    args = ["collect", str(run), str(tmp_path / "cli"), "--db", str(tmp_path / "d.sqlite")]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 1 and "hold machine types fan, valve: say which (--machine)" in r.output, r.output
+    r = runner.invoke(cli, [*args, "--machine", "valve", "--since", "1h", "--normal-only"])
+    assert r.exit_code == 0, r.output
+    assert f"copied {len(normal.copied)} clip(s) of valve section 00 into" in r.output
+    assert f"{len(flagged) + int(rows[-1]['decision'])} decided anomalous left out" in " ".join(r.output.split())
+    for when, words in ((["--until", "2000-01-01"], "no decisions of valve recorded in that time"),
+                        (["--since", "yesterday"], "--since takes a time such as")):  # fmt: skip
+        r = runner.invoke(cli, [*args, "--machine", "valve", *when])
+        assert r.exit_code == 1 and words in " ".join(r.output.split()), r.output
+
+
 def test_watch_alarm_after_is_checked_before_the_watch_starts(run, tmp_path):
     (tmp_path / "in").mkdir()
     args = ["watch", str(run), str(tmp_path / "in"), "--max-seconds", "1", "--db", str(tmp_path / "d.sqlite")]

@@ -1,4 +1,4 @@
-"""The production commands: threshold, score, serve, watch."""
+"""The production commands: threshold, score, serve, watch, collect."""
 
 from __future__ import annotations
 
@@ -220,3 +220,60 @@ def watch(
     console.print(f"{n} clip(s) scored{sent}")
 
 
+
+
+def _when(text: str | None, option: str) -> float | None:
+    """``--since``/``--until``: an ISO 8601 time (UTC unless it carries an offset) or a time ago
+    (``90m``, ``12h``, ``7d``), as seconds since the epoch."""
+    import re
+    import time
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    ago = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if ago:
+        return time.time() - float(ago[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[ago[2]]
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} takes a time such as 2026-12-07T08:00 (UTC unless it says +01:00) or a time "
+                          f"ago such as 12h or 7d, not {text!r}") from None  # fmt: skip
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+@app.command()
+def collect(
+    run: Path = typer.Argument(..., help="The run folder (or model folder) that was served or watched."),
+    out: Path = typer.Argument(..., help="Where the clips go, e.g. recordings/pump/train/target/."),
+    db: Path = typer.Option(None, help=DB_HELP),
+    machine: str = typer.Option(None, help="Machine type (default: the only one recorded in that time)."),
+    section: int = typer.Option(None, help="Section (default: the only one recorded in that time)."),
+    since: str = typer.Option(None, help="Scored at or after: 2026-12-07T08:00 (UTC unless it says +01:00) or 12h, "
+                              "7d ago (default: from the first)."),
+    until: str = typer.Option(None, help="Scored at or before, in the same form (default: up to now)."),
+    normal_only: bool = typer.Option(False, "--normal-only", help="Only clips decided normal (default: all: after a "
+                                     "change of operating condition its alarms are normal clips a new model needs)."),
+    limit: int = typer.Option(None, help="At most this many clips, the most recent (e.g. 10, as DCASE 2022-2025 "
+                              "give of a new condition)."),
+) -> None:
+    """Copy recorded clips of one machine type (the watched files, or the service's --keep-audio
+    copies) into a folder for training: after a change of operating condition that people have
+    checked, into recordings/<machine>/train/target/, then train again."""
+    from mimii_due.serve.collect import collect as _collect
+    from mimii_due.serve.record import Record, default_path
+
+    db = db or default_path(run)
+    if not db.exists():
+        raise MimiiDueError("no decision record here: serve or watch the run first, or give --db", db)
+    got = _collect(Record(db), out, machine=machine, section=section, since=_when(since, "--since"),
+                   until=_when(until, "--until"), normal_only=normal_only, limit=limit)  # fmt: skip
+    said = [f"{got.present} already there"] if got.present else []
+    if got.anomalous:
+        said.append(f"{got.anomalous} decided anomalous left out (--normal-only)")
+    if got.not_kept:
+        said.append(f"{got.not_kept} uploads not kept (serve with --keep-audio to keep them)")
+    if got.missing:
+        said.append(f"{len(got.missing)} no longer as scored (removed or overwritten since), e.g. {got.missing[0]}")
+    stdout.print(f"copied {len(got.copied)} clip(s) of {got.machine} section {got.section:02d} into {out}"
+                 + (f"; {'; '.join(said)}" if said else ""), markup=False)  # fmt: skip

@@ -144,6 +144,21 @@ class Record:
             rows = con.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
         return [dict(r) for r in reversed(rows)]
 
+    def select(self, *, machine: str | None = None, section: int | None = None, since: float | None = None,
+               until: float | None = None) -> list[dict]:  # fmt: skip
+        """The decisions of a machine type and section (``None``: any) recorded between ``since``
+        and ``until`` (seconds since the epoch; ``None``: no bound), oldest first."""
+        where, args = [], []
+        for sql, value in (("machine = ?", machine), ("section = ?", section), ("time >= ?", since),
+                           ("time <= ?", until)):  # fmt: skip
+            if value is not None:
+                where.append(sql)
+                args.append(value)
+        with self._use() as con:
+            rows = con.execute("SELECT * FROM decisions" + (" WHERE " + " AND ".join(where) if where else "")
+                               + " ORDER BY id", args).fetchall()  # fmt: skip
+        return [dict(r) for r in rows]
+
     def latest(self, n: int) -> dict[tuple[str, int], list[bool]]:
         """Each machine type and section's last ``n`` decisions (anomalous or not), oldest first."""
         sql = ("SELECT machine, section, decision FROM (SELECT machine, section, decision, id, ROW_NUMBER() OVER "
