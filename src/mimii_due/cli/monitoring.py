@@ -98,8 +98,9 @@ def score(
         if len(rates) == 1 and 0 < rates[0] < 1:  # one rate to test against
             p = excess_alarms_p(flagged, len(decisions), rates[0])
             verdict = ("more than the rate explains: the machine, its sound or the recording may have changed since "
-                       "the training clips, or the threshold does not carry over to new clips" if p < EXCESS_P
-                       else "within what chance gives")  # fmt: skip
+                       "the training clips, or the threshold does not carry over to new clips (a new operating "
+                       "condition of a sound machine? put a few of its clips into <machine>/train/target/ and train "
+                       "again)" if p < EXCESS_P else "within what chance gives")  # fmt: skip
             stdout.print(f"if these clips are normal, that many alarms or more come by chance with p = {p:.2g} "
                          f"(binomial test): {verdict}", markup=False)  # fmt: skip
     for _, msg in failed:
