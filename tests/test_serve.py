@@ -734,6 +734,36 @@ def test_collect_copies_recorded_clips_of_one_machine_into_a_training_folder_onc
         assert r.exit_code == 1 and words in " ".join(r.output.split()), r.output
 
 
+def test_plot_history_draws_the_recorded_scores_one_panel_per_machine_type_and_section(run, tmp_path):
+    """`plot history`: the record's decisions over time, one panel per machine type and section (the
+    image grows with them), a machine type or a time range chosen; nothing to draw is an error."""
+    from dataclasses import replace
+
+    from matplotlib.image import imread
+
+    from mimii_due.scoring import Decision
+
+    record = Record(tmp_path / "d.sqlite")
+    for i in range(30):
+        d = Decision(f"c{i}.wav", "valve", 0, None, float(i % 7), 5.5, i % 7 > 5.5, "gaussian", "v", "0")
+        record.add(d, source="upload")
+        record.add(replace(d, machine="fan", section=3), source="upload")
+    args = ["plot", "history", str(run), "--db", str(tmp_path / "d.sqlite")]
+    heights = {}
+    for name, extra in (("both", []), ("valve", ["--machine", "valve"])):
+        r = runner.invoke(cli, [*args, *extra, "--out", str(tmp_path / f"{name}.png")])
+        assert r.exit_code == 0 and "wrote" in r.output, r.output
+        heights[name] = imread(tmp_path / f"{name}.png").shape[0]
+    assert heights["both"] > 1.7 * heights["valve"]  # two panels against one
+    for extra, words in ((["--machine", "pump"], "no decisions of pump recorded in that time"),
+                         (["--since", "2099-01-01"], "no decisions recorded in that time"),
+                         (["--window", "0"], "moving window must be at least 1 clip")):  # fmt: skip
+        r = runner.invoke(cli, [*args, *extra, "--out", str(tmp_path / "x.png")])
+        assert r.exit_code == 1 and words in " ".join(r.output.split()) and not (tmp_path / "x.png").exists(), r.output
+    r = runner.invoke(cli, ["plot", "history", str(run), "--db", str(tmp_path / "none.sqlite")])
+    assert r.exit_code == 1 and "no decision record here" in r.output
+
+
 def test_watch_alarm_after_is_checked_before_the_watch_starts(run, tmp_path):
     (tmp_path / "in").mkdir()
     args = ["watch", str(run), str(tmp_path / "in"), "--max-seconds", "1", "--db", str(tmp_path / "d.sqlite")]

@@ -51,7 +51,8 @@ def _fail(ctx, message: str) -> None:
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0], cls=_Group, rich_markup_mode=None
 )
-plot_app = typer.Typer(no_args_is_help=True, help="Draw the paper's figures.", rich_markup_mode=None)
+plot_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Draw the paper's figures, and the score history of a watch or service.")
 app.add_typer(plot_app, name="plot")
 console = Console(stderr=True)
 stdout = Console(width=None if sys.stdout.isatty() else 200)  # no wrapped tables in logs

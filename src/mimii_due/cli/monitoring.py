@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mimii_due.cli import ADDRESS, ENGINE, TASK_CPUS, _engine, _machines, app, console, progress_bar, stdout
+from mimii_due.cli import ADDRESS, ENGINE, TASK_CPUS, _engine, _machines, app, console, plot_app, progress_bar, stdout
 from mimii_due.errors import ConfigError, MimiiDueError
 
 DB_HELP = "SQLite record of decisions (default: RUN/decisions.sqlite, also when serving RUN/models/<machine>)."
@@ -278,3 +278,34 @@ def collect(
         said.append(f"{len(got.missing)} no longer as scored (removed or overwritten since), e.g. {got.missing[0]}")
     stdout.print(f"copied {len(got.copied)} clip(s) of {got.machine} section {got.section:02d} into {out}"
                  + (f"; {'; '.join(said)}" if said else ""), markup=False)  # fmt: skip
+
+
+@plot_app.command("history")
+def plot_history(
+    run: Path = typer.Argument(..., help="The run folder (or model folder) that was served or watched."),
+    db: Path = typer.Option(None, help=DB_HELP),
+    machine: str = typer.Option(None, help="Only this machine type (default: every one recorded)."),
+    since: str = typer.Option(None, help="From: 2026-12-07T08:00 (UTC unless it says +01:00) or 12h, 7d ago."),
+    until: str = typer.Option(None, help="Up to, in the same form (default: now)."),
+    window: int = typer.Option(20, help="Clips in the moving share of anomalous decisions."),
+    out: Path = typer.Option(Path("history.png"), "--out", help="Image file to write (.png, .pdf, .svg)."),
+) -> None:
+    """The score history a watch or service recorded: each clip's score and decision over time,
+    the threshold, and the share of anomalous clips against the rate the threshold expects."""
+    import pandas as pd
+
+    from mimii_due.report.figures import score_history
+    from mimii_due.scoring import ModelSet
+    from mimii_due.serve.record import Record, default_path
+
+    db = db or default_path(run)
+    if not db.exists():
+        raise MimiiDueError("no decision record here: serve or watch the run first, or give --db", db)
+    rows = Record(db).select(machine=machine, since=_when(since, "--since"), until=_when(until, "--until"))
+    if not rows:
+        raise ConfigError(f"no decisions {'of ' + machine + ' ' if machine else ''}recorded in that time", db)
+    try:  # the rate each machine type's threshold expects, where its model is still there
+        expected = {m: 1 - det.threshold_quantile for m, det in ModelSet(run).models.items()}
+    except MimiiDueError:
+        expected = None
+    stdout.print(f"wrote {score_history(pd.DataFrame(rows), out, window=window, expected=expected)}")

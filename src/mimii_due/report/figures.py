@@ -1,6 +1,7 @@
-"""The figures: the paper's Figure 1 (spectrograms) and Figure 2 (t-SNE), and per-run ROC curves,
-score histograms and loss curves. Every function draws on its own matplotlib ``Figure`` (no pyplot,
-so importing this module leaves the program's backend alone) and writes a PNG atomically."""
+"""The figures: the paper's Figure 1 (spectrograms) and Figure 2 (t-SNE), per-run ROC curves,
+score histograms and loss curves, and the score history of a watch or service. Every function
+draws on its own matplotlib ``Figure`` (no pyplot, so importing this module leaves the program's
+backend alone) and writes a PNG atomically."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import dates as mdates
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
@@ -203,4 +205,40 @@ def loss_curves(histories: dict[str, list[dict]], path: str | Path) -> Path | No
             ax.plot(ep, [r["val_loss"] for r in h], label="validation")
         ax.set(title=_title(machine), xlabel="epoch", ylabel="loss")
         ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def score_history(decisions: pd.DataFrame, path: str | Path, *, window: int = 20,
+                  expected: dict[str, float] | None = None) -> Path:  # fmt: skip
+    """The scores a watch or service recorded over time (the decision record's rows: ``time``,
+    ``machine``, ``section``, ``score``, ``threshold``, ``decision``), one panel per machine type
+    and section: each clip's score, anomalous ones marked, the threshold it was decided with, and
+    on the right axis the share of anomalous clips among the last ``window``, against the rate
+    the threshold expects of normal clips (``expected``, per machine type, where known)."""
+    if not len(decisions):
+        raise ConfigError("no decisions to draw")
+    if not (isinstance(window, int) and window >= 1):
+        raise ConfigError(f"the moving window must be at least 1 clip, not {window!r}")
+    groups = list(decisions.sort_values("time", kind="stable").groupby(["machine", "section"], sort=True))
+    fig = Figure(figsize=(9.0, 2.8 * len(groups)), layout="constrained")
+    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    for ax, ((machine, section), g) in zip(axes, groups, strict=True):
+        when = pd.to_datetime(g["time"], unit="s").to_numpy()  # UTC
+        flagged = g["decision"].astype(bool).to_numpy()
+        ax.plot(when[~flagged], g["score"][~flagged], "o", ms=3, color="tab:blue", label="normal")
+        ax.plot(when[flagged], g["score"][flagged], "x", ms=5, color="tab:red", label="anomalous")
+        ax.step(when, g["threshold"], where="post", color="tab:red", lw=0.8, label="threshold")
+        ax.set(title=f"{_title(machine)} section {int(section):02d}: {len(g)} clips, {int(flagged.sum())} anomalous",
+               ylabel="anomaly score", xlabel="time (UTC)")  # fmt: skip
+        ticks = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(ticks)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ticks))
+        rate = ax.twinx()
+        share = pd.Series(flagged.astype(float)).rolling(window, min_periods=1).mean().to_numpy()
+        rate.plot(when, share, color="grey", lw=1, label=f"anomalous share, last {window}")
+        if expected and machine in expected:
+            rate.axhline(expected[machine], color="grey", ls=":", lw=1, label="expected of normal clips")
+        rate.set(ylim=(0, 1.02), ylabel="share")
+        handles = ax.get_legend_handles_labels()[0] + rate.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize=6, loc="upper left")
     return _save(fig, path)
