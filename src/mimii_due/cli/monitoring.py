@@ -243,6 +243,20 @@ def _when(text: str | None, option: str) -> float | None:
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
+SINCE_HELP = "From: 2026-12-07T08:00 (UTC unless it says +01:00), or a time ago: 12h, 7d (default: the first)."
+UNTIL_HELP = "Up to, in the same form (default: now)."
+
+
+def _recorded(run: Path, db: Path | None):
+    """The decision record of a run that was served or watched (never a new, empty one)."""
+    from mimii_due.serve.record import Record, default_path
+
+    db = db or default_path(run)
+    if not db.exists():
+        raise MimiiDueError("no decision record here: serve or watch the run first, or give --db", db)
+    return Record(db)
+
+
 @app.command()
 def collect(
     run: Path = typer.Argument(..., help="The run folder (or model folder) that was served or watched."),
@@ -250,9 +264,8 @@ def collect(
     db: Path = typer.Option(None, help=DB_HELP),
     machine: str = typer.Option(None, help="Machine type (default: the only one recorded in that time)."),
     section: int = typer.Option(None, help="Section (default: the only one recorded in that time)."),
-    since: str = typer.Option(None, help="Scored at or after: 2026-12-07T08:00 (UTC unless it says +01:00) or 12h, "
-                              "7d ago (default: from the first)."),
-    until: str = typer.Option(None, help="Scored at or before, in the same form (default: up to now)."),
+    since: str = typer.Option(None, help=SINCE_HELP),
+    until: str = typer.Option(None, help=UNTIL_HELP),
     normal_only: bool = typer.Option(False, "--normal-only", help="Only clips decided normal (default: all: after a "
                                      "change of operating condition its alarms are normal clips a new model needs)."),
     limit: int = typer.Option(None, help="At most this many clips, the most recent (e.g. 10, as DCASE 2022-2025 "
@@ -262,12 +275,8 @@ def collect(
     copies) into a folder for training: after a change of operating condition that people have
     checked, into recordings/<machine>/train/target/, then train again."""
     from mimii_due.serve.collect import collect as _collect
-    from mimii_due.serve.record import Record, default_path
 
-    db = db or default_path(run)
-    if not db.exists():
-        raise MimiiDueError("no decision record here: serve or watch the run first, or give --db", db)
-    got = _collect(Record(db), out, machine=machine, section=section, since=_when(since, "--since"),
+    got = _collect(_recorded(run, db), out, machine=machine, section=section, since=_when(since, "--since"),
                    until=_when(until, "--until"), normal_only=normal_only, limit=limit)  # fmt: skip
     said = [f"{got.present} already there"] if got.present else []
     if got.anomalous:
@@ -285,8 +294,8 @@ def plot_history(
     run: Path = typer.Argument(..., help="The run folder (or model folder) that was served or watched."),
     db: Path = typer.Option(None, help=DB_HELP),
     machine: str = typer.Option(None, help="Only this machine type (default: every one recorded)."),
-    since: str = typer.Option(None, help="From: 2026-12-07T08:00 (UTC unless it says +01:00) or 12h, 7d ago."),
-    until: str = typer.Option(None, help="Up to, in the same form (default: now)."),
+    since: str = typer.Option(None, help=SINCE_HELP),
+    until: str = typer.Option(None, help=UNTIL_HELP),
     window: int = typer.Option(20, help="Clips in the moving share of anomalous decisions."),
     out: Path = typer.Option(Path("history.png"), "--out", help="Image file to write (.png, .pdf, .svg)."),
 ) -> None:
@@ -296,14 +305,11 @@ def plot_history(
 
     from mimii_due.report.figures import score_history
     from mimii_due.scoring import ModelSet
-    from mimii_due.serve.record import Record, default_path
 
-    db = db or default_path(run)
-    if not db.exists():
-        raise MimiiDueError("no decision record here: serve or watch the run first, or give --db", db)
-    rows = Record(db).select(machine=machine, since=_when(since, "--since"), until=_when(until, "--until"))
+    record = _recorded(run, db)
+    rows = record.select(machine=machine, since=_when(since, "--since"), until=_when(until, "--until"))
     if not rows:
-        raise ConfigError(f"no decisions {'of ' + machine + ' ' if machine else ''}recorded in that time", db)
+        raise ConfigError(f"no decisions {'of ' + machine + ' ' if machine else ''}recorded in that time", record.path)
     try:  # the rate each machine type's threshold expects, where its model is still there
         expected = {m: 1 - det.threshold_quantile for m, det in ModelSet(run).models.items()}
     except MimiiDueError:
