@@ -82,3 +82,45 @@ def test_real_recordings_load(real_data):
     y = load(files[0])
     assert y.dtype == np.float32 and y.shape == (160000,)
     assert 1e-4 < float(np.std(y)) < 0.5  # real machine sound, neither silent nor clipped
+
+
+def test_info_audio_finds_clipping_level_jumps_dc_offset_and_silence(tiny_dataset, tmp_path):
+    """`info --audio` decodes every clip: a clip recorded too hot (clipped), one with the gain 20 dB
+    down, one with a DC offset and one of digital silence are named; a quieter anomaly is not a level
+    problem."""
+    from typer.testing import CliRunner
+
+    from mimii_due.cli import app
+
+    runner = CliRunner()
+    fan = sorted((tiny_dataset / "dev_data" / "fan" / "train").glob("*.wav"))
+    root = tmp_path / "recordings" / "pump"
+    (root / "train").mkdir(parents=True)
+    (root / "test" / "anomaly").mkdir(parents=True)
+    waves = {f"ok {i}.wav": load(f) for i, f in enumerate(fan[:8])}
+    y = load(fan[8])
+    waves |= {"hot.wav": np.clip(y / np.abs(y).max() * 3, -1, 1), "gain.wav": y * 0.1, "dc.wav": y + 0.05}
+    for name, w in waves.items():
+        write(root / "train" / name, w)
+    write(root / "test" / "anomaly" / "quiet.wav", y * 0.1)
+    damaged = root / "train" / "muted.wav"
+    write(damaged, np.zeros_like(y))  # a disconnected microphone: a sound header, only decoding finds it
+    r = runner.invoke(app, ["info", str(tmp_path / "recordings"), "--audio", "--strict"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    assert "audio: 12 of 13 clips decoded" in text and "4 with a problem" in text
+    assert f"clipped {root / 'train' / 'hot.wav'}:" in text
+    assert f"level {root / 'train' / 'gain.wav'}:" in text
+    assert "-20.0 dB from the median of pump section 00 source" in text
+    assert f"DC offset {root / 'train' / 'dc.wav'}: mean +0.050" in text
+    assert f"unreadable {damaged}: digital silence" in text
+    assert "quiet.wav" not in text
+
+
+def test_info_audio_finds_no_recording_fault_in_real_recordings(real_data):
+    from typer.testing import CliRunner
+
+    from mimii_due.cli import app
+
+    r = CliRunner().invoke(app, ["info", str(real_data), "--audio"])
+    assert r.exit_code == 0 and "audio: 76 of 76 clips decoded" in r.output and "0 with a problem" in r.output, r.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mimii_due.cli import ADDRESS, ENGINE, TASK_CPUS, YEAR, _engine, _machines, app, console, progress_bar, stdout
@@ -24,9 +25,11 @@ def info(
     strict: bool = typer.Option(False, help="Exit non-zero when any count differs from the year's counts."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip unreadable clips."),
     year: int = YEAR,
+    audio: bool = typer.Option(False, "--audio", help="Also decode every clip and look for recording faults: "
+                               "clipping, a level far from its training clips', DC offset, damaged data."),
 ) -> None:
     """Count the clips found, say which DCASE year they are, and compare them with its counts
-    (2021: the paper's Table 1)."""
+    (2021: the paper's Table 1); with --audio, check the recordings themselves."""
     from mimii_due.data.index import index
     from mimii_due.data.table1 import compare
     from mimii_due.data.years import name_of
@@ -68,8 +71,28 @@ def info(
     stdout.print(f"{compared}; sample rates (Hz): {', '.join(map(str, rates))}", markup=False)
     for _, msg in table.attrs.get("skipped", []):
         console.print(f"[yellow]skipped[/yellow] {msg}")
-    if strict and n_diff:
+    found = _audio_problems(table) if audio else 0
+    if strict and (n_diff or found):
         raise typer.Exit(2)
+
+
+def _audio_problems(table) -> int:
+    """``info --audio``: every clip decoded and measured; the problems found listed (the first 20)."""
+    from mimii_due.data import quality
+
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("audio", total=len(table), info="")
+        measured = quality.measure(table, progress=lambda done, total, info="": bar.update(task, completed=done))
+    found = quality.problems(measured)
+    levels = measured["level_db"].dropna()
+    spread = f"level {levels.min():.1f} to {levels.max():.1f} dBFS; " if len(levels) else ""
+    stdout.print(f"audio: {len(levels)} of {len(measured)} clips decoded; {spread}{found['path'].nunique()} with a "
+                 "problem" + (":" if len(found) else ""), markup=False)  # fmt: skip
+    for r in found.head(20).itertuples():
+        console.print(f"[yellow]{r.problem}[/yellow] {escape(r.path)}: {escape(r.detail)}", soft_wrap=True)
+    if len(found) > 20:
+        console.print(f"... and {len(found) - 20} more")
+    return len(found)
 
 
 @app.command()
