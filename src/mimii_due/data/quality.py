@@ -6,7 +6,7 @@ microphone moved between sessions (the level jumps), a faulty preamplifier (a DC
 is decoded at its own rate and measured:
 
 - **clipped**: at least ``CLIPPED_SHARE`` (0.1 %) of its samples at full scale (``|y| >= 0.999``);
-- **level**: its RMS level (dBFS, the DC offset removed) more than ``LEVEL_DB`` (10 dB) from the
+- **level**: its RMS level (dBFS, the DC offset removed) more than ``LEVEL_DB`` (15 dB) from the
   median of the training clips of its machine type, section and domain; clips meant to be normal
   only (an anomaly may well be louder);
 - **DC offset**: a mean above ``DC_OFFSET`` (1 % of full scale);
@@ -14,8 +14,11 @@ is decoded at its own rate and measured:
   does not find.
 
 On the 193 real DCASE clips in ``../shared/real`` (2020 and 2023, eleven machine types, normal and
-anomalous) none is clipped, the largest DC offset is 0.003 % of full scale, and a machine ID's
-clips lie within 1 dB of each other: each limit sits far from real machine sound.
+anomalous) none is clipped and the largest DC offset is 0.003 % of full scale; the levels of one
+machine's normal clips spread by up to 5.0 dB within a DCASE 2020 machine ID (0.3 dB over the 75
+clips of ID 00) and 8.8 dB within a DCASE 2023 machine type (bearing, across its operating
+conditions), so the level limit leaves room for a machine's own variation and still names a gain
+switched by 20 dB or a microphone moved to several times its distance.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from mimii_due.errors import AudioError
 from mimii_due.progress import Progress
 
 CLIPPED_SHARE = 0.001
-LEVEL_DB = 10.0
+LEVEL_DB = 15.0
 DC_OFFSET = 0.01
 
 
