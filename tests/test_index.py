@@ -118,6 +118,10 @@ def test_own_recordings_of_a_new_operating_condition_are_the_target_domain(tiny_
     for rel in ("test/normal/target/e.wav", "test/anomaly/target/f.wav"):
         (root / rel).unlink()  # target clips in training only: the test clips evaluated as 2020 is
     assert protocol_for(index(tmp_path / "recordings")) == "dcase2020"
+    for rel in ("train/a.wav", "train/2026/target/d.wav", "train/target.wav"):
+        (root / rel).unlink()  # a new condition and no usual one to judge it beside
+    with pytest.raises(LayoutError, match="pump's training clips are all in train/target/"):
+        index(tmp_path / "recordings")
 
 
 def test_a_folder_of_archives_not_yet_unpacked_says_so(tmp_path):

@@ -163,6 +163,12 @@ def _own_clips(table: pd.DataFrame) -> pd.DataFrame:
         raise LayoutError(f"two clips of {twice['machine'].iloc[0]} are named {twice['filename'].iloc[0]} "
                           f"({twice['path'].iloc[0]}, {twice['path'].iloc[1]}); give each clip of a machine type "
                           "its own name", twice["path"].iloc[0])  # fmt: skip
+    train = own[own["split"] == "train"]
+    lone = [m for m, domains in train.groupby("machine")["domain"].agg(set).items() if domains == {"target"}]
+    if lone:  # a new condition is judged beside the usual one: without it there is nothing to be beside
+        raise LayoutError(f"{lone[0]}'s training clips are all in train/target/, which holds a few clips of a new "
+                          "operating condition beside the usual condition's clips in train/: put those in "
+                          f"{lone[0]}/train/", train.loc[train["machine"] == lone[0], "path"].iloc[0])  # fmt: skip
     table = table.copy()
     table.loc[own.index, "clip"] = own.groupby(["machine", "split", "label"])["filename"].rank(method="first") - 1
     table["clip"] = table["clip"].astype(int)
