@@ -622,6 +622,32 @@ def test_an_alarm_after_k_of_n_anomalous_clips_is_raised_once_and_again_after_it
             AlarmCommand(shlex.join([sys.executable, "-c", "pass"]), after=bad)
 
 
+def test_how_often_k_of_n_sounds_on_a_sound_machine_is_what_the_alarm_does():
+    """false_alarm_every: the exact rate of raised alarms over every sequence of n + 1 independent
+    clips, and the count AlarmCommand raises on a long random sequence of decisions."""
+    import itertools
+    import math
+
+    from mimii_due.scoring import Decision
+    from mimii_due.serve.alarm import AlarmCommand, false_alarm_every
+
+    for p, k, n in ((0.1, 3, 5), (0.3, 2, 3), (0.01, 1, 1), (0.2, 4, 4), (0.05, 2, 6)):
+        exact = sum(math.prod(p if x else 1 - p for x in seq)
+                    for seq in itertools.product((0, 1), repeat=n + 1)
+                    if sum(seq[1:]) >= k > sum(seq[:-1]))  # fmt: skip
+        assert false_alarm_every(p, k, n) == pytest.approx(1 / exact, rel=1e-9)
+    assert round(false_alarm_every(0.1, 3, 5)) == 229 and round(false_alarm_every(0.01, 3, 5), -3) == 172_000
+    flags = np.random.default_rng(0).random(3000) < 0.3
+    alarm = AlarmCommand("true", after=(2, 3))
+    for i, flag in enumerate(flags):
+        alarm(Decision(f"{i}.wav", "valve", 0, None, float(flag), 0.5, bool(flag), "gaussian", "v", "0"))
+    alarm.close()
+    expected = 3000 / false_alarm_every(0.3, 2, 3)  # 264.6
+    assert alarm.sent == pytest.approx(expected, abs=4 * math.sqrt(expected)) and alarm.failed == 0
+    assert "about one alarm every 229 clips (0.6 h" in AlarmCommand("true", after=(3, 5)).expectation([0.1])[0]
+    assert AlarmCommand("true").expectation([0.1]) == []
+
+
 def test_a_restarted_watch_or_service_goes_on_counting_k_of_n_from_its_record(run, clips, tmp_path, monkeypatch,
                                                                              caplog):  # fmt: skip
     """The K-of-N counts start from each machine type and section's last N decisions in the record: an
@@ -716,8 +742,9 @@ def test_collect_copies_recorded_clips_of_one_machine_into_a_training_folder_onc
     assert 0 < len(flagged) < 7 and normal.anomalous == len(flagged) + int(rows[-1]["decision"])
     assert {p.name.split("_", 2)[2] for p in normal.copied} == {"c0.wav", "same_as_c1.wav", "c2.wav", "c3.wav"} - {
         "same_as_c1.wav" if f == "c1.wav" else f for f in flagged}
+    shutil.copy(paths[5], out.parent / "usual.wav")  # beside a clip of the usual condition
     t = index(tmp_path / "recordings")
-    assert set(t.domain) == {"target"} and len(t) == 4 and set(t.year) == {0}
+    assert t.domain.value_counts().to_dict() == {"target": 4, "source": 1} and set(t.year) == {0}
 
     # the command: a record of two machine types needs --machine; a time range with nothing in it is an error
     record.add(replace(d, machine="fan"), source="upload", path=None)

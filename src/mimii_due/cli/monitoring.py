@@ -135,6 +135,13 @@ def _alarm(on_anomaly: str | None, alarm_after: str | None):
     return AlarmCommand(on_anomaly, after=parse_after(alarm_after) if alarm_after is not None else None)
 
 
+def _expect(alarm, models) -> None:
+    """Say how often --alarm-after would sound on a sound machine at the models' thresholds."""
+    if alarm is not None:
+        for line in alarm.expectation(1 - det.threshold_quantile for det in models.models.values()):
+            console.print(line, markup=False, highlight=False)
+
+
 def _token(token: str | None) -> str | None:
     import os
 
@@ -158,6 +165,7 @@ def serve(
 ) -> None:
     """An HTTP scoring service with a dashboard at / and Prometheus metrics at /metrics; with
     --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""
+    from mimii_due.scoring import ModelSet
     from mimii_due.serve.app import serve as _serve
 
     def announce(url: str) -> None:
@@ -168,9 +176,12 @@ def serve(
     if keep_max_mb is not None and not 0 < keep_max_mb < 1e9:  # nan and inf too
         raise ConfigError(f"--keep-max-mb must be a positive number of MB, not {keep_max_mb!r}")
     keep_max = None if keep_max_mb is None else max(1, int(keep_max_mb * 1024 * 1024))
+    alarm = _alarm(on_anomaly, alarm_after)
+    models = ModelSet(run)
+    _expect(alarm, models)
     _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio, keep_max_bytes=keep_max,
-           max_bytes=int(max_mb * 1024 * 1024), threads=threads, alarm=_alarm(on_anomaly, alarm_after),
-           announce=announce)  # fmt: skip
+           max_bytes=int(max_mb * 1024 * 1024), threads=threads, alarm=alarm, announce=announce,
+           models=models)  # fmt: skip
 
 
 @app.command()
@@ -205,9 +216,11 @@ def watch(
         console.print(f"[yellow]not scored[/yellow] {escape(message)}", soft_wrap=True)
 
     record = Record(db or default_path(run))
+    models = ModelSet(run)
+    _expect(alarm, models)
     if alarm is not None:
         alarm.resume(record)  # a watch started again goes on counting K of N from its record
-    w = Watcher(ModelSet(run), record, folder, settle=settle, machine=machine, section=section, on_decision=show,
+    w = Watcher(models, record, folder, settle=settle, machine=machine, section=section, on_decision=show,
                 on_error=bad)  # fmt: skip
     console.print(f"watching {folder}; Ctrl-C stops")
     try:

@@ -9,8 +9,7 @@ watch or the service goes on.
 
 **K of N** (``after=(k, n)``, ``--alarm-after 3/5``): each anomalous clip is not yet an alarm that
 people can trust. At the usual false-alarm rate of 0.10 per clip, a recorder that sends a clip
-every 10 seconds raises one for about every 100 seconds of normal running; the chance that 3 of
-5 independent normal clips are flagged is 0.0086 (the binomial tail). With ``after``, a machine
+every 10 seconds raises one for about every 100 seconds of normal running. With ``after``, a machine
 type and section's alarm is raised when at least ``k`` of its last ``n`` clips are anomalous: the
 command runs once then, and again only after the alarm has cleared (fewer than ``k`` of the last
 ``n``; said in the log). A watch or a service that starts again (a restart, a crash, a new
@@ -19,12 +18,21 @@ there fill its count (:meth:`AlarmCommand.resume`), so an alarm raised before is
 second time for the same clips, and anomalies shortly before the restart still count. (The alarm is
 raised exactly while ``k`` of the last ``n`` are anomalous, so those ``n`` decisions are all it
 needs to know.) Without ``after``, every anomalous clip runs the command.
+
+How often does a sound machine raise it? :func:`false_alarm_every`: with independent normal clips
+each flagged with probability ``p``, an alarm is raised at a clip exactly when the ``n - 1`` clips
+before it hold ``k - 1`` anomalous ones, the clip before those was normal and this one is anomalous,
+so about once every ``1 / (C(n-1, k-1) p^k (1-p)^(n-k+1))`` clips: 229 clips for 3 of 5 at 0.10
+(38 minutes at a clip every 10 s; the chance that a given 5 hold 3, 0.0086, undercounts the
+windows that overlap), 171,000 clips for 3 of 5 at 0.01 (20 days). ``watch`` and ``serve`` say it
+when they start.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -37,6 +45,13 @@ from mimii_due.errors import ConfigError
 from mimii_due.scoring import Decision
 
 log = logging.getLogger(__name__)
+
+
+def false_alarm_every(rate: float, k: int, n: int) -> float:
+    """The mean number of clips between alarms raised by K of N on a sound machine whose clips
+    are each flagged independently with probability ``rate`` (inf where none can be raised)."""
+    per_clip = math.comb(n - 1, k - 1) * rate**k * (1 - rate) ** (n - k + 1)
+    return 1 / per_clip if per_clip > 0 else math.inf
 
 
 def parse_after(text: str) -> tuple[int, int]:
@@ -88,6 +103,21 @@ class AlarmCommand:
                 self._raised.discard(key)
                 log.warning("alarm of %s section %02d cleared: %d of its last %d clips anomalous", d.machine,
                             d.section, count, len(window))  # fmt: skip
+
+    def expectation(self, rates) -> list[str]:
+        """What K of N means for a sound machine at each of the thresholds' false-alarm ``rates``
+        (lines to show when a watch or service starts; none without ``after``)."""
+        if self.after is None:
+            return []
+        k, n = self.after
+        lines = []
+        for rate in sorted(set(rates)):
+            every = false_alarm_every(rate, k, n)
+            hours = every * 10 / 3600
+            lines.append(f"--alarm-after {k}/{n} at the thresholds' false-alarm rate {rate:.3g} per clip: on a sound "
+                         f"machine (independent clips) about one alarm every {every:,.0f} clips ({hours:,.1f} h at "
+                         "a clip every 10 s); `mimii-due threshold --rate` or a larger K sets it")  # fmt: skip
+        return lines
 
     def resume(self, record) -> None:
         """Go on from the decisions already in ``record`` (a :class:`~mimii_due.serve.record.Record`):

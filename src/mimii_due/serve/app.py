@@ -212,15 +212,16 @@ def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: 
           db: str | Path | None = None, keep_audio: str | Path | None = None, keep_max_bytes: int | None = None,
           max_bytes: int = MAX_BYTES,
           threads: int = 1, alarm: AlarmCommand | None = None,
-          announce: Callable[[str], None] | None = None) -> None:  # fmt: skip
+          announce: Callable[[str], None] | None = None, models: ModelSet | None = None) -> None:  # fmt: skip
     """Load the models and serve until stopped. Binding anything but loopback needs a token. The
     socket is bound here, before uvicorn starts, so a port in use or an address that is not this
-    machine's is a one-line error; ``announce`` gets the address once it is bound."""
+    machine's is a one-line error; ``announce`` gets the address once it is bound. ``models``: the
+    run's models, where the caller has loaded them already."""
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         raise MimiiDueError(f"binding {host} exposes the service: set a bearer token (--token or MIMII_DUE_TOKEN)")
-    models = ModelSet(run)
+    models = models or ModelSet(run)
     record = Record(db or default_path(run))
     app = create_app(models, record, token=token, keep_audio=keep_audio, keep_max_bytes=keep_max_bytes,
                      max_bytes=max_bytes, threads=threads, alarm=alarm)  # fmt: skip
