@@ -791,6 +791,34 @@ def test_plot_history_draws_the_recorded_scores_one_panel_per_machine_type_and_s
     assert r.exit_code == 1 and "no decision record here" in r.output
 
 
+def test_explain_finds_the_band_a_clip_differs_in_steady_tone_or_brief_click(run, tiny_dataset, clips, tmp_path):
+    """`explain`: a normal clip with a steady 3 kHz tone added differs most in the mean level near 3 kHz,
+    one with a 30 ms burst at 6 kHz in the loudest frame near 6 kHz; both louder (+), drawn; a run whose
+    training clips moved needs --data."""
+    from mimii_due.data.audio import load, write
+    from mimii_due.report.explain import explain_file
+
+    y = load(clips[clips.label == "normal"].path.iloc[0])
+    t = np.arange(len(y)) / 16000
+    tone = y + 0.05 * np.sin(2 * np.pi * 3000 * t)
+    click = y.copy()
+    click[16000:16480] += 0.5 * np.sin(2 * np.pi * 6000 * t[:480])
+    for name, wave, pool, hz in (("tone", tone, "mean", 3000), ("click", click, "loudest frame", 6000)):
+        write(tmp_path / f"{name}.wav", wave.astype(np.float32))
+        d, e, frames = explain_file(run, tmp_path / f"{name}.wav", machine="valve", section=0)
+        (top_pool, top_hz, top_z), *_ = e.strongest()
+        assert (d.machine, d.section, e.domain) == ("valve", 0, "source") and e.n_train > 10
+        assert top_pool == pool and abs(top_hz - hz) < 0.1 * hz and top_z > 5, e.strongest()
+        assert frames.shape[1] == 128 and len(e.centres_hz) == 128
+    r = runner.invoke(cli, ["explain", str(run), str(tmp_path / "tone.wav"), "--machine", "valve", "--section", "0",
+                            "--out", str(tmp_path / "tone.png")])  # fmt: skip
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "the bands most unlike them: mean at 2." in text and (tmp_path / "tone.png").exists()
+    r = runner.invoke(cli, ["explain", str(run), str(tmp_path / "tone.wav"), "--machine", "valve", "--section", "0",
+                            "--data", str(tmp_path / "gone")])  # fmt: skip
+    assert r.exit_code == 1 and "the training clips are not at" in " ".join(r.output.split()), r.output
+
+
 def test_watch_alarm_after_is_checked_before_the_watch_starts(run, tmp_path):
     (tmp_path / "in").mkdir()
     args = ["watch", str(run), str(tmp_path / "in"), "--max-seconds", "1", "--db", str(tmp_path / "d.sqlite")]

@@ -328,3 +328,26 @@ def plot_history(
     except MimiiDueError:
         expected = None
     stdout.print(f"wrote {score_history(pd.DataFrame(rows), out, window=window, expected=expected)}")
+
+
+@app.command()
+def explain(
+    model: Path = typer.Argument(..., help="A run folder or one saved model folder (RUN/models/<machine>)."),
+    clip: Path = typer.Argument(..., help="The WAV file to explain (an alarm's clip)."),
+    machine: str = typer.Option(None, help=MACHINE_HELP),
+    section: int = typer.Option(None, help="Section of the clip (default: from its name or the model)."),
+    data: Path = typer.Option(None, help="The data folder the model was trained from (default: the run's)."),
+    out: Path = typer.Option(Path("explain.png"), "--out", help="Image file to write (.png, .pdf, .svg)."),
+) -> None:
+    """Why a clip was flagged: its score, and where in the spectrum it differs from its machine's
+    training clips (each mel band's mean level and loudest frame against their spread), drawn."""
+    from mimii_due.report.explain import explain_file, summary
+    from mimii_due.report.figures import explanation
+
+    d, e, frames = explain_file(model, clip, machine=machine, section=section, data=data)
+    verdict = "ANOMALY" if d.decision else "normal"
+    stdout.print(f"{clip}: {d.machine} section {d.section:02d}, score {d.score:.6g} (threshold {d.threshold:.6g}), "
+                 f"{verdict}", markup=False)  # fmt: skip
+    stdout.print(summary(e), markup=False)
+    title = f"{clip.name}, score {d.score:.4g} / threshold {d.threshold:.4g} ({verdict.lower()})"
+    stdout.print(f"wrote {explanation(e, frames, out, title=title, machine=d.machine)}")

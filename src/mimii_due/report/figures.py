@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ from mimii_due import atomic
 from mimii_due.data import audio
 from mimii_due.data.table1 import MACHINE_TITLES
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError
+
+if TYPE_CHECKING:
+    from mimii_due.report.explain import Explanation
 
 log = logging.getLogger(__name__)
 
@@ -241,4 +245,32 @@ def score_history(decisions: pd.DataFrame, path: str | Path, *, window: int = 20
         rate.set(ylim=(0, 1.02), ylabel="share")
         handles = ax.get_legend_handles_labels()[0] + rate.get_legend_handles_labels()[0]
         ax.legend(handles=handles, fontsize=6, loc="upper left")
+    return _save(fig, path)
+
+
+def explanation(e: Explanation, frames: np.ndarray, path: str | Path, *, title: str, machine: str) -> Path:
+    """The clip's log-mel spectrogram, its level per band against the training clips', and the
+    z-scores, the strongest bands marked (:mod:`mimii_due.report.explain`)."""
+    from mimii_due.report.explain import POOLS, hz
+
+    fig = Figure(figsize=(9.0, 8.0), layout="constrained")
+    spec, levels, zs = fig.subplots(3, 1)
+    img = spec.imshow(frames.T, origin="lower", aspect="auto", cmap="magma")
+    fig.colorbar(img, ax=spec, label="dB")
+    ticks = np.linspace(0, len(e.centres_hz) - 1, 6).astype(int)
+    spec.set(title=f"{_title(machine)}: {title}", xlabel="frame", ylabel="mel band centre",
+             yticks=ticks, yticklabels=[hz(e.centres_hz[t]) for t in ticks])  # fmt: skip
+    for i, (pool, colour) in enumerate(zip(POOLS, ("tab:blue", "tab:red"), strict=True)):
+        levels.plot(e.centres_hz, e.reference[i], color=colour, lw=0.8, ls="--", label=f"training clips, {pool}")
+        levels.plot(e.centres_hz, e.clip[i], color=colour, lw=1.2, label=f"this clip, {pool}")
+        zs.plot(e.centres_hz, e.z[i], color=colour, lw=1.2, label=pool)
+    levels.set(xscale="log", xlabel="frequency (Hz)", ylabel="level (dB)",
+               title=f"against the median of the {e.n_train} {e.domain} training clips")  # fmt: skip
+    levels.legend(fontsize=7)
+    zs.axhspan(-3, 3, color="grey", alpha=0.15)
+    for pool, f, z in e.strongest():
+        zs.annotate(f"{hz(f)} ({pool})", (f, z), fontsize=7, textcoords="offset points", xytext=(4, 4))
+    zs.set(xscale="log", xlabel="frequency (Hz)", ylabel="z (training spread)",
+           title="how unlike the training clips, band by band (grey: within 3 sd)")  # fmt: skip
+    zs.legend(fontsize=7)
     return _save(fig, path)
