@@ -2,8 +2,8 @@
 
 Package errors become a one-line message and exit code 1 (a traceback only with ``--debug``).
 This module holds the command group and what the commands share; the commands are in
-``data`` (info, download, synth, mix), ``experiments`` (train, test, evaluate, report, plot, run)
-and ``monitoring`` (threshold, score, serve, watch).
+``data`` (info, download, synth, mix), ``experiments`` (train, test, evaluate, report, plot, run),
+``monitoring`` (threshold, score, serve, watch) and ``review`` (collect, explain, plot history).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _machines(value: str | None) -> list[str] | None:
 
 
 # the commands, registered on ``app`` as their modules load
-from mimii_due.cli import data, experiments, monitoring  # noqa: E402, F401
+from mimii_due.cli import data, experiments, monitoring, review  # noqa: E402, F401
 
 
 def main() -> None:

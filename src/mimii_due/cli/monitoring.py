@@ -1,4 +1,4 @@
-"""The production commands: threshold, score, serve, watch, collect."""
+"""The production commands: threshold, score, serve, watch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mimii_due.cli import ADDRESS, ENGINE, TASK_CPUS, _engine, _machines, app, console, plot_app, progress_bar, stdout
+from mimii_due.cli import ADDRESS, ENGINE, TASK_CPUS, _engine, _machines, app, console, progress_bar, stdout
 from mimii_due.errors import ConfigError, MimiiDueError
 
 DB_HELP = "SQLite record of decisions (default: RUN/decisions.sqlite, also when serving RUN/models/<machine>)."
@@ -232,122 +232,3 @@ def watch(
             alarm.close()
     sent = f"; {alarm.sent} alarm(s) sent, {alarm.failed} failed" if alarm is not None else ""
     console.print(f"{n} clip(s) scored{sent}")
-
-
-
-
-def _when(text: str | None, option: str) -> float | None:
-    """``--since``/``--until``: an ISO 8601 time (UTC unless it carries an offset) or a time ago
-    (``90m``, ``12h``, ``7d``), as seconds since the epoch."""
-    import re
-    import time
-    from datetime import UTC, datetime
-
-    if text is None:
-        return None
-    ago = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
-    if ago:
-        return time.time() - float(ago[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[ago[2]]
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{option} takes a time such as 2026-12-07T08:00 (UTC unless it says +01:00) or a time "
-                          f"ago such as 12h or 7d, not {text!r}") from None  # fmt: skip
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
-
-
-SINCE_HELP = "From: 2026-12-07T08:00 (UTC unless it says +01:00), or a time ago: 12h, 7d (default: the first)."
-UNTIL_HELP = "Up to, in the same form (default: now)."
-
-
-def _recorded(run: Path, db: Path | None):
-    """The decision record of a run that was served or watched (never a new, empty one)."""
-    from mimii_due.serve.record import Record, default_path
-
-    db = db or default_path(run)
-    if not db.exists():
-        raise MimiiDueError("no decision record here: serve or watch the run first, or give --db", db)
-    return Record(db)
-
-
-@app.command()
-def collect(
-    run: Path = typer.Argument(..., help="The run folder (or model folder) that was served or watched."),
-    out: Path = typer.Argument(..., help="Where the clips go, e.g. recordings/pump/train/target/."),
-    db: Path = typer.Option(None, help=DB_HELP),
-    machine: str = typer.Option(None, help="Machine type (default: the only one recorded in that time)."),
-    section: int = typer.Option(None, help="Section (default: the only one recorded in that time)."),
-    since: str = typer.Option(None, help=SINCE_HELP),
-    until: str = typer.Option(None, help=UNTIL_HELP),
-    normal_only: bool = typer.Option(False, "--normal-only", help="Only clips decided normal (default: all: after a "
-                                     "change of operating condition its alarms are normal clips a new model needs)."),
-    limit: int = typer.Option(None, help="At most this many clips, the most recent (e.g. 10, as DCASE 2022-2025 "
-                              "give of a new condition)."),
-) -> None:
-    """Copy recorded clips of one machine type (the watched files, or the service's --keep-audio
-    copies) into a folder for training: after a change of operating condition that people have
-    checked, into recordings/<machine>/train/target/, then train again."""
-    from mimii_due.serve.collect import collect as _collect
-
-    got = _collect(_recorded(run, db), out, machine=machine, section=section, since=_when(since, "--since"),
-                   until=_when(until, "--until"), normal_only=normal_only, limit=limit)  # fmt: skip
-    said = [f"{got.present} already there"] if got.present else []
-    if got.anomalous:
-        said.append(f"{got.anomalous} decided anomalous left out (--normal-only)")
-    if got.not_kept:
-        said.append(f"{got.not_kept} uploads not kept (serve with --keep-audio to keep them)")
-    if got.missing:
-        said.append(f"{len(got.missing)} no longer as scored (removed or overwritten since), e.g. {got.missing[0]}")
-    stdout.print(f"copied {len(got.copied)} clip(s) of {got.machine} section {got.section:02d} into {out}"
-                 + (f"; {'; '.join(said)}" if said else ""), markup=False)  # fmt: skip
-
-
-@plot_app.command("history")
-def plot_history(
-    run: Path = typer.Argument(..., help="The run folder (or model folder) that was served or watched."),
-    db: Path = typer.Option(None, help=DB_HELP),
-    machine: str = typer.Option(None, help="Only this machine type (default: every one recorded)."),
-    since: str = typer.Option(None, help=SINCE_HELP),
-    until: str = typer.Option(None, help=UNTIL_HELP),
-    window: int = typer.Option(20, help="Clips in the moving share of anomalous decisions."),
-    out: Path = typer.Option(Path("history.png"), "--out", help="Image file to write (.png, .pdf, .svg)."),
-) -> None:
-    """The score history a watch or service recorded: each clip's score and decision over time,
-    the threshold, and the share of anomalous clips against the rate the threshold expects."""
-    import pandas as pd
-
-    from mimii_due.report.figures import score_history
-    from mimii_due.scoring import ModelSet
-
-    record = _recorded(run, db)
-    rows = record.select(machine=machine, since=_when(since, "--since"), until=_when(until, "--until"))
-    if not rows:
-        raise ConfigError(f"no decisions {'of ' + machine + ' ' if machine else ''}recorded in that time", record.path)
-    try:  # the rate each machine type's threshold expects, where its model is still there
-        expected = {m: 1 - det.threshold_quantile for m, det in ModelSet(run).models.items()}
-    except MimiiDueError:
-        expected = None
-    stdout.print(f"wrote {score_history(pd.DataFrame(rows), out, window=window, expected=expected)}")
-
-
-@app.command()
-def explain(
-    model: Path = typer.Argument(..., help="A run folder or one saved model folder (RUN/models/<machine>)."),
-    clip: Path = typer.Argument(..., help="The WAV file to explain (an alarm's clip)."),
-    machine: str = typer.Option(None, help=MACHINE_HELP),
-    section: int = typer.Option(None, help="Section of the clip (default: from its name or the model)."),
-    data: Path = typer.Option(None, help="The data folder the model was trained from (default: the run's)."),
-    out: Path = typer.Option(Path("explain.png"), "--out", help="Image file to write (.png, .pdf, .svg)."),
-) -> None:
-    """Why a clip was flagged: its score, and where in the spectrum it differs from its machine's
-    training clips (each mel band's mean level and loudest frame against their spread), drawn."""
-    from mimii_due.report.explain import explain_file, summary
-    from mimii_due.report.figures import explanation
-
-    d, e, frames = explain_file(model, clip, machine=machine, section=section, data=data)
-    verdict = "ANOMALY" if d.decision else "normal"
-    stdout.print(f"{clip}: {d.machine} section {d.section:02d}, score {d.score:.6g} (threshold {d.threshold:.6g}), "
-                 f"{verdict}", markup=False)  # fmt: skip
-    stdout.print(summary(e), markup=False)
-    title = f"{clip.name}, score {d.score:.4g} / threshold {d.threshold:.4g} ({verdict.lower()})"
-    stdout.print(f"wrote {explanation(e, frames, out, title=title, machine=d.machine)}")
