@@ -819,6 +819,33 @@ def test_explain_finds_the_band_a_clip_differs_in_steady_tone_or_brief_click(run
     assert r.exit_code == 1 and "the training clips are not at" in " ".join(r.output.split()), r.output
 
 
+def test_status_counts_each_machines_alarms_against_its_rate_and_strict_fails_where_chance_does_not_explain(
+        run, tmp_path):  # fmt: skip
+    """`status`: per machine type and section, the clips and alarms in a time, the binomial p at the
+    thresholds' rate (10 %), the last alarm; --strict exits 2 where p < 0.01."""
+    import scipy.stats
+
+    from mimii_due.scoring import Decision
+
+    record = Record(tmp_path / "d.sqlite")
+    for machine, section, flags in (("valve", 0, [1, 0, 0] + [0] * 27), ("fan", 3, [1, 0] * 10)):
+        for i, flag in enumerate(flags):
+            d = Decision(f"{i}.wav", machine, section, None, float(flag), 0.5, bool(flag), "gaussian", "v", "0")
+            record.add(d, source="upload")
+    args = ["status", str(run), "--db", str(tmp_path / "d.sqlite")]
+    r = runner.invoke(cli, args)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "50 clips scored in the last 24h" in text, r.output
+    p_fan = scipy.stats.binomtest(10, 20, 0.1, alternative="greater").pvalue
+    p_valve = scipy.stats.binomtest(1, 30, 0.1, alternative="greater").pvalue
+    assert f"│ fan │ 03 │ 20 │ 10 │ 50.0% │ 10.0% │ {p_fan:.2g} │" in text
+    assert f"│ valve │ 00 │ 30 │ 1 │ 3.3% │ 10.0% │ {p_valve:.2g} │" in text
+    assert "more alarms than the thresholds' rate explains (p < 0.01): fan section 03:" in text
+    assert runner.invoke(cli, [*args, "--strict"]).exit_code == 2
+    r = runner.invoke(cli, [*args, "--since", "2099-01-01"])
+    assert r.exit_code == 1 and "no decisions recorded since 2099-01-01" in r.output
+
+
 def test_watch_alarm_after_is_checked_before_the_watch_starts(run, tmp_path):
     (tmp_path / "in").mkdir()
     args = ["watch", str(run), str(tmp_path / "in"), "--max-seconds", "1", "--db", str(tmp_path / "d.sqlite")]

@@ -1,8 +1,10 @@
-"""After an alarm: why it sounded (explain), the score history (plot history), and the clips a
-watch or service recorded back into training data (collect)."""
+"""What a watch or service recorded, looked at: how each machine did (status), the score history
+(plot history), why an alarm sounded (explain), and the recorded clips back into training data
+(collect)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -11,17 +13,18 @@ from mimii_due.cli import app, plot_app, stdout
 from mimii_due.cli.monitoring import DB_HELP, MACHINE_HELP
 from mimii_due.errors import ConfigError, MimiiDueError
 
+_AGO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")  # 90m, 12h, 7d: a time ago
+
 
 def _when(text: str | None, option: str) -> float | None:
     """``--since``/``--until``: an ISO 8601 time (UTC unless it carries an offset) or a time ago
     (``90m``, ``12h``, ``7d``), as seconds since the epoch."""
-    import re
     import time
     from datetime import UTC, datetime
 
     if text is None:
         return None
-    ago = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    ago = _AGO.fullmatch(text)
     if ago:
         return time.time() - float(ago[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[ago[2]]
     try:
@@ -30,6 +33,16 @@ def _when(text: str | None, option: str) -> float | None:
         raise ConfigError(f"{option} takes a time such as 2026-12-07T08:00 (UTC unless it says +01:00) or a time "
                           f"ago such as 12h or 7d, not {text!r}") from None  # fmt: skip
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+def _expected_rates(run: Path) -> dict[str, float]:
+    """The false-alarm rate each machine type's threshold expects, where its model is still there."""
+    from mimii_due.scoring import ModelSet
+
+    try:
+        return {m: 1 - det.threshold_quantile for m, det in ModelSet(run).models.items()}
+    except MimiiDueError:
+        return {}
 
 
 SINCE_HELP = "From: 2026-12-07T08:00 (UTC unless it says +01:00), or a time ago: 12h, 7d (default: the first)."
@@ -93,16 +106,12 @@ def plot_history(
     import pandas as pd
 
     from mimii_due.report.figures import score_history
-    from mimii_due.scoring import ModelSet
 
     record = _recorded(run, db)
     rows = record.select(machine=machine, since=_when(since, "--since"), until=_when(until, "--until"))
     if not rows:
         raise ConfigError(f"no decisions {'of ' + machine + ' ' if machine else ''}recorded in that time", record.path)
-    try:  # the rate each machine type's threshold expects, where its model is still there
-        expected = {m: 1 - det.threshold_quantile for m, det in ModelSet(run).models.items()}
-    except MimiiDueError:
-        expected = None
+    expected = _expected_rates(run)
     stdout.print(f"wrote {score_history(pd.DataFrame(rows), out, window=window, expected=expected)}")
 
 
@@ -127,3 +136,54 @@ def explain(
     stdout.print(summary(e), markup=False)
     title = f"{clip.name}, score {d.score:.4g} / threshold {d.threshold:.4g} ({verdict.lower()})"
     stdout.print(f"wrote {explanation(e, frames, out, title=title, machine=d.machine)}")
+
+
+@app.command()
+def status(
+    run: Path = typer.Argument(..., help="The run folder (or model folder) that is served or watched."),
+    db: Path = typer.Option(None, help=DB_HELP),
+    since: str = typer.Option("24h", help="From: 2026-12-07T08:00 (UTC unless it says +01:00), or a time ago: "
+                              "12h, 7d."),
+    until: str = typer.Option(None, help=UNTIL_HELP),
+    strict: bool = typer.Option(False, help="Exit 2 when a machine type alarmed more than chance explains "
+                                "(for a daily check from cron)."),
+) -> None:
+    """How each machine type and section did in a time (default: the last 24 h): clips scored,
+    alarms against the rate the threshold expects (exact binomial test), the last alarm."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from mimii_due.evaluation.threshold import EXCESS_P, excess_alarms_p
+
+    record = _recorded(run, db)
+    rows = record.select(since=_when(since, "--since"), until=_when(until, "--until"))
+    if not rows:
+        raise ConfigError(f"no decisions recorded since {since}", record.path)
+    expected = _expected_rates(run)
+    t = Table(title=f"{len(rows)} clips scored " + (f"in the last {since.strip()}" if _AGO.fullmatch(since)
+                                                     else f"since {since}"))  # fmt: skip
+    for col in ("machine", "section", "clips", "alarms", "share", "expected", "p (binomial)", "last alarm (UTC)"):
+        t.add_column(col)
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["machine"], r["section"]), []).append(r)
+    excess = []
+    for (machine, section), g in sorted(groups.items()):
+        flagged = [r for r in g if r["decision"]]
+        rate = expected.get(machine)
+        p = excess_alarms_p(len(flagged), len(g), rate) if rate is not None and 0 < rate < 1 else None
+        if p is not None and p < EXCESS_P:
+            excess.append(f"{machine} section {section:02d}")
+        last = datetime.fromtimestamp(flagged[-1]["time"], UTC).strftime("%Y-%m-%d %H:%M:%S") if flagged else "-"
+        t.add_row(machine, f"{section:02d}", str(len(g)), str(len(flagged)), f"{len(flagged) / len(g):.1%}",
+                  "-" if rate is None else f"{rate:.1%}", "-" if p is None else f"{p:.2g}", last)  # fmt: skip
+    stdout.print(t)
+    if excess:
+        stdout.print(f"more alarms than the thresholds' rate explains (p < {EXCESS_P}): {', '.join(excess)}: the "
+                     "machine, its sound or the recording may have changed (`mimii-due plot history`, "
+                     "`mimii-due explain` on an alarm's clip)", markup=False)  # fmt: skip
+    else:
+        stdout.print("every machine type's alarms are within what chance gives at its threshold's rate", markup=False)
+    if strict and excess:
+        raise typer.Exit(2)
