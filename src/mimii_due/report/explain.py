@@ -114,7 +114,7 @@ def explain_file(model: str | Path, path: str | Path, *, machine: str | None = N
     if train.empty:
         raise ModelError(f"{folder} holds no training clips of {decision.machine} section {decision.section:02d}",
                          model)  # fmt: skip
-    feats, train = extract(train, cfg=det.features, cache=meta.get("cache"), on_error="skip")
+    feats, train = extract(train, cfg=det.features, cache=run.cache if run.exists() else None, on_error="skip")
     frames = features_of([audio.load(path, sr=det.features.sample_rate)], cfg=det.features).clip(0)
     clips = [feats.clip(i) for i in range(len(feats))]
     return decision, explain(frames, clips, train["domain"].to_numpy(), cfg=det.features), frames
