@@ -47,6 +47,7 @@ def _expected_rates(run: Path) -> dict[str, float]:
 
 SINCE_HELP = "From: 2026-12-07T08:00 (UTC unless it says +01:00), or a time ago: 12h, 7d (default: the first)."
 UNTIL_HELP = "Up to, in the same form (default: now)."
+RUN_HELP = "The run folder (or model folder) that is or was served or watched."
 
 
 def _recorded(run: Path, db: Path | None):
@@ -61,7 +62,7 @@ def _recorded(run: Path, db: Path | None):
 
 @app.command()
 def collect(
-    run: Path = typer.Argument(..., help="The run folder (or model folder) that was served or watched."),
+    run: Path = typer.Argument(..., help=RUN_HELP),
     out: Path = typer.Argument(..., help="Where the clips go, e.g. recordings/pump/train/target/."),
     db: Path = typer.Option(None, help=DB_HELP),
     machine: str = typer.Option(None, help="Machine type (default: the only one recorded in that time)."),
@@ -93,7 +94,7 @@ def collect(
 
 @plot_app.command("history")
 def plot_history(
-    run: Path = typer.Argument(..., help="The run folder (or model folder) that was served or watched."),
+    run: Path = typer.Argument(..., help=RUN_HELP),
     db: Path = typer.Option(None, help=DB_HELP),
     machine: str = typer.Option(None, help="Only this machine type (default: every one recorded)."),
     since: str = typer.Option(None, help=SINCE_HELP),
@@ -140,7 +141,7 @@ def explain(
 
 @app.command()
 def status(
-    run: Path = typer.Argument(..., help="The run folder (or model folder) that is served or watched."),
+    run: Path = typer.Argument(..., help=RUN_HELP),
     db: Path = typer.Option(None, help=DB_HELP),
     since: str = typer.Option("24h", help="From: 2026-12-07T08:00 (UTC unless it says +01:00), or a time ago: "
                               "12h, 7d."),
