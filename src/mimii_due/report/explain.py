@@ -111,10 +111,10 @@ def explain_file(model: str | Path, path: str | Path, *, machine: str | None = N
     table = index(folder, on_error="skip")
     train = table[(table["machine"] == decision.machine) & (table["section"] == decision.section)
                   & (table["split"] == "train")].reset_index(drop=True)  # fmt: skip
-    if train.empty:
-        raise ModelError(f"{folder} holds no training clips of {decision.machine} section {decision.section:02d}",
-                         model)  # fmt: skip
     feats, train = extract(train, cfg=det.features, cache=run.cache if run.exists() else None, on_error="skip")
+    if not len(feats):
+        raise ModelError(f"{folder} holds no readable training clips of {decision.machine} section "
+                         f"{decision.section:02d}", model)  # fmt: skip
     frames = features_of([audio.load(path, sr=det.features.sample_rate)], cfg=det.features).clip(0)
     clips = [feats.clip(i) for i in range(len(feats))]
     return decision, explain(frames, clips, train["domain"].to_numpy(), cfg=det.features), frames
