@@ -434,10 +434,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(run, db, port):
+def _start(run, db, port, *extra):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "mimii_due.cli", "serve", str(run), "--port", str(port),
-                             "--db", str(db)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+                             "--db", str(db), *extra], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
 
 
 def _wait_up(url: str, proc, seconds: float = 60) -> None:
@@ -517,6 +518,36 @@ def test_real_process_serves_survives_sigkill_and_shows_clips_on_the_dashboard(r
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_a_restarted_service_shows_the_alarm_raised_before_in_v1_alarms_and_on_the_dashboard(run, tmp_path):
+    """`serve --alarm-after 2/3` as a real process on a record whose valve alarm was raised: GET
+    /v1/alarms and the dashboard say so at once; the start says how often 2/3 sounds on a sound machine."""
+    from mimii_due.scoring import Decision
+
+    record = Record(tmp_path / "d.sqlite")
+    for i, flag in enumerate((0, 1, 1)):
+        record.add(Decision(f"{i}.wav", "valve", 0, None, float(flag), 0.5, bool(flag), "gaussian", "v", "0"),
+                   source="upload")  # fmt: skip
+    record.close()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(run, tmp_path / "d.sqlite", port, "--on-anomaly", "true", "--alarm-after", "2/3")
+    try:
+        _wait_up(url, proc)
+        with urllib.request.urlopen(url + "/v1/alarms", timeout=10) as r:
+            assert json.load(r) == {"after": "2/3", "raised": [{"machine": "valve", "section": 0}], "sent": 0,
+                                    "failed": 0}  # fmt: skip
+        if CHROMIUM:
+            page = _dump_dom(url + "/", tmp_path / "p")
+            assert 'data-raised="1"' in page and "ALARM RAISED (2/3): valve section 00" in page
+    finally:
+        proc.kill()
+        out = proc.communicate(timeout=10)[0].decode()
+    assert "--alarm-after 2/3 at the thresholds' false-alarm rate 0.1 per clip" in out, out
+    assert "still raised from before: 2 of its last 3 recorded clips anomalous" in out, out
+    client = TestClient(create_app(ModelSet(run), Record(tmp_path / "e.sqlite")))  # no alarm command
+    assert client.get("/v1/alarms").json() == {"after": None, "raised": [], "sent": 0, "failed": 0}
 
 
 def test_serve_on_a_taken_port_is_a_one_line_error_and_port_0_takes_a_free_one(run, tmp_path):

@@ -3,7 +3,8 @@
 ``POST /v1/score``   a WAV as the body (or a multipart upload, field ``file``); query parameters
                      ``machine``, ``section``, ``domain``, ``filename`` (a label only, never a path).
                      Answers the decision after its row is committed to the record.
-``GET /v1/models``   the models loaded; ``GET /v1/decisions`` the recent decisions (the dashboard's data)
+``GET /v1/models``   the models loaded; ``GET /v1/decisions`` the recent decisions (the dashboard's data);
+                     ``GET /v1/alarms`` the K-of-N alarms raised now and the alarm commands run
 ``GET /healthz``     liveness; ``GET /metrics`` Prometheus text format (with an alarm command, its
                      state: ``mimii_due_alarm_raised``, ``mimii_due_alarm_commands``); ``GET /`` the dashboard
 
@@ -99,7 +100,8 @@ def create_app(
                 response = await call_next(request)
             except Exception as e:  # never a traceback to the client; the service keeps serving
                 response = _error(500, f"internal error ({type(e).__name__})")
-        requests.labels(path if path in ("/v1/score", "/v1/models", "/v1/decisions", "/healthz", "/metrics", "/")
+        requests.labels(path if path in ("/v1/score", "/v1/models", "/v1/decisions", "/v1/alarms", "/healthz",
+                                         "/metrics", "/")
                         else "other", str(response.status_code)).inc()  # fmt: skip
         return response
 
@@ -192,6 +194,14 @@ def create_app(
     async def recent(limit: int = 500, machine: str | None = None):
         limit = max(1, min(int(limit), 5000))
         return {"decisions": await run_in_threadpool(record.recent, limit=limit, machine=machine)}
+
+    @app.get("/v1/alarms")
+    async def alarms():
+        if not isinstance(alarm, AlarmCommand):
+            return {"after": None, "raised": [], "sent": 0, "failed": 0}
+        after = None if alarm.after is None else f"{alarm.after[0]}/{alarm.after[1]}"
+        raised = [{"machine": m, "section": s} for (m, s), up in alarm.states().items() if up]
+        return {"after": after, "raised": raised, "sent": alarm.sent, "failed": alarm.failed}
 
     @app.get("/healthz")
     async def healthz():
