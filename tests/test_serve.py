@@ -877,6 +877,30 @@ def test_status_counts_each_machines_alarms_against_its_rate_and_strict_fails_wh
     assert r.exit_code == 1 and "no decisions recorded since 2099-01-01" in r.output
 
 
+def test_watch_explain_tells_the_alarm_command_where_the_clip_differs(run, clips, tmp_path, monkeypatch):
+    """`watch --on-anomaly CMD --explain`: the command of an alarm on a clip with a 3 kHz tone added
+    gets `why` (the mean level near 3 kHz, louder) and `bands` in its JSON and MIMII_DUE_WHY."""
+    from mimii_due.data.audio import load, write
+
+    y = load(clips[clips.label == "normal"].path.iloc[0])
+    (tmp_path / "in").mkdir()
+    write(tmp_path / "in" / "tone.wav", (y + 0.05 * np.sin(2 * np.pi * 3000 * np.arange(len(y)) / 16000)))
+    monkeypatch.setenv("ALARMS", str(tmp_path / "alarms.json"))
+    script = ("import json, os, sys; d = json.load(sys.stdin); d['env'] = os.environ['MIMII_DUE_WHY']; "
+              "open(os.environ['ALARMS'], 'w').write(json.dumps(d))")  # fmt: skip
+    args = ["watch", str(run), str(tmp_path / "in"), "--machine", "valve", "--section", "0", "--settle", "0",
+            "--max-seconds", "3", "--db", str(tmp_path / "d.sqlite"),
+            "--on-anomaly", shlex.join([sys.executable, "-c", script])]  # fmt: skip
+    r = runner.invoke(cli, [*args, "--explain"])
+    assert r.exit_code == 0 and "1 alarm(s) sent, 0 failed" in r.output, r.output
+    got = json.loads((tmp_path / "alarms.json").read_text())
+    assert got["filename"] == "tone.wav" and got["why"] == got["env"] and "the bands most unlike them" in got["why"]
+    top = got["bands"][0]
+    assert top["pooling"] == "mean" and abs(top["hz"] - 3000) < 300 and top["z"] > 5, got["bands"]
+    r = runner.invoke(cli, ["watch", str(run), str(tmp_path / "in"), "--explain", "--max-seconds", "1"])
+    assert r.exit_code == 1 and "--explain says why to run the --on-anomaly command" in r.output, r.output
+
+
 def test_watch_alarm_after_is_checked_before_the_watch_starts(run, tmp_path):
     (tmp_path / "in").mkdir()
     args = ["watch", str(run), str(tmp_path / "in"), "--max-seconds", "1", "--db", str(tmp_path / "d.sqlite")]

@@ -124,19 +124,29 @@ ALARM_AFTER_HELP = ("K/N, e.g. 3/5: run the --on-anomaly command once a machine 
                     "clips among its last N, and again only after that has cleared (default: for every anomaly).")
 
 
-def _alarm(on_anomaly: str | None, alarm_after: str | None):
-    """The user's alarm command, or None; --alarm-after without --on-anomaly is refused."""
+EXPLAIN_HELP = ("With --on-anomaly: tell each alarm's command where the clip differs from the training clips "
+                "(`why` and `bands` in its JSON, MIMII_DUE_WHY; a service explains the clips it keeps, --keep-audio).")
+
+
+def _alarm(on_anomaly: str | None, alarm_after: str | None, explain: bool = False):
+    """The user's alarm command, or None; --alarm-after or --explain without --on-anomaly is refused."""
     from mimii_due.serve.alarm import AlarmCommand, parse_after
 
     if on_anomaly is None:
-        if alarm_after is not None:
-            raise ConfigError("--alarm-after says when to run the --on-anomaly command: give that command too")
+        for given, option in ((alarm_after is not None, "--alarm-after says when"), (explain, "--explain says why")):
+            if given:
+                raise ConfigError(f"{option} to run the --on-anomaly command: give that command too")
         return None
     return AlarmCommand(on_anomaly, after=parse_after(alarm_after) if alarm_after is not None else None)
 
 
-def _expect(alarm, models) -> None:
-    """Say how often --alarm-after would sound on a sound machine at the models' thresholds."""
+def _prepare_alarm(alarm, models, run: Path, explain: bool) -> None:
+    """Say how often --alarm-after would sound on a sound machine at the models' thresholds; with
+    --explain, give the alarm what tells it why."""
+    if explain:
+        from mimii_due.report.explain import Explainer
+
+        alarm.explainer = Explainer(run, models)
     if alarm is not None:
         for line in alarm.expectation(1 - det.threshold_quantile for det in models.models.values()):
             console.print(line, markup=False, highlight=False)
@@ -162,6 +172,7 @@ def serve(
     threads: int = typer.Option(1, help="torch threads for scoring."),
     on_anomaly: str = typer.Option(None, "--on-anomaly", help=ON_ANOMALY_HELP),
     alarm_after: str = typer.Option(None, "--alarm-after", help=ALARM_AFTER_HELP),
+    explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP),
 ) -> None:
     """An HTTP scoring service with a dashboard at / and Prometheus metrics at /metrics; with
     --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""
@@ -176,9 +187,9 @@ def serve(
     if keep_max_mb is not None and not 0 < keep_max_mb < 1e9:  # nan and inf too
         raise ConfigError(f"--keep-max-mb must be a positive number of MB, not {keep_max_mb!r}")
     keep_max = None if keep_max_mb is None else max(1, int(keep_max_mb * 1024 * 1024))
-    alarm = _alarm(on_anomaly, alarm_after)
+    alarm = _alarm(on_anomaly, alarm_after, explain)
     models = ModelSet(run)
-    _expect(alarm, models)
+    _prepare_alarm(alarm, models, run, explain)
     _serve(run, host=host, port=port, token=_token(token), db=db, keep_audio=keep_audio, keep_max_bytes=keep_max,
            max_bytes=int(max_mb * 1024 * 1024), threads=threads, alarm=alarm, announce=announce,
            models=models)  # fmt: skip
@@ -195,6 +206,7 @@ def watch(
     max_seconds: float = typer.Option(None, "--max-seconds", help="Stop after this long (default: run until Ctrl-C)."),
     on_anomaly: str = typer.Option(None, "--on-anomaly", help=ON_ANOMALY_HELP),
     alarm_after: str = typer.Option(None, "--alarm-after", help=ALARM_AFTER_HELP),
+    explain: bool = typer.Option(False, "--explain", help=EXPLAIN_HELP),
 ) -> None:
     """Score every WAV already in FOLDER and every new one, recording each decision; with
     --on-anomaly, an anomaly also runs a command of yours (a mail, a chat message, a light)."""
@@ -202,7 +214,7 @@ def watch(
     from mimii_due.serve.record import Record, default_path
     from mimii_due.serve.watch import Watcher
 
-    alarm = _alarm(on_anomaly, alarm_after)
+    alarm = _alarm(on_anomaly, alarm_after, explain)
 
     def show(d, path: str) -> None:
         tag = "[red]ANOMALY[/red]" if d.decision else "normal"
@@ -217,7 +229,7 @@ def watch(
 
     record = Record(db or default_path(run))
     models = ModelSet(run)
-    _expect(alarm, models)
+    _prepare_alarm(alarm, models, run, explain)
     if alarm is not None:
         alarm.resume(record)  # a watch started again goes on counting K of N from its record
     w = Watcher(models, record, folder, settle=settle, machine=machine, section=section, on_decision=show,

@@ -127,14 +127,14 @@ def explain(
 ) -> None:
     """Why a clip was flagged: its score, and where in the spectrum it differs from its machine's
     training clips (each mel band's mean level and loudest frame against their spread), drawn."""
-    from mimii_due.report.explain import explain_file, summary
+    from mimii_due.report.explain import explain_file
     from mimii_due.report.figures import explanation
 
     d, e, frames = explain_file(model, clip, machine=machine, section=section, data=data)
     verdict = "ANOMALY" if d.decision else "normal"
     stdout.print(f"{clip}: {d.machine} section {d.section:02d}, score {d.score:.6g} (threshold {d.threshold:.6g}), "
                  f"{verdict}", markup=False)  # fmt: skip
-    stdout.print(summary(e), markup=False)
+    stdout.print(e.summary(), markup=False)
     title = f"{clip.name}, score {d.score:.4g} / threshold {d.threshold:.4g} ({verdict.lower()})"
     stdout.print(f"wrote {explanation(e, frames, out, title=title, machine=d.machine)}")
 

@@ -42,6 +42,11 @@ class Explanation:
     reference: np.ndarray  # (2, n_mels): the training clips' median
     z: np.ndarray  # (2, n_mels): the clip against the training clips' spread
 
+    def summary(self, n: int = 3) -> str:
+        parts = [f"{pool} at {hz(f)} {z:+.1f} sd" for pool, f, z in self.strongest(n)]
+        return (f"against the {self.n_train} {self.domain} training clips, the bands most unlike them: "
+                + ", ".join(parts) + " (+: louder than they are, -: quieter)")  # fmt: skip
+
     def strongest(self, n: int = 3) -> list[tuple[str, float, float]]:
         """The ``n`` (pooling, band centre in Hz, z) most unlike the training clips."""
         flat = np.argsort(-np.abs(self.z), axis=None)[:n]
@@ -59,23 +64,36 @@ def band_centres(cfg: FeatureConfig) -> np.ndarray:
     return librosa.mel_frequencies(cfg.n_mels + 2, fmin=0.0, fmax=cfg.sample_rate / 2)[1:-1]
 
 
-def explain(clip: np.ndarray, train: list[np.ndarray], domains: np.ndarray, *, cfg: FeatureConfig) -> Explanation:
-    """``clip``: its log-mel frames ``(frames, n_mels)``; ``train``: the training clips' frames,
-    of the same machine type and section, with their ``domains``."""
-    pooled = np.stack([_pooled(f) for f in train])  # (n, 2, n_mels)
+@dataclass
+class Reference:
+    """A machine type and section's training clips, pooled: ``pooled`` ``(n, 2, n_mels)`` (each
+    clip's mean and loudest frame per band) and their ``domains``."""
+
+    pooled: np.ndarray
+    domains: np.ndarray
+    centres_hz: np.ndarray
+
+    @classmethod
+    def of(cls, train: list[np.ndarray], domains, *, cfg: FeatureConfig) -> Reference:
+        """From the training clips' log-mel frames (each ``(frames, n_mels)``) and domains."""
+        if not train:
+            raise ValueError("no training clips to compare with")
+        return cls(np.stack([_pooled(f) for f in train]), np.asarray(domains), band_centres(cfg))
+
+
+def explain(clip: np.ndarray, ref: Reference) -> Explanation:
+    """``clip``'s log-mel frames ``(frames, n_mels)`` against the training clips of ``ref``, in the
+    domain (operating condition) it is closer to."""
     here = _pooled(clip)
     best = None
     for domain in ("source", "target"):
-        mine = pooled[np.asarray(domains) == domain]
+        mine = ref.pooled[ref.domains == domain]
         if len(mine) == 0:
             continue
-        ref = np.median(mine, axis=0)
-        spread = np.maximum(mine.std(axis=0), FLOOR_DB)
-        z = (here - ref) / spread
+        median = np.median(mine, axis=0)
+        z = (here - median) / np.maximum(mine.std(axis=0), FLOOR_DB)
         if best is None or np.abs(z).mean() < np.abs(best.z).mean():
-            best = Explanation(domain, len(mine), band_centres(cfg), here, ref, z)
-    if best is None:
-        raise ValueError("no training clips to compare with")
+            best = Explanation(domain, len(mine), ref.centres_hz, here, median, z)
     return best
 
 
@@ -84,24 +102,10 @@ def hz(f: float) -> str:
     return f"{f / 1000:.3g} kHz" if f >= 1000 else f"{f:.0f} Hz"
 
 
-def summary(e: Explanation, n: int = 3) -> str:
-    parts = [f"{pool} at {hz(f)} {z:+.1f} sd" for pool, f, z in e.strongest(n)]
-    return (f"against the {e.n_train} {e.domain} training clips, the bands most unlike them: " + ", ".join(parts)
-            + " (+: louder than they are, -: quieter)")  # fmt: skip
-
-
-def explain_file(model: str | Path, path: str | Path, *, machine: str | None = None, section: int | None = None,
-                 data: str | Path | None = None) -> tuple[Decision, Explanation, np.ndarray]:  # fmt: skip
-    """Score the WAV file ``path`` with a run's model (as ``score`` does) and compare it with the
-    training clips of its machine type and section: those of the run's data folder (``data``
-    where they have moved), their features from the run's cache where it holds them. Returns the
-    decision, the explanation and the clip's log-mel frames."""
-    models = ModelSet(model)
-    decisions, failed = score_files(models, [path], machine=machine, section=section)
-    if failed:
-        raise MimiiDueError(failed[0][1].removeprefix(f"{path}: "), path)
-    decision = decisions[0]
-    det = models.models[decision.machine]
+def reference(model: str | Path, det, machine: str, section: int, *, data: str | Path | None = None) -> Reference:
+    """The training clips of a machine type and section of the run that ``model`` (a run folder
+    or one of its model folders) belongs to: those of the run's data folder (``data`` where they
+    have moved), their features from the run's cache where it holds them."""
     run = Run(Path(model) if Run(Path(model)).exists() else Path(model).parent.parent)
     meta = run.meta() if run.exists() else {}
     folder = Path(data or meta.get("data") or "")
@@ -109,12 +113,46 @@ def explain_file(model: str | Path, path: str | Path, *, machine: str | None = N
         raise ModelError(f"the training clips are not at {str(folder) or 'a known folder'}: give the data folder "
                          "they were trained from (--data)", model)  # fmt: skip
     table = index(folder, on_error="skip")
-    train = table[(table["machine"] == decision.machine) & (table["section"] == decision.section)
+    train = table[(table["machine"] == machine) & (table["section"] == section)
                   & (table["split"] == "train")].reset_index(drop=True)  # fmt: skip
     feats, train = extract(train, cfg=det.features, cache=run.cache if run.exists() else None, on_error="skip")
     if not len(feats):
-        raise ModelError(f"{folder} holds no readable training clips of {decision.machine} section "
-                         f"{decision.section:02d}", model)  # fmt: skip
-    frames = features_of([audio.load(path, sr=det.features.sample_rate)], cfg=det.features).clip(0)
-    clips = [feats.clip(i) for i in range(len(feats))]
-    return decision, explain(frames, clips, train["domain"].to_numpy(), cfg=det.features), frames
+        raise ModelError(f"{folder} holds no readable training clips of {machine} section {section:02d}", model)
+    return Reference.of([feats.clip(i) for i in range(len(feats))], train["domain"], cfg=det.features)
+
+
+def frames_of(path: str | Path, det) -> np.ndarray:
+    """A WAV file's log-mel frames as the model ``det`` computes them."""
+    return features_of([audio.load(path, sr=det.features.sample_rate)], cfg=det.features).clip(0)
+
+
+def explain_file(model: str | Path, path: str | Path, *, machine: str | None = None, section: int | None = None,
+                 data: str | Path | None = None) -> tuple[Decision, Explanation, np.ndarray]:  # fmt: skip
+    """Score the WAV file ``path`` with a run's model (as ``score`` does) and compare it with the
+    training clips of its machine type and section (:func:`reference`). Returns the decision, the
+    explanation and the clip's log-mel frames."""
+    models = ModelSet(model)
+    decisions, failed = score_files(models, [path], machine=machine, section=section)
+    if failed:
+        raise MimiiDueError(failed[0][1].removeprefix(f"{path}: "), path)
+    d = decisions[0]
+    det = models.models[d.machine]
+    frames = frames_of(path, det)
+    return d, explain(frames, reference(model, det, d.machine, d.section, data=data)), frames
+
+
+class Explainer:
+    """What an alarm command is told of why (``--explain`` on ``watch`` and ``serve``): each
+    machine type and section's training clips pooled once, at its first alarm (in the alarm's
+    thread, never delaying scoring), then each alarmed clip compared with them."""
+
+    def __init__(self, model: str | Path, models: ModelSet, *, data: str | Path | None = None):
+        self.model, self.models, self.data = model, models, data
+        self._refs: dict[tuple[str, int], Reference] = {}
+
+    def __call__(self, path: str | Path, d: Decision) -> Explanation:
+        det = self.models.models[d.machine]
+        key = (d.machine, d.section)
+        if key not in self._refs:
+            self._refs[key] = reference(self.model, det, d.machine, d.section, data=self.data)
+        return explain(frames_of(path, det), self._refs[key])

@@ -63,7 +63,8 @@ def parse_after(text: str) -> tuple[int, int]:
 
 
 class AlarmCommand:
-    def __init__(self, command: str, *, timeout: float = 30.0, after: tuple[int, int] | None = None):
+    def __init__(self, command: str, *, timeout: float = 30.0, after: tuple[int, int] | None = None,
+                 explainer=None):  # fmt: skip
         try:
             argv = shlex.split(command)
         except ValueError as e:  # an unclosed quote
@@ -78,6 +79,8 @@ class AlarmCommand:
                                       and all(isinstance(x, int) for x in after) and 1 <= after[0] <= after[1] <= 1000):
             raise ConfigError(f"the alarm needs K of the last N clips with 1 <= K <= N <= 1000, not {after!r}")
         self.argv, self.timeout, self.after = argv, timeout, after
+        self.explainer = explainer  # (path, decision) -> an Explanation: why, told to the command
+        self._unexplained: set[tuple[str, int]] = set()  # machine types and sections it failed for, said once
         self.sent = self.failed = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mimii-due-alarm")
         self._recent: dict[tuple[str, int], deque] = {}  # per machine type and section: the last n decisions
@@ -148,6 +151,16 @@ class AlarmCommand:
         if recent is not None:  # K of N: how many of the machine's last clips were anomalous
             env["MIMII_DUE_RECENT"] = f"{recent[0]}/{recent[1]}"
             facts |= {"recent_anomalies": recent[0], "recent_clips": recent[1]}
+        if self.explainer is not None and path:  # where the clip differs from the training clips
+            try:
+                e = self.explainer(path, d)
+                env["MIMII_DUE_WHY"] = facts["why"] = e.summary()
+                facts["bands"] = [{"pooling": pool, "hz": round(f, 1), "z": round(z, 2)}
+                                  for pool, f, z in e.strongest()]  # fmt: skip
+            except Exception as err:  # the alarm goes out without it
+                if (d.machine, d.section) not in self._unexplained:
+                    self._unexplained.add((d.machine, d.section))
+                    log.warning("alarms of %s section %02d go out without why: %s", d.machine, d.section, err)
         payload = json.dumps(facts).encode()
         try:
             r = subprocess.run(self.argv, input=payload, env=env, capture_output=True, timeout=self.timeout)
