@@ -3,7 +3,7 @@
 Package errors become a one-line message and exit code 1 (a traceback only with ``--debug``).
 This module holds the command group and what the commands share; the commands are in
 ``data`` (info, download, synth, mix), ``experiments`` (train, test, evaluate, report, plot, run),
-``monitoring`` (threshold, score, serve, watch) and ``review`` (collect, explain, plot history).
+``monitoring`` (threshold, score, serve, watch) and ``review`` (status, plot history, explain, collect).
 """
 
 from __future__ import annotations
