@@ -781,12 +781,14 @@ def test_collect_copies_recorded_clips_of_one_machine_into_a_training_folder_onc
     record.add(replace(d, machine="fan"), source="upload", path=None)
     args = ["collect", str(run), str(tmp_path / "cli"), "--db", str(tmp_path / "d.sqlite")]
     r = runner.invoke(cli, args)
+    assert r.exit_code == 1 and "say which clips: --since" in r.output, r.output
+    r = runner.invoke(cli, [*args, "--since", "1d"])
     assert r.exit_code == 1 and "hold machine types fan, valve: say which (--machine)" in r.output, r.output
     r = runner.invoke(cli, [*args, "--machine", "valve", "--since", "1h", "--normal-only"])
     assert r.exit_code == 0, r.output
     assert f"copied {len(normal.copied)} clip(s) of valve section 00 into" in r.output
     assert f"{len(flagged) + int(rows[-1]['decision'])} decided anomalous left out" in " ".join(r.output.split())
-    for when, words in ((["--until", "2000-01-01"], "no decisions of valve recorded in that time"),
+    for when, words in ((["--until", "2000-01-01", "--limit", "5"], "no decisions of valve recorded in that time"),
                         (["--since", "yesterday"], "--since takes a time such as")):  # fmt: skip
         r = runner.invoke(cli, [*args, "--machine", "valve", *when])
         assert r.exit_code == 1 and words in " ".join(r.output.split()), r.output

@@ -79,6 +79,8 @@ def collect(
     checked, into recordings/<machine>/train/target/, then train again."""
     from mimii_due.serve.collect import collect as _collect
 
+    if since is None and limit is None:  # a record of months would copy every clip it kept
+        raise ConfigError("say which clips: --since (e.g. 12h, since the change) or --limit (e.g. the 10 most recent)")
     got = _collect(_recorded(run, db), out, machine=machine, section=section, since=_when(since, "--since"),
                    until=_when(until, "--until"), normal_only=normal_only, limit=limit)  # fmt: skip
     said = [f"{got.present} already there"] if got.present else []
