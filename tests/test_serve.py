@@ -679,6 +679,30 @@ def test_how_often_k_of_n_sounds_on_a_sound_machine_is_what_the_alarm_does():
     assert AlarmCommand("true").expectation([0.1]) == []
 
 
+def test_threshold_every_sets_the_rate_at_which_a_sound_machine_sounds_the_alarm_that_seldom(run, tmp_path):
+    """`threshold --every 7d --clip-every 10s [--alarm-after 3/5]`: the per-clip rate at which K of N
+    (or each anomalous clip) sounds once a week at a clip every 10 s, set as --rate would set it."""
+    from mimii_due.detectors.base import Detector
+    from mimii_due.serve.alarm import false_alarm_every, rate_for
+
+    for every, k, n in ((229, 3, 5), (60480, 3, 5), (1e6, 2, 3), (50, 1, 1)):
+        assert false_alarm_every(rate_for(every, k, n), k, n) == pytest.approx(every, rel=1e-9)
+    with pytest.raises(ConfigError, match="3 of 5 sounds at most once every 10.7 clips"):
+        rate_for(6, 3, 5)
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    args = ["threshold", str(copy), "--machines", "valve"]
+    for extra, rate in ((["--every", "7d", "--clip-every", "10s", "--alarm-after", "3/5"], rate_for(60480, 3, 5)),
+                        (["--every", "1d", "--clip-every", "10s"], 10 / 86400)):  # fmt: skip
+        r = runner.invoke(cli, [*args, *extra])
+        assert r.exit_code == 0 and f"rate {rate:.4g} per clip" in r.output, r.output
+        assert 1 - Detector.load(copy / "models" / "valve").threshold_quantile == pytest.approx(rate, rel=1e-9)
+    for extra, words in ((["--every", "7d"], "take durations such as 7d and 10s"), ([], "give --rate (per clip) or "),
+                         (["--rate", "0.1", "--clip-every", "10s"], "go with --every")):  # fmt: skip
+        r = runner.invoke(cli, [*args, *extra])
+        assert r.exit_code == 1 and words in r.output, r.output
+
+
 def test_a_restarted_watch_or_service_goes_on_counting_k_of_n_from_its_record(run, clips, tmp_path, monkeypatch,
                                                                              caplog):  # fmt: skip
     """The K-of-N counts start from each machine type and section's last N decisions in the record: an

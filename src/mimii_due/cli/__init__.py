@@ -9,6 +9,7 @@ This module holds the command group and what the commands share; the commands ar
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import typer
@@ -96,6 +97,15 @@ def _engine(name: str, address: str | None, task_cpus: float):
     if address and name != "ray":
         raise MimiiDueError("--address is for --engine ray")
     return get_engine(name, address=address, task_cpus=task_cpus)
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")  # 10s, 90m, 12h, 7d
+
+
+def _seconds(text: str) -> float | None:
+    """``10s``, ``90m``, ``12h``, ``7d`` as seconds; None where ``text`` is not such a duration."""
+    m = _DURATION.fullmatch(text)
+    return float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]] if m else None
 
 
 def _machines(value: str | None) -> list[str] | None:

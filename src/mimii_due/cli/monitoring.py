@@ -22,7 +22,11 @@ MACHINE_HELP = ("Machine type of the clips (default: the model's only one, or th
 @app.command()
 def threshold(
     run: Path = typer.Argument(..., help="A run folder (after `mimii-due train`)."),
-    rate: float = typer.Option(..., "--rate", help="Nominal false-alarm rate: 0.01, one in a hundred normal clips."),
+    rate: float = typer.Option(None, "--rate", help="Nominal false-alarm rate: 0.01, one in a hundred normal clips."),
+    every: str = typer.Option(None, "--every", help="Or: one false alarm on a sound machine this seldom, e.g. 7d "
+                              "(with --clip-every, and --alarm-after as the watch or service uses it)."),
+    clip_every: str = typer.Option(None, "--clip-every", help="With --every: how often a clip is scored, e.g. 10s."),
+    alarm_after: str = typer.Option(None, "--alarm-after", help="With --every: the watch's or service's K/N."),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all the run's)."),
 ) -> None:
     """Set how often the alarm may sound on normal clips: each model's threshold fitted again from
@@ -31,6 +35,7 @@ def threshold(
     `serve` or `watch` of the run decides with the new threshold from its next clip."""
     from mimii_due import pipeline
 
+    rate = _rate(rate, every, clip_every, alarm_after)
     out = pipeline.threshold(run, rate=rate, machines=_machines(machines))
     for machine, t in out["machines"].items():
         stdout.print(f"{machine}: threshold {t['old']:.6g} -> {t['new']:.6g} (nominal false-alarm rate {rate:g}; "
@@ -42,6 +47,32 @@ def threshold(
             "; run `mimii-due evaluate` (with the --ground-truth of evaluation clips) for precision, recall and F1"))
     stdout.print("a running `mimii-due serve` or `watch` of this run decides with them from its next clip",
                  markup=False)
+
+
+def _rate(rate: float | None, every: str | None, clip_every: str | None, alarm_after: str | None) -> float:
+    """``threshold``'s false-alarm rate per clip: given, or the one at which a sound machine sounds
+    the alarm once ``every`` (each anomalous clip, or K of N: :func:`serve.alarm.rate_for`)."""
+    from mimii_due.cli import _seconds
+    from mimii_due.serve.alarm import false_alarm_every, parse_after, rate_for
+
+    if (rate is None) == (every is None):
+        raise ConfigError("give --rate (per clip) or --every (one false alarm this seldom, e.g. 7d), one of them")
+    if rate is not None:
+        if clip_every is not None or alarm_after is not None:
+            raise ConfigError("--clip-every and --alarm-after go with --every")
+        return rate
+    span, clip = _seconds(every), _seconds(clip_every or "")
+    if not (span and clip):
+        raise ConfigError(f"--every and --clip-every take durations such as 7d and 10s, not {every!r} and "
+                          f"{clip_every!r}")  # fmt: skip
+    k, n = parse_after(alarm_after) if alarm_after is not None else (None, None)
+    rate = clip / span if k is None else rate_for(span / clip, k, n)  # without K/N each anomalous clip sounds it
+    every_clips = 1 / rate if k is None else false_alarm_every(rate, k, n)
+    how = "each anomalous clip" if k is None else f"{k} of {n} anomalous clips"
+    stdout.print(f"rate {rate:.4g} per clip: with {how} an alarm and a clip every {clip:g} s, a sound machine "
+                 f"sounds it about once every {every_clips * clip / 86400:.3g} days (independent clips)",
+                 markup=False)  # fmt: skip
+    return rate
 
 
 @app.command()

@@ -4,16 +4,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import typer
 
-from mimii_due.cli import app, plot_app, stdout
+from mimii_due.cli import _seconds, app, plot_app, stdout
 from mimii_due.cli.monitoring import DB_HELP, MACHINE_HELP
 from mimii_due.errors import ConfigError, MimiiDueError
-
-_AGO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")  # 90m, 12h, 7d: a time ago
 
 
 def _when(text: str | None, option: str) -> float | None:
@@ -24,9 +21,9 @@ def _when(text: str | None, option: str) -> float | None:
 
     if text is None:
         return None
-    ago = _AGO.fullmatch(text)
-    if ago:
-        return time.time() - float(ago[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[ago[2]]
+    ago = _seconds(text)
+    if ago is not None:
+        return time.time() - ago
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
@@ -164,7 +161,7 @@ def status(
     if not rows:
         raise ConfigError(f"no decisions recorded since {since}", record.path)
     expected = _expected_rates(run)
-    t = Table(title=f"{len(rows)} clips scored " + (f"in the last {since.strip()}" if _AGO.fullmatch(since)
+    t = Table(title=f"{len(rows)} clips scored " + (f"in the last {since.strip()}" if _seconds(since) is not None
                                                      else f"since {since}"))  # fmt: skip
     for col in ("machine", "section", "clips", "alarms", "share", "expected", "p (binomial)", "last alarm (UTC)"):
         t.add_column(col)

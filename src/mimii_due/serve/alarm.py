@@ -54,6 +54,22 @@ def false_alarm_every(rate: float, k: int, n: int) -> float:
     return 1 / per_clip if per_clip > 0 else math.inf
 
 
+def rate_for(every: float, k: int = 1, n: int = 1) -> float:
+    """The per-clip false-alarm rate at which K of N sounds once every ``every`` clips on a sound
+    machine (the inverse of :func:`false_alarm_every` below its most frequent rate, ``k / (n + 1)``:
+    thresholds are for rare alarms)."""
+    top = k / (n + 1)  # where the alarm sounds most often
+    most = false_alarm_every(top, k, n)
+    if not every >= most:
+        raise ConfigError(f"{k} of {n} sounds at most once every {most:.3g} clips, at any rate: it cannot sound on "
+                          f"a sound machine as often as once every {every:.3g} clips")  # fmt: skip
+    lo, hi = 0.0, top
+    for _ in range(200):  # bisection: the interval shrinks below any float's resolution
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if false_alarm_every(mid, k, n) > every else (lo, mid)
+    return (lo + hi) / 2
+
+
 def parse_after(text: str) -> tuple[int, int]:
     """``"3/5"`` -> ``(3, 5)``: raise the alarm when 3 of the last 5 clips are anomalous."""
     k, slash, n = text.partition("/")
