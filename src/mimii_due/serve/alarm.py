@@ -24,8 +24,8 @@ each flagged with probability ``p``, an alarm is raised at a clip exactly when t
 before it hold ``k - 1`` anomalous ones, the clip before those was normal and this one is anomalous,
 so about once every ``1 / (C(n-1, k-1) p^k (1-p)^(n-k+1))`` clips: 229 clips for 3 of 5 at 0.10
 (38 minutes at a clip every 10 s; the chance that a given 5 hold 3, 0.0086, undercounts the
-windows that overlap), 171,000 clips for 3 of 5 at 0.01 (20 days). ``watch`` and ``serve`` say it
-when they start.
+windows that overlap), 172,000 clips for 3 of 5 at 0.01 (20 days). ``watch`` and ``serve`` say it
+when they start; :func:`rate_for` gives the rate for a wanted interval (``threshold --every``).
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class AlarmCommand:
             hours = every * 10 / 3600
             lines.append(f"--alarm-after {k}/{n} at the thresholds' false-alarm rate {rate:.3g} per clip: on a sound "
                          f"machine (independent clips) about one alarm every {every:,.0f} clips ({hours:,.1f} h at "
-                         "a clip every 10 s); `mimii-due threshold --rate` or a larger K sets it")  # fmt: skip
+                         "a clip every 10 s); `mimii-due threshold --every 7d --clip-every 10s --alarm-after K/N` sets "
+                         "it")  # fmt: skip
         return lines
 
     def resume(self, record) -> None:
