@@ -660,7 +660,7 @@ def test_how_often_k_of_n_sounds_on_a_sound_machine_is_what_the_alarm_does():
     import math
 
     from mimii_due.scoring import Decision
-    from mimii_due.serve.alarm import AlarmCommand, false_alarm_every
+    from mimii_due.serve.alarm import AlarmCommand, false_alarm_every, raised_at
 
     for p, k, n in ((0.1, 3, 5), (0.3, 2, 3), (0.01, 1, 1), (0.2, 4, 4), (0.05, 2, 6)):
         exact = sum(math.prod(p if x else 1 - p for x in seq)
@@ -675,6 +675,7 @@ def test_how_often_k_of_n_sounds_on_a_sound_machine_is_what_the_alarm_does():
     alarm.close()
     expected = 3000 / false_alarm_every(0.3, 2, 3)  # 264.6
     assert alarm.sent == pytest.approx(expected, abs=4 * math.sqrt(expected)) and alarm.failed == 0
+    assert len(raised_at(flags, 2, 3)) == alarm.sent  # the replay of a record raises where the alarm did
     assert "about one alarm every 229 clips (0.6 h" in AlarmCommand("true", after=(3, 5)).expectation([0.1])[0]
     assert AlarmCommand("true").expectation([0.1]) == []
 
@@ -899,6 +900,11 @@ def test_status_counts_each_machines_alarms_against_its_rate_and_strict_fails_wh
     assert f"│ valve │ 00 │ 30 │ 1 │ 3.3% │ 10.0% │ {p_valve:.2g} │" in text
     assert "more alarms than the thresholds' rate explains (p < 0.01): fan section 03:" in text
     assert runner.invoke(cli, [*args, "--strict"]).exit_code == 2
+    r = runner.invoke(cli, [*args, "--alarm-after", "2/3"])  # fan's 1 0 1 0 ... raises 2/3 at clips 3, 5, ..., 19
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "raised by 2/3" in text and f"{p_fan:.2g} │ " in text, r.output
+    assert re.search(r"│ fan │ 03 │ 20 │ 10 │ [^│]+│[^│]+│[^│]+│[^│]+│ 9 │", text) and re.search(
+        r"│ valve │ 00 │ 30 │ 1 │ [^│]+│[^│]+│[^│]+│[^│]+│ 0 │", text), r.output
     r = runner.invoke(cli, [*args, "--since", "2099-01-01"])
     assert r.exit_code == 1 and "no decisions recorded since 2099-01-01" in r.output
 

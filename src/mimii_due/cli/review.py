@@ -147,6 +147,8 @@ def status(
     until: str = typer.Option(None, help=UNTIL_HELP),
     strict: bool = typer.Option(False, help="Exit 2 when a machine type alarmed more than chance explains "
                                 "(for a daily check from cron)."),
+    alarm_after: str = typer.Option(None, "--alarm-after", help="Also count the alarms K/N would have raised on these "
+                                    "decisions (to choose K/N on one's own history)."),
 ) -> None:
     """How each machine type and section did in a time (default: the last 24 h): clips scored,
     alarms against the rate the threshold expects (exact binomial test), the last alarm."""
@@ -155,6 +157,7 @@ def status(
     from rich.table import Table
 
     from mimii_due.evaluation.threshold import EXCESS_P, excess_alarms_p
+    from mimii_due.serve.alarm import parse_after, raised_at
 
     record = _recorded(run, db)
     rows = record.select(since=_when(since, "--since"), until=_when(until, "--until"))
@@ -163,7 +166,9 @@ def status(
     expected = _expected_rates(run)
     t = Table(title=f"{len(rows)} clips scored " + (f"in the last {since.strip()}" if _seconds(since) is not None
                                                      else f"since {since}"))  # fmt: skip
-    for col in ("machine", "section", "clips", "alarms", "share", "expected", "p (binomial)", "last alarm (UTC)"):
+    after = parse_after(alarm_after) if alarm_after is not None else None
+    for col in ("machine", "section", "clips", "alarms", "share", "expected", "p (binomial)", "last alarm (UTC)",
+                *([f"raised by {alarm_after}"] if after else [])):  # fmt: skip
         t.add_column(col)
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
@@ -176,8 +181,9 @@ def status(
         if p is not None and p < EXCESS_P:
             excess.append(f"{machine} section {section:02d}")
         last = datetime.fromtimestamp(flagged[-1]["time"], UTC).strftime("%Y-%m-%d %H:%M:%S") if flagged else "-"
+        raised = [str(len(raised_at([r["decision"] for r in g], *after)))] if after else []
         t.add_row(machine, f"{section:02d}", str(len(g)), str(len(flagged)), f"{len(flagged) / len(g):.1%}",
-                  "-" if rate is None else f"{rate:.1%}", "-" if p is None else f"{p:.2g}", last)  # fmt: skip
+                  "-" if rate is None else f"{rate:.1%}", "-" if p is None else f"{p:.2g}", last, *raised)  # fmt: skip
     stdout.print(t)
     if excess:
         stdout.print(f"more alarms than the thresholds' rate explains (p < {EXCESS_P}): {', '.join(excess)}: the "

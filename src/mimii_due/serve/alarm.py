@@ -70,6 +70,20 @@ def rate_for(every: float, k: int = 1, n: int = 1) -> float:
     return (lo + hi) / 2
 
 
+def raised_at(flags, k: int, n: int) -> list[int]:
+    """Where K of N raises its alarm in a machine's sequence of decisions (``True``: anomalous), as
+    :class:`AlarmCommand` does: the clips at which K of the last N become anomalous again."""
+    window: deque = deque(maxlen=n)
+    out, up = [], False
+    for i, flag in enumerate(flags):
+        window.append(bool(flag))
+        now = sum(window) >= k
+        if now and not up:
+            out.append(i)
+        up = now
+    return out
+
+
 def parse_after(text: str) -> tuple[int, int]:
     """``"3/5"`` -> ``(3, 5)``: raise the alarm when 3 of the last 5 clips are anomalous."""
     k, slash, n = text.partition("/")
