@@ -38,6 +38,15 @@ from mimii_due.evaluation.metrics import results_frame
 LOCK = ".mimii-due.lock"
 
 
+def model_alarm_rate(folder: Path) -> float | None:
+    """The false-alarm rate a saved model's threshold was fitted for, from its ``detector.json``
+    (the model not loaded); None where it cannot be read."""
+    try:
+        return 1.0 - float(json.loads((Path(folder) / "detector.json").read_text())["params"]["threshold_quantile"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class Run:
     """A run folder. Every module that reads or writes one goes through this class."""
 
@@ -154,14 +163,8 @@ class Run:
         """Per machine type, the false-alarm rate its model's threshold was fitted for (``1 -
         threshold_quantile``; ``mimii-due threshold`` changes it); machine types without a readable
         model are left out."""
-        out = {}
-        for m in self.meta().get("machines", []):
-            try:
-                out[m] = 1.0 - float(json.loads((self.model_dir(m) / "detector.json").read_text())["params"]
-                                     ["threshold_quantile"])  # fmt: skip
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return out
+        rates = {m: model_alarm_rate(self.model_dir(m)) for m in self.meta().get("machines", [])}
+        return {m: r for m, r in rates.items() if r is not None}
 
     def _model_stamp(self, machine: str) -> str:
         f = self.model_dir(machine) / "detector.json"

@@ -33,11 +33,15 @@ def _when(text: str | None, option: str) -> float | None:
 
 
 def _expected_rates(run: Path) -> dict[str, float]:
-    """The false-alarm rate each machine type's threshold expects, where its model is still there."""
-    from mimii_due.scoring import ModelSet
+    """The false-alarm rate each machine type's threshold expects, where its model is still there
+    (read from the model files, not loaded)."""
+    from mimii_due.runs import Run, model_alarm_rate
 
+    if (Path(run) / "detector.json").exists():  # one model folder
+        rate = model_alarm_rate(run)
+        return {} if rate is None else {Path(run).name: rate}
     try:
-        return {m: 1 - det.threshold_quantile for m, det in ModelSet(run).models.items()}
+        return Run(run).alarm_rates()
     except MimiiDueError:
         return {}
 
