@@ -72,16 +72,21 @@ def test_contract(name, easy, tmp_path):
     assert auc((test.label[src] == "anomaly").to_numpy(), scores[src]) > 0.7
     # a clip's score does not depend on the other clips in the call, also with clips of unequal lengths
     idx = [0, 5, len(test) - 1]
-    cut = {5: det.min_frames + 60}  # one clip much shorter than the others
+    cut = {5: det.scorable_frames + 20}  # one clip much shorter than the others
     short_test = test.iloc[idx].reset_index(drop=True)
     together = det.score(_subset(ftest, idx, cut), short_test)
     for k, i in enumerate(idx):
         alone = det.score(_subset(ftest, [i], cut), short_test.iloc[[k]])
         np.testing.assert_allclose(alone, together[k : k + 1], rtol=1e-4, atol=1e-6)  # float32 nets
     np.testing.assert_allclose(together[[0, 2]], scores[[0, len(test) - 1]], rtol=1e-4, atol=1e-6)
+    # a clip cut to under half the training clips' length is a broken recording, refused by name
+    assert det.scorable_frames == max(det.min_frames, (int(np.median(ftrain.lengths)) + 1) // 2)
+    with pytest.raises(ModelError, match=f"shorter than the {det.scorable_frames} frames.*{test.filename[5]}"):
+        det.score(_subset(ftest, idx, {5: det.scorable_frames - 1}), short_test)
     det.save(tmp_path / "model")
     loaded = Detector.load(tmp_path / "model")
     assert type(loaded) is type(det) and loaded.threshold_ == det.threshold_
+    assert loaded.scorable_frames == det.scorable_frames
     np.testing.assert_array_equal(loaded.held_out_, det.held_out_)
     np.testing.assert_allclose(loaded.score(ftest, test), scores, rtol=1e-6, atol=1e-9)
 
@@ -187,7 +192,9 @@ def test_training_on_anomalies_is_refused(easy):
 def test_too_short_clips_are_a_clear_error(easy):
     ftrain, train, ftest, test = easy
     det = make("ae", epochs=1).fit(ftrain, train)
-    with pytest.raises(ModelError, match="shorter than the 5 frames"):
+    with pytest.raises(ModelError, match="shorter than the 5 frames"):  # the AE's 5-frame context
+        det.fit(_subset(ftrain, range(len(train)), {0: 3}), train)
+    with pytest.raises(ModelError, match=f"shorter than the {det.scorable_frames} frames"):  # half its training clips'
         det.score(_subset(ftest, [0], {0: 3}), test.iloc[[0]])
 
 

@@ -298,7 +298,7 @@ def test_a_48_khz_upload_is_resampled_and_scored_as_the_same_file_is_by_score(se
     from mimii_due.scoring import score_files
 
     client, _ = service
-    y = sf.read(clips.path.iloc[0], dtype="float32")[0][:32000]  # 2 s: the fixture service takes up to 1 MB
+    y = sf.read(clips.path.iloc[0], dtype="float32")[0][:96000]  # 6 s: the fixture service takes up to 1 MB
     data = wav_bytes(librosa.resample(y, orig_sr=16000, target_sr=48000), 48000, "PCM_24")
     r = client.post("/v1/score?machine=valve&section=00", content=data)
     assert r.status_code == 200, r.text
@@ -698,7 +698,10 @@ def test_threshold_every_sets_the_rate_at_which_a_sound_machine_sounds_the_alarm
         r = runner.invoke(cli, [*args, *extra])
         assert r.exit_code == 0 and f"rate {rate:.4g} per clip" in r.output, r.output
         assert 1 - Detector.load(copy / "models" / "valve").threshold_quantile == pytest.approx(rate, rel=1e-9)
-    for extra, words in ((["--every", "7d"], "take durations such as 7d and 10s"), ([], "give --rate (per clip) or "),
+    for extra, words in ((["--every", "7d"], "--every needs --clip-every"), ([], "give --rate (per clip) or "),
+                         (["--every", "1y", "--clip-every", "10s"], "--every takes a duration such as 7d"),
+                         (["--every", "10s", "--clip-every", "10s"], "is not longer than --clip-every 10s"),
+                         (["--every", "7d", "--clip-every", "10s", "--alarm-after", "0/5"], "1 <= K <= N"),
                          (["--rate", "0.1", "--clip-every", "10s"], "go with --every")):  # fmt: skip
         r = runner.invoke(cli, [*args, *extra])
         assert r.exit_code == 1 and words in r.output, r.output
@@ -801,6 +804,17 @@ def test_collect_copies_recorded_clips_of_one_machine_into_a_training_folder_onc
     shutil.copy(paths[5], out.parent / "usual.wav")  # beside a clip of the usual condition
     t = index(tmp_path / "recordings")
     assert t.domain.value_counts().to_dict() == {"target": 4, "source": 1} and set(t.year) == {0}
+    # refused: the watched folder (the watch would score the copies again), a challenge-named dataset
+    # (its clips named section_00_..., the copies would stop it indexing); nothing is copied
+    valve = Path(paths[0]).parents[1]  # the test data: .../valve/{train,test}/section_00_...
+    before = len(index(valve.parent))
+    for where, words in ((folder, "overlaps the folder of the clips being collected"), (folder / "sub", "overlaps"),
+                         (tmp_path, "overlaps"),
+                         (valve / "train", "in a dataset named as the challenges name their clips"),
+                         (valve / "train" / "target", "named as the challenges")):  # fmt: skip
+        with pytest.raises(ConfigError, match=words):
+            collect(record, where)
+    assert not (valve / "train" / "target").exists() and len(index(valve.parent)) == before
 
     # the command: a record of two machine types needs --machine; a time range with nothing in it is an error
     record.add(replace(d, machine="fan"), source="upload", path=None)
@@ -907,6 +921,12 @@ def test_status_counts_each_machines_alarms_against_its_rate_and_strict_fails_wh
         r"│ valve │ 00 │ 30 │ 1 │ [^│]+│[^│]+│[^│]+│[^│]+│ 0 │", text), r.output
     r = runner.invoke(cli, [*args, "--since", "2099-01-01"])
     assert r.exit_code == 1 and "no decisions recorded since 2099-01-01" in r.output
+    r = runner.invoke(cli, [*args, "--since", "2h", "--until", "2099-01-01"])
+    assert r.exit_code == 0 and "50 clips scored since 2h ago until 2099-01-01" in " ".join(r.output.split())
+    for extra, words in ((["--alarm-after", "0/5"], "1 <= K <= N <= 1000, not --alarm-after 0/5"),
+                         (["--until", "2020-01-01"], "--since 24h is after --until 2020-01-01")):  # fmt: skip
+        r = runner.invoke(cli, [*args, *extra])
+        assert r.exit_code == 1 and words in " ".join(r.output.split()), r.output
 
 
 def test_watch_explain_tells_the_alarm_command_where_the_clip_differs(run, clips, tmp_path, monkeypatch):

@@ -270,7 +270,7 @@ def test(
         jobs, skipped = [], list(table.attrs.get("skipped", []))
         for machine, clips in test_table.groupby("machine", sort=True):
             det = keeper.load_model(machine)
-            feats, clips = features(clips, cfg=det.features, min_frames=det.min_frames, cache=keeper.cache,
+            feats, clips = features(clips, cfg=det.features, min_frames=det.scorable_frames, cache=keeper.cache,
                                     on_error=on_error, progress=for_stage(progress, "features", machine),
                                     engine=engine)  # fmt: skip
             skipped += clips.attrs.get("skipped", [])

@@ -147,7 +147,7 @@ class ModelSet:
 
     def min_seconds(self, machine: str) -> float:
         d = self.models[machine]
-        return d.min_frames * d.features.hop_length / d.features.sample_rate
+        return d.scorable_frames * d.features.hop_length / d.features.sample_rate
 
     def route(
         self, filename: str, machine: str | None, section: int | None, domain: str | None
@@ -190,9 +190,10 @@ class ModelSet:
             raise AudioError("the clip holds NaN or infinite samples", filename)
         seconds = len(y) / det.features.sample_rate
         if seconds < self.min_seconds(machine):
-            raise AudioError(
-                f"too short ({seconds:.2f} s; this model needs {self.min_seconds(machine):.2f} s)", filename
-            )
+            cut = det.scorable_frames > det.min_frames  # the model's own floor, or its training clips'
+            why = ", half its training clips' length: a recording cut short?" if cut else ""
+            raise AudioError(f"too short ({seconds:.2f} s; this model needs {self.min_seconds(machine):.2f} s{why})",
+                             filename)  # fmt: skip
         clips = pd.DataFrame([{"filename": filename, "section": section, "domain": domain, "attributes": attrs}])
         feats = features_of([y], cfg=det.features)
         with self._lock:

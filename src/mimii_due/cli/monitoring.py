@@ -61,16 +61,21 @@ def _rate(rate: float | None, every: str | None, clip_every: str | None, alarm_a
         if clip_every is not None or alarm_after is not None:
             raise ConfigError("--clip-every and --alarm-after go with --every")
         return rate
-    span, clip = _seconds(every), _seconds(clip_every or "")
-    if not (span and clip):
-        raise ConfigError(f"--every and --clip-every take durations such as 7d and 10s, not {every!r} and "
-                          f"{clip_every!r}")  # fmt: skip
+    if clip_every is None:
+        raise ConfigError("--every needs --clip-every: how often a clip is scored (e.g. 10s), to count the clips")
+    for option, text in (("--every", every), ("--clip-every", clip_every)):
+        if not _seconds(text):
+            raise ConfigError(f"{option} takes a duration such as 7d, 12h, 90m or 10s, not {text!r}")
+    span, clip = _seconds(every), _seconds(clip_every)
     k, n = parse_after(alarm_after) if alarm_after is not None else (None, None)
+    if k is None and span <= clip:
+        raise ConfigError(f"--every {every} is not longer than --clip-every {clip_every}: with each anomalous clip "
+                          "an alarm, that is every clip an alarm; give a longer time")  # fmt: skip
     rate = clip / span if k is None else rate_for(span / clip, k, n)  # without K/N each anomalous clip sounds it
     every_clips = 1 / rate if k is None else false_alarm_every(rate, k, n)
     how = "each anomalous clip" if k is None else f"{k} of {n} anomalous clips"
-    stdout.print(f"rate {rate:.4g} per clip: with {how} an alarm and a clip every {clip:g} s, a sound machine "
-                 f"sounds it about once every {every_clips * clip / 86400:.3g} days (independent clips)",
+    stdout.print(f"rate {rate:.4g} per clip: with {how} an alarm and a clip every {clip_every}, a sound machine "
+                 f"sounds it about once every {every} ({every_clips:,.0f} clips; independent clips)",
                  markup=False)  # fmt: skip
     return rate
 

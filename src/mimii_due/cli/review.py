@@ -13,6 +13,14 @@ from mimii_due.cli.monitoring import DB_HELP, MACHINE_HELP
 from mimii_due.errors import ConfigError, MimiiDueError
 
 
+def _span(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    """``--since`` and ``--until`` as seconds since the epoch, the first not after the second."""
+    start, end = _when(since, "--since"), _when(until, "--until")
+    if start is not None and end is not None and start > end:
+        raise ConfigError(f"--since {since} is after --until {until}: nothing lies between them")
+    return start, end
+
+
 def _when(text: str | None, option: str) -> float | None:
     """``--since``/``--until``: an ISO 8601 time (UTC unless it carries an offset) or a time ago
     (``90m``, ``12h``, ``7d``), as seconds since the epoch."""
@@ -82,8 +90,9 @@ def collect(
 
     if since is None and limit is None:  # a record of months would copy every clip it kept
         raise ConfigError("say which clips: --since (e.g. 12h, since the change) or --limit (e.g. the 10 most recent)")
-    got = _collect(_recorded(run, db), out, machine=machine, section=section, since=_when(since, "--since"),
-                   until=_when(until, "--until"), normal_only=normal_only, limit=limit)  # fmt: skip
+    start, end = _span(since, until)
+    got = _collect(_recorded(run, db), out, machine=machine, section=section, since=start, until=end,
+                   normal_only=normal_only, limit=limit)  # fmt: skip
     said = [f"{got.present} already there"] if got.present else []
     if got.anomalous:
         said.append(f"{got.anomalous} decided anomalous left out (--normal-only)")
@@ -111,8 +120,9 @@ def plot_history(
 
     from mimii_due.report.figures import score_history
 
+    start, end = _span(since, until)
     record = _recorded(run, db)
-    rows = record.select(machine=machine, since=_when(since, "--since"), until=_when(until, "--until"))
+    rows = record.select(machine=machine, since=start, until=end)
     if not rows:
         raise ConfigError(f"no decisions {'of ' + machine + ' ' if machine else ''}recorded in that time", record.path)
     expected = _expected_rates(run)
@@ -163,14 +173,19 @@ def status(
     from mimii_due.evaluation.threshold import EXCESS_P, excess_alarms_p
     from mimii_due.serve.alarm import parse_after, raised_at
 
-    record = _recorded(run, db)
-    rows = record.select(since=_when(since, "--since"), until=_when(until, "--until"))
-    if not rows:
-        raise ConfigError(f"no decisions recorded since {since}", record.path)
-    expected = _expected_rates(run)
-    t = Table(title=f"{len(rows)} clips scored " + (f"in the last {since.strip()}" if _seconds(since) is not None
-                                                     else f"since {since}"))  # fmt: skip
+    start, end = _span(since, until)
     after = parse_after(alarm_after) if alarm_after is not None else None
+    record = _recorded(run, db)
+    rows = record.select(since=start, until=end)
+    def said(text: str) -> str:
+        return f"{text.strip()} ago" if _seconds(text) is not None else text
+
+    when = (f"in the last {since.strip()}" if until is None and _seconds(since) is not None
+            else f"since {said(since)}" + (f" until {said(until)}" if until is not None else ""))  # fmt: skip
+    if not rows:
+        raise ConfigError(f"no decisions recorded {when}", record.path)
+    expected = _expected_rates(run)
+    t = Table(title=f"{len(rows)} clips scored {when}")
     for col in ("machine", "section", "clips", "alarms", "share", "expected", "p (binomial)", "last alarm (UTC)",
                 *([f"raised by {alarm_after}"] if after else [])):  # fmt: skip
         t.add_column(col)

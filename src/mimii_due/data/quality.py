@@ -10,6 +10,10 @@ is decoded at its own rate and measured:
   median of the training clips of its machine type, section and domain; clips meant to be normal
   only (an anomaly may well be louder);
 - **DC offset**: a mean above ``DC_OFFSET`` (1 % of full scale);
+- **cut short**: under half the median length of its machine type, section and domain's training
+  clips (a recorder stopped early, a copy broken off): a trained model refuses to score such a
+  clip (``Detector.scorable_frames``), and in the training clips it is a few frames' statistics
+  learned as normal;
 - **unreadable**: its data cannot be decoded (truncated, damaged), which an index of headers alone
   does not find.
 
@@ -65,4 +69,11 @@ def problems(measured: pd.DataFrame) -> pd.DataFrame:
     for r in normal[(normal["level_db"] - normal["reference"]).abs() > LEVEL_DB].itertuples():
         out.append((r.path, "level", f"{r.level_db:.1f} dBFS, {r.level_db - r.reference:+.1f} dB from the median "
                     f"of {r.machine} section {int(r.section):02d} {r.domain}'s training clips"))  # fmt: skip
+    timed = measured.assign(seconds=measured["frames"] / measured["sample_rate"])
+    typical = timed[timed["split"] == "train"].groupby(keys)["seconds"].median().rename("typical")
+    timed = timed.join(typical, on=keys)
+    for r in timed[timed["seconds"] < timed["typical"] / 2].itertuples():
+        out.append((r.path, "cut short", f"{r.seconds:.2f} s, under half the {r.typical:.2f} s of {r.machine} "
+                    f"section {int(r.section):02d} {r.domain}'s training clips (median); a trained model refuses "
+                    "to score a clip this short"))  # fmt: skip
     return pd.DataFrame(out, columns=["path", "problem", "detail"])

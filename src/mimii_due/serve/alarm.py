@@ -89,7 +89,14 @@ def parse_after(text: str) -> tuple[int, int]:
     k, slash, n = text.partition("/")
     if not (slash and k.strip().isdigit() and n.strip().isdigit()):
         raise ConfigError(f"--alarm-after takes K/N, e.g. 3/5 (3 anomalous clips of the last 5), not {text!r}")
-    return int(k), int(n)
+    return _checked((int(k), int(n)), f"--alarm-after {text}")
+
+
+def _checked(after, shown: str | None = None) -> tuple[int, int]:
+    if not (isinstance(after, tuple) and len(after) == 2 and all(isinstance(x, int) for x in after)
+            and 1 <= after[0] <= after[1] <= 1000):  # fmt: skip
+        raise ConfigError(f"the alarm needs K of the last N clips with 1 <= K <= N <= 1000, not {shown or repr(after)}")
+    return after
 
 
 class AlarmCommand:
@@ -105,10 +112,7 @@ class AlarmCommand:
             raise ConfigError(f"the alarm command's program {argv[0]!r} is not found (not on PATH, or not executable)")
         if not timeout > 0:
             raise ConfigError(f"the alarm command's timeout must be a positive number of seconds, not {timeout!r}")
-        if after is not None and not (isinstance(after, tuple) and len(after) == 2
-                                      and all(isinstance(x, int) for x in after) and 1 <= after[0] <= after[1] <= 1000):
-            raise ConfigError(f"the alarm needs K of the last N clips with 1 <= K <= N <= 1000, not {after!r}")
-        self.argv, self.timeout, self.after = argv, timeout, after
+        self.argv, self.timeout, self.after = argv, timeout, None if after is None else _checked(after)
         self.explainer = explainer  # (path, decision) -> an Explanation: why, told to the command
         self._unexplained: set[tuple[str, int]] = set()  # machine types and sections it failed for, said once
         self.sent = self.failed = 0

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mimii_due import atomic
-from mimii_due.errors import ConfigError
+from mimii_due.data.index import wav_files
+from mimii_due.data.naming import parse_name
+from mimii_due.errors import ConfigError, FileNameError
 from mimii_due.serve.record import Record
 
 
@@ -79,6 +81,7 @@ def collect(record: Record, out: str | Path, *, machine: str | None = None, sect
             seen.add(row["sha256"])
             chosen.append(row)
     out = Path(out)
+    _check_out(out, chosen[:limit])
     for row in reversed(chosen[:limit]):  # oldest first
         dest = out / _name(row)
         if dest.exists():
@@ -94,3 +97,35 @@ def collect(record: Record, out: str | Path, *, machine: str | None = None, sect
         atomic.write_with(dest, lambda tmp, data=data: tmp.write_bytes(data))
         found.copied.append(dest)
     return found
+
+
+def _challenge_named(folder: Path) -> Path | None:
+    """A clip under ``folder`` named as the challenges name theirs, if any."""
+    for path in wav_files(folder) if folder.is_dir() else []:
+        try:
+            parse_name(path)
+        except FileNameError:
+            continue
+        return path
+    return None
+
+
+def _check_out(out: Path, rows: list[dict]) -> None:
+    """Refuse a folder where the copies would do harm: one holding the clips collected (a watched
+    folder: the watch would score its copies again), or a dataset named as the challenges name
+    their clips (the copies' names fit none of its patterns, and it would no longer index)."""
+    here, inside = out.resolve(), []
+    for row in rows:  # a watch watches its folder's subfolders too
+        folder = Path(row["path"]).resolve().parent
+        if here == folder or here in folder.parents or folder in here.parents:
+            inside.append(row["path"])
+    if inside:
+        raise ConfigError(f"{out} overlaps the folder of the clips being collected ({inside[0]}; a watched "
+                          "folder?): a watch there would score the copies again; collect into training data, e.g. "
+                          "recordings/<machine>/train/target/")
+    train = next((q for q in (out, *out.parents) if q.name == "train"), None)
+    named = _challenge_named(out if train is None else train.parent)
+    if named is not None:
+        raise ConfigError(f"{out} is in a dataset named as the challenges name their clips ({named}): the copies, "
+                          "named by when they were scored, would fit none of its patterns and it would no longer "
+                          "index; collect into your own recordings (any names: recordings/<machine>/train/target/)")
