@@ -889,6 +889,8 @@ def test_explain_finds_the_band_a_clip_differs_in_steady_tone_or_brief_click(run
     r = runner.invoke(cli, ["explain", str(run), str(tmp_path / "tone.wav"), "--machine", "valve", "--section", "0",
                             "--data", str(tmp_path / "gone")])  # fmt: skip
     assert r.exit_code == 1 and "the training clips are not at" in " ".join(r.output.split()), r.output
+    r = runner.invoke(cli, ["explain", str(run), str(tmp_path), "--machine", "valve"])  # a folder: which clip?
+    assert r.exit_code == 1 and "explain takes one WAV file, not a folder" in " ".join(r.output.split()), r.output
 
 
 def test_status_counts_each_machines_alarms_against_its_rate_and_strict_fails_where_chance_does_not_explain(

@@ -131,6 +131,8 @@ def explain_file(model: str | Path, path: str | Path, *, machine: str | None = N
     """Score the WAV file ``path`` with a run's model (as ``score`` does) and compare it with the
     training clips of its machine type and section (:func:`reference`). Returns the decision, the
     explanation and the clip's log-mel frames."""
+    if Path(path).is_dir():  # score_files would score every clip in it, then one is to be explained
+        raise MimiiDueError("explain takes one WAV file, not a folder (`mimii-due score` scores a folder)", path)
     models = ModelSet(model)
     decisions, failed = score_files(models, [path], machine=machine, section=section)
     if failed:
