@@ -108,6 +108,8 @@ def test_ground_truth_files_are_read_and_checked(tmp_path):
     (tmp_path / "ground_truth_fan_section_04_source_test.csv").write_text("a.wav,maybe\n")
     with pytest.raises(MimiiDueError, match="line 1"):
         read_ground_truth(tmp_path)
+    with pytest.raises(MimiiDueError, match="no such file or folder of ground truth"):
+        read_ground_truth(tmp_path / "ground_truth_fan_section_03_source_tset.csv")
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,8 @@ def test_score_writes_json_when_out_says_json(run, clips, tmp_path):
     before = recording.read_bytes()
     r = runner.invoke(cli, ["score", str(run), str(recording), "--out", str(recording)])  # a slip of the keyboard
     assert r.exit_code == 1 and "--out names a WAV file" in r.output and recording.read_bytes() == before
+    r = runner.invoke(cli, ["score", str(run), str(tmp_path / "recrodings")])  # a mistyped folder: said so
+    assert r.exit_code == 1 and f"no such file or folder: {tmp_path / 'recrodings'}" in r.output, r.output
 
 
 def test_score_and_watch_take_the_machine_type_from_a_folder_named_after_it(run, tiny_dataset, tmp_path):

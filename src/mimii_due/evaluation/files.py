@@ -206,12 +206,14 @@ def read_ground_truth(path: str | Path) -> pd.DataFrame:
     official evaluator (``ground_truth_data/``, ``ground_truth_domain/``, ``ground_truth_attributes/``).
     """
     path = Path(path)
+    if not path.exists():
+        raise MimiiDueError("no such file or folder of ground truth", path)
     lists = sorted(path.glob("eval_data_list_*.csv")) if path.is_dir() else [path]
     if lists and lists[0].name.startswith("eval_data_list_"):
         return pd.concat([_read_eval_data_list(f) for f in lists], ignore_index=True)
     data_dir = path / "ground_truth_data" if (path / "ground_truth_data").is_dir() else path
     files = sorted(data_dir.glob("ground_truth_*.csv")) if data_dir.is_dir() else [path]
-    if not files or not path.exists():
+    if not files:
         raise MimiiDueError("no ground_truth_<machine>_section_<XX>[_<domain>]_test.csv files found", path)
     rows = []
     for f in files:
