@@ -215,8 +215,9 @@ def test_too_short_clips_are_a_clear_error(easy):
         ("ensemble", {"members": ("twfr_gmm:decays=0.9",)}, "unknown setting.*decays"),
         ("ensemble", {"members": ("embedding:networks=0",)}, "networks must be between"),
         ("ensemble", {"members": "twfr_gmm,nope"}, "unknown detector 'nope'"),  # --set members=..., not letters
-        ("ensemble", {"weights": 1}, "weights must be a list of float values, got 1"),  # not a TypeError
+        ("ensemble", {"weights": 1}, "weights needs one non-negative weight per member"),  # (1,), not a TypeError
         ("ensemble", {"weights": [6, "x"]}, "weights must be a list of float values"),
+        ("ensemble", {"weights": "6,x"}, r"weights must be a list of float values, got \(6, 'x'\)"),
         ("ensemble", {"members": [1, 2]}, "members must be a list of str values"),
         ("twfr_gmm", {"domains": "both"}, "domains must be 'separate' or 'pooled'"),
         ("ae", {"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
@@ -227,6 +228,15 @@ def test_too_short_clips_are_a_clear_error(easy):
 def test_settings_are_checked_when_the_detector_is_made(name, settings, message):
     with pytest.raises(ConfigError, match=message):
         make(name, **settings)
+
+
+def test_a_list_setting_is_given_as_on_the_command_line():
+    """`--set members=twfr_gmm,gaussian --set weights=6,1`: both lists split at commas, numbers read as numbers."""
+    from mimii_due.config import setting
+
+    det = make("ensemble", **dict(map(setting, ["members=twfr_gmm,gaussian", "weights=6,1"])))
+    assert det.config.members == ("twfr_gmm", "gaussian") and det.config.weights == (6, 1)
+    assert make("ensemble", members="twfr_gmm", weights=6).config.weights == (6,)
 
 
 def test_selective_mahalanobis_from_a_trained_ae_equals_training_it(tiny_dataset, tmp_path):

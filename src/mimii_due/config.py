@@ -167,10 +167,14 @@ def from_dict(cls: type[T], data: dict | None) -> T:
     for name, value in data.items():
         hint = hints[name]
         if typing.get_origin(hint) is tuple:
+            item = typing.get_args(hint)[0]
             if isinstance(value, list):
                 value = tuple(value)
-            elif isinstance(value, str) and typing.get_args(hint)[0] is str:  # --set members=twfr_gmm,embedding
-                value = tuple(v.strip() for v in value.split(",") if v.strip())
+            elif isinstance(value, str):  # --set members=twfr_gmm,embedding, --set weights=6,1
+                parts = [v.strip() for v in value.split(",") if v.strip()]
+                value = tuple(parts if item is str else (setting(f"x={v}")[1] for v in parts))
+            elif _is_instance(value, item):  # --set weights=6: a list of one
+                value = (value,)
         if not _is_instance(value, hint):  # before __post_init__'s own checks, which assume the types
             raise ConfigError(f"{cls.__name__}.{name} must be {_type_name(hint)}, got {value!r}")
         kwargs[name] = value
