@@ -264,6 +264,17 @@ def test_mix_refuses_settings_it_cannot_honour_before_writing_anything(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
+def test_mix_refuses_a_noise_folder_holding_the_clean_recordings(tmp_path):
+    """--noise the --clean folder (or one above it): each machine would be mixed with its own sound."""
+    (tmp_path / "rec" / "clean").mkdir(parents=True)
+    write(tmp_path / "rec" / "clean" / "a.wav", 0.1 * np.sin(np.arange(16000) * 0.1))
+    for noise in ("rec/clean", "rec"):
+        r = CliRunner().invoke(app, ["mix", str(tmp_path / "out"), "--clean", str(tmp_path / "rec" / "clean"),
+                                     "--noise", str(tmp_path / noise), "--snr", "0"])  # fmt: skip
+        assert r.exit_code == 1 and "the clean and the noise recordings share files" in r.output, r.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_synth_command_and_rerun_is_a_no_op(tmp_path, monkeypatch):
     args = ["synth", str(tmp_path / "d"), "--machines", "pump", "--sections", "4", "--scale", "0.005"]
     r = CliRunner().invoke(app, args)

@@ -15,7 +15,7 @@ import sys
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from mimii_due.errors import MimiiDueError
@@ -74,11 +74,25 @@ def _main(
     warnings.formatwarning = lambda message, category, *a, **k: f"{category.__name__}: {message}"
 
 
+class _Bars(Progress):
+    """A task whose total is not known yet stays hidden until its first report: a command refused
+    before its work starts shows its error, not an empty bar ("mix 0/None") above it."""
+
+    def add_task(self, description, *args, total=100.0, **kwargs):
+        if total is None:
+            kwargs.setdefault("visible", False)
+        return super().add_task(description, *args, total=total, **kwargs)
+
+    def update(self, task_id, **kwargs):
+        kwargs.setdefault("visible", True)
+        super().update(task_id, **kwargs)
+
+
 def progress_bar(transient: bool = False, download: bool = False) -> Progress:
     cols = [TextColumn("{task.description}"), BarColumn()]
-    cols += [DownloadColumn()] if download else [TextColumn("{task.completed}/{task.total}")]
+    cols += [DownloadColumn()] if download else [MofNCompleteColumn()]
     cols += [TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-    return Progress(*cols, console=console, transient=transient)
+    return _Bars(*cols, console=console, transient=transient)
 
 
 YEAR = typer.Option(
