@@ -278,6 +278,16 @@ def test_run_refuses_to_regenerate_data_under_runs_trained_on_the_earlier_data(t
     assert (out / "data" / "synth_done.json").read_text() == data
     assert (out / "gaussian" / "models" / "fan" / "state.pt").read_bytes() == models
     assert runner.invoke(app, args + ["--scale", "0.02"]).exit_code == 0  # the same settings resume
+    r = runner.invoke(app, args + ["--scale", "0.02", "--detectors", "gaussian,twfr_gmm"])  # one more: it resumes
+    assert r.exit_code == 0 and (out / "twfr_gmm" / "models" / "fan").is_dir(), r.output
+    # --out naming a folder that is not an earlier run (the data folder, a slip): refused, nothing written
+    for folder, words in ((out / "data", "it holds dev_data, synth_done.json, synth_meta.csv"),
+                          (tmp_path, "it holds o")):  # fmt: skip
+        before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+        r = runner.invoke(app, ["run", "--out", str(folder), "--detectors", "gaussian", "--machines", "fan",
+                                "--scale", "0.02"])  # fmt: skip
+        assert r.exit_code == 1 and "is not an earlier `mimii-due run`" in r.output and words in r.output, r.output
+        assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
 
 
 def test_members_names_the_ensembles_members_and_is_refused_for_other_detectors(tiny_dataset, tmp_path):

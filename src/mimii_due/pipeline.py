@@ -500,6 +500,24 @@ DEFAULT_RUN = {"machines": ["fan", "pump"], "sections": [0], "scale": 0.1, "min_
                "layout": "dcase2023", "detectors": ["ae", "ensemble"]}  # fmt: skip
 
 
+RUN_OUTPUTS = ("data", "features", "report.html", "report.md", "report_files")  # besides a folder per detector
+
+
+def _check_run_out(out: Path) -> None:
+    """``out`` is new, empty or an earlier ``run``'s (which resumes): never a folder of other things,
+    a dataset's above all, that the run's folders would be written among."""
+    from mimii_due.detectors import REGISTRY
+    from mimii_due.runs import LOCK
+
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in (*RUN_OUTPUTS, LOCK)
+                     and not (p.is_dir() and (p.name.split(":")[0] in REGISTRY or Run(p).exists())))  # fmt: skip
+    if foreign:
+        raise ConfigError(f"folder exists and is not an earlier `mimii-due run` (it holds {', '.join(foreign[:3])}"
+                          f"{', ...' if len(foreign) > 3 else ''}); choose another --out", out)  # fmt: skip
+
+
 def _params_for(detector: str, params: dict | None) -> dict:
     """The settings of ``params`` that ``detector`` has (``run --epochs 5`` sets the epochs of the
     detectors that train in epochs and leaves the others alone)."""
@@ -541,6 +559,7 @@ def run(
     for det in detectors:  # every setting checked before anything is written
         make(det, **_params_for(det, params))
     out = Path(out)  # made by the first step that writes there: bad settings leave nothing
+    _check_run_out(out)
     if data is None:
         data = out / "data"
         gen = {"machines": machines or DEFAULT_RUN["machines"], "sections": DEFAULT_RUN["sections"], "scale": scale,
