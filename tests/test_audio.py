@@ -86,8 +86,8 @@ def test_real_recordings_load(real_data):
 
 def test_info_audio_finds_clipping_level_jumps_dc_offset_and_silence(tiny_dataset, tmp_path):
     """`info --audio` decodes every clip: a clip recorded too hot (clipped), one with the gain 20 dB
-    down, one with a DC offset, one of digital silence and a test clip cut to 3 s are named; a
-    quieter anomaly is not a level problem."""
+    down, one with a DC offset, one of digital silence, a test clip cut to 3 s and one stored as GSM
+    6.10 are named; a quieter anomaly is not a level problem, a 24-bit one no problem."""
     from typer.testing import CliRunner
 
     from mimii_due.cli import app
@@ -104,19 +104,23 @@ def test_info_audio_finds_clipping_level_jumps_dc_offset_and_silence(tiny_datase
         write(root / "train" / name, w)
     write(root / "test" / "anomaly" / "quiet.wav", y * 0.1)
     write(root / "test" / "anomaly" / "cut.wav", y[: 3 * 16000])
+    (root / "test" / "normal").mkdir()
+    for subtype in ("GSM610", "PCM_24"):
+        sf.write(root / "test" / "normal" / f"{subtype}.wav", y, 16000, subtype=subtype)
     damaged = root / "train" / "muted.wav"
     write(damaged, np.zeros_like(y))  # a disconnected microphone: a sound header, only decoding finds it
     r = runner.invoke(app, ["info", str(tmp_path / "recordings"), "--audio", "--strict"])
     text = " ".join(r.output.split())
     assert r.exit_code == 2, r.output
-    assert "audio: 13 of 14 clips decoded" in text and "5 with a problem" in text
+    assert "audio: 15 of 16 clips decoded" in text and "6 with a problem" in text
     assert f"clipped {root / 'train' / 'hot.wav'}:" in text
     assert f"level {root / 'train' / 'gain.wav'}:" in text
     assert "-20.0 dB from the median of pump section 00 source" in text
     assert f"DC offset {root / 'train' / 'dc.wav'}: mean +0.050" in text
     assert f"unreadable {damaged}: digital silence" in text
     assert f"cut short {root / 'test' / 'anomaly' / 'cut.wav'}: 3.00 s, under half the 10.00 s of pump" in text
-    assert "quiet.wav" not in text
+    assert f"lossy codec {root / 'test' / 'normal' / 'GSM610.wav'}: encoded as GSM 6.10" in text
+    assert "quiet.wav" not in text and "PCM_24" not in text
 
 
 def test_info_audio_finds_no_recording_fault_in_real_recordings(real_data):
