@@ -159,10 +159,11 @@ def test_own_recordings_with_a_target_folder_are_scored_as_the_challenge_scores_
     runs = {}
     for name, data in (("challenge", src.parent.parent), ("domains", tmp_path / "domains"), ("one", tmp_path / "one")):
         extra = ["--machines", "valve"] if name == "challenge" else []
-        r = runner.invoke(app, ["run", str(data), "--out", str(tmp_path / name), "--detectors", "twfr_gmm", *extra])
+        out = tmp_path / "runs" / name
+        r = runner.invoke(app, ["run", str(data), "--out", str(out), "--detectors", "twfr_gmm", *extra])
         assert r.exit_code == 0, r.output
-        runs[name] = (pd.read_csv(tmp_path / name / "twfr_gmm" / "results" / "scores.csv"),
-                      json.loads((tmp_path / name / "twfr_gmm" / "results" / "result.json").read_text()))  # fmt: skip
+        runs[name] = (pd.read_csv(out / "twfr_gmm" / "results" / "scores.csv"),
+                      json.loads((out / "twfr_gmm" / "results" / "result.json").read_text()))  # fmt: skip
     challenge, domains, one = runs["challenge"], runs["domains"], runs["one"]
     assert domains[1]["protocol"] == one[1]["protocol"] == challenge[1]["protocol"] == "dcase2022"
     assert sorted(domains[0].score) == pytest.approx(sorted(challenge[0].score), rel=1e-9)
