@@ -21,6 +21,11 @@ def _span(since: str | None, until: str | None) -> tuple[float | None, float | N
     return start, end
 
 
+def _said(text: str) -> str:
+    """A ``--since``/``--until`` as a reader takes it: ``12h ago``, or the time as given."""
+    return f"{text.strip()} ago" if _seconds(text) is not None else text
+
+
 def _when(text: str | None, option: str) -> float | None:
     """``--since``/``--until``: an ISO 8601 time (UTC unless it carries an offset) or a time ago
     (``90m``, ``12h``, ``7d``), as seconds since the epoch."""
@@ -177,11 +182,8 @@ def status(
     after = parse_after(alarm_after) if alarm_after is not None else None
     record = _recorded(run, db)
     rows = record.select(since=start, until=end)
-    def said(text: str) -> str:
-        return f"{text.strip()} ago" if _seconds(text) is not None else text
-
     when = (f"in the last {since.strip()}" if until is None and _seconds(since) is not None
-            else f"since {said(since)}" + (f" until {said(until)}" if until is not None else ""))  # fmt: skip
+            else f"since {_said(since)}" + (f" until {_said(until)}" if until is not None else ""))  # fmt: skip
     if not rows:
         raise ConfigError(f"no decisions recorded {when}", record.path)
     expected = _expected_rates(run)

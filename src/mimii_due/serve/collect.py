@@ -13,7 +13,9 @@ atomically, under a name that says when it was scored (``20261207T081500Z_<12 he
 hash>_<its name>.wav``), and only where the file at the recorded path still holds what was scored
 (a watched file overwritten or removed since is left out, and counted). Clips decided anomalous are
 copied too, unless ``normal_only``: after a domain shift, the alarms are the new condition's normal
-clips that the old model had not heard, the ones a new model most needs.
+clips that the old model had not heard, the ones a new model most needs. Refused: a folder that
+overlaps the watched one (the watch would score the copies again), and one in a dataset named as
+the challenges name their clips (the copies' names fit none of its patterns: it would not index).
 """
 
 from __future__ import annotations

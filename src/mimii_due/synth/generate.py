@@ -491,11 +491,11 @@ def mix_folder(
             raise ConfigError(f"the output folder is the {name} recordings' folder or inside it: the mixed clips "
                               "would overwrite the recordings or be taken for them next time; choose another",
                               out)  # fmt: skip
-    shared = {c.resolve() for c in wav_files(clean_dir)} & {q.resolve() for q in wav_files(noise_dir)}
+    cleans, noises = wav_files(clean_dir), wav_files(noise_dir)
+    shared = {c.resolve() for c in cleans} & {q.resolve() for q in noises}
     if shared:  # the same folder twice, or one inside the other: a machine mixed with its own sound
         raise ConfigError(f"the clean and the noise recordings share files (e.g. {min(shared)}): the noise would be "
                           "the machine's own sound; give a folder of background noise", noise_dir)  # fmt: skip
-    cleans, noises = wav_files(clean_dir), wav_files(noise_dir)
     if not cleans:
         raise ConfigError("no WAV files found", clean_dir)
     if not noises:
