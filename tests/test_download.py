@@ -162,6 +162,13 @@ def test_download_command(zenodo, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "1 file(s) ready" in r.output
+    n = len(zenodo.requests)  # a machine type the source has not: said before any request
+    for machines, words in (("Valve", "no machine type 'Valve' (did you mean valve?)"),
+                            ("ToyCar", "mimii-due has no machine type 'ToyCar'; it has fan, gearbox")):  # fmt: skip
+        r = CliRunner().invoke(app, ["download", "--dest", str(tmp_path / "d"), "--machines", machines,
+                                     "--base-url", zenodo.url])  # fmt: skip
+        assert r.exit_code == 1 and words in " ".join(r.output.split()), r.output
+    assert len(zenodo.requests) == n
 
 
 def make_zip_2023(tmp_path, machine):

@@ -197,6 +197,22 @@ def zlib_error() -> type[Exception]:
     return zlib.error
 
 
+def _check_machines(source: str, machines: list[str] | None) -> None:
+    """Machine types the source does not have, refused before anything is fetched (a misspelt
+    ``toycar`` matched no archive, which was said only after the records were read)."""
+    from mimii_due.data.years import SPECS
+
+    year = {"mimii": 2019, "mimii-due": 2021}.get(source) or int(source.removeprefix("dcase"))
+    known = SPECS[year].dev_machines + SPECS[year].eval_machines
+    if source == "mimii-due":  # DCASE 2021's MIMII half; its ToyCar and ToyTrain are ToyADMOS2's record
+        known = tuple(m for m in known if not m.startswith("Toy"))
+    for m in machines or []:
+        if m not in known:
+            like = [k for k in known if k.lower() == m.lower()]
+            raise DownloadError(f"{source} has no machine type {m!r}" + (f" (did you mean {like[0]}?)" if like else "")
+                                + f"; it has {', '.join(dict.fromkeys(known))}")  # fmt: skip
+
+
 def download(
     dest: str | Path,
     *,
@@ -221,6 +237,7 @@ def download(
         raise DownloadError(f"source must be one of {', '.join(RECORDS)}, not {source!r}")
     if snrs is not None and source != "mimii":
         raise DownloadError(f"SNRs are chosen only for MIMII (--source mimii), not for {source}")
+    _check_machines(source, machines)
     dest = Path(dest)
     work = dest / ".downloads"
     family = "dcase2021" if source == "mimii-due" else source  # MIMII DUE is DCASE 2021's MIMII data
