@@ -146,7 +146,8 @@ def evaluate(
     protocol: str = typer.Option(
         None, help="dcase2020, dcase2021 or dcase2022 (2022-2026); default: the data's year (or the score files')."
     ),
-    bootstrap: int = typer.Option(0, min=0, help="Bootstrap draws of the test clips: the official score's sd."),
+    bootstrap: int = typer.Option(0, min=0, max=100_000, help="Bootstrap draws of the test clips (1,000 is "
+                                  "plenty): the official score's sd."),
 ) -> None:
     """AUC, pAUC, precision, recall and F1 per machine, section and domain, as the year's
     official evaluator computes them; result.csv in its layout. With --bootstrap N, also how much
