@@ -898,15 +898,19 @@ def test_explain_finds_the_band_a_clip_differs_in_steady_tone_or_brief_click(run
 def test_status_counts_each_machines_alarms_against_its_rate_and_strict_fails_where_chance_does_not_explain(
         run, tmp_path):  # fmt: skip
     """`status`: per machine type and section, the clips and alarms in a time, the binomial p at the
-    thresholds' rate (10 %), the last alarm; --strict exits 2 where p < 0.01."""
+    thresholds' rate (10 %), the last alarm; --strict exits 2 where p < 0.01; decisions made with an
+    earlier threshold are left out of the test against today's rate."""
     import scipy.stats
 
+    from mimii_due.runs import Run
     from mimii_due.scoring import Decision
 
-    record = Record(tmp_path / "d.sqlite")
+    record, now = Record(tmp_path / "d.sqlite"), Run(run).thresholds()
+    assert {m: rate for m, (_, rate) in now.items()} == {"fan": pytest.approx(0.1), "valve": pytest.approx(0.1)}
     for machine, section, flags in (("valve", 0, [1, 0, 0] + [0] * 27), ("fan", 3, [1, 0] * 10)):
         for i, flag in enumerate(flags):
-            d = Decision(f"{i}.wav", machine, section, None, float(flag), 0.5, bool(flag), "gaussian", "v", "0")
+            d = Decision(f"{i}.wav", machine, section, None, float(flag), now[machine][0], bool(flag), "gaussian",
+                         "v", "0")  # fmt: skip
             record.add(d, source="upload")
     args = ["status", str(run), "--db", str(tmp_path / "d.sqlite")]
     r = runner.invoke(cli, args)
@@ -927,6 +931,15 @@ def test_status_counts_each_machines_alarms_against_its_rate_and_strict_fails_wh
     assert r.exit_code == 1 and "no decisions recorded since 2099-01-01" in r.output
     r = runner.invoke(cli, [*args, "--since", "2h", "--until", "2099-01-01"])
     assert r.exit_code == 0 and "50 clips scored since 2h ago until 2099-01-01" in " ".join(r.output.split())
+    # valve at a threshold set since to a rate of 10 % (was 50 %: 15 alarms of 30 then): only today's 30 tested
+    for i in range(30):
+        record.add(Decision(f"old{i}.wav", "valve", 0, None, 1.0, 0.25, i % 2 == 0, "gaussian", "v", "0"),
+                   source="upload")  # fmt: skip
+    r = runner.invoke(cli, [*args, "--strict"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"│ valve │ 00 │ 60 │ 16 │ 26.7% │ 10.0% │ {p_valve:.2g} │" in text, r.output
+    assert "left out of the binomial test against today's rate: valve section 00 (30)" in text
+    assert "explains (p < 0.01): fan section 03:" in text  # fan's alarms, not valve's
     for extra, words in ((["--alarm-after", "0/5"], "1 <= K <= N <= 1000, not --alarm-after 0/5"),
                          (["--until", "2020-01-01"], "--since 24h is after --until 2020-01-01")):  # fmt: skip
         r = runner.invoke(cli, [*args, *extra])

@@ -38,11 +38,12 @@ from mimii_due.evaluation.metrics import results_frame
 LOCK = ".mimii-due.lock"
 
 
-def model_alarm_rate(folder: Path) -> float | None:
-    """The false-alarm rate a saved model's threshold was fitted for, from its ``detector.json``
-    (the model not loaded); None where it cannot be read."""
+def model_threshold(folder: Path) -> tuple[float, float] | None:
+    """A saved model's threshold and the false-alarm rate it was fitted for, from its
+    ``detector.json`` (the model not loaded); None where it cannot be read."""
     try:
-        return 1.0 - float(json.loads((Path(folder) / "detector.json").read_text())["params"]["threshold_quantile"])
+        meta = json.loads((Path(folder) / "detector.json").read_text())
+        return float(meta["threshold"]), 1.0 - float(meta["params"]["threshold_quantile"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -159,12 +160,16 @@ class Run:
                 out[m] = json.loads(f.read_text()).get("history", [])
         return out
 
+    def thresholds(self) -> dict[str, tuple[float, float]]:
+        """Per machine type, its model's threshold and the false-alarm rate that was fitted for
+        (``1 - threshold_quantile``; ``mimii-due threshold`` changes both); machine types without a
+        readable model are left out."""
+        found = {m: model_threshold(self.model_dir(m)) for m in self.meta().get("machines", [])}
+        return {m: t for m, t in found.items() if t is not None}
+
     def alarm_rates(self) -> dict[str, float]:
-        """Per machine type, the false-alarm rate its model's threshold was fitted for (``1 -
-        threshold_quantile``; ``mimii-due threshold`` changes it); machine types without a readable
-        model are left out."""
-        rates = {m: model_alarm_rate(self.model_dir(m)) for m in self.meta().get("machines", [])}
-        return {m: r for m, r in rates.items() if r is not None}
+        """Per machine type, the false-alarm rate its model's threshold was fitted for."""
+        return {m: rate for m, (_, rate) in self.thresholds().items()}
 
     def _model_stamp(self, machine: str) -> str:
         f = self.model_dir(machine) / "detector.json"

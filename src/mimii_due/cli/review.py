@@ -45,16 +45,16 @@ def _when(text: str | None, option: str) -> float | None:
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
-def _expected_rates(run: Path) -> dict[str, float]:
-    """The false-alarm rate each machine type's threshold expects, where its model is still there
-    (read from the model files, not loaded)."""
-    from mimii_due.runs import Run, model_alarm_rate
+def _thresholds(run: Path) -> dict[str, tuple[float, float]]:
+    """Each machine type's threshold now and the false-alarm rate it expects, where its model is
+    still there (read from the model files, not loaded)."""
+    from mimii_due.runs import Run, model_threshold
 
     if (Path(run) / "detector.json").exists():  # one model folder
-        rate = model_alarm_rate(run)
-        return {} if rate is None else {Path(run).name: rate}
+        found = model_threshold(run)
+        return {} if found is None else {Path(run).name: found}
     try:
-        return Run(run).alarm_rates()
+        return Run(run).thresholds()
     except MimiiDueError:
         return {}
 
@@ -130,7 +130,7 @@ def plot_history(
     rows = record.select(machine=machine, since=start, until=end)
     if not rows:
         raise ConfigError(f"no decisions {'of ' + machine + ' ' if machine else ''}recorded in that time", record.path)
-    expected = _expected_rates(run)
+    expected = {m: rate for m, (_, rate) in _thresholds(run).items()}
     stdout.print(f"wrote {score_history(pd.DataFrame(rows), out, window=window, expected=expected)}")
 
 
@@ -171,6 +171,7 @@ def status(
 ) -> None:
     """How each machine type and section did in a time (default: the last 24 h): clips scored,
     alarms against the rate the threshold expects (exact binomial test), the last alarm."""
+    import math
     from datetime import UTC, datetime
 
     from rich.table import Table
@@ -186,7 +187,7 @@ def status(
             else f"since {_said(since)}" + (f" until {_said(until)}" if until is not None else ""))  # fmt: skip
     if not rows:
         raise ConfigError(f"no decisions recorded {when}", record.path)
-    expected = _expected_rates(run)
+    now = _thresholds(run)
     t = Table(title=f"{len(rows)} clips scored {when}")
     for col in ("machine", "section", "clips", "alarms", "share", "expected", "p (binomial)", "last alarm (UTC)",
                 *([f"raised by {alarm_after}"] if after else [])):  # fmt: skip
@@ -194,11 +195,17 @@ def status(
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["machine"], r["section"]), []).append(r)
-    excess = []
+    excess, earlier = [], []
     for (machine, section), g in sorted(groups.items()):
         flagged = [r for r in g if r["decision"]]
-        rate = expected.get(machine)
-        p = excess_alarms_p(len(flagged), len(g), rate) if rate is not None and 0 < rate < 1 else None
+        threshold, rate = now.get(machine, (None, None))
+        # only the decisions made with today's threshold are tested against its rate (a threshold set
+        # stricter this morning would otherwise make yesterday's alarms look like too many)
+        tested = [r for r in g if threshold is not None and math.isclose(r["threshold"], threshold, rel_tol=1e-9)]
+        if len(tested) < len(g) and threshold is not None:
+            earlier.append(f"{machine} section {section:02d} ({len(g) - len(tested)})")
+        p = (excess_alarms_p(sum(r["decision"] for r in tested), len(tested), rate)
+             if rate is not None and 0 < rate < 1 and tested else None)  # fmt: skip
         if p is not None and p < EXCESS_P:
             excess.append(f"{machine} section {section:02d}")
         last = datetime.fromtimestamp(flagged[-1]["time"], UTC).strftime("%Y-%m-%d %H:%M:%S") if flagged else "-"
@@ -206,6 +213,9 @@ def status(
         t.add_row(machine, f"{section:02d}", str(len(g)), str(len(flagged)), f"{len(flagged) / len(g):.1%}",
                   "-" if rate is None else f"{rate:.1%}", "-" if p is None else f"{p:.2g}", last, *raised)  # fmt: skip
     stdout.print(t)
+    if earlier:
+        stdout.print("decided with an earlier threshold, so left out of the binomial test against today's rate: "
+                     + ", ".join(earlier), markup=False)  # fmt: skip
     if excess:
         stdout.print(f"more alarms than the thresholds' rate explains (p < {EXCESS_P}): {', '.join(excess)}: the "
                      "machine, its sound or the recording may have changed (`mimii-due plot history`, "
