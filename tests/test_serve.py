@@ -258,6 +258,9 @@ def test_service_scores_records_and_answers_json(service, clips):
     pattern = r'mimii_due_decisions_total\{decision="(normal|anomaly)",machine="valve",section="00"\} 2.0'
     assert re.search(pattern, metrics)
     assert client.get("/v1/decisions").json()["decisions"][-1]["source"] == "upload"
+    # when each machine type's last clip came: for an alerting rule on a recorder that stopped sending
+    last = re.search(r'mimii_due_last_clip_timestamp_seconds\{machine="valve",section="00"\} (\S+)', metrics)
+    assert last and float(last[1]) == pytest.approx(record.recent()[-1]["time"], abs=5)
 
 
 def test_a_record_moved_or_removed_while_serving_starts_anew_and_what_it_held_stays_in_the_moved_file(
@@ -928,7 +931,8 @@ def test_status_counts_each_machines_alarms_against_its_rate_and_strict_fails_wh
     assert re.search(r"│ fan │ 03 │ 20 │ 10 │ [^│]+│[^│]+│[^│]+│[^│]+│ 9 │", text) and re.search(
         r"│ valve │ 00 │ 30 │ 1 │ [^│]+│[^│]+│[^│]+│[^│]+│ 0 │", text), r.output
     r = runner.invoke(cli, [*args, "--since", "2099-01-01"])
-    assert r.exit_code == 1 and "no decisions recorded since 2099-01-01" in r.output
+    assert r.exit_code == 1 and "no decisions recorded since 2099-01-01; the last from fan section 03" in " ".join(
+        r.output.split()), r.output
     r = runner.invoke(cli, [*args, "--since", "2h", "--until", "2099-01-01"])
     assert r.exit_code == 0 and "50 clips scored since 2h ago until 2099-01-01" in " ".join(r.output.split())
     # valve at a threshold set since to a rate of 10 % (was 50 %: 15 alarms of 30 then): only today's 30 tested
@@ -940,6 +944,19 @@ def test_status_counts_each_machines_alarms_against_its_rate_and_strict_fails_wh
     assert r.exit_code == 2 and f"│ valve │ 00 │ 60 │ 16 │ 26.7% │ 10.0% │ {p_valve:.2g} │" in text, r.output
     assert "left out of the binomial test against today's rate: valve section 00 (30)" in text
     assert "explains (p < 0.01): fan section 03:" in text  # fan's alarms, not valve's
+    # a machine that sent clips two days ago and none since: named, and --strict fails for it alone
+    quiet = Record(tmp_path / "q.sqlite")
+    for machine in ("pump", "valve"):
+        quiet.add(Decision("a.wav", machine, 0, None, 0.0, now["valve"][0], False, "gaussian", "v", "0"),
+                  source="upload")  # fmt: skip
+    with sqlite3.connect(tmp_path / "q.sqlite") as con:
+        con.execute("UPDATE decisions SET time = time - 2 * 86400 WHERE machine = 'pump'")
+    quiet_args = ["status", str(run), "--db", str(tmp_path / "q.sqlite"), "--strict"]
+    r = runner.invoke(cli, quiet_args)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "no clips in that time from: pump section 00 (last 20" in text, r.output
+    assert "every machine type's alarms are within what chance gives" in text
+    assert runner.invoke(cli, [*quiet_args, "--since", "3d"]).exit_code == 0
     for extra, words in ((["--alarm-after", "0/5"], "1 <= K <= N <= 1000, not --alarm-after 0/5"),
                          (["--until", "2020-01-01"], "--since 24h is after --until 2020-01-01")):  # fmt: skip
         r = runner.invoke(cli, [*args, *extra])

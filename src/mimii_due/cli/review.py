@@ -164,13 +164,14 @@ def status(
     since: str = typer.Option("24h", help="From: 2026-12-07T08:00 (UTC unless it says +01:00), or a time ago: "
                               "12h, 7d."),
     until: str = typer.Option(None, help=UNTIL_HELP),
-    strict: bool = typer.Option(False, help="Exit 2 when a machine type alarmed more than chance explains "
-                                "(for a daily check from cron)."),
+    strict: bool = typer.Option(False, help="Exit 2 when a machine type alarmed more than chance explains, "
+                                "or sent no clips in that time though it had before (for a daily check from cron)."),
     alarm_after: str = typer.Option(None, "--alarm-after", help="Also count the alarms K/N would have raised on these "
                                     "decisions (to choose K/N on one's own history)."),
 ) -> None:
     """How each machine type and section did in a time (default: the last 24 h): clips scored,
-    alarms against the rate the threshold expects (exact binomial test), the last alarm."""
+    alarms against the rate the threshold expects (exact binomial test), the last alarm; and which
+    sent no clips in that time though they had before (a recorder that stopped)."""
     import math
     from datetime import UTC, datetime
 
@@ -185,16 +186,19 @@ def status(
     rows = record.select(since=start, until=end)
     when = (f"in the last {since.strip()}" if until is None and _seconds(since) is not None
             else f"since {_said(since)}" + (f" until {_said(until)}" if until is not None else ""))  # fmt: skip
-    if not rows:
-        raise ConfigError(f"no decisions recorded {when}", record.path)
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["machine"], r["section"]), []).append(r)
+    silent = [f"{m} section {s:02d} (last {datetime.fromtimestamp(at, UTC):%Y-%m-%d %H:%M:%S})"
+              for (m, s), at in sorted(record.last_times(until=end).items()) if (m, s) not in groups]  # fmt: skip
+    if not rows:  # an error, also for a cron check: every recorder may have stopped
+        raise ConfigError(f"no decisions recorded {when}" + (f"; the last from {', '.join(silent)}" if silent else ""),
+                          record.path)  # fmt: skip
     now = _thresholds(run)
     t = Table(title=f"{len(rows)} clips scored {when}")
     for col in ("machine", "section", "clips", "alarms", "share", "expected", "p (binomial)", "last alarm (UTC)",
                 *([f"raised by {alarm_after}"] if after else [])):  # fmt: skip
         t.add_column(col)
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["machine"], r["section"]), []).append(r)
     excess, earlier = [], []
     for (machine, section), g in sorted(groups.items()):
         flagged = [r for r in g if r["decision"]]
@@ -213,6 +217,9 @@ def status(
         t.add_row(machine, f"{section:02d}", str(len(g)), str(len(flagged)), f"{len(flagged) / len(g):.1%}",
                   "-" if rate is None else f"{rate:.1%}", "-" if p is None else f"{p:.2g}", last, *raised)  # fmt: skip
     stdout.print(t)
+    if silent:  # recorded before, nothing in this time: a recorder or a machine that stopped
+        stdout.print(f"no clips in that time from: {', '.join(silent)}: a recorder, its network or the machine "
+                     "may have stopped", markup=False)  # fmt: skip
     if earlier:
         stdout.print("decided with an earlier threshold, so left out of the binomial test against today's rate: "
                      + ", ".join(earlier), markup=False)  # fmt: skip
@@ -222,5 +229,5 @@ def status(
                      "`mimii-due explain` on an alarm's clip)", markup=False)  # fmt: skip
     else:
         stdout.print("every machine type's alarms are within what chance gives at its threshold's rate", markup=False)
-    if strict and excess:
+    if strict and (excess or silent):
         raise typer.Exit(2)

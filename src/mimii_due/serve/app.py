@@ -64,6 +64,25 @@ class _AlarmMetrics:
         yield commands
 
 
+class _LastClip:
+    """``mimii_due_last_clip_timestamp_seconds{machine,section}``: when each machine type and
+    section's last clip was scored (from the record at start, then each answer), so that an alerting
+    rule can tell a recorder that stopped sending (``time() - ... > 600``) from a quiet, sound machine."""
+
+    def __init__(self, record: Record):
+        self.times = record.last_times()
+
+    def saw(self, d: Decision) -> None:
+        self.times[(d.machine, d.section)] = time.time()
+
+    def collect(self):
+        last = GaugeMetricFamily("mimii_due_last_clip_timestamp_seconds", "When the last clip was scored",
+                                 labels=["machine", "section"])  # fmt: skip
+        for (machine, section), t in sorted(self.times.items()):
+            last.add_metric([machine, f"{section:02d}"], t)
+        yield last
+
+
 def create_app(
     models: ModelSet,
     record: Record,
@@ -88,6 +107,8 @@ def create_app(
     if isinstance(alarm, AlarmCommand):
         alarm.resume(record)  # a restarted service goes on counting K of N from its record
         registry.register(_AlarmMetrics(alarm))
+    last_clip = _LastClip(record)
+    registry.register(last_clip)
     dashboard = (Path(__file__).with_name("dashboard.html")).read_text()
 
     @app.middleware("http")
@@ -181,6 +202,7 @@ def create_app(
         except MimiiDueError as e:
             return _error(400, str(e))
         decisions.labels(d.machine, f"{d.section:02d}", "anomaly" if d.decision else "normal").inc()
+        last_clip.saw(d)
         latency.observe(time.perf_counter() - t0)
         return d.as_dict() | {"id": row, "sha256": d.sha256}
 

@@ -159,6 +159,14 @@ class Record:
                                + " ORDER BY id", args).fetchall()  # fmt: skip
         return [dict(r) for r in rows]
 
+    def last_times(self, *, until: float | None = None) -> dict[tuple[str, int], float]:
+        """Each machine type and section's last decision time (seconds since the epoch), of those
+        recorded up to ``until`` (``None``: all)."""
+        sql = "SELECT machine, section, MAX(time) FROM decisions" + (" WHERE time <= ?" if until is not None else "")
+        with self._use() as con:
+            rows = con.execute(sql + " GROUP BY machine, section", () if until is None else (until,)).fetchall()
+        return {(machine, int(section)): float(t) for machine, section, t in rows}
+
     def latest(self, n: int) -> dict[tuple[str, int], list[bool]]:
         """Each machine type and section's last ``n`` decisions (anomalous or not), oldest first."""
         sql = ("SELECT machine, section, decision FROM (SELECT machine, section, decision, id, ROW_NUMBER() OVER "
