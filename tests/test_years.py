@@ -195,12 +195,17 @@ def test_2023_data_through_train_test_evaluate_with_the_2023_metric(tiny_2023, t
 
 def test_the_year_named_at_train_is_the_year_test_scores_with(tiny_2023, tmp_path):
     run = tmp_path / "run"
-    args = ["train", str(tiny_2023), "--out", str(run), "--detector", "gaussian", "--machines", "fan", "--year", "2020"]
+    args = ["train", str(tiny_2023), "--out", str(run), "--detector", "gaussian", "--machines", "fan", "--year", "2025"]
     assert runner.invoke(app, args).exit_code == 0
     assert runner.invoke(app, ["test", str(run), str(tiny_2023)]).exit_code == 0  # no --year: the run's
-    assert Run(run).stamp()["protocol"] == "dcase2020"
+    assert (Run(run).stamp()["year"], Run(run).stamp()["protocol"]) == (2025, "dcase2022")
     assert runner.invoke(app, ["test", str(run), str(tiny_2023), "--year", "2023"]).exit_code == 0
-    assert Run(run).stamp()["protocol"] == "dcase2022"
+    assert Run(run).stamp()["year"] == 2023
+    # a year whose clips look otherwise would score these by another metric (2020's: no domains): refused
+    r = runner.invoke(app, ["test", str(run), str(tiny_2023), "--year", "2020"])
+    assert r.exit_code == 1 and "--year 2020 does not fit these clips: they are named and laid out as DCASE " \
+        "2022-2026 clips; name 2022, 2023, 2024, 2025 or 2026" in " ".join(r.output.split()), r.output
+    assert Run(run).stamp()["year"] == 2023
 
 
 def test_a_test_set_of_one_domain_is_evaluated_with_that_domain_and_a_warning(tiny_2023, tmp_path, caplog):

@@ -281,7 +281,7 @@ def test(
         parts = [clips.assign(score=s, decision=s > det.threshold_, threshold=det.threshold_)
                  for (det, _, clips), s in zip(jobs, results, strict=True)]  # fmt: skip
         scores = pd.concat(parts, ignore_index=True)
-        keeper.publish_scores(scores, data=data, protocol=protocol_for(table))
+        keeper.publish_scores(scores, data=data, protocol=protocol_for(table), year=int(table["year"].iloc[0]))
         scores.attrs["skipped"] = skipped
         return scores
 
@@ -324,7 +324,7 @@ def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None
                 scores.loc[at, "decision"] = scores.loc[at, "score"] > det.threshold_
         summary = {"updated": scores is not None, "evaluated": False}
         if scores is not None:
-            keeper.publish_scores(scores, data=stamp["data"], protocol=stamp["protocol"])
+            keeper.publish_scores(scores, data=stamp["data"], protocol=stamp["protocol"], year=stamp.get("year"))
             labelled = scores["label"].notna() & scores["domain"].notna()
             if evaluated_as and labelled.all():  # else it may have needed a ground truth: left to `evaluate`
                 results, summ = _metrics(scores, evaluated_as, None, MAX_FPR, 0, keeper.path)[:2]

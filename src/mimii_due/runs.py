@@ -180,12 +180,15 @@ class Run:
     def results_dir(self) -> Path:
         return self.path / "results"
 
-    def publish_scores(self, scores: pd.DataFrame, *, data: str | Path, protocol: str) -> Path:
+    def publish_scores(self, scores: pd.DataFrame, *, data: str | Path, protocol: str,
+                       year: int | None = None) -> Path:  # fmt: skip
         """Publish one test's outputs together: scores.csv, the official files and a stamp of the
-        models and data that made them. Replaces every earlier result (none goes stale beside them)."""
+        models and data (and its year) that made them. Replaces every earlier result (none goes
+        stale beside them)."""
         csv_text = scores.to_csv(index=False)
         stamp = {"scores": hashlib.sha1(csv_text.encode()).hexdigest()[:16], "data": str(Path(data).resolve()),
-                 "protocol": protocol, "models": {m: self._model_stamp(m) for m in sorted(scores["machine"].unique())},
+                 "protocol": protocol, "year": year,
+                 "models": {m: self._model_stamp(m) for m in sorted(scores["machine"].unique())},
                  "version": __version__}  # fmt: skip
         with atomic.atomic_dir(self.results_dir) as tmp:
             (tmp / "scores.csv").write_text(csv_text)

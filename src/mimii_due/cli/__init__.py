@@ -96,7 +96,8 @@ def progress_bar(transient: bool = False, download: bool = False) -> Progress:
 
 
 YEAR = typer.Option(
-    None, "--year", help="DCASE year of the data, 2020-2026, or 2019 for MIMII (default: recognised from the data)."
+    None, "--year", help="DCASE year of the data, 2020-2026, or 2019 for MIMII (default: recognised from the data; "
+    "one of the years whose clips look as these do: 2022-2026 share names and layout)."
 )
 
 

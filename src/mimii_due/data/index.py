@@ -315,7 +315,7 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
     if csv_attrs:
         keys = [str(Path(p).parent.parent / Path(p).name) for p in table["path"]]
         table["csv_attributes"] = [csv_attrs.get(k) for k in keys]
-    table["year"] = check_year(year) if year is not None else detect_year(table)
+    table["year"] = check_year(year, table) if year is not None else detect_year(table)
     table = table.sort_values(
         ["machine", "section", "domain", "split", "label", "clip", "path"], na_position="last", kind="stable"
     ).reset_index(drop=True)

@@ -145,9 +145,25 @@ def detect_year(table: pd.DataFrame) -> int:
     return 2023
 
 
-def check_year(year: int) -> int:
+_FAMILIES = ((OWN,), (2019,), (2020,), (2021,), (2022, 2023, 2024, 2025, 2026))  # years whose clips look alike
+
+
+def check_year(year: int, table: pd.DataFrame | None = None) -> int:
+    """``year`` if it is a known one and, given the indexed ``table``, one whose clips look as
+    these do (2022-2026 share their names and layout, so any of them may be named for such data;
+    naming 2020 for them would score them by 2020's metric, without domains)."""
     if year not in SPECS:
         raise LayoutError(f"unknown DCASE year {year}; choose from {', '.join(map(str, YEARS))}")
+    if table is not None:
+        found = detect_year(table)
+        family = next(f for f in _FAMILIES if found in f)
+        if year not in family:
+            what = "own recordings" if found == OWN else f"named and laid out as DCASE {family[0]}" + (
+                f"-{family[-1]}" if len(family) > 1 else "") + " clips"
+            fits = "no year" if found == OWN else ", ".join(map(str, family[:-1])) + (" or " if family[:-1] else "") \
+                + str(family[-1])
+            raise LayoutError(f"--year {year} does not fit these clips: they are {what}; name {fits} (the year "
+                              "decides the metric they are scored by)")  # fmt: skip
     return year
 
 
