@@ -201,11 +201,19 @@ def test_the_year_named_at_train_is_the_year_test_scores_with(tiny_2023, tmp_pat
     assert (Run(run).stamp()["year"], Run(run).stamp()["protocol"]) == (2025, "dcase2022")
     assert runner.invoke(app, ["test", str(run), str(tiny_2023), "--year", "2023"]).exit_code == 0
     assert Run(run).stamp()["year"] == 2023
+    # the run's year is that of its training clips: own recordings tested with it are recognised as such
+    own = tmp_path / "own" / "fan"
+    for split, folder in (("train", own / "train"), ("test", own / "test" / "normal")):
+        folder.mkdir(parents=True)
+        for i, p in enumerate(sorted((tiny_2023 / "dev_data" / "fan" / split).glob("*normal*.wav"))[:3]):
+            shutil.copy(p, folder / f"rec_{split}_{i}.wav")
+    r = runner.invoke(app, ["test", str(run), str(own.parent)])
+    assert r.exit_code == 0 and Run(run).stamp()["year"] == 0, r.output
     # a year whose clips look otherwise would score these by another metric (2020's: no domains): refused
     r = runner.invoke(app, ["test", str(run), str(tiny_2023), "--year", "2020"])
     assert r.exit_code == 1 and "--year 2020 does not fit these clips: they are named and laid out as DCASE " \
         "2022-2026 clips; name 2022, 2023, 2024, 2025 or 2026" in " ".join(r.output.split()), r.output
-    assert Run(run).stamp()["year"] == 2023
+    assert Run(run).stamp()["year"] == 0  # the refused test left the results as they were
 
 
 def test_a_test_set_of_one_domain_is_evaluated_with_that_domain_and_a_warning(tiny_2023, tmp_path, caplog):
