@@ -158,10 +158,10 @@ def check_year(year: int, table: pd.DataFrame | None = None) -> int:
         found = detect_year(table)
         family = next(f for f in _FAMILIES if found in f)
         if year not in family:
-            what = "own recordings" if found == OWN else f"named and laid out as DCASE {family[0]}" + (
-                f"-{family[-1]}" if len(family) > 1 else "") + " clips"
-            fits = "no year" if found == OWN else ", ".join(map(str, family[:-1])) + (" or " if family[:-1] else "") \
-                + str(family[-1])
+            *head, last = map(str, family)
+            what, fits = (("own recordings", "no year") if found == OWN else
+                          (f"named and laid out as DCASE {'-'.join(dict.fromkeys((str(family[0]), last)))} clips",
+                           f"{', '.join(head)} or {last}" if head else last))  # fmt: skip
             raise LayoutError(f"--year {year} does not fit these clips: they are {what}; name {fits} (the year "
                               "decides the metric they are scored by)")  # fmt: skip
     return year
