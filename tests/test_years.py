@@ -209,6 +209,8 @@ def test_the_year_named_at_train_is_the_year_test_scores_with(tiny_2023, tmp_pat
             shutil.copy(p, folder / f"rec_{split}_{i}.wav")
     r = runner.invoke(app, ["test", str(run), str(own.parent)])
     assert r.exit_code == 0 and Run(run).stamp()["year"] == 0, r.output
+    with pytest.raises(LayoutError, match="they are own recordings; name no year"):
+        index(own.parent, year=2023)
     # a year whose clips look otherwise would score these by another metric (2020's: no domains): refused
     r = runner.invoke(app, ["test", str(run), str(tiny_2023), "--year", "2020"])
     assert r.exit_code == 1 and "--year 2020 does not fit these clips: they are named and laid out as DCASE " \
