@@ -192,6 +192,11 @@ def test_score_writes_json_when_out_says_json(run, clips, tmp_path):
     before = recording.read_bytes()
     r = runner.invoke(cli, ["score", str(run), str(recording), "--out", str(recording)])  # a slip of the keyboard
     assert r.exit_code == 1 and "--out names a WAV file" in r.output and recording.read_bytes() == before
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "a.wav").write_bytes(b"not audio")
+    r = runner.invoke(cli, ["score", str(run), str(tmp_path / "broken"), "--machine", "valve", "--out",
+                            str(tmp_path / "s.csv")])  # no clip scored: the table still has its columns
+    assert r.exit_code == 1 and (tmp_path / "s.csv").read_text().startswith("filename,machine,section,"), r.output
     r = runner.invoke(cli, ["score", str(run), str(tmp_path / "recrodings")])  # a mistyped folder: said so
     assert r.exit_code == 1 and f"no such file or folder: {tmp_path / 'recrodings'}" in r.output, r.output
 

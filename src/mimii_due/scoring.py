@@ -57,10 +57,15 @@ class Decision:
     sha256: str
 
     def as_dict(self) -> dict:
-        return {"filename": self.filename, "machine": self.machine, "section": self.section, "domain": self.domain,
-                "score": self.score, "threshold": self.threshold, "decision": "anomaly" if self.decision else "normal",
-                "anomalous": self.decision, "model": f"{self.detector}:{self.machine}",
-                "model_version": self.model_version, "version": __version__}  # fmt: skip
+        """The decision as answered and written (its keys are :data:`DECISION_COLUMNS`)."""
+        return dict(zip(DECISION_COLUMNS, (self.filename, self.machine, self.section, self.domain, self.score,
+                                           self.threshold, "anomaly" if self.decision else "normal", self.decision,
+                                           f"{self.detector}:{self.machine}", self.model_version, __version__),
+                        strict=True))  # fmt: skip
+
+
+DECISION_COLUMNS = ("filename", "machine", "section", "domain", "score", "threshold", "decision", "anomalous", "model",
+                    "model_version", "version")  # a table of decisions has these columns, also when it has no rows
 
 
 class ModelSet:

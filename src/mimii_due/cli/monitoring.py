@@ -102,7 +102,7 @@ def score(
 
     from mimii_due import atomic
     from mimii_due.evaluation.threshold import EXCESS_P, excess_alarms_p
-    from mimii_due.scoring import ModelSet, score_files
+    from mimii_due.scoring import DECISION_COLUMNS, ModelSet, score_files
 
     fmt = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "csv")
     if fmt not in ("csv", "json"):
@@ -148,7 +148,7 @@ def score(
         else:
             import pandas as pd
 
-            atomic.write_text(out, pd.DataFrame(rows).to_csv(index=False))
+            atomic.write_text(out, pd.DataFrame(rows, columns=list(DECISION_COLUMNS)).to_csv(index=False))
         stdout.print(f"wrote {out}")
     if failed and (not decisions or not skip_bad):
         raise typer.Exit(1)
