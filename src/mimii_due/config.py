@@ -172,7 +172,7 @@ def from_dict(cls: type[T], data: dict | None) -> T:
                 value = tuple(value)
             elif isinstance(value, str):  # --set members=twfr_gmm,embedding, --set weights=6,1
                 parts = [v.strip() for v in value.split(",") if v.strip()]
-                value = tuple(parts if item is str else (setting(f"x={v}")[1] for v in parts))
+                value = tuple(parts if item is str else map(_value, parts))
             elif _is_instance(value, item):  # --set weights=6: a list of one
                 value = (value,)
         if not _is_instance(value, hint):  # before __post_init__'s own checks, which assume the types
@@ -184,12 +184,17 @@ def from_dict(cls: type[T], data: dict | None) -> T:
 def setting(item: str) -> tuple[str, Any]:
     """One ``KEY=VALUE`` setting (``--set``, a detector spec's ``name:KEY=VALUE``): the value read
     as YAML, so ``20`` is a number, ``[32,64]`` a list and ``auto`` a string."""
-    import yaml
-
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"a setting is KEY=VALUE, got {item!r}")
+    return key.strip(), _value(value, item)
+
+
+def _value(text: str, item: str | None = None) -> Any:
+    """A setting's value (or one item of a comma-separated list) read as YAML."""
+    import yaml
+
     try:
-        return key.strip(), yaml.safe_load(value)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"setting {item!r}: the value is not readable ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"setting {item or text!r}: the value is not readable ({str(e).splitlines()[0]})") from None

@@ -20,11 +20,11 @@ from mimii_due import __version__
 from mimii_due.config import MAX_FPR, FeatureConfig
 from mimii_due.data.index import index
 from mimii_due.data.naming import DOMAINS
-from mimii_due.data.years import protocol_for
+from mimii_due.data.years import fits, protocol_for
 from mimii_due.detectors import make
 from mimii_due.detectors.base import calibration_rows
 from mimii_due.engines import Engine, LocalEngine
-from mimii_due.errors import AudioError, ConfigError, LayoutError, MimiiDueError, ModelError
+from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
 from mimii_due.evaluation.files import publish_file_results, read_ground_truth, read_score_files, score_files
 from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
@@ -261,12 +261,9 @@ def test(
     _check_on_error(on_error)
     keeper = Run(run)
     meta = keeper.meta()
-    try:
-        table = index(data, on_error=on_error, year=year if year is not None else meta.get("year"))
-    except LayoutError:
-        if year is not None or meta.get("year") is None:
-            raise
-        table = index(data, on_error=on_error)  # the run's year is that of other clips: these are recognised
+    table = index(data, on_error=on_error, year=year)
+    if year is None and meta.get("year") is not None and fits(meta["year"], table):
+        table["year"] = meta["year"]  # the run's year, unless it is that of other clips: these are recognised
     test_table = table[(table["split"] == "test") & table["machine"].isin(meta["machines"])]
     if test_table.empty:
         raise ModelError(f"no test clips of {', '.join(meta['machines'])}", data)

@@ -148,15 +148,25 @@ def detect_year(table: pd.DataFrame) -> int:
 _FAMILIES = ((OWN,), (2019,), (2020,), (2021,), (2022, 2023, 2024, 2025, 2026))  # years whose clips look alike
 
 
+def _family(table: pd.DataFrame) -> tuple[int, tuple[int, ...]]:
+    """The year recognised from ``table`` and the years whose clips look as its clips do."""
+    found = detect_year(table)
+    return found, next(f for f in _FAMILIES if found in f)
+
+
+def fits(year: int, table: pd.DataFrame) -> bool:
+    """Whether ``year`` may be named for the clips of ``table`` (2022-2026 share their names and
+    layout, so any of them may be named for such clips; 2020 for them would score them by 2020's
+    metric, without domains)."""
+    return year in _family(table)[1]
+
+
 def check_year(year: int, table: pd.DataFrame | None = None) -> int:
-    """``year`` if it is a known one and, given the indexed ``table``, one whose clips look as
-    these do (2022-2026 share their names and layout, so any of them may be named for such data;
-    naming 2020 for them would score them by 2020's metric, without domains)."""
+    """``year`` if it is a known one and, given the indexed ``table``, one that :func:`fits` it."""
     if year not in SPECS:
         raise LayoutError(f"unknown DCASE year {year}; choose from {', '.join(map(str, YEARS))}")
     if table is not None:
-        found = detect_year(table)
-        family = next(f for f in _FAMILIES if found in f)
+        found, family = _family(table)
         if year not in family:
             *head, last = map(str, family)
             what, fits = (("own recordings", "no year") if found == OWN else
