@@ -171,6 +171,28 @@ def test_own_recordings_with_a_target_folder_are_scored_as_the_challenge_scores_
     assert sorted(one[0].score) != pytest.approx(sorted(challenge[0].score), rel=1e-6)
 
 
+def test_test_names_the_clips_far_longer_than_the_training_clips(tiny_2023, tmp_path, caplog):
+    """The metrics take one score per clip, so `test` scores each whole, and names the clips over 1.5
+    times the training clips' length, where a fault in part of a clip is averaged away."""
+    import soundfile as sf
+
+    from mimii_due import pipeline
+
+    src, own = tiny_2023 / "dev_data" / "valve", tmp_path / "recordings" / "valve"
+    for folder, pattern in (("train", "train/*source*"), ("test/normal", "test/*source*normal*"),
+                            ("test/anomaly", "test/*source*anomaly*")):  # fmt: skip
+        (own / folder).mkdir(parents=True)
+        for f in sorted(src.glob(pattern + ".wav"))[:20]:
+            (own / folder / f"rec {f.stem[11:]}.wav").symlink_to(f)
+    three = sorted(src.glob("test/*source*normal*.wav"))[:3]
+    sf.write(own / "test" / "normal" / "an hour.wav", np.concatenate([sf.read(f)[0] for f in three]), 16000)
+    pipeline.train(tmp_path / "run", tmp_path / "recordings", detector="gaussian")
+    with caplog.at_level("WARNING"):
+        scores = pipeline.test(tmp_path / "run", tmp_path / "recordings")
+    assert "1 test clip(s) of valve are over 1.5 times as long as its training clips (an hour.wav)" in caplog.text
+    assert "an hour.wav" in set(scores.filename) and len(scores) == len(list(own.glob("test/*/*.wav")))
+
+
 def test_threshold_sets_the_false_alarm_rate_and_a_tested_runs_decisions_and_evaluation_follow(tiny_2023, tmp_path,
                                                                                                 caplog):  # fmt: skip
     run = tmp_path / "run"

@@ -759,13 +759,64 @@ def test_a_restarted_watch_or_service_goes_on_counting_k_of_n_from_its_record(ru
     assert 'mimii_due_alarm_commands_total{result="sent"} 0.0' in metrics
     models = ModelSet(run)
     where = {"machine": "valve", "section": 0}
-    normal = [p for p in clips.path if not models.score_bytes(Path(p).read_bytes(), **where).decision]
+    normal = [p for p in clips.path if not models.score_bytes(Path(p).read_bytes(), **where)[0].decision]
     for i, p in enumerate(normal[:3]):  # three clips the model calls normal clear valve's alarm
         a = client.post(f"/v1/score?machine=valve&section=00&filename=n{i}.wav", content=open(p, "rb").read()).json()
         assert not a["anomalous"]
     alarm.close()
     assert 'mimii_due_alarm_raised{machine="valve",section="00"} 0.0' in client.get("/metrics").text
     assert (tmp_path / "alarms.txt").read_text().split() == ["pump7.wav"]
+
+
+def test_a_recording_far_longer_than_the_training_clips_is_decided_window_by_window(run, tiny_dataset, tmp_path):
+    """A recorder that writes a minute per file: scored whole, the pooled features averaged a fault in
+    one part of it away. Each window of the training clips' length is decided as a clip, named by where
+    it lies (`score`, the service, a watch), `explain` explains the worst one, and `collect
+    --normal-only` leaves the recording out."""
+    from mimii_due.data.audio import load, write
+    from mimii_due.features.extract import features_of
+    from mimii_due.report.explain import explain_file
+    from mimii_due.serve.collect import collect
+
+    models = ModelSet(run)
+    det, where = models.models["valve"], {"machine": "valve", "section": 0}
+    t = index(tiny_dataset)
+    train = t[(t.machine == "valve") & (t.split == "train") & (t.section == 0) & (t.domain == "source")].path
+    normal = [load(p) for p in train if not models.score_bytes(Path(p).read_bytes(), **where)[0].decision][:4]
+    assert len(normal) == 4 and {len(y) for y in normal} == {160000}
+    faulty = normal[0] + 0.01 * np.sin(2 * np.pi * 3000 * np.arange(160000) / 16000)  # a tone in the last 10 s of 50
+    line = np.concatenate([*normal, faulty]).astype(np.float32)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    write(folder / "line.wav", line)
+    assert det.windows(len(line) // 5) == [(0, len(line) // 5)] and det.windows(int(1.5 * 160255)) == [(0, 240382)]
+
+    ds = models.score_bytes((folder / "line.wav").read_bytes(), filename="line.wav", **where)
+    assert [d.filename for d in ds] == [f"line.wav [{10 * i}.0-{10 * i + 10}.0 s]" for i in range(5)]
+    assert [d.decision for d in ds] == [False] * 4 + [True] and ds[-1].window == pytest.approx((40, 50), abs=0.03)
+    row = pd.DataFrame([{"filename": "line.wav", "section": 0, "domain": None, "attributes": ""}])
+    whole = det.score(features_of([line], cfg=det.features), row)[0]
+    assert whole < det.threshold_ < ds[-1].score  # scored whole (as before): the fault diluted, no alarm
+    score_alone = models.score_bytes(wav_bytes(faulty), filename="f.wav", **where)[0].score
+    assert ds[-1].score == pytest.approx(score_alone, rel=0.05)
+
+    record = Record(tmp_path / "d.sqlite")
+    client = TestClient(create_app(models, record, keep_audio=tmp_path / "kept"))
+    r = client.post("/v1/score?machine=valve&section=0&filename=line.wav", content=(folder / "line.wav").read_bytes())
+    body = r.json()
+    assert r.status_code == 200 and body["filename"] == "line.wav [40.0-50.0 s]" and body["anomalous"], r.text
+    assert [w["anomalous"] for w in body["windows"]] == [False] * 4 + [True] and record.count() == 5
+    w = Watcher(models, record, folder, settle=0.0, **where)
+    assert w.process(folder / "line.wav") and w.scored == 5
+    assert w.process(folder / "line.wav") and w.scored == 5  # seen: not scored again
+    assert [r["decision"] for r in record.select() if r["source"] == "watcher"] == [0, 0, 0, 0, 1]
+    got = collect(record, tmp_path / "own" / "valve" / "train", normal_only=True)
+    assert got.copied == [] and got.anomalous == 1  # one recording, left out whole
+
+    d, e, frames = explain_file(run, folder / "line.wav", **where)
+    assert d.filename == "line.wav [40.0-50.0 s]" and len(frames) == 313
+    (top_pool, top_hz, _), *_ = e.strongest()
+    assert top_pool == "mean" and abs(top_hz - 3000) < 300, e.strongest()
 
 
 def test_collect_copies_recorded_clips_of_one_machine_into_a_training_folder_once_each(run, clips, tmp_path):
@@ -787,7 +838,7 @@ def test_collect_copies_recorded_clips_of_one_machine_into_a_training_folder_onc
         assert w.process(folder / f"c{i}.wav")
     shutil.copy(paths[1], folder / "same as c1.wav")  # the same clip again: copied once
     assert w.process(folder / "same as c1.wav") and w.scored == 7
-    d = ModelSet(run).score_bytes(Path(paths[0]).read_bytes(), filename="up.wav", machine="valve", section=0)
+    [d] = ModelSet(run).score_bytes(Path(paths[0]).read_bytes(), filename="up.wav", machine="valve", section=0)
     record.add(d, source="upload", path=None)  # an upload scored without --keep-audio: nothing to copy
     rows = record.select()
     assert len(rows) == 8 and {r["machine"] for r in rows} == {"valve"}

@@ -22,7 +22,7 @@ from mimii_due.data.index import index
 from mimii_due.data.naming import DOMAINS
 from mimii_due.data.years import fits, protocol_for
 from mimii_due.detectors import make
-from mimii_due.detectors.base import calibration_rows
+from mimii_due.detectors.base import LONG, calibration_rows
 from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
 from mimii_due.evaluation.files import publish_file_results, read_ground_truth, read_score_files, score_files
@@ -276,6 +276,7 @@ def test(
                                     on_error=on_error, progress=for_stage(progress, "features", machine),
                                     engine=engine)  # fmt: skip
             skipped += clips.attrs.get("skipped", [])
+            _say_long(machine, det, feats, clips)
             jobs.append((det, feats, clips))
         if not any(len(clips) for _, _, clips in jobs):  # an empty results folder would look like a finished test
             raise ModelError(f"none of the {len(test_table)} test clips could be read (all skipped as bad)", data)
@@ -286,6 +287,19 @@ def test(
         keeper.publish_scores(scores, data=data, protocol=protocol_for(table), year=int(table["year"].iloc[0]))
         scores.attrs["skipped"] = skipped
         return scores
+
+
+def _say_long(machine: str, det, feats, clips: pd.DataFrame) -> None:
+    """Name the test clips far longer than the model's training clips: the metrics take one score per
+    clip, so each is scored whole, where a fault in part of it is averaged away (``score``, ``serve``
+    and ``watch`` decide such a recording window by window: :meth:`Detector.windows`)."""
+    typical = getattr(det, "clip_frames_", None)
+    long = clips["filename"][feats.lengths > LONG * typical].tolist() if typical else []
+    if long:
+        log.warning("%d test clip(s) of %s are over %.1f times as long as its training clips (%s): each is scored "
+                    "whole, where a fault in part of it is averaged away; `mimii-due score` decides such "
+                    "recordings window by window", len(long), machine, LONG,
+                    ", ".join(long[:3]) + (", ..." if len(long) > 3 else ""))  # fmt: skip
 
 
 def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ class Decision:
     detector: str
     model_version: str  # the model artifact's fingerprint
     sha256: str
+    window: tuple[float, float] | None = None  # seconds: the part of a long recording decided (Detector.windows)
 
     def as_dict(self) -> dict:
         """The decision as answered and written (its keys are :data:`DECISION_COLUMNS`)."""
@@ -187,8 +189,10 @@ class ModelSet:
         return machine, int(section), domain, name.attribute_values if name is not None else ""
 
     def score_wave(self, y: np.ndarray, *, filename: str, sha256: str = "", machine: str | None = None,
-                   section: int | None = None, domain: str | None = None) -> Decision:  # fmt: skip
-        """Score one clip's samples (float, at the model's sample rate)."""
+                   section: int | None = None, domain: str | None = None) -> list[Decision]:  # fmt: skip
+        """Score one recording's samples (float, at the model's sample rate): one decision for a
+        clip, one per window for a recording far longer than the model's training clips (each
+        window's name says where it lies: ``line.wav [50.0-60.0 s]``; :meth:`Detector.windows`)."""
         machine, section, domain, attrs = self.route(filename, machine, section, domain)
         det = self.models[machine]
         if not np.isfinite(y).all():
@@ -199,17 +203,27 @@ class ModelSet:
             why = ", half its training clips' length: a recording cut short?" if cut else ""
             raise AudioError(f"too short ({seconds:.2f} s; this model needs {self.min_seconds(machine):.2f} s{why})",
                              filename)  # fmt: skip
-        clips = pd.DataFrame([{"filename": filename, "section": section, "domain": domain, "attributes": attrs}])
-        feats = features_of([y], cfg=det.features)
+        cuts = det.windows(len(y))
+        sr = det.features.sample_rate
+        spans = [None] if len(cuts) == 1 else [(a / sr, b / sr) for a, b in cuts]
+        names = [filename if w is None else f"{filename} [{w[0]:.1f}-{w[1]:.1f} s]" for w in spans]  # file_label undoes
+        clips = pd.DataFrame({"filename": names, "section": section, "domain": domain, "attributes": attrs})
+        feats = features_of([y[a:b] for a, b in cuts], cfg=det.features)
         with self._lock:
-            score = float(det.score(feats, clips)[0])
-        return Decision(filename, machine, section, domain, score, float(det.threshold_), score > det.threshold_,
-                        det.name, self.versions[machine], sha256)  # fmt: skip
+            scores = det.score(feats, clips)
+        return [Decision(name, machine, section, domain, float(score), float(det.threshold_),
+                         bool(score > det.threshold_), det.name, self.versions[machine], sha256, w)
+                for name, score, w in zip(names, scores, spans, strict=True)]  # fmt: skip
 
-    def score_bytes(self, data: bytes, *, filename: str = "upload", **where) -> Decision:
-        """Score a WAV file's bytes (an upload)."""
+    def score_bytes(self, data: bytes, *, filename: str = "upload", **where) -> list[Decision]:
+        """Score a WAV file's bytes (an upload): its decisions, as :meth:`score_wave`."""
         y = audio.decode(data, name=filename)
         return self.score_wave(y, filename=filename, sha256=hashlib.sha256(data).hexdigest(), **where)
+
+
+def file_label(name: str) -> str:
+    """The file's name in a decision's name: ``line.wav`` of a long recording's ``line.wav [50.0-60.0 s]``."""
+    return re.sub(r" \[\d+\.\d-\d+\.\d s\]$", "", name)
 
 
 def wav_paths(paths: list[str | Path]) -> list[Path]:
@@ -266,8 +280,8 @@ def _score_paths(models: ModelSet, files: list[Path], where: dict, progress) -> 
         name = scored_name(p)
         try:
             data = p.read_bytes()
-            decisions.append(models.score_bytes(data, filename=name, machine=machine or models.machine_of(p),
-                                                section=section, domain=domain))  # fmt: skip
+            decisions += models.score_bytes(data, filename=name, machine=machine or models.machine_of(p),
+                                            section=section, domain=domain)  # fmt: skip
         except OSError as e:
             failed.append((str(p), f"{p}: cannot read ({e.strerror or e})"))
         except MimiiDueError as e:

@@ -121,25 +121,29 @@ def reference(model: str | Path, det, machine: str, section: int, *, data: str |
     return Reference.of([feats.clip(i) for i in range(len(feats))], train["domain"], cfg=det.features)
 
 
-def frames_of(path: str | Path, det) -> np.ndarray:
-    """A WAV file's log-mel frames as the model ``det`` computes them."""
-    return features_of([audio.load(path, sr=det.features.sample_rate)], cfg=det.features).clip(0)
+def frames_of(path: str | Path, det, window: tuple[float, float] | None = None) -> np.ndarray:
+    """A WAV file's log-mel frames as the model ``det`` computes them; of the ``window`` (seconds)
+    that a decision on a long recording was made on, where it has one."""
+    y, sr = audio.load(path, sr=det.features.sample_rate), det.features.sample_rate
+    if window is not None:
+        y = y[round(window[0] * sr) : round(window[1] * sr)]
+    return features_of([y], cfg=det.features).clip(0)
 
 
 def explain_file(model: str | Path, path: str | Path, *, machine: str | None = None, section: int | None = None,
                  data: str | Path | None = None) -> tuple[Decision, Explanation, np.ndarray]:  # fmt: skip
     """Score the WAV file ``path`` with a run's model (as ``score`` does) and compare it with the
     training clips of its machine type and section (:func:`reference`). Returns the decision, the
-    explanation and the clip's log-mel frames."""
+    explanation and the clip's log-mel frames (of a long recording: its most anomalous window's)."""
     if Path(path).is_dir():  # score_files would score every clip in it, then one is to be explained
         raise MimiiDueError("explain takes one WAV file, not a folder (`mimii-due score` scores a folder)", path)
     models = ModelSet(model)
     decisions, failed = score_files(models, [path], machine=machine, section=section)
     if failed:
         raise MimiiDueError(failed[0][1].removeprefix(f"{path}: "), path)
-    d = decisions[0]
+    d = max(decisions, key=lambda x: x.score)  # a long recording's most anomalous window
     det = models.models[d.machine]
-    frames = frames_of(path, det)
+    frames = frames_of(path, det, d.window)
     return d, explain(frames, reference(model, det, d.machine, d.section, data=data)), frames
 
 
@@ -157,4 +161,4 @@ class Explainer:
         key = (d.machine, d.section)
         if key not in self._refs:
             self._refs[key] = reference(self.model, det, d.machine, d.section, data=self.data)
-        return explain(frames_of(path, det), self._refs[key])
+        return explain(frames_of(path, det, d.window), self._refs[key])

@@ -2,7 +2,9 @@
 
 ``POST /v1/score``   a WAV as the body (or a multipart upload, field ``file``); query parameters
                      ``machine``, ``section``, ``domain``, ``filename`` (a label only, never a path).
-                     Answers the decision after its row is committed to the record.
+                     Answers the decision after its row is committed to the record (a recording
+                     far longer than the model's training clips: its most anomalous window's, with
+                     ``windows``, every window's; ``Detector.windows``).
 ``GET /v1/models``   the models loaded; ``GET /v1/decisions`` the recent decisions (the dashboard's data);
                      ``GET /v1/alarms`` the K-of-N alarms raised now and the alarm commands run
 ``GET /healthz``     liveness; ``GET /metrics`` Prometheus text format (with an alarm command, its
@@ -182,17 +184,17 @@ def create_app(
         def work():
             torch.set_num_threads(max(1, threads))  # this worker thread's count: the caller's stays as it was
             models.refresh()  # a threshold set or a model retrained since: decided as the files now say
-            d = models.score_bytes(data, filename=label, machine=machine, section=sec, domain=domain)
+            ds = models.score_bytes(data, filename=label, machine=machine, section=sec, domain=domain)
             kept = None
             if keep is not None:  # the clip kept for retraining, under its content hash
-                kept = str(keep.keep(data, d.sha256))
-            row = record.add(d, source="upload", path=kept)  # committed before we answer
-            if alarm is not None:  # an anomaly runs the user's command, beside the answer
+                kept = str(keep.keep(data, ds[0].sha256))
+            rows = record.add_all(ds, source="upload", path=kept)  # committed before we answer
+            for d in ds if alarm is not None else ():  # an anomaly runs the user's command, beside the answer
                 alarm(d, kept)
-            return d, row
+            return ds, rows
 
         try:
-            d, row = await run_in_threadpool(work)
+            ds, rows = await run_in_threadpool(work)
         except AudioError as e:
             return _error(422, str(e))
         except UnknownModelError as e:
@@ -201,10 +203,15 @@ def create_app(
             return _error(503, f"not answered, the decision could not be kept: {e}")
         except MimiiDueError as e:
             return _error(400, str(e))
-        decisions.labels(d.machine, f"{d.section:02d}", "anomaly" if d.decision else "normal").inc()
-        last_clip.saw(d)
+        for d in ds:
+            decisions.labels(d.machine, f"{d.section:02d}", "anomaly" if d.decision else "normal").inc()
+            last_clip.saw(d)
         latency.observe(time.perf_counter() - t0)
-        return d.as_dict() | {"id": row, "sha256": d.sha256}
+        answers = [d.as_dict() | {"id": row, "sha256": d.sha256} for d, row in zip(ds, rows, strict=True)]
+        if len(answers) == 1:
+            return answers[0]
+        worst = max(answers, key=lambda a: a["score"])  # a long recording: its most anomalous window, and each
+        return worst | {"windows": answers}
 
     @app.get("/v1/models")
     async def list_models():

@@ -12,7 +12,8 @@ the clips of one machine type and section scored within a time range, each once 
 atomically, under a name that says when it was scored (``20261207T081500Z_<12 hex digits of its
 hash>_<its name>.wav``), and only where the file at the recorded path still holds what was scored
 (a watched file overwritten or removed since is left out, and counted). Clips decided anomalous are
-copied too, unless ``normal_only``: after a domain shift, the alarms are the new condition's normal
+copied too, unless ``normal_only`` (which leaves out a long recording if any of its windows was
+decided anomalous): after a domain shift, the alarms are the new condition's normal
 clips that the old model had not heard, the ones a new model most needs. Refused: a folder that
 overlaps the watched one (the watch would score the copies again), and one in a dataset named as
 the challenges name their clips (the copies' names fit none of its patterns: it would not index).
@@ -30,6 +31,7 @@ from mimii_due import atomic
 from mimii_due.data.index import wav_files
 from mimii_due.data.naming import parse_name
 from mimii_due.errors import ConfigError, FileNameError
+from mimii_due.scoring import file_label
 from mimii_due.serve.record import Record
 
 
@@ -53,7 +55,7 @@ def _only(values: set, what: str, option: str):
 
 def _name(row: dict) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(row["time"]))
-    stem = re.sub(r"[^\w.-]+", "_", Path(row["filename"]).stem)[:80] or "clip"
+    stem = re.sub(r"[^\w.-]+", "_", Path(file_label(row["filename"])).stem)[:80] or "clip"
     return f"{stamp}_{row['sha256'][:12]}_{stem}.wav"
 
 
@@ -72,10 +74,12 @@ def collect(record: Record, out: str | Path, *, machine: str | None = None, sect
     found = Collected(_only({r["machine"] for r in rows}, "machine types", "--machine"),
                       _only({r["section"] for r in rows}, "sections", "--section"))  # fmt: skip
     chosen, seen = [], set()
+    flagged = {r["sha256"] for r in rows if r["decision"]} if normal_only else set()  # any window of it, too
     for row in reversed(rows):  # the most recent first: a limit keeps those
         if row["sha256"] in seen:
             continue
-        if normal_only and row["decision"]:
+        if row["sha256"] in flagged:
+            seen.add(row["sha256"])
             found.anomalous += 1
         elif not row["path"]:
             found.not_kept += 1

@@ -114,15 +114,23 @@ class Record:
 
     def add(self, d: Decision, *, source: str, path: str | None = None) -> int:
         """Insert and commit one decision; returns its id."""
+        return self.add_all([d], source=source, path=path)[0]
+
+    def add_all(self, decisions: list[Decision], *, source: str, path: str | None = None) -> list[int]:
+        """Insert and commit the decisions of one file (the windows of a long recording) together,
+        all or none; returns their ids."""
         try:
             with self._use() as con, con:  # one transaction: committed when the block ends
-                cur = con.execute(
-                    "INSERT INTO decisions (time, machine, section, domain, filename, score, threshold, decision,"
-                    " detector, model_version, sha256, source, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (time.time(), d.machine, d.section, d.domain, d.filename, d.score, d.threshold, int(d.decision),
-                     d.detector, d.model_version, d.sha256, source, path),
-                )  # fmt: skip
-            return int(cur.lastrowid)
+                now, ids = time.time(), []
+                for d in decisions:
+                    cur = con.execute(
+                        "INSERT INTO decisions (time, machine, section, domain, filename, score, threshold, decision,"
+                        " detector, model_version, sha256, source, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (now, d.machine, d.section, d.domain, d.filename, d.score, d.threshold, int(d.decision),
+                         d.detector, d.model_version, d.sha256, source, path),
+                    )  # fmt: skip
+                    ids.append(int(cur.lastrowid))
+            return ids
         except sqlite3.Error as e:
             raise StorageError(f"cannot record the decision ({e})", self.path) from e
 

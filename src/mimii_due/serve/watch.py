@@ -74,7 +74,7 @@ class Watcher:
         self.models.refresh()  # a threshold set or a model retrained since it started
         try:
             machine = self.machine or self.models.machine_of(p)
-            d = self.models.score_bytes(data, filename=scored_name(p), machine=machine, section=self.section)
+            decisions = self.models.score_bytes(data, filename=scored_name(p), machine=machine, section=self.section)
         except MimiiDueError as e:
             if self.failed.get(path) != (st.st_size, st.st_mtime_ns):
                 self.failed[path] = (st.st_size, st.st_mtime_ns)
@@ -83,10 +83,11 @@ class Watcher:
                 else:
                     log.warning("not scored: %s", e)
             return True
-        self.record.add(d, source="watcher", path=path)
-        self.scored += 1
-        if self.on_decision:  # the decision and the file's path
-            self.on_decision(d, path)
+        self.record.add_all(decisions, source="watcher", path=path)  # one, or one per window of a long recording
+        self.scored += len(decisions)
+        for d in decisions:
+            if self.on_decision:  # the decision and the file's path
+                self.on_decision(d, path)
         return True
 
     def _observe(self):
@@ -110,7 +111,8 @@ class Watcher:
         return observer
 
     def run(self, *, stop: threading.Event | None = None, max_seconds: float | None = None) -> int:
-        """Watch until ``stop`` is set or ``max_seconds`` pass; returns the clips scored."""
+        """Watch until ``stop`` is set or ``max_seconds`` pass; returns the clips scored (each
+        window of a long recording counts as one)."""
         if max_seconds is not None and not max_seconds > 0:  # nan or 0 or less: it would stop at once
             raise ConfigError(f"max_seconds must be a positive number of seconds, not {max_seconds!r}")
         observer = self._observe()
