@@ -1128,3 +1128,38 @@ def test_watcher_scores_existing_and_new_clips_once_each(run, clips, tmp_path):
     # a restarted watcher does not score a clip twice
     again = Watcher(ModelSet(run), record, folder, settle=0.5, machine="valve", section=0)
     assert again.run(max_seconds=2) == 0 and record.count() == 2
+
+
+def test_a_named_pipe_among_the_clips_is_reported_and_never_waited_on(run, clips, tmp_path, caplog):
+    """A pipe (or socket, or device) named like a clip: reading it waits for a writer for ever, so
+    `score` and a watch hung at it and scored nothing after it. It is reported and the others scored."""
+    from mimii_due.scoring import score_files
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    shutil.copy(clips.path.iloc[0], folder / "b.wav")
+    os.mkfifo(folder / "a.wav")
+    errors, out = [], {}
+
+    def work():
+        out["score"] = score_files(ModelSet(run), [folder], machine="valve", section=0)
+        out["named"] = score_files(ModelSet(run), [folder / "a.wav"], machine="valve", section=0)
+        w = Watcher(ModelSet(run), Record(tmp_path / "d.sqlite"), folder, settle=0.0, machine="valve", section=0,
+                    on_error=lambda path, why: errors.append(why))  # fmt: skip
+        out["watched"] = (w.process(folder / "a.wav"), w.process(folder / "b.wav"), w.scored)
+
+    with caplog.at_level("WARNING"):
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        t.join(timeout=60)
+    if t.is_alive():  # it waits on the pipe: let it go, and fail
+        with open(folder / "a.wav", "wb"):
+            pass
+        pytest.fail("reading the named pipe waited for a writer")
+    decisions, failed = out["score"]
+    assert [d.filename for d in decisions] == ["b.wav"] and failed == []
+    assert "skipping " + str(folder / "a.wav") + ": not a regular file" in caplog.text
+    assert out["named"][0] == [] and out["named"][1] == [(str(folder / "a.wav"),
+                                                          f"{folder / 'a.wav'}: not a regular file (a pipe, socket or "
+                                                          "device)")]  # fmt: skip
+    assert out["watched"] == (True, True, 1) and len(errors) == 1 and "not a regular file" in errors[0]

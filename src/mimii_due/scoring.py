@@ -23,7 +23,7 @@ import pandas as pd
 
 from mimii_due import __version__
 from mimii_due.data import audio
-from mimii_due.data.index import wav_files
+from mimii_due.data.index import regular, wav_files
 from mimii_due.data.naming import parse_name
 from mimii_due.detectors.base import Detector
 from mimii_due.errors import AudioError, FileNameError, MimiiDueError, ModelError, UnknownModelError
@@ -279,6 +279,8 @@ def _score_paths(models: ModelSet, files: list[Path], where: dict, progress) -> 
     for k, p in enumerate(files):
         name = scored_name(p)
         try:
+            if not regular(p):  # a named pipe would wait for a writer for ever
+                raise MimiiDueError("not a regular file (a pipe, socket or device)", name)
             data = p.read_bytes()
             decisions += models.score_bytes(data, filename=name, machine=machine or models.machine_of(p),
                                             section=section, domain=domain)  # fmt: skip

@@ -62,6 +62,12 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+def regular(path: Path) -> bool:
+    """False for a path that is there but is no regular file (a named pipe, a socket, a device); a
+    missing one or a broken link is left for its reader to report."""
+    return path.is_file() or not path.exists()
+
+
 def wav_files(root: Path) -> list[Path]:
     """Every WAV file under ``root`` (hidden ones left out), sorted; links followed, loops skipped."""
     out: list[Path] = []
@@ -79,6 +85,9 @@ def wav_files(root: Path) -> list[Path]:
                     if e.is_dir(follow_symlinks=True):
                         stack.append(Path(e.path))
                     elif e.name.lower().endswith(".wav") and not e.name.startswith("."):
+                        if not regular(Path(e.path)):  # reading a named pipe waits for a writer: for ever
+                            log.warning("skipping %s: not a regular file (a pipe, socket or device)", e.path)
+                            continue
                         out.append(Path(e.path))
         except (OSError, RuntimeError) as e:  # RuntimeError: resolve() in a symlink loop
             raise StorageError(f"cannot read the folder ({getattr(e, 'strerror', None) or e})", d) from e

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mimii_due.data.index import wav_files
+from mimii_due.data.index import regular, wav_files
 from mimii_due.errors import ConfigError, MimiiDueError
 from mimii_due.scoring import Decision, ModelSet, scored_name
 from mimii_due.serve.record import Record
@@ -63,8 +63,8 @@ class Watcher:
         if not self._settled(p):
             return False
         try:
-            data = p.read_bytes()
             st = p.stat()
+            data = p.read_bytes() if regular(p) else b""  # a named pipe would wait for a writer for ever
         except OSError:
             return False
         path = str(p.resolve())
@@ -73,6 +73,8 @@ class Watcher:
             return True
         self.models.refresh()  # a threshold set or a model retrained since it started
         try:
+            if not regular(p):
+                raise MimiiDueError("not a regular file (a pipe, socket or device)", p)
             machine = self.machine or self.models.machine_of(p)
             decisions = self.models.score_bytes(data, filename=scored_name(p), machine=machine, section=self.section)
         except MimiiDueError as e:
