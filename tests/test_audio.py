@@ -47,6 +47,29 @@ def test_a_higher_sample_rate_is_resampled_and_a_lower_one_refused(tmp_path):
         load(p)
 
 
+@pytest.mark.parametrize("declared", [0xFFFFFFFF, 0x7FFFFFFF, 0])
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
+def test_a_streamed_wav_loads_whole_and_one_whose_header_was_never_finished_says_so(tmp_path, declared, subtype):
+    """A writer to a pipe or stream (`ffmpeg ... pipe:`, `arecord | tee`) cannot know the length and
+    declares 2 GiB or more: the data runs to the end of the file, as other readers take it (we refused
+    it as truncated). A header left at 0 bytes with data after it (a recorder that stopped before
+    closing the file) is named as such, not as a clip without samples."""
+    p = tmp_path / "stream.wav"
+    sf.write(p, tone(), SR, subtype=subtype)
+    raw = bytearray(p.read_bytes())
+    at = raw.find(b"data") + 4
+    raw[4:8] = raw[at : at + 4] = struct.pack("<I", declared)
+    p.write_bytes(bytes(raw))
+    if declared == 0:
+        with pytest.raises(AudioError, match=r"declares no data, yet \d+ bytes follow it: a recording whose header"):
+            load(p)
+        return
+    assert read_header(p).frames == SR
+    np.testing.assert_allclose(load(p), tone(), atol=1 / 32768)
+    p.write_bytes(bytes(raw[: len(raw) - 101]))  # cut mid-sample: the whole samples before the cut
+    assert read_header(p).frames == SR - 101 // (2 if subtype == "PCM_16" else 3) - 1
+
+
 @pytest.mark.parametrize("case", ["empty", "truncated", "not_wav", "nan", "no_samples", "silence", "dc"])
 def test_bad_files_raise_audio_error_naming_the_file(tmp_path, case):
     p = tmp_path / f"{case}.wav"

@@ -22,6 +22,9 @@ _PCM = 1
 _FLOAT = 3
 _EXTENSIBLE = 0xFFFE  # 65534: used by the original 8-channel MIMII clips
 _UNCOMPRESSED = (_PCM, _FLOAT, 6, 7)  # and A-law, mu-law: one block per frame
+# A data size of 2 GiB or more than the file holds: the placeholder that a writer to a pipe or stream
+# leaves, not knowing the length (ffmpeg 0xFFFFFFFF, arecord about 0x7FFFFFFF); the data runs to the end.
+_STREAMED = 0x7FFF0000
 
 
 class MultichannelWarning(UserWarning):
@@ -47,7 +50,9 @@ def read_header(path: str | Path) -> WavInfo:
     ------
     AudioError
         If the file is empty, not RIFF/WAVE, has no ``fmt``/``data`` chunk, or is truncated
-        (fewer data bytes on disk than the header declares).
+        (fewer data bytes on disk than the header declares, unless it declares the 2 GiB or more
+        of a stream's writer, which could not know the length), or declares no data where some
+        follows (a recording whose header was never finished).
     """
     path = Path(path)
     try:
@@ -81,11 +86,17 @@ def read_header(path: str | Path) -> WavInfo:
                     if ch < 1 or sr < 1 or block < 1:
                         raise AudioError(f"malformed WAV header ({ch} channels, {sr} Hz)", path)
                     available = size - (pos + 8)
+                    if csize >= _STREAMED and available < csize:  # a writer that could not know the length
+                        csize = available - available % block
                     if available < csize:
                         raise AudioError(
                             f"truncated WAV: header declares {csize} data bytes, file holds {available}",
                             path,
                         )
+                    if csize == 0 and available >= block:
+                        raise AudioError(f"the header declares no data, yet {available} bytes follow it: a "
+                                         "recording whose header was never finished (its recorder stopped before "
+                                         "closing the file?)", path)  # fmt: skip
                     frames = csize // block
                     if tag not in _UNCOMPRESSED:  # ADPCM, GSM: a block holds many frames; ask the decoder
                         frames = _decoded_frames(path)
