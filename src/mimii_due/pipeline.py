@@ -18,11 +18,12 @@ import pandas as pd
 
 from mimii_due import __version__
 from mimii_due.config import MAX_FPR, FeatureConfig
+from mimii_due.data.audio import LONG
 from mimii_due.data.index import index
 from mimii_due.data.naming import DOMAINS
 from mimii_due.data.years import fits, protocol_for
 from mimii_due.detectors import make
-from mimii_due.detectors.base import LONG, calibration_rows
+from mimii_due.detectors.base import calibration_rows
 from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
 from mimii_due.evaluation.files import publish_file_results, read_ground_truth, read_score_files, score_files
@@ -33,6 +34,7 @@ from mimii_due.progress import Progress, StageProgress, for_stage
 from mimii_due.runs import Run
 
 log = logging.getLogger(__name__)
+LONG_TRAINING = 60.0  # seconds: training clips longer than this (at the median) are said to want `split`
 
 
 def _check_on_error(on_error: str) -> None:
@@ -169,6 +171,7 @@ def train(
             if clips.empty:
                 raise ModelError(f"no readable training clips of {machine}", data)
             _check_copies(feats, clips, machine, data)
+            _check_lengths(clips, machine, data)
             outliers = None
             if det.uses_outliers and (train_table["machine"] != machine).any():
                 outliers = features(
@@ -204,6 +207,20 @@ def _check_threshold_support(machine: str, det) -> np.ndarray:
                     "from %.3g (record more normal clips, or set a higher rate with `mimii-due threshold`)",
                     machine, rate, n, math.ceil(1 / rate - 1e-9), rate)  # fmt: skip
     return rows
+
+
+def _check_lengths(clips: pd.DataFrame, machine: str, data: str | Path) -> None:
+    """Warn where training clips run for minutes (a shift recorded in a few files): each is pooled
+    into one vector, one example of the machine's sound, and the model will refuse clips under half
+    their length; ``split`` cuts them into clips."""
+    seconds = (clips["frames"] / clips["sample_rate"]).to_numpy()
+    if len(seconds) and np.median(seconds) > LONG_TRAINING:
+        lo, hi = seconds.min(), seconds.max()
+        log.warning("%s: its %d training clip(s) last %s: each is one example to the detectors, which pool a clip "
+                    "into one vector, and the model will refuse clips under half that length; unless the machine "
+                    "needs that long to show its sound, cut them into clips (DCASE's are 10 s): `mimii-due split "
+                    "%s OUT`", machine, len(seconds), f"{lo:.0f} s" if lo == hi else f"{lo:.0f} to {hi:.0f} s",
+                    Path(clips["path"].iloc[0]).parent)  # fmt: skip
 
 
 def _check_copies(feats: Features, clips: pd.DataFrame, machine: str, data: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""The data commands: info, download, synth, mix."""
+"""The data commands: info, download, synth, mix, split."""
 
 from __future__ import annotations
 
@@ -213,3 +213,20 @@ def mix(
     stdout.print(f"{len(recs)} clips mixed into {out}" + (f" ({clipped} clipped at full scale)" if clipped else ""))
 
 
+@app.command()
+def split(
+    recordings: Path = typer.Argument(..., help="A folder of recordings (e.g. recordings/pump/train)."),
+    out: Path = typer.Argument(..., help="A new folder for the clips (the folders below RECORDINGS are kept)."),
+    seconds: float = typer.Option(10.0, "--seconds", help="The clips' length (DCASE's and MIMII's are 10 s)."),
+) -> None:
+    """Cut long recordings (a shift, an hour) into clips to train on: the detectors learn from many
+    clips of about the length they will score, and pool each clip into one vector."""
+    from mimii_due.data.split import split_folder
+
+    with progress_bar() as bar:
+        task = bar.add_task("split", total=None, info="")
+        recs = split_folder(recordings, out, seconds=seconds,
+                            progress=lambda done, total, info="": bar.update(task, completed=done, total=total))
+    cut = len({r["source"] for r in recs if r["start_s"] > 0})
+    stdout.print(f"{len(recs)} clips in {out} ({cut} recording(s) cut into clips of {seconds:g} s, the others "
+                 "copied as they are; split_meta.csv says where each clip lies)", markup=False)

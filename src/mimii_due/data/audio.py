@@ -199,6 +199,19 @@ def load(
     return y
 
 
+LONG = 1.5  # a recording over this many clip lengths is cut into clips (scored window by window, `split`)
+
+
+def cut(n_samples: int, size: int) -> list[tuple[int, int]]:
+    """Where a recording of ``n_samples`` samples is cut into clips of ``size`` samples:
+    ``[(0, n_samples)]`` up to ``LONG`` clip lengths; a longer one into clips evenly spaced from
+    its first sample to its last (neighbours may overlap a little; every sample is in one)."""
+    if size < 1 or n_samples <= LONG * size:
+        return [(0, n_samples)]
+    starts = np.linspace(0, n_samples - size, -(-n_samples // size)).round().astype(int)
+    return [(int(a), int(a) + size) for a in starts]
+
+
 def length_at(info: WavInfo, sr: int = SAMPLE_RATE) -> int:
     """How many samples :func:`load` returns for a file: its frames, or as many at ``sr`` where it
     was recorded at a higher rate (librosa's resampled length)."""

@@ -51,12 +51,11 @@ import torch
 
 from mimii_due import __version__, atomic
 from mimii_due.config import THRESHOLD_QUANTILE, FeatureConfig, from_dict, to_dict
+from mimii_due.data.audio import cut
 from mimii_due.errors import ConfigError, ModelError, NotFittedError
 from mimii_due.evaluation.threshold import gamma_threshold
 from mimii_due.features.extract import Features
 from mimii_due.progress import Progress
-
-LONG = 1.5  # a recording over this many times its model's training clips' length is scored window by window
 
 
 class Detector:
@@ -104,19 +103,14 @@ class Detector:
 
     def windows(self, n_samples: int) -> list[tuple[int, int]]:
         """Where a recording of ``n_samples`` samples is cut to be scored by the fitted model:
-        ``[(0, n_samples)]`` for a clip up to ``LONG`` times its training clips' median length; a
-        longer one (a recorder that writes a minute or an hour per file) in windows of that length,
-        evenly spaced from its first sample to its last (neighbours may overlap a little), each
-        scored and decided as a clip of its own. Scored whole, a long recording's pooled features
-        averaged an anomaly away: a generated fan clip that scored 2.06 against TWFR-GMM's threshold
-        of 1.59 scored -1.06 as the last 10 s of a 60 s recording."""
+        ``[(0, n_samples)]`` for a clip up to 1.5 times its training clips' median length; a
+        longer one (a recorder that writes a minute or an hour per file) in windows of that length
+        (:func:`~mimii_due.data.audio.cut`), each scored and decided as a clip of its own. Scored
+        whole, a long recording's pooled features averaged an anomaly away: a generated fan clip that
+        scored 2.06 against TWFR-GMM's threshold of 1.59 scored -1.06 as the last 10 s of a 60 s
+        recording."""
         typical = getattr(self, "clip_frames_", None)
-        hop = self.features.hop_length
-        size = None if typical is None else typical * hop - 1  # the most samples that give as many frames
-        if not size or n_samples <= LONG * size:
-            return [(0, n_samples)]
-        starts = np.linspace(0, n_samples - size, -(-n_samples // size)).round().astype(int)
-        return [(int(a), int(a) + size) for a in starts]
+        return cut(n_samples, 0 if typical is None else typical * self.features.hop_length - 1)  # as many frames
 
     @property
     def taught(self) -> bool:
