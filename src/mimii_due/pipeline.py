@@ -106,8 +106,10 @@ def features(
         feats, kept = _extract_on(engine, clips, cfg, cache, on_error, progress)
     short = feats.lengths < min_frames
     if short.any():
-        msgs = [(p, f"{p}: too short ({n} frames; the model needs {min_frames})")
-                for p, n in zip(kept["path"][short], feats.lengths[short], strict=True)]  # fmt: skip
+        seconds = cfg.hop_length / cfg.sample_rate  # of a frame
+        msgs = [(p, f"{p}: too short ({n} frames, {n * seconds:.1f} s; the model needs {min_frames}, "
+                    f"{min_frames * seconds:.1f} s)") for p, n in zip(kept["path"][short], feats.lengths[short],
+                                                                        strict=True)]  # fmt: skip
         if on_error == "raise":
             raise AudioError(msgs[0][1].split(": ", 1)[1], msgs[0][0])
         for _, m in msgs:
@@ -314,9 +316,10 @@ def _say_long(machine: str, det, feats, clips: pd.DataFrame) -> None:
     long = clips["filename"][feats.lengths > LONG * typical].tolist() if typical else []
     if long:
         log.warning("%d test clip(s) of %s are over %.1f times as long as its training clips (%s): each is scored "
-                    "whole, where a fault in part of it is averaged away; `mimii-due score` decides such "
-                    "recordings window by window", len(long), machine, LONG,
-                    ", ".join(long[:3]) + (", ..." if len(long) > 3 else ""))  # fmt: skip
+                    "whole, where a fault in part of it is averaged away; `mimii-due split` cuts them into clips "
+                    "(`--seconds` the training clips' %.1f s), `mimii-due score` decides them window by window",
+                    len(long), machine, LONG, ", ".join(long[:3]) + (", ..." if len(long) > 3 else ""),
+                    typical * det.features.hop_length / det.features.sample_rate)  # fmt: skip
 
 
 def threshold(run: str | Path, *, rate: float, machines: list[str] | None = None) -> dict:
