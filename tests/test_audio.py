@@ -70,6 +70,20 @@ def test_a_streamed_wav_loads_whole_and_one_whose_header_was_never_finished_says
     assert read_header(p).frames == SR - 101 // (2 if subtype == "PCM_16" else 3) - 1
 
 
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
+def test_rf64_the_wav_of_recordings_past_4_gib_is_read_and_wave64_is_named(tmp_path, subtype):
+    """A long multichannel recording (8 channels of 24 bits at 48 kHz pass 4 GiB in 62 minutes) is
+    written as RF64, whose sizes are in a ds64 chunk: read as WAV (it was "not a WAV file"). Sony's
+    Wave64 is named, with what to do."""
+    p = tmp_path / "long.wav"
+    sf.write(p, tone(3 * SR), SR, format="RF64", subtype=subtype)
+    assert p.read_bytes()[:4] == b"RF64" and read_header(p).frames == 3 * SR
+    np.testing.assert_allclose(load(p), tone(3 * SR), atol=1 / 32768)
+    sf.write(tmp_path / "a.w64", tone(), SR, format="W64", subtype=subtype)
+    with pytest.raises(AudioError, match=r"a Sony Wave64 \(W64\) file, not a WAV file: convert it"):
+        load(tmp_path / "a.w64")
+
+
 @pytest.mark.parametrize("case", ["empty", "truncated", "not_wav", "nan", "no_samples", "silence", "dc"])
 def test_bad_files_raise_audio_error_naming_the_file(tmp_path, case):
     p = tmp_path / f"{case}.wav"

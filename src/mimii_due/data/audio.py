@@ -3,7 +3,8 @@
 The header reader parses the RIFF chunks itself (no decoding), so indexing tens of thousands of
 clips takes seconds and a truncated file is caught from its header alone. 16-bit PCM, the format
 of every MIMII DUE clip, is decoded straight from the file; any other WAV format (float, 24-bit,
-WAVE_FORMAT_EXTENSIBLE of the original 8-channel MIMII clips) goes through soundfile.
+WAVE_FORMAT_EXTENSIBLE of the original 8-channel MIMII clips) goes through soundfile. RF64, the
+WAV of recordings past 4 GiB (its sizes in a ``ds64`` chunk), is read as WAV.
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ def read_header(path: str | Path) -> WavInfo:
             head = f.read(12)
             if size == 0:
                 raise AudioError("file is empty (0 bytes)", path)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            if head[:8] == b"riff\x2e\x91\xcf\x11":  # the start of Wave64's RIFF GUID
+                raise AudioError("a Sony Wave64 (W64) file, not a WAV file: convert it to WAV or RF64 (e.g. "
+                                 "`sox in.w64 out.wav`)", path)  # fmt: skip
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
                 raise AudioError("not a WAV file (no RIFF/WAVE header)", path)
-            fmt = None
+            fmt = big = None  # big: the data size of an RF64 file (a WAV past 4 GiB), from its ds64 chunk
             pos = 12
             while True:
                 f.seek(pos)
@@ -71,7 +75,12 @@ def read_header(path: str | Path) -> WavInfo:
                 if len(chunk) < 8:
                     raise AudioError("truncated WAV: no 'data' chunk found", path)
                 cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-                if cid == b"fmt ":
+                if cid == b"ds64" and head[:4] != b"RIFF":
+                    body = f.read(16)
+                    if len(body) < 16:
+                        raise AudioError("truncated WAV: 'ds64' chunk is too short", path)
+                    big = struct.unpack("<Q", body[8:16])[0]
+                elif cid == b"fmt ":
                     body = f.read(min(csize, 40))
                     if len(body) < 16:
                         raise AudioError("truncated WAV: 'fmt ' chunk is too short", path)
@@ -86,6 +95,8 @@ def read_header(path: str | Path) -> WavInfo:
                     if ch < 1 or sr < 1 or block < 1:
                         raise AudioError(f"malformed WAV header ({ch} channels, {sr} Hz)", path)
                     available = size - (pos + 8)
+                    if csize == 0xFFFFFFFF and big is not None:
+                        csize = big
                     if csize >= _STREAMED and available < csize:  # a writer that could not know the length
                         csize = available - available % block
                     if available < csize:
