@@ -320,3 +320,18 @@ def test_synth_never_mixes_its_clips_with_others(tmp_path):
     (out / "synth_done.json").rename(out / g.INCOMPLETE)
     g.generate(out, scale=0.01, **kw)
     assert len(index(out)) == want
+
+
+def test_generation_whose_worker_processes_die_fails_naming_the_folder_instead_of_hanging(tmp_path):
+    """Worker processes that cannot start (here: the calling script is read from standard input, which
+    a spawned worker cannot import) fail the run with a clear error; multiprocessing.Pool started
+    new ones for ever, and the run hung."""
+    import subprocess
+    import sys
+
+    script = ("from mimii_due.synth.generate import generate\n"
+              f"generate({str(tmp_path / 'out')!r}, machines=['valve'], sections=[0], scale=0.02, seed=4, workers=2)\n")
+    r = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "out: a process generating clips ended abruptly" in r.stderr and "run again to finish" in r.stderr
+    assert not (tmp_path / "out" / "synth_done.json").exists()

@@ -15,6 +15,8 @@ import json
 import logging
 import multiprocessing as mp
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from mimii_due.data import audio
 from mimii_due.data.index import wav_files
 from mimii_due.data.naming import ClipName, format_name
 from mimii_due.data.table1 import MACHINES, SECTIONS, TABLE1
-from mimii_due.errors import ConfigError
+from mimii_due.errors import ConfigError, MimiiDueError
 from mimii_due.progress import Progress
 from mimii_due.synth.machines import MODELS, REVERBERATED
 from mimii_due.synth.mixing import (
@@ -344,7 +346,9 @@ def generate(
         groups.setdefault((t.machine, t.section), []).append(t)
     total, done = 2 * len(tasks), 0
     records = []
-    pool = mp.get_context("spawn").Pool(workers) if workers > 1 and engine is None else None
+    # An executor, not multiprocessing.Pool: a worker that dies (killed, out of memory, or started
+    # from a script it cannot import) fails the run, where a Pool started new ones for ever.
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 and engine is None else None
     if engine is not None and engine.name != "local":
 
         def imap(fn, items):  # noqa: E306 - in order, as a task per chunk of clips
@@ -352,7 +356,7 @@ def generate(
             for chunk in engine.map(functools.partial(_chunk, fn), chunks):
                 yield from chunk
     else:
-        imap = pool.imap if pool else map
+        imap = pool.map if pool else map
     try:
         for (machine, section), group in groups.items():
             powers = []
@@ -369,10 +373,13 @@ def generate(
                 done += 1
                 if progress:
                     progress(done, total, "")
+    except BrokenProcessPool:
+        raise MimiiDueError("a process generating clips ended abruptly (killed, out of memory, or started from a "
+                            "script it could not import, such as one read from standard input); run again to "
+                            "finish the dataset", out) from None  # fmt: skip
     finally:
         if pool:
-            pool.close()
-            pool.join()
+            pool.shutdown(cancel_futures=True)
     _write_meta(out, records)
     atomic.write_text(marker, json.dumps(settings))
     (out / INCOMPLETE).unlink()
