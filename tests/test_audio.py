@@ -36,6 +36,21 @@ def test_eight_channel_extensible_gives_channel_zero_with_a_warning(tmp_path):
     np.testing.assert_allclose(y, data[:, 0], atol=1 / 32768)
 
 
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])  # our decoder, and soundfile's
+def test_a_chosen_channel_is_read_and_one_the_file_lacks_is_named(tmp_path, subtype):
+    p = tmp_path / "stereo3.wav"
+    data = np.stack([tone(f=100.0 * (c + 1)) for c in range(3)], axis=1)
+    sf.write(p, data, SR, subtype=subtype)
+    for c in range(3):
+        with pytest.warns(MultichannelWarning, match=f"keeping channel {c}"):
+            np.testing.assert_allclose(load(p, channel=c), data[:, c], atol=1 / 32768)
+    with pytest.raises(AudioError, match=r"stereo3\.wav: has 3 channels, so no channel 3 to read"):
+        load(p, channel=3)
+    write(tmp_path / "mono.wav", tone())
+    with pytest.raises(AudioError, match=r"mono\.wav: has 1 channel, so no channel 1"):
+        load(tmp_path / "mono.wav", channel=1)
+
+
 def test_a_higher_sample_rate_is_resampled_and_a_lower_one_refused(tmp_path):
     p = tmp_path / "sr.wav"
     sf.write(p, 0.5 * np.sin(2 * np.pi * 440 * np.arange(32000) / 32000), 32000, subtype="PCM_16")  # 1 s, 440 Hz

@@ -426,3 +426,42 @@ def test_run_trains_and_scores_every_detector_before_an_evaluation_that_cannot_b
     for det in ("twfr_gmm", "gaussian"):  # nothing lost: both models and both score tables are there
         scores = pd.read_csv(tmp_path / "out" / det / "results" / "scores.csv")
         assert set(scores["machine"]) == {"fan", "valve"} and scores["score"].notna().all()
+
+
+def test_the_channel_a_recorder_put_the_machine_on_is_trained_on_and_read_by_its_models(tiny_2023, tmp_path):
+    """A two-channel recorder with the machine's microphone on channel 1 (channel 0: another, far
+    microphone's noise). `--channel 1` trains on it, the models keep it, and `test`, `score` and
+    the service read it from every clip: the scores of the one-channel clips, to the last digit."""
+    import soundfile as sf
+
+    from mimii_due import pipeline
+    from mimii_due.errors import ModelError
+    from mimii_due.scoring import ModelSet, score_files
+
+    src, stereo = tiny_2023 / "dev_data" / "valve", tmp_path / "stereo" / "dev_data" / "valve"
+    shutil.copytree(src, stereo)
+    rng = np.random.default_rng(0)
+    for f in stereo.rglob("*.wav"):
+        y, sr = sf.read(f, dtype="int16")
+        sf.write(f, np.stack([rng.normal(0, 300, len(y)).astype(np.int16), y], axis=1), sr, subtype="PCM_16")
+    pipeline.train(tmp_path / "mono", tiny_2023, detector="twfr_gmm", machines=["valve"])
+    r = runner.invoke(app, ["train", str(tmp_path / "stereo"), "--out", str(tmp_path / "ch1"), "--detector",
+                            "twfr_gmm", "--channel", "1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    pipeline.train(tmp_path / "ch0", tmp_path / "stereo", detector="twfr_gmm")
+    mono = pipeline.test(tmp_path / "mono", tiny_2023)
+    ch1 = pipeline.test(tmp_path / "ch1", tmp_path / "stereo")
+    ch0 = pipeline.test(tmp_path / "ch0", tmp_path / "stereo")
+    assert list(ch1.filename) == list(mono.filename)
+    np.testing.assert_array_equal(ch1.score, mono.score)
+    assert np.abs(ch0.score.to_numpy() - mono.score.to_numpy()).max() > 0.1  # channel 0 is another sound
+
+    clip = sorted(stereo.glob("test/*anomaly*.wav"))[0]
+    [d1], failed = score_files(ModelSet(tmp_path / "ch1"), [clip])
+    [d], _ = score_files(ModelSet(tmp_path / "mono"), [src / "test" / clip.name])
+    assert not failed and d1.score == d.score
+    _, failed = score_files(ModelSet(tmp_path / "ch1"), [src / "test" / clip.name])
+    assert failed and "has 1 channel, so no channel 1 to read" in failed[0][1]
+    with pytest.raises(ModelError, match="started as twfr_gmm {} reading channel 1, not as twfr_gmm {} reading "
+                                         "channel 2"):  # fmt: skip
+        pipeline.train(tmp_path / "ch1", tmp_path / "stereo", detector="twfr_gmm", channel=2, resume=True)

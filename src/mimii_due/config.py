@@ -38,10 +38,13 @@ class FeatureConfig:
     # averaged into this many equal bins from 0 Hz to the Nyquist frequency (0: not computed).
     # Wilkinghoff's systems (DCASE 2022-2024) learn from it: it resolves tones a frame cannot.
     spectrum_bins: int = 0
+    # Which channel of a multichannel recording is read, counted from 0: the paper keeps the first
+    # microphone (0); a recorder whose machine microphone is another channel names it (`--channel`).
+    channel: int = 0
 
     def __post_init__(self):
         check(self, sample_rate=(1, None), n_fft=(16, None), hop_length=(1, None), n_mels=(1, None),
-              spectrum_bins=(0, 1 << 20))  # fmt: skip
+              spectrum_bins=(0, 1 << 20), channel=(0, 1023))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -133,10 +134,12 @@ def train(
     on_error: str = "raise",
     cache: str | Path | None = None,
     year: int | None = None,
+    channel: int = 0,
     progress: StageProgress | None = None,
     engine: Engine | None = None,
 ) -> dict:
-    """Train one detector per machine type on the training clips under ``data``.
+    """Train one detector per machine type on the training clips under ``data`` (of multichannel
+    recordings, their ``channel``: the models keep it, and read it from every clip they score).
 
     Without ``resume`` the run folder must not exist; with it, machines already trained are
     skipped and an interrupted training continues from its last epoch. With a cluster ``engine``
@@ -145,7 +148,7 @@ def train(
     whether or not they are in ``machines``.
     """
     params = dict(params or {})
-    make(detector, **params)  # checks the name and every setting before any file is written
+    cfg = replace(make(detector, **params).features, channel=channel)  # checks every setting before any file is written
     _check_on_error(on_error)
     keeper = Run(run)
     table = index(data, on_error=on_error, year=year)
@@ -155,7 +158,7 @@ def train(
     ms = _machines(train_table, machines, Path(data))
     cache = (Path(cache) if cache else keeper.path / "features").resolve()
     meta = {"detector": detector, "params": params, "data": str(Path(data).resolve()), "machines": ms,
-            "cache": str(cache), "year": int(table["year"].iloc[0])}  # fmt: skip
+            "cache": str(cache), "year": int(table["year"].iloc[0]), "channel": channel}  # fmt: skip
     with keeper.writing():
         keeper.start(meta, resume=resume)
         engine = engine or LocalEngine()
@@ -164,7 +167,7 @@ def train(
             if keeper.has_model(machine):
                 log.info("%s: already trained", machine)
                 continue
-            det = make(detector, **params)
+            det = make(detector, features=cfg, **params)
             feats, clips = features(
                 train_table[train_table["machine"] == machine],
                 cfg=det.features, min_frames=det.min_frames, cache=cache, on_error=on_error,
@@ -182,7 +185,7 @@ def train(
                     engine=engine,
                 )  # fmt: skip
                 outliers = outliers if len(outliers[1]) else None  # every one skipped as unreadable
-            job = (machine, detector, params, feats, clips, str(keeper.checkpoint_dir(machine)), outliers)
+            job = (machine, detector, params, cfg, feats, clips, str(keeper.checkpoint_dir(machine)), outliers)
             if engine.name == "local":  # one machine type after the other, with epoch progress
                 trained = _fit_job(job, for_stage(progress, "train", machine))
                 keeper.save_model(machine, trained)
@@ -251,10 +254,10 @@ def outlier_clips(train_table: pd.DataFrame, machine: str, n: int, seed: int = 0
 
 def _fit_job(job: tuple, progress=None):
     """Train one machine type's detector (here or in a cluster task): the same code either way."""
-    machine, detector, params, feats, clips, checkpoint, outliers = job
+    machine, detector, params, cfg, feats, clips, checkpoint, outliers = job
     if outliers is not None:
         outliers = (outliers[0].writable(), outliers[1])
-    return make(detector, **params).fit(feats.writable(), clips, checkpoint=checkpoint, progress=progress,
+    return make(detector, features=cfg, **params).fit(feats.writable(), clips, checkpoint=checkpoint, progress=progress,
                                         outliers=outliers)  # fmt: skip
 
 
@@ -579,11 +582,13 @@ def run(
     ground_truth: str | Path | None = None,
     on_error: str = "raise",
     year: int | None = None,
+    channel: int = 0,
     progress: StageProgress | None = None,
     engine: Engine | None = None,
 ) -> dict:
     """The whole pipeline: (generate) -> train -> test -> evaluate -> report, one run folder per
-    detector under ``out``, on this machine or a cluster ``engine``. Returns ``{"results":
+    detector under ``out``, on this machine or a cluster ``engine`` (``channel``: as
+    :func:`train`). Returns ``{"results":
     {detector: results}, "summaries": {detector: summary}, "report": path, "seconds": s}``."""
     from mimii_due.report.html import build_report
     from mimii_due.synth.generate import dataset_settings, generate, holds
@@ -611,7 +616,7 @@ def run(
         run_dir = out / det  # that cannot be evaluated (unlabelled, no ground truth) still leaves every model and score
         train(run_dir, data, detector=det, machines=machines, params=_params_for(det, params), resume=True,
               on_error=on_error,
-              cache=out / "features", year=year, progress=progress, engine=engine)  # fmt: skip
+              cache=out / "features", year=year, channel=channel, progress=progress, engine=engine)  # fmt: skip
         test(run_dir, data, on_error=on_error, year=year, progress=progress, engine=engine)
     results, summaries = {}, {}
     for det in detectors:

@@ -48,6 +48,12 @@ def model_threshold(folder: Path) -> tuple[float, float] | None:
         return None
 
 
+def _started(meta: dict) -> str:
+    """How a run was started, as its errors say it: ``ensemble {}``, ``ae {'epochs': 5} reading channel 1``."""
+    channel = meta.get("channel", 0)
+    return f"{meta.get('detector')} {meta.get('params')}" + (f" reading channel {channel}" if channel else "")
+
+
 class Run:
     """A run folder. Every module that reads or writes one goes through this class."""
 
@@ -97,12 +103,13 @@ class Run:
         """Create the run folder with ``meta`` (or check it against the existing one on resume)."""
         if self.exists():
             old = self.meta()
-            same = (old.get("detector"), old.get("params")) == (meta["detector"], meta["params"])
+            same = (old.get("detector"), old.get("params"), old.get("channel", 0)) == (
+                meta["detector"], meta["params"], meta.get("channel", 0))  # fmt: skip
             if not resume and not (same and not any((self.path / "models").glob("*/detector.json"))):
                 raise ModelError("run folder exists; pass --resume to continue it, or choose another --out", self.path)
             if not same:  # `train --resume`, or `run` again with other settings
-                raise ModelError(f"this run was started as {old.get('detector')} {old.get('params')}, not as "
-                                 f"{meta['detector']} {meta['params']}; choose another --out", self.path)  # fmt: skip
+                raise ModelError(f"this run was started as {_started(old)}, not as {_started(meta)}; choose another "
+                                 "--out", self.path)  # fmt: skip
             meta = old | {"machines": sorted(set(old.get("machines", [])) | set(meta["machines"]))}
         elif self.path.exists() and any(p.name not in ("features", LOCK) for p in self.path.iterdir()) and not resume:
             raise ModelError("folder exists and is not an unfinished run; choose another --out", self.path)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mimii_due import __version__
+from mimii_due.config import FeatureConfig
 from mimii_due.data import audio
 from mimii_due.data.index import regular, wav_files
 from mimii_due.data.naming import parse_name
@@ -216,8 +217,11 @@ class ModelSet:
                 for name, score, w in zip(names, scores, spans, strict=True)]  # fmt: skip
 
     def score_bytes(self, data: bytes, *, filename: str = "upload", **where) -> list[Decision]:
-        """Score a WAV file's bytes (an upload): its decisions, as :meth:`score_wave`."""
-        y = audio.decode(data, name=filename)
+        """Score a WAV file's bytes (an upload): its decisions, as :meth:`score_wave`; decoded as its
+        model reads clips (its sample rate, and of a multichannel recording its channel)."""
+        machine = where.get("machine") or (next(iter(self.models)) if len(self.models) == 1 else None)
+        cfg = self.models[machine].features if machine in self.models else FeatureConfig()  # else: routing says why
+        y = audio.decode(data, name=filename, sr=cfg.sample_rate, channel=cfg.channel)
         return self.score_wave(y, filename=filename, sha256=hashlib.sha256(data).hexdigest(), **where)
 
 

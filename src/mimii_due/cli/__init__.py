@@ -101,6 +101,8 @@ YEAR = typer.Option(
 )
 
 
+CHANNEL = typer.Option(0, "--channel", min=0, max=1023, help="Of multichannel recordings, the channel to read, "
+                       "counted from 0 (default 0: the first microphone, as the paper); the models keep it.")
 ENGINE = typer.Option("local", "--engine", help="local, or ray: a Ray cluster (pip install 'mimii-due[ray]').")
 ADDRESS = typer.Option(None, "--address", help="A running Ray cluster to join from one of its nodes (head:6379, auto).")
 TASK_CPUS = typer.Option(1.0, "--task-cpus", help="CPUs each Ray task asks for.")

@@ -8,7 +8,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mimii_due.cli import ADDRESS, ENGINE, TASK_CPUS, YEAR, _engine, _machines, app, console, progress_bar, stdout
+from mimii_due.cli import (
+    ADDRESS,
+    CHANNEL,
+    ENGINE,
+    TASK_CPUS,
+    YEAR,
+    _engine,
+    _machines,
+    app,
+    console,
+    progress_bar,
+    stdout,
+)
 from mimii_due.errors import MimiiDueError
 
 
@@ -27,6 +39,7 @@ def info(
     year: int = YEAR,
     audio: bool = typer.Option(False, "--audio", help="Also decode every clip and look for recording faults: "
                                "clipping, a level far from its training clips', DC offset, damaged data."),
+    channel: int = CHANNEL,
 ) -> None:
     """Count the clips found, say which DCASE year they are, and compare them with its counts
     (2021: the paper's Table 1); with --audio, check the recordings themselves."""
@@ -71,18 +84,19 @@ def info(
     stdout.print(f"{compared}; sample rates (Hz): {', '.join(map(str, rates))}", markup=False)
     for _, msg in table.attrs.get("skipped", []):
         console.print(f"[yellow]skipped[/yellow] {msg}")
-    found = _audio_problems(table) if audio else 0
+    found = _audio_problems(table, channel) if audio else 0
     if strict and (n_diff or found):
         raise typer.Exit(2)
 
 
-def _audio_problems(table) -> int:
+def _audio_problems(table, channel: int) -> int:
     """``info --audio``: every clip decoded and measured; the problems found listed (the first 20)."""
     from mimii_due.data import quality
 
     with progress_bar(transient=True) as bar:
         task = bar.add_task("audio", total=len(table), info="")
-        measured = quality.measure(table, progress=lambda done, total, info="": bar.update(task, completed=done))
+        measured = quality.measure(table, channel=channel,
+                                   progress=lambda done, total, info="": bar.update(task, completed=done))
     found = quality.problems(measured)
     levels = measured["level_db"].dropna()
     spread = f"level {levels.min():.1f} to {levels.max():.1f} dBFS; " if len(levels) else ""

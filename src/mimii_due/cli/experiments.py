@@ -10,6 +10,7 @@ from rich.progress import Progress
 
 from mimii_due.cli import (
     ADDRESS,
+    CHANNEL,
     ENGINE,
     TASK_CPUS,
     YEAR,
@@ -87,6 +88,7 @@ def train(
     cache: Path = typer.Option(None, help="Feature cache folder (default: RUN/features)."),
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
+    channel: int = CHANNEL,
     engine: str = ENGINE,
     address: str = ADDRESS,
     task_cpus: float = TASK_CPUS,
@@ -110,6 +112,7 @@ def train(
             on_error=_on_error(skip_bad),
             cache=cache,
             year=year,
+            channel=channel,
             progress=_PipelineProgress(bar),
             engine=eng,
         )
@@ -226,6 +229,7 @@ def plot_spectrograms(
     data: Path = typer.Argument(..., help="Dataset folder."),
     out: Path = typer.Option(Path("spectrograms.png"), "--out", help="PNG file to write."),
     skip_bad: bool = SKIP_BAD,
+    channel: int = CHANNEL,
 ) -> None:
     """The paper's Figure 1: a power spectrogram of one normal clip per machine type."""
     from mimii_due.data.index import index
@@ -233,7 +237,7 @@ def plot_spectrograms(
 
     table = index(data, on_error=_on_error(skip_bad))
     _report_skipped(table)
-    stdout.print(f"wrote {spectrograms(table, out, on_error=_on_error(skip_bad))}")
+    stdout.print(f"wrote {spectrograms(table, out, on_error=_on_error(skip_bad), channel=channel)}")
 
 
 @plot_app.command("tsne")
@@ -245,6 +249,7 @@ def plot_tsne(
     skip_bad: bool = SKIP_BAD,
 ) -> None:
     """The paper's Figure 2: t-SNE of the test clips' clip-mean log-mel, by domain and label."""
+    from mimii_due.config import FeatureConfig
     from mimii_due.data.index import index
     from mimii_due.features.extract import extract
     from mimii_due.report.figures import tsne
@@ -253,7 +258,8 @@ def plot_tsne(
     keeper = Run(run)
     t = index(data, on_error=_on_error(skip_bad))
     t = t[(t.split == "test") & t.machine.isin(keeper.meta()["machines"])]
-    feats, t = extract(t, cache=keeper.cache, on_error=_on_error(skip_bad))
+    cfg = FeatureConfig(channel=keeper.meta().get("channel", 0))  # the log-mel of the channel the run read
+    feats, t = extract(t, cfg=cfg, cache=keeper.cache, on_error=_on_error(skip_bad))
     _report_skipped(t)
     stdout.print(f"wrote {tsne(t, feats.means(), out, seed=seed)}")
 
@@ -272,6 +278,7 @@ def run(
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth of unlabelled test clips."),
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
+    channel: int = CHANNEL,
     engine: str = ENGINE,
     address: str = ADDRESS,
     task_cpus: float = TASK_CPUS,
@@ -285,7 +292,7 @@ def run(
             out, data, detectors=_machines(detectors) or [], machines=_machines(machines),
             params=_params(epochs, batch_size, None, []), ground_truth=ground_truth,
             **({} if scale is None else {"scale": scale}),  # default: pipeline.DEFAULT_RUN
-            on_error=_on_error(skip_bad), year=year, progress=_PipelineProgress(bar), engine=eng,
+            on_error=_on_error(skip_bad), year=year, channel=channel, progress=_PipelineProgress(bar), engine=eng,
         )  # fmt: skip
     stdout.print(results_table(done["results"]))
     for name, s in done["summaries"].items():

@@ -29,7 +29,7 @@ _STREAMED = 0x7FFF0000
 
 
 class MultichannelWarning(UserWarning):
-    """A multichannel file was reduced to its first channel."""
+    """A multichannel file was reduced to one of its channels."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,7 @@ def load(
     info: WavInfo | None = None,
     out: np.ndarray | None = None,
     warn_channels: bool = True,
+    channel: int = 0,
 ) -> np.ndarray:
     """Load a clip as float32 mono samples in [-1, 1] at ``sr`` Hz.
 
@@ -145,24 +146,28 @@ def load(
     info : the header, if already read (saves one read).
     out : a float32 array of the clip's length to write 16-bit samples into (saves allocating one;
         ignored when it does not fit).
-    warn_channels : warn when a multichannel file is reduced to channel 0 (a caller that reads
+    warn_channels : warn when a multichannel file is reduced to one channel (a caller that reads
         many clips says it once for all of them instead).
+    channel : the channel read from a multichannel file, counted from 0 (``FeatureConfig.channel``).
 
     Returns
     -------
     np.ndarray, shape (n_samples,), float32.
-        Multichannel files give channel 0 (the paper keeps the first microphone), with a warning.
+        Multichannel files give ``channel`` (0: the first microphone, as the paper), with a warning.
 
     Raises
     ------
     AudioError
         Empty, truncated, non-WAV, unsupported or NaN/inf-holding files, digital silence (every
-        sample the same value), or a sample rate below ``sr``.
+        sample the same value), a sample rate below ``sr``, or fewer channels than ``channel`` needs.
     """
     path = Path(path)
     info = info or read_header(path)
     if info.frames == 0:
         raise AudioError("WAV file holds no samples", path)
+    if channel >= info.channels:
+        raise AudioError(f"has {info.channels} channel{'s' if info.channels > 1 else ''}, so no channel {channel} "
+                         "to read (channels count from 0)", path)  # fmt: skip
     if info.sample_rate < sr:
         raise AudioError(f"sample rate is {info.sample_rate} Hz, below the {sr} Hz the models use: the sound "
                          f"above {info.sample_rate // 2} Hz was never recorded (record at {sr} Hz or more)",
@@ -179,7 +184,7 @@ def load(
             raise AudioError(f"truncated: {len(buf)} of {n_bytes} data bytes on disk", path)
         raw = np.frombuffer(buf, dtype="<i2")
         if info.channels > 1:
-            raw = raw.reshape(-1, info.channels)[:, 0]
+            raw = raw.reshape(-1, info.channels)[:, channel]
         if out is not None and out.shape == raw.shape and info.sample_rate == sr:
             y = np.multiply(raw, np.float32(1 / 32768), out=out)
         else:
@@ -191,10 +196,11 @@ def load(
             data, _ = sf.read(str(path), dtype="float32", always_2d=True)
         except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/TypeError
             raise AudioError(f"cannot decode WAV data: {e}", path) from e
-        y = np.ascontiguousarray(data[:, 0])
+        y = np.ascontiguousarray(data[:, channel])
     if info.channels > 1 and warn_channels:
         warnings.warn(
-            f"{path}: {info.channels} channels, keeping channel 0 (the first microphone, as the paper)",
+            f"{path}: {info.channels} channels, keeping channel {channel}"
+            + (" (the first microphone, as the paper)" if channel == 0 else ""),
             MultichannelWarning,
             stacklevel=2,
         )
@@ -243,7 +249,7 @@ def write(path: str | Path, y: np.ndarray, *, sr: int = SAMPLE_RATE) -> None:
             raise OSError(str(e)) from e
 
 
-def decode(data: bytes, *, name: str = "upload", sr: int = SAMPLE_RATE) -> np.ndarray:
+def decode(data: bytes, *, name: str = "upload", sr: int = SAMPLE_RATE, channel: int = 0) -> np.ndarray:
     """:func:`load` for WAV bytes in memory (an upload), with the same checks; errors name ``name``.
 
     The bytes go to a private temporary file (our name, never the caller's) and are read from there.
@@ -256,6 +262,6 @@ def decode(data: bytes, *, name: str = "upload", sr: int = SAMPLE_RATE) -> np.nd
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", MultichannelWarning)
-                return load(p, sr=sr)
+                return load(p, sr=sr, channel=channel)
         except AudioError as e:
             raise AudioError(str(e).replace(f"{p}: ", ""), name) from None

@@ -45,14 +45,15 @@ DC_OFFSET = 0.01
 LOSSY = {0x0002: "MS ADPCM", 0x0011: "IMA ADPCM", 0x0031: "GSM 6.10", 0x0050: "MPEG", 0x0055: "MP3"}  # WAV format tags
 
 
-def measure(table: pd.DataFrame, *, progress: Progress | None = None) -> pd.DataFrame:
-    """Per clip of an indexed table: ``clipped`` (share of samples at full scale), ``level_db``,
-    ``dc``, ``codec`` (a lossy one's name, else None), ``error`` (why it could not be read, else None)."""
+def measure(table: pd.DataFrame, *, channel: int = 0, progress: Progress | None = None) -> pd.DataFrame:
+    """Per clip of an indexed table (of a multichannel recording, its ``channel``): ``clipped`` (share
+    of samples at full scale), ``level_db``, ``dc``, ``codec`` (a lossy one's name, else None),
+    ``error`` (why it could not be read, else None)."""
     rows = []
     for i, r in enumerate(table.itertuples(index=False)):
         try:
             codec = LOSSY.get(read_header(r.path).format_tag)
-            y = audio.load(r.path, sr=int(r.sample_rate), warn_channels=False).astype(np.float64)
+            y = audio.load(r.path, sr=int(r.sample_rate), warn_channels=False, channel=channel).astype(np.float64)
             dc = float(y.mean())
             rms = float(np.sqrt(np.mean((y - dc) ** 2)))
             rows.append((float(np.mean(np.abs(y) >= 0.999)), 20 * np.log10(max(rms, 1e-10)), dc, codec, None))

@@ -99,7 +99,10 @@ class Features:
 def cache_key(path: str | Path, cfg: FeatureConfig) -> str:
     p = Path(path).resolve()
     st = p.stat()
-    ident = json.dumps([str(p), st.st_size, st.st_mtime_ns, asdict(cfg)], sort_keys=True)
+    settings = asdict(cfg)
+    if not settings["channel"]:  # the first channel: the key of a cache made before the setting existed
+        del settings["channel"]
+    ident = json.dumps([str(p), st.st_size, st.st_mtime_ns, settings], sort_keys=True)
     return hashlib.sha1(ident.encode()).hexdigest()
 
 
@@ -203,8 +206,9 @@ def extract(
             fail(i, e)
     several = [i for i, x in enumerate(infos) if x and x.channels > 1]
     if several:  # once for all clips (MIMII's are 8-channel), not a line per clip
-        log.warning("%d of %d clips have several channels (%s: %d); channel 0 is kept, the first microphone, "
-                    "as the paper", len(several), n, paths[several[0]], infos[several[0]].channels)  # fmt: skip
+        log.warning("%d of %d clips have several channels (%s: %d); channel %d is kept%s", len(several), n,
+                    paths[several[0]], infos[several[0]].channels, cfg.channel,
+                    ", the first microphone, as the paper" if cfg.channel == 0 else "")  # fmt: skip
     faster = [i for i, x in enumerate(infos) if x and x.sample_rate > cfg.sample_rate]
     if faster:  # a recorder's 44.1 or 48 kHz: said once, as the channels are
         log.warning("%d of %d clips were recorded at a higher sample rate (%s: %d Hz); they are resampled to %d Hz%s",
@@ -257,7 +261,8 @@ def extract(
             for i in group:
                 row = buf[len(ok), half : half + n_samples]
                 try:
-                    y = audio.load(paths[i], sr=cfg.sample_rate, info=infos[i], out=row, warn_channels=False)
+                    y = audio.load(paths[i], sr=cfg.sample_rate, info=infos[i], out=row, warn_channels=False,
+                                   channel=cfg.channel)  # fmt: skip
                 except AudioError as e:
                     bad[i] = e
                     continue

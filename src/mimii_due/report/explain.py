@@ -124,7 +124,8 @@ def reference(model: str | Path, det, machine: str, section: int, *, data: str |
 def frames_of(path: str | Path, det, window: tuple[float, float] | None = None) -> np.ndarray:
     """A WAV file's log-mel frames as the model ``det`` computes them; of the ``window`` (seconds)
     that a decision on a long recording was made on, where it has one."""
-    y, sr = audio.load(path, sr=det.features.sample_rate), det.features.sample_rate
+    sr = det.features.sample_rate
+    y = audio.load(path, sr=sr, channel=det.features.channel)
     if window is not None:
         y = y[round(window[0] * sr) : round(window[1] * sr)]
     return features_of([y], cfg=det.features).clip(0)

@@ -48,12 +48,12 @@ def _title(machine: str) -> str:
     return MACHINE_TITLES.get(machine, machine)
 
 
-def _first_readable(paths, on_error: str) -> np.ndarray | None:
+def _first_readable(paths, on_error: str, channel: int = 0) -> np.ndarray | None:
     """The samples of the first of ``paths`` that loads; with ``on_error="skip"`` the ones before it
     are reported, and ``None`` if none loads."""
     for path in paths:
         try:
-            return audio.load(path)
+            return audio.load(path, channel=channel)
         except AudioError as e:
             if on_error != "skip":
                 raise
@@ -62,15 +62,16 @@ def _first_readable(paths, on_error: str) -> np.ndarray | None:
 
 
 def spectrograms(table: pd.DataFrame, path: str | Path, *, n_fft: int = 1024, hop: int = 512,
-                 on_error: str = "raise") -> Path:  # fmt: skip
-    """Figure 1: the power spectrogram of one normal clip per machine type, shared colour scale.
-    ``on_error="skip"``: a clip that cannot be read is reported and the machine type's next one drawn."""
+                 on_error: str = "raise", channel: int = 0) -> Path:  # fmt: skip
+    """Figure 1: the power spectrogram of one normal clip per machine type (of multichannel recordings,
+    their ``channel``), shared colour scale. ``on_error="skip"``: a clip that cannot be read is
+    reported and the machine type's next one drawn."""
     normal = table[(table["label"] == "normal") & (table["split"] == "train")]
     if normal.empty:
         normal = table[table["label"] == "normal"]
     specs = []
     for machine, clips in normal.sort_values(["machine", "section", "domain", "clip"]).groupby("machine"):
-        y = _first_readable(clips["path"], on_error)
+        y = _first_readable(clips["path"], on_error, channel)
         if y is None:
             continue  # no readable normal clip of this machine type: it is left out of the figure
         win = np.hanning(n_fft + 1)[:-1]
