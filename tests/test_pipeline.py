@@ -444,6 +444,11 @@ def test_the_channel_a_recorder_put_the_machine_on_is_trained_on_and_read_by_its
     for f in stereo.rglob("*.wav"):
         y, sr = sf.read(f, dtype="int16")
         sf.write(f, np.stack([rng.normal(0, 300, len(y)).astype(np.int16), y], axis=1), sr, subtype="PCM_16")
+    r = runner.invoke(app, ["info", str(tmp_path / "stereo"), "--audio", "--channel", "1"])
+    assert r.exit_code == 0 and "channels: 2 (of multichannel clips channel 1 is read" in r.output, r.output
+    assert "54 of 54 clips decoded" in r.output and "0 with a problem" in r.output, r.output
+    r = runner.invoke(app, ["info", str(tmp_path / "stereo"), "--audio", "--channel", "2"])
+    assert "0 of 54 clips decoded" in r.output and "has 2 channels, so no channel 2 to read" in r.output, r.output
     pipeline.train(tmp_path / "mono", tiny_2023, detector="twfr_gmm", machines=["valve"])
     r = runner.invoke(app, ["train", str(tmp_path / "stereo"), "--out", str(tmp_path / "ch1"), "--detector",
                             "twfr_gmm", "--channel", "1"])  # fmt: skip

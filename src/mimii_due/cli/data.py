@@ -81,7 +81,10 @@ def info(
     compared = f"{n_diff} of {len(cmp)} machine/section/domain rows differ from {where}" if year else (
         "no challenge's counts to compare with (train/: normal clips; test/normal/, test/anomaly/: test clips; "
         "a target/ folder right under one of them: clips of a new operating condition, the target domain)")
-    stdout.print(f"{compared}; sample rates (Hz): {', '.join(map(str, rates))}", markup=False)
+    channels = sorted(int(c) for c in table.channels.unique())
+    read = f" (of multichannel clips channel {channel} is read; --channel N names another)" if channels[-1] > 1 else ""
+    stdout.print(f"{compared}; sample rates (Hz): {', '.join(map(str, rates))}; channels: "
+                 f"{', '.join(map(str, channels))}{read}", markup=False)  # fmt: skip
     for _, msg in table.attrs.get("skipped", []):
         console.print(f"[yellow]skipped[/yellow] {msg}")
     found = _audio_problems(table, channel) if audio else 0
