@@ -99,6 +99,22 @@ def test_rf64_the_wav_of_recordings_past_4_gib_is_read_and_wave64_is_named(tmp_p
         load(tmp_path / "a.w64")
 
 
+@pytest.mark.parametrize("fmt, name, ext", [("FLAC", "FLAC", "flac"), ("OGG", r"Ogg \(Vorbis or Opus, lossy\)", "ogg"),
+                                            ("AIFF", "AIFF", "aiff"), ("ID3", r"MP3 \(lossy\)", "mp3"),
+                                            ("M4A", r"MP4/M4A \(AAC, lossy\)", "m4a")])  # fmt: skip
+def test_a_recorders_flac_mp3_ogg_aiff_or_m4a_file_is_named_with_what_to_do(tmp_path, fmt, name, ext):
+    p = tmp_path / "clip.wav"  # named .wav, as a misconfigured recorder or a renamed copy has it
+    if fmt == "ID3":
+        p.write_bytes(b"ID3\x03" + bytes(1000))
+    elif fmt == "M4A":
+        p.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(1000))
+    else:
+        sf.write(p, tone(), SR, format=fmt)
+    with pytest.raises(AudioError, match=rf"clip\.wav: a {name} file, not a WAV file: convert it to WAV "
+                                         rf"\(e\.g\. `ffmpeg -i in\.{ext} out\.wav`\)"):  # fmt: skip
+        load(p)
+
+
 @pytest.mark.parametrize("case", ["empty", "truncated", "not_wav", "nan", "no_samples", "silence", "dc"])
 def test_bad_files_raise_audio_error_naming_the_file(tmp_path, case):
     p = tmp_path / f"{case}.wav"
@@ -110,7 +126,7 @@ def test_bad_files_raise_audio_error_naming_the_file(tmp_path, case):
         p.write_bytes(p.read_bytes()[:20000])
         msg = "truncated"
     elif case == "not_wav":
-        p.write_bytes(b"ID3\x03" + bytes(1000))
+        p.write_bytes(b"hello, not a wav" + bytes(1000))
         msg = "not a WAV"
     elif case == "nan":
         y = tone()

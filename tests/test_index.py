@@ -135,6 +135,18 @@ def test_a_folder_of_archives_not_yet_unpacked_says_so(tmp_path):
         index(tmp_path)
 
 
+def test_a_folder_of_flac_or_mp3_recordings_says_they_are_not_read_and_what_to_do(tmp_path):
+    (tmp_path / "pump" / "train").mkdir(parents=True)
+    for name in ("a.flac", "b.FLAC", "c.mp3"):
+        (tmp_path / "pump" / "train" / name).write_bytes(b"fLaC" + bytes(100))
+    with pytest.raises(LayoutError, match=r"it holds audio files of other formats \(2 \.flac, 1 \.mp3\), which are "
+                                          "not read: convert them to WAV \\(record WAV where you can: a lossy"):
+        index(tmp_path)
+    (tmp_path / "pump" / "train" / "c.mp3").unlink()
+    with pytest.raises(LayoutError, match=r"\(2 \.flac\), which are not read: convert them to WAV$"):
+        index(tmp_path)
+
+
 def test_own_recordings_under_any_names_are_normal_training_and_labelled_test_clips(tiny_dataset, tmp_path):
     """A maintenance engineer's recordings: train/ (any depth) holds normal clips, test/normal and
     test/anomaly the labelled test clips; one section, the source domain, no challenge (year 0)."""

@@ -68,6 +68,27 @@ def regular(path: Path) -> bool:
     return path.is_file() or not path.exists()
 
 
+OTHER_AUDIO = (".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".w64")
+
+
+def _other_audio(root: Path) -> str:
+    """Where a folder holds no WAV file but other audio files (a recorder's FLAC or MP3), what to do."""
+    if not root.is_dir():
+        return ""
+    counts: dict[str, int] = {}
+    for _, _, files in os.walk(root):
+        for name in files:
+            ext = os.path.splitext(name)[1].lower()
+            if ext in OTHER_AUDIO:
+                counts[ext] = counts.get(ext, 0) + 1
+    if not counts:
+        return ""
+    found = ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    lossy = " (record WAV where you can: a lossy codec's distortion is heard as the machine's sound)" if set(
+        counts) & {".mp3", ".ogg", ".opus", ".m4a", ".aac"} else ""  # fmt: skip
+    return f"; it holds audio files of other formats ({found}), which are not read: convert them to WAV{lossy}"
+
+
 def wav_files(root: Path) -> list[Path]:
     """Every WAV file under ``root`` (hidden ones left out), sorted; links followed, loops skipped."""
     out: list[Path] = []
@@ -308,7 +329,7 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
             skipped.append((str(path), str(e)))
     if not rows:
         archives = sorted(p.name for p in [*root.glob("*.zip"), *root.glob("*/*.zip")])[:3] if root.is_dir() else []
-        unpack = f"; it holds {', '.join(archives)}: unpack the archives first" if archives else ""
+        unpack = f"; it holds {', '.join(archives)}: unpack the archives first" if archives else _other_audio(root)
         raise LayoutError(
             f"no clips found (expected dev_data/<machine>/train/*.wav, <machine>/train/*.wav, ...){unpack}", root
         )
