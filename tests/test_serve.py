@@ -1130,6 +1130,22 @@ def test_watcher_scores_existing_and_new_clips_once_each(run, clips, tmp_path):
     assert again.run(max_seconds=2) == 0 and record.count() == 2
 
 
+def test_a_watch_says_once_that_a_recorders_flac_files_are_not_scored(run, clips, tmp_path, caplog):
+    folder = tmp_path / "incoming"
+    (folder / "old").mkdir(parents=True)
+    (folder / "old" / "x.mp3").write_bytes(b"ID3" + bytes(100))  # there before the watch starts
+    record = Record(tmp_path / "d.sqlite")
+    with caplog.at_level("WARNING"), _watching(run, record, folder, settle=0.1):
+        for name in ("a.flac", "b.flac"):
+            (folder / name).write_bytes(b"fLaC" + bytes(100))
+        shutil.copy(clips.path.iloc[0], folder / "c.wav")
+        t_end = time.time() + 30
+        while (record.count() < 1 or ".flac files are not scored" not in caplog.text) and time.time() < t_end:
+            time.sleep(0.2)
+    assert record.count() == 1 and caplog.text.count(".flac files are not scored, only WAV files") == 1, caplog.text
+    assert caplog.text.count(".mp3 files are not scored") == 1
+
+
 def test_a_named_pipe_among_the_clips_is_reported_and_never_waited_on(run, clips, tmp_path, caplog):
     """A pipe (or socket, or device) named like a clip: reading it waits for a writer for ever, so
     `score` and a watch hung at it and scored nothing after it. It is reported and the others scored."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mimii_due.data.index import regular, wav_files
+from mimii_due.data.index import OTHER_AUDIO, regular, wav_files
 from mimii_due.errors import ConfigError, MimiiDueError
 from mimii_due.scoring import Decision, ModelSet, scored_name
 from mimii_due.serve.record import Record
@@ -43,11 +44,15 @@ class Watcher:
         self.on_decision, self.on_error = on_decision, on_error
         self.pending: queue.Queue[Path] = queue.Queue()
         self.failed: dict[str, tuple[int, int]] = {}  # path -> (size, mtime) already reported as bad
+        self.other_formats: set[str] = set()  # audio file extensions already said to be left alone (.flac, .mp3)
         self.scored = 0
 
     def _enqueue_existing(self) -> None:
         for p in wav_files(self.folder):
             self.pending.put(p)
+        for folder, _, names in os.walk(self.folder):
+            for name in names:
+                self.not_wav(Path(folder, name))
 
     def _settled(self, p: Path) -> bool:
         """Unchanged for ``settle`` seconds (a writer still at work keeps touching it)."""
@@ -92,6 +97,15 @@ class Watcher:
                 self.on_decision(d, path)
         return True
 
+    def not_wav(self, p: Path) -> None:
+        """Say, once per kind, that audio files of another format (a recorder set to FLAC or MP3)
+        land here and are left alone: a watch that scores nothing must not look like a quiet machine."""
+        ext = p.suffix.lower()
+        if ext in OTHER_AUDIO and ext not in self.other_formats:
+            self.other_formats.add(ext)
+            log.warning("%s: %s files are not scored, only WAV files: have the recorder write WAV, or convert them "
+                        "(e.g. `ffmpeg -i in%s out.wav`)", p, ext, ext)  # fmt: skip
+
     def _observe(self):
         """A started watchdog observer that queues every WAV created, changed or moved in."""
         from watchdog.events import FileSystemEventHandler
@@ -106,6 +120,8 @@ class Watcher:
                 target = Path(getattr(event, "dest_path", "") or event.src_path)
                 if _is_wav(target):
                     outer.pending.put(target)
+                else:
+                    outer.not_wav(target)
 
         observer = Observer()
         observer.schedule(Handler(), str(self.folder), recursive=True)
