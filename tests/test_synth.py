@@ -198,6 +198,30 @@ def test_mix_command_on_users_recordings(tmp_path):
     assert not (tmp_path / "noise" / "mixed").exists()
 
 
+def test_mix_of_multichannel_recordings_mixes_the_channel_named(tmp_path):
+    """Clean and noise recordings on channel 1 of two-channel files (channel 0: another microphone):
+    `mix --channel 1` gives the mix of the one-channel recordings, sample for sample."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(1)
+    for kind, n in (("clean", 3), ("noise", 2)):
+        for sub in ("mono", "stereo"):
+            (tmp_path / sub / kind).mkdir(parents=True)
+        for i in range(n):
+            y = 0.1 * np.sin(np.arange(16000) * (0.1 + 0.01 * i)) if kind == "clean" else rng.normal(0, 0.05, 24000)
+            write(tmp_path / "mono" / kind / f"{kind}{i}.wav", y)
+            y16 = sf.read(tmp_path / "mono" / kind / f"{kind}{i}.wav", dtype="int16")[0]
+            other = rng.integers(-3000, 3000, len(y16)).astype(np.int16)
+            sf.write(tmp_path / "stereo" / kind / f"{kind}{i}.wav", np.stack([other, y16], 1), 16000, subtype="PCM_16")
+    for sub, extra in (("mono", []), ("stereo", ["--channel", "1"])):
+        r = CliRunner().invoke(app, ["mix", str(tmp_path / sub / "out"), "--clean", str(tmp_path / sub / "clean"),
+                                     "--noise", str(tmp_path / sub / "noise"), "--snr", "0", *extra])  # fmt: skip
+        assert r.exit_code == 0, r.output
+    for i in range(3):
+        name = f"clean{i}.wav"
+        assert (tmp_path / "stereo" / "out" / name).read_bytes() == (tmp_path / "mono" / "out" / name).read_bytes()
+
+
 def test_mix_records_each_clip_and_never_writes_over_or_removes_recordings_it_did_not_write(tmp_path):
     from mimii_due.errors import ConfigError
 

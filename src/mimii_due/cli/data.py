@@ -210,6 +210,7 @@ def mix(
     spread: float = typer.Option(0.0, "--spread", help="SNR spread d: uniform over [c-d, c+d]."),
     rt60: float = typer.Option(None, "--rt60", help="Convolve with a room impulse response of this RT60 (s)."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed of the SNR and noise draws."),
+    channel: int = CHANNEL,
 ) -> None:
     """Apply the paper's section 2.2 mixing to your own clean and noise recordings."""
     from mimii_due.synth.generate import mix_folder
@@ -224,6 +225,7 @@ def mix(
             spread=spread,
             rt60=rt60,
             seed=seed,
+            channel=channel,
             progress=lambda done, total, info="": bar.update(task, completed=done, total=total),
         )
     clipped = sum(r["clipped"] for r in recs)

@@ -477,9 +477,11 @@ def mix_folder(
     spread: float = 0.0,
     rt60: float | None = None,
     seed: int = 0,
+    channel: int = 0,
     progress: Progress | None = None,
 ) -> list[dict]:
-    """Apply section 2.2 to a user's clean recordings (one section) and noise recordings.
+    """Apply section 2.2 to a user's clean recordings (one section) and noise recordings (of
+    multichannel ones, their ``channel``, as the paper mixes one microphone's recordings).
 
     Every WAV under ``clean_dir`` is (optionally) convolved with an RIR of ``rt60`` seconds, the
     section power ``a`` is computed over all of them, and each is mixed with a randomly drawn,
@@ -519,7 +521,7 @@ def mix_folder(
     atomic.write_text(out / MIX_INCOMPLETE, json.dumps({"paths": [t.as_posix() for t in targets]}))
 
     def dry(p: Path) -> np.ndarray:
-        y = audio.load(p).astype(np.float64)
+        y = audio.load(p, channel=channel).astype(np.float64)
         return reverberate(y, h) if h is not None else y
 
     total = 2 * len(cleans)
@@ -536,7 +538,7 @@ def mix_folder(
         y = dry(p)
         gamma = draw_snr(rng, snr=snr, spread=spread)
         j = int(rng.integers(len(noises)))
-        noise = fit_length(audio.load(noises[j]), len(y), rng)
+        noise = fit_length(audio.load(noises[j], channel=channel), len(y), rng)
         mixed = y + scale_noise(noise, a=a, snr_db=gamma)
         peak = float(np.max(np.abs(mixed)))
         target = out / targets[i]
