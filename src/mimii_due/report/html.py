@@ -138,15 +138,17 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         counts = table.groupby(["machine", "split", "domain"]).size().unstack(["split", "domain"]).fillna(0).astype(int)
         parts += [f"<h2>Data</h2><p>{html.escape(str(data))}: {len(table)} clips</p>", counts.to_html(border=0)]
         md += ["## Data", "", f"{data}: {len(table)} clips", ""]
+        channel = infos[0]["meta"].get("channel", 0)  # of multichannel clips, the one the (first) run read
         figs = [
             ("Figure 1: power spectrograms of normal clips",
-             figures.spectrograms(table, files / "spectrograms.png", on_error="skip"))  # fmt: skip
+             figures.spectrograms(table, files / "spectrograms.png", on_error="skip", channel=channel))  # fmt: skip
         ]
         test = table[table["split"] == "test"]
         if len(test) >= 5:
+            from mimii_due.config import FeatureConfig
             from mimii_due.features.extract import extract
 
-            feats, test = extract(test, cache=infos[0]["cache"], on_error="skip")
+            feats, test = extract(test, cfg=FeatureConfig(channel=channel), cache=infos[0]["cache"], on_error="skip")
             figs.append(
                 (
                     "Figure 2: t-SNE of test clips (clip-mean log-mel; colour = domain, marker = label)",
