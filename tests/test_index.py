@@ -140,10 +140,16 @@ def test_a_folder_of_flac_or_mp3_recordings_says_they_are_not_read_and_what_to_d
     for name in ("a.flac", "b.FLAC", "c.mp3"):
         (tmp_path / "pump" / "train" / name).write_bytes(b"fLaC" + bytes(100))
     with pytest.raises(LayoutError, match=r"it holds audio files of other formats \(2 \.flac, 1 \.mp3\), which are "
-                                          "not read: convert them to WAV \\(record WAV where you can: a lossy"):
+                                          r"not read: convert them to WAV \(`mimii-due split FOLDER OUT` does for "
+                                          r"FLAC, AIFF and W64\) \(record WAV where you can: a lossy"):  # fmt: skip
         index(tmp_path)
     (tmp_path / "pump" / "train" / "c.mp3").unlink()
-    with pytest.raises(LayoutError, match=r"\(2 \.flac\), which are not read: convert them to WAV$"):
+    with pytest.raises(LayoutError, match=r"\(2 \.flac\), which are not read: convert them to WAV \(`mimii-due "
+                                          r"split FOLDER OUT` does for FLAC, AIFF and W64\)$"):  # fmt: skip
+        index(tmp_path)
+    (tmp_path / "pump" / "train" / "a.flac").rename(tmp_path / "pump" / "train" / "a.mp3")
+    (tmp_path / "pump" / "train" / "b.FLAC").unlink()
+    with pytest.raises(LayoutError, match=r"\(1 \.mp3\), which are not read: convert them to WAV \(record WAV"):
         index(tmp_path)
 
 

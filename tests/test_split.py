@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from mimii_due.cli import app
 from mimii_due.data.audio import cut
 from mimii_due.data.split import split_folder
-from mimii_due.errors import ConfigError
+from mimii_due.errors import ConfigError, MimiiDueError
 
 runner = CliRunner()
 SR = 16000
@@ -55,6 +55,37 @@ def test_split_cuts_long_recordings_exactly_and_copies_short_ones(tmp_path):
     assert [r["clip"] for r in again] == ["b.wav", "c.wav", "monday/shift_0000.wav", "monday/shift_0001.wav"]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav")) == sorted(r["clip"] for r in again)
     assert not (out / ".split_unfinished").exists()
+
+
+def test_split_makes_wav_clips_of_a_recorders_flac_aiff_and_wave64_files_sample_for_sample(tmp_path):
+    """The toolkit reads WAV only; a recorder set to FLAC (or AIFF, Wave64) gets its files cut and
+    converted into WAV clips, the samples themselves, which then index and train as any clips."""
+    from mimii_due.data.audio import load
+
+    src = tmp_path / "recordings" / "pump" / "train"
+    src.mkdir(parents=True)
+    shift = (noise(35, 0) * 32767).astype(np.int16)
+    sf.write(src / "shift.flac", np.stack([shift, shift[::-1]], axis=1), SR, subtype="PCM_16")
+    sf.write(src / "short.flac", noise(8, 1), SR, subtype="PCM_24")
+    sf.write(src / "b.aiff", noise(12, 2), SR, subtype="PCM_16")
+    sf.write(src / "c.w64", noise(9, 3), SR, subtype="FLOAT")
+    out = tmp_path / "clips" / "pump" / "train"
+    r = runner.invoke(app, ["split", str(src), str(out)])
+    assert r.exit_code == 0, r.output
+    assert "7 clip(s) from FLAC, AIFF or Wave64 written as WAV" in " ".join(r.output.split()), r.output
+    names = sorted(p.name for p in out.iterdir() if p.name != "split_meta.csv")
+    assert names == ["b.wav", "c.wav", "shift_0000.wav", "shift_0001.wav", "shift_0002.wav", "shift_0003.wav",
+                     "short.wav"]  # fmt: skip
+    got = sf.read(out / "shift_0001.wav", dtype="int16")[0]
+    start = cut(35 * SR, 10 * SR)[1][0]
+    np.testing.assert_array_equal(got, np.stack([shift, shift[::-1]], axis=1)[start : start + 10 * SR])
+    for name, source in (("short.wav", "short.flac"), ("b.wav", "b.aiff"), ("c.wav", "c.w64")):
+        info = sf.info(out / name)
+        assert info.format == "WAV" and info.subtype == sf.info(src / source).subtype
+        np.testing.assert_array_equal(load(out / name), sf.read(src / source, dtype="float32")[0])
+    (src / "bad.flac").write_bytes(b"fLaC" + bytes(30))
+    with pytest.raises(MimiiDueError, match=r"bad\.flac: cannot read it as FLAC"):
+        split_folder(src, tmp_path / "other")
 
 
 def test_split_refuses_what_would_mix_or_lose_recordings(tmp_path):

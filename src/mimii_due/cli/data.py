@@ -239,7 +239,8 @@ def split(
     seconds: float = typer.Option(10.0, "--seconds", help="The clips' length (DCASE's and MIMII's are 10 s)."),
 ) -> None:
     """Cut long recordings (a shift, an hour) into clips to train on: the detectors learn from many
-    clips of about the length they will score, and pool each clip into one vector."""
+    clips of about the length they will score, and pool each clip into one vector. A recorder's
+    FLAC, AIFF or Wave64 files become WAV clips, sample for sample."""
     from mimii_due.data.split import split_folder
 
     with progress_bar() as bar:
@@ -247,5 +248,7 @@ def split(
         recs = split_folder(recordings, out, seconds=seconds,
                             progress=lambda done, total, info="": bar.update(task, completed=done, total=total))
     cut = len({r["source"] for r in recs if r["start_s"] > 0})
+    converted = sum(not r["source"].lower().endswith(".wav") for r in recs)
     stdout.print(f"{len(recs)} clips in {out} ({cut} recording(s) cut into clips of {seconds:g} s, the others "
-                 "copied as they are; split_meta.csv says where each clip lies)", markup=False)
+                 "copied as they are" + (f"; {converted} clip(s) from FLAC, AIFF or Wave64 written as WAV" if converted
+                 else "") + "; split_meta.csv says where each clip lies)", markup=False)  # fmt: skip

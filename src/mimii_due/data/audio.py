@@ -80,8 +80,10 @@ def read_header(path: str | Path) -> WavInfo:
                 raise AudioError("file is empty (0 bytes)", path)
             other = _other_format(head)
             if other:
+                split = "" if "lossy" in other[0] else ("; `mimii-due split` converts a folder of them, sample for "
+                                                         "sample")  # fmt: skip
                 raise AudioError(f"a {other[0]} file, not a WAV file: convert it to WAV (e.g. `ffmpeg -i in.{other[1]} "
-                                 "out.wav`)", path)  # fmt: skip
+                                 f"out.wav`{split})", path)  # fmt: skip
             if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
                 raise AudioError("not a WAV file (no RIFF/WAVE header)", path)
             fmt = big = None  # big: the data size of an RF64 file (a WAV past 4 GiB), from its ds64 chunk

@@ -68,7 +68,8 @@ def regular(path: Path) -> bool:
     return path.is_file() or not path.exists()
 
 
-OTHER_AUDIO = (".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".w64")
+LOSSLESS = (".flac", ".aif", ".aiff", ".w64")  # formats `split` reads and writes as WAV clips, sample for sample
+OTHER_AUDIO = (*LOSSLESS, ".mp3", ".ogg", ".opus", ".m4a", ".aac")
 
 
 def _other_audio(root: Path) -> str:
@@ -86,11 +87,13 @@ def _other_audio(root: Path) -> str:
     found = ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     lossy = " (record WAV where you can: a lossy codec's distortion is heard as the machine's sound)" if set(
         counts) & {".mp3", ".ogg", ".opus", ".m4a", ".aac"} else ""  # fmt: skip
-    return f"; it holds audio files of other formats ({found}), which are not read: convert them to WAV{lossy}"
+    split = " (`mimii-due split FOLDER OUT` does for FLAC, AIFF and W64)" if set(counts) & set(LOSSLESS) else ""
+    return f"; it holds audio files of other formats ({found}), which are not read: convert them to WAV{split}{lossy}"
 
 
-def wav_files(root: Path) -> list[Path]:
-    """Every WAV file under ``root`` (hidden ones left out), sorted; links followed, loops skipped."""
+def wav_files(root: Path, suffixes: tuple[str, ...] = (".wav",)) -> list[Path]:
+    """Every WAV file under ``root`` (hidden ones left out), sorted; links followed, loops skipped.
+    ``suffixes``: the files' endings, in lower case (``split`` also reads FLAC and AIFF)."""
     out: list[Path] = []
     stack, seen = [root], set()
     while stack:
@@ -105,7 +108,7 @@ def wav_files(root: Path) -> list[Path]:
                 for e in it:
                     if e.is_dir(follow_symlinks=True):
                         stack.append(Path(e.path))
-                    elif e.name.lower().endswith(".wav") and not e.name.startswith("."):
+                    elif e.name.lower().endswith(suffixes) and not e.name.startswith("."):
                         if not regular(Path(e.path)):  # reading a named pipe waits for a writer: for ever
                             log.warning("skipping %s: not a regular file (a pipe, socket or device)", e.path)
                             continue
