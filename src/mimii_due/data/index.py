@@ -69,7 +69,8 @@ def regular(path: Path) -> bool:
 
 
 LOSSLESS = (".flac", ".aif", ".aiff", ".w64")  # formats `split` reads and writes as WAV clips, sample for sample
-OTHER_AUDIO = (*LOSSLESS, ".mp3", ".ogg", ".opus", ".m4a", ".aac")
+LOSSY = (".mp3", ".ogg", ".opus", ".m4a", ".aac")
+OTHER_AUDIO = LOSSLESS + LOSSY
 
 
 def _other_audio(root: Path) -> str:
@@ -85,9 +86,10 @@ def _other_audio(root: Path) -> str:
     if not counts:
         return ""
     found = ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    lossy = " (record WAV where you can: a lossy codec's distortion is heard as the machine's sound)" if set(
-        counts) & {".mp3", ".ogg", ".opus", ".m4a", ".aac"} else ""  # fmt: skip
-    split = " (`mimii-due split FOLDER OUT` does for FLAC, AIFF and W64)" if set(counts) & set(LOSSLESS) else ""
+    kinds = set(counts)
+    split = " (`mimii-due split FOLDER OUT` does for FLAC, AIFF and W64)" if kinds & set(LOSSLESS) else ""
+    lossy = (" (record WAV where you can: a lossy codec's distortion is heard as the machine's sound)"
+             if kinds & set(LOSSY) else "")  # fmt: skip
     return f"; it holds audio files of other formats ({found}), which are not read: convert them to WAV{split}{lossy}"
 
 
