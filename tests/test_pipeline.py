@@ -447,6 +447,11 @@ def test_the_channel_a_recorder_put_the_machine_on_is_trained_on_and_read_by_its
     r = runner.invoke(app, ["info", str(tmp_path / "stereo"), "--audio", "--channel", "1"])
     assert r.exit_code == 0 and "channels: 2 (of multichannel clips channel 1 is read" in r.output, r.output
     assert "54 of 54 clips decoded" in r.output and "0 with a problem" in r.output, r.output
+    import re  # which microphone hears the machine: the noise of sd 300 is -40.8 dBFS, the clips louder
+
+    levels = re.search(r"channel levels \(median of 20 multichannel clips, dBFS\): 0: (\S+), 1: (\S+); channel 1 "
+                       r"is read", " ".join(r.output.split()))  # fmt: skip
+    assert levels and float(levels[1]) == -40.8 and float(levels[2]) > -35, r.output
     r = runner.invoke(app, ["info", str(tmp_path / "stereo"), "--audio", "--channel", "2"])
     assert "0 of 54 clips decoded" in r.output and "has 2 channels, so no channel 2 to read" in r.output, r.output
     pipeline.train(tmp_path / "mono", tiny_2023, detector="twfr_gmm", machines=["valve"])
