@@ -99,9 +99,10 @@ def test_rf64_the_wav_of_recordings_past_4_gib_is_read_and_wave64_is_named(tmp_p
         load(tmp_path / "a.w64")
 
 
-@pytest.mark.parametrize("fmt, name, ext", [("FLAC", "FLAC", "flac"), ("OGG", r"Ogg \(Vorbis or Opus, lossy\)", "ogg"),
-                                            ("AIFF", "AIFF", "aiff"), ("ID3", r"MP3 \(lossy\)", "mp3"),
-                                            ("M4A", r"MP4/M4A \(AAC, lossy\)", "m4a")])  # fmt: skip
+@pytest.mark.parametrize("fmt, name, ext", [("FLAC", "a FLAC", "flac"), ("AIFF", "an AIFF", "aiff"),
+                                            ("OGG", r"an Ogg \(Vorbis or Opus, lossy\)", "ogg"),
+                                            ("ID3", r"an MP3 \(lossy\)", "mp3"),
+                                            ("M4A", r"an MP4/M4A \(AAC, lossy\)", "m4a")])  # fmt: skip
 def test_a_recorders_flac_mp3_ogg_aiff_or_m4a_file_is_named_with_what_to_do(tmp_path, fmt, name, ext):
     p = tmp_path / "clip.wav"  # named .wav, as a misconfigured recorder or a renamed copy has it
     if fmt == "ID3":
@@ -111,7 +112,7 @@ def test_a_recorders_flac_mp3_ogg_aiff_or_m4a_file_is_named_with_what_to_do(tmp_
     else:
         sf.write(p, tone(), SR, format=fmt)
     split = "" if "lossy" in name else "; `mimii-due split` converts a folder of them, sample for sample"
-    with pytest.raises(AudioError, match=rf"clip\.wav: a {name} file, not a WAV file: convert it to WAV "
+    with pytest.raises(AudioError, match=rf"clip\.wav: {name} file, not a WAV file: convert it to WAV "
                                          rf"\(e\.g\. `ffmpeg -i in\.{ext} out\.wav`{split}\)"):  # fmt: skip
         load(p)
 

@@ -46,17 +46,17 @@ class WavInfo:
 
 # Audio files that are not WAV, by their first bytes: named, so that a recorder's FLAC or MP3 is not
 # just "not a WAV file". Lossy ones (MP3, Ogg, AAC) also change the sound a model hears as the machine's.
-_OTHER_FORMATS = ((b"fLaC", "FLAC", "flac"), (b"OggS", "Ogg (Vorbis or Opus, lossy)", "ogg"),
-                  (b"ID3", "MP3 (lossy)", "mp3"), (b"\xff\xfb", "MP3 (lossy)", "mp3"),
-                  (b"\xff\xf3", "MP3 (lossy)", "mp3"), (b"FORM", "AIFF", "aiff"),
-                  (b"riff\x2e\x91\xcf\x11", "Sony Wave64 (W64)", "w64"))  # fmt: skip
+_OTHER_FORMATS = ((b"fLaC", "a FLAC", "flac"), (b"OggS", "an Ogg (Vorbis or Opus, lossy)", "ogg"),
+                  (b"ID3", "an MP3 (lossy)", "mp3"), (b"\xff\xfb", "an MP3 (lossy)", "mp3"),
+                  (b"\xff\xf3", "an MP3 (lossy)", "mp3"), (b"FORM", "an AIFF", "aiff"),
+                  (b"riff\x2e\x91\xcf\x11", "a Sony Wave64 (W64)", "w64"))  # fmt: skip
 
 
 def _other_format(head: bytes) -> tuple[str, str] | None:
-    """The format (name, usual file extension) of a file that starts with ``head`` (12 bytes), where
-    it is a known one that is not WAV."""
+    """The format (its name with an article, its usual file extension) of a file that starts with
+    ``head`` (12 bytes), where it is a known one that is not WAV."""
     if head[4:8] == b"ftyp":  # an MP4 container: M4A, AAC
-        return "MP4/M4A (AAC, lossy)", "m4a"
+        return "an MP4/M4A (AAC, lossy)", "m4a"
     return next(((name, ext) for magic, name, ext in _OTHER_FORMATS if head.startswith(magic)), None)
 
 
@@ -82,7 +82,7 @@ def read_header(path: str | Path) -> WavInfo:
             if other:
                 split = "" if "lossy" in other[0] else ("; `mimii-due split` converts a folder of them, sample for "
                                                          "sample")  # fmt: skip
-                raise AudioError(f"a {other[0]} file, not a WAV file: convert it to WAV (e.g. `ffmpeg -i in.{other[1]} "
+                raise AudioError(f"{other[0]} file, not a WAV file: convert it to WAV (e.g. `ffmpeg -i in.{other[1]} "
                                  f"out.wav`{split})", path)  # fmt: skip
             if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
                 raise AudioError("not a WAV file (no RIFF/WAVE header)", path)
