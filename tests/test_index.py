@@ -153,6 +153,21 @@ def test_a_folder_of_flac_or_mp3_recordings_says_they_are_not_read_and_what_to_d
         index(tmp_path)
 
 
+def test_flac_files_beside_the_wav_clips_are_said_not_to_be_read(tmp_path, caplog):
+    """A recorder switched to FLAC part of the way: its FLAC recordings would be left out unsaid."""
+    import numpy as np
+
+    (tmp_path / "pump" / "train" / "tuesday").mkdir(parents=True)
+    for i in range(3):
+        write(tmp_path / "pump" / "train" / f"m{i}.wav", 0.1 * np.sin(np.arange(16000) * (0.1 + 0.01 * i)))
+    (tmp_path / "pump" / "train" / "tuesday" / "t0.flac").write_bytes(b"fLaC" + bytes(100))
+    (tmp_path / "pump" / "train" / "tuesday" / ".hidden.flac").write_bytes(b"fLaC" + bytes(100))
+    with caplog.at_level("WARNING"):
+        assert len(index(tmp_path)) == 3
+    assert "also holds audio files of other formats (1 .flac), which are not read: convert them to WAV (`mimii-due " \
+           "split FOLDER OUT` does for FLAC, AIFF and W64) (e.g. " in caplog.text and "t0.flac" in caplog.text
+
+
 def test_own_recordings_under_any_names_are_normal_training_and_labelled_test_clips(tiny_dataset, tmp_path):
     """A maintenance engineer's recordings: train/ (any depth) holds normal clips, test/normal and
     test/anomaly the labelled test clips; one section, the source domain, no challenge (year 0)."""

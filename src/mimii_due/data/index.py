@@ -73,29 +73,24 @@ LOSSY = (".mp3", ".ogg", ".opus", ".m4a", ".aac")
 OTHER_AUDIO = LOSSLESS + LOSSY
 
 
-def _other_audio(root: Path) -> str:
-    """Where a folder holds no WAV file but other audio files (a recorder's FLAC or MP3), what to do."""
-    if not root.is_dir():
-        return ""
+def other_formats(paths: list[Path]) -> str:
+    """What to say of audio files of other formats (a recorder's FLAC or MP3; ``wav_files``'s
+    ``others``), which nothing but ``split`` reads: "audio files of other formats (2 .flac), ..."."""
     counts: dict[str, int] = {}
-    for _, _, files in os.walk(root):
-        for name in files:
-            ext = os.path.splitext(name)[1].lower()
-            if ext in OTHER_AUDIO:
-                counts[ext] = counts.get(ext, 0) + 1
-    if not counts:
-        return ""
+    for p in paths:
+        counts[p.suffix.lower()] = counts.get(p.suffix.lower(), 0) + 1
     found = ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     kinds = set(counts)
     split = " (`mimii-due split FOLDER OUT` does for FLAC, AIFF and W64)" if kinds & set(LOSSLESS) else ""
     lossy = (" (record WAV where you can: a lossy codec's distortion is heard as the machine's sound)"
              if kinds & set(LOSSY) else "")  # fmt: skip
-    return f"; it holds audio files of other formats ({found}), which are not read: convert them to WAV{split}{lossy}"
+    return f"audio files of other formats ({found}), which are not read: convert them to WAV{split}{lossy}"
 
 
-def wav_files(root: Path, suffixes: tuple[str, ...] = (".wav",)) -> list[Path]:
+def wav_files(root: Path, suffixes: tuple[str, ...] = (".wav",), others: list[Path] | None = None) -> list[Path]:
     """Every WAV file under ``root`` (hidden ones left out), sorted; links followed, loops skipped.
-    ``suffixes``: the files' endings, in lower case (``split`` also reads FLAC and AIFF)."""
+    ``suffixes``: the files' endings, in lower case (``split`` also reads FLAC and AIFF); ``others``:
+    a list that the audio files of other formats found on the way (``OTHER_AUDIO``) are added to."""
     out: list[Path] = []
     stack, seen = [root], set()
     while stack:
@@ -115,6 +110,8 @@ def wav_files(root: Path, suffixes: tuple[str, ...] = (".wav",)) -> list[Path]:
                             log.warning("skipping %s: not a regular file (a pipe, socket or device)", e.path)
                             continue
                         out.append(Path(e.path))
+                    elif others is not None and e.name.lower().endswith(OTHER_AUDIO) and not e.name.startswith("."):
+                        others.append(Path(e.path))
         except (OSError, RuntimeError) as e:  # RuntimeError: resolve() in a symlink loop
             raise StorageError(f"cannot read the folder ({getattr(e, 'strerror', None) or e})", d) from e
     out.sort()
@@ -323,8 +320,8 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
     for folder in [root, *list(root.resolve().parents)[:3]]:
         if (folder / "synth_incomplete.json").exists():
             raise LayoutError("an interrupted `mimii-due synth` left this folder incomplete; rerun it", folder)
-    rows, skipped = [], []
-    for path in wav_files(root):
+    rows, skipped, others = [], [], []
+    for path in wav_files(root, others=others):
         try:
             rows.append(_row(path))
         except MimiiDueError as e:
@@ -334,10 +331,13 @@ def index(root: str | Path, *, on_error: str = "raise", year: int | None = None)
             skipped.append((str(path), str(e)))
     if not rows:
         archives = sorted(p.name for p in [*root.glob("*.zip"), *root.glob("*/*.zip")])[:3] if root.is_dir() else []
-        unpack = f"; it holds {', '.join(archives)}: unpack the archives first" if archives else _other_audio(root)
+        unpack = f"; it holds {', '.join(archives)}: unpack the archives first" if archives else (
+            f"; it holds {other_formats(others)}" if others else "")  # fmt: skip
         raise LayoutError(
             f"no clips found (expected dev_data/<machine>/train/*.wav, <machine>/train/*.wav, ...){unpack}", root
         )
+    if others:  # a recorder switched to FLAC part of the way: those recordings would be lost unsaid
+        log.warning("%s also holds %s (e.g. %s)", root, other_formats(others), min(others))
     table = pd.DataFrame(rows, columns=COLUMNS)
     table = _one_naming(table, on_error, skipped)
     table["label"] = table["label"].astype(object).where(table["label"].notna(), None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -48,11 +47,11 @@ class Watcher:
         self.scored = 0
 
     def _enqueue_existing(self) -> None:
-        for p in wav_files(self.folder):
+        others: list[Path] = []
+        for p in wav_files(self.folder, others=others):
             self.pending.put(p)
-        for folder, _, names in os.walk(self.folder):
-            for name in names:
-                self.not_wav(Path(folder, name))
+        for p in others:
+            self.not_wav(p)
 
     def _settled(self, p: Path) -> bool:
         """Unchanged for ``settle`` seconds (a writer still at work keeps touching it)."""
