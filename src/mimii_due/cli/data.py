@@ -109,9 +109,8 @@ def _audio_problems(table, channel: int) -> int:
         console.print(f"[yellow]{r.problem}[/yellow] {escape(r.path)}: {escape(r.detail)}", soft_wrap=True)
     if len(found) > 20:
         console.print(f"... and {len(found) - 20} more")
-    levels = quality.channel_levels(table)
+    levels, n = quality.channel_levels(table)
     if levels:  # which microphone hears the machine: the loudest is usually the one on it
-        n = min(20, int((table["channels"] > 1).sum()))
         stdout.print(f"channel levels (median of {n} multichannel clips, dBFS): " + ", ".join(
             f"{c}: {v:.1f}" for c, v in levels.items()) + f"; channel {channel} is read (--channel N)",
             markup=False)  # fmt: skip

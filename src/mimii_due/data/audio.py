@@ -44,8 +44,12 @@ class WavInfo:
     data_offset: int
 
 
-# Audio files that are not WAV, by their first bytes: named, so that a recorder's FLAC or MP3 is not
-# just "not a WAV file". Lossy ones (MP3, Ogg, AAC) also change the sound a model hears as the machine's.
+# Audio files that are not WAV, by their file names' endings (which the index says it left out) and by
+# their first bytes (named, so that a recorder's FLAC or MP3 is not just "not a WAV file"). Lossy ones
+# (MP3, Ogg, AAC) also change the sound a model hears as the machine's.
+LOSSLESS = (".flac", ".aif", ".aiff", ".w64")  # formats `split` reads and writes as WAV clips, sample for sample
+LOSSY = (".mp3", ".ogg", ".opus", ".m4a", ".aac")
+OTHER_AUDIO = LOSSLESS + LOSSY
 _OTHER_FORMATS = ((b"fLaC", "a FLAC", "flac"), (b"OggS", "an Ogg (Vorbis or Opus, lossy)", "ogg"),
                   (b"ID3", "an MP3 (lossy)", "mp3"), (b"\xff\xfb", "an MP3 (lossy)", "mp3"),
                   (b"\xff\xf3", "an MP3 (lossy)", "mp3"), (b"FORM", "an AIFF", "aiff"),
@@ -80,8 +84,8 @@ def read_header(path: str | Path) -> WavInfo:
                 raise AudioError("file is empty (0 bytes)", path)
             other = _other_format(head)
             if other:
-                split = "" if "lossy" in other[0] else ("; `mimii-due split` converts a folder of them, sample for "
-                                                         "sample")  # fmt: skip
+                split = ("; `mimii-due split` converts a folder of them, sample for sample"
+                         if f".{other[1]}" in LOSSLESS else "")  # fmt: skip
                 raise AudioError(f"{other[0]} file, not a WAV file: convert it to WAV (e.g. `ffmpeg -i in.{other[1]} "
                                  f"out.wav`{split})", path)  # fmt: skip
             if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mimii_due.data.audio import read_header
+from mimii_due.data.audio import LOSSLESS, LOSSY, OTHER_AUDIO, read_header
 from mimii_due.data.naming import format_name, mimii_folders, parse_name
 from mimii_due.data.years import check_year, detect_year
 from mimii_due.errors import FileNameError, LayoutError, MimiiDueError, StorageError
@@ -66,11 +66,6 @@ def regular(path: Path) -> bool:
     """False for a path that is there but is no regular file (a named pipe, a socket, a device); a
     missing one or a broken link is left for its reader to report."""
     return path.is_file() or not path.exists()
-
-
-LOSSLESS = (".flac", ".aif", ".aiff", ".w64")  # formats `split` reads and writes as WAV clips, sample for sample
-LOSSY = (".mp3", ".ogg", ".opus", ".m4a", ".aac")
-OTHER_AUDIO = LOSSLESS + LOSSY
 
 
 def other_formats(paths: list[Path]) -> str:

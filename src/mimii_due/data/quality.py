@@ -65,23 +65,26 @@ def measure(table: pd.DataFrame, *, channel: int = 0, progress: Progress | None 
     return table.assign(**dict(zip(names, zip(*rows, strict=True), strict=True)))
 
 
-def channel_levels(table: pd.DataFrame, *, clips: int = 20) -> dict[int, float]:
+def channel_levels(table: pd.DataFrame, *, clips: int = 20) -> tuple[dict[int, float], int]:
     """Of multichannel clips (up to ``clips`` of them, spread over the table), each channel's median
-    RMS level in dBFS: which microphone hears the machine, and which hears little (``--channel``)."""
+    RMS level in dBFS: which microphone hears the machine, and which hears little (``--channel``);
+    and how many clips were measured."""
     import soundfile as sf
 
     several = table[table["channels"] > 1]
     rows = several.iloc[np.unique(np.linspace(0, len(several) - 1, min(clips, len(several))).astype(int))]
     levels: dict[int, list[float]] = {}
+    measured = 0
     for path in rows["path"]:
         try:
             data = sf.read(str(path), dtype="float64", always_2d=True)[0]
         except Exception:  # soundfile's errors; `measure` names the clip
             continue
+        measured += 1
         rms = np.sqrt(np.mean((data - data.mean(axis=0)) ** 2, axis=0))
         for c, r in enumerate(rms):
             levels.setdefault(c, []).append(20 * np.log10(max(r, 1e-10)))
-    return {c: float(np.median(v)) for c, v in levels.items()}
+    return {c: float(np.median(v)) for c, v in levels.items()}, measured
 
 
 def problems(measured: pd.DataFrame) -> pd.DataFrame:

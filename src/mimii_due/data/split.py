@@ -25,8 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 from mimii_due import atomic
-from mimii_due.data.audio import WavInfo, cut, read_header
-from mimii_due.data.index import LOSSLESS, wav_files
+from mimii_due.data.audio import LOSSLESS, WavInfo, cut, read_header
+from mimii_due.data.index import wav_files
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError
 from mimii_due.progress import Progress
 

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mimii_due.data.index import OTHER_AUDIO, regular, wav_files
+from mimii_due.data.audio import OTHER_AUDIO
+from mimii_due.data.index import regular, wav_files
 from mimii_due.errors import ConfigError, MimiiDueError
 from mimii_due.scoring import Decision, ModelSet, scored_name
 from mimii_due.serve.record import Record
