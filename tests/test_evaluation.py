@@ -171,6 +171,36 @@ def test_the_2022_to_2025_metric_against_a_hand_computation(tmp_path):
     assert len((tmp_path / "anomaly_score_ToyCar_section_00_test.csv").read_text().splitlines()) == 8
 
 
+def test_the_2022_to_2025_tables_show_the_one_section_pauc_once_even_for_a_section_tested_in_one_domain(tmp_path):
+    """The 2022-2025 evaluators print one pAUC per section, "pAUC (source, target)": the tables
+    show it in one column so labelled (not the same number as a source and a target pAUC), and a
+    section whose test clips are all of one domain (new recordings of a new condition) has it in
+    result.csv and the tables, as the official score counts it."""
+    from mimii_due.report.tables import results_markdown, table4
+
+    rng = np.random.default_rng(0)
+    rows = [(0, d, lab) for d in ("source", "target") for lab in ("normal", "anomaly") for _ in range(6)]
+    rows += [(1, "target", lab) for lab in ("normal", "anomaly") for _ in range(6)]  # section 01: target clips only
+    df = pd.DataFrame(rows, columns=["section", "domain", "label"]).assign(machine="fan")
+    df["score"] = rng.normal(size=len(df)) + (df["label"] == "anomaly")
+    df["decision"] = df["score"] > 0.5
+    res = evaluate(df, protocol="dcase2022")
+    paucs = [pauc((g["label"] == "anomaly").to_numpy().astype(int), g["score"].to_numpy())
+             for _, g in df.groupby("section")]  # fmt: skip
+    wide = table4({"det": res})
+    assert [c for c in wide.columns if c[1] == "pAUC"] == [("det", "pAUC", "source, target")]
+    assert wide[("det", "pAUC", "source, target")].to_numpy() == pytest.approx(paucs)
+    assert wide.attrs["hmean"]["det"][("pAUC", "source, target")] == pytest.approx(scipy.stats.hmean(paucs))
+    assert "det pAUC source, target" in results_markdown({"det": res})
+    write_results(res, summarize(res), tmp_path)
+    lines = (tmp_path / "result.csv").read_text().splitlines()
+    section_01 = next(line for line in lines if line.startswith("01,")).split(",")
+    assert section_01[1] == "nan" and float(section_01[3]) == pytest.approx(paucs[1], abs=1e-6)
+    # the 2021 layout keeps a pAUC per domain, as its evaluator prints it
+    wide21 = table4({"det": evaluate(df, protocol="dcase2021")})
+    assert [c[2] for c in wide21.columns if c[1] == "pAUC"] == ["source", "target"]
+
+
 @pytest.mark.parametrize("protocol", ["dcase2020", "dcase2021", "dcase2022"])
 def test_a_section_without_anomalies_counts_false_alarms_and_leaves_the_official_score_undefined(protocol, tmp_path):
     """New normal recordings before any anomaly was recorded: no AUC there, and no official score

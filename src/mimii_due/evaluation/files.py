@@ -27,7 +27,7 @@ import pandas as pd
 from mimii_due import atomic
 from mimii_due.data.naming import DOMAINS
 from mimii_due.errors import MimiiDueError
-from mimii_due.evaluation.metrics import METRICS, results_frame
+from mimii_due.evaluation.metrics import BOTH, METRICS, results_frame, section_paucs
 
 _GT = re.compile(
     r"ground_truth_(?P<machine>.+?)_(?:section|id)_(?P<section>\d{2})(?:_(?P<domain>source|target))?(?:_test)?\.csv$"
@@ -317,13 +317,14 @@ def _result_rows_2022(results: pd.DataFrame, summary: dict) -> list[list]:
 
     header = ["section", "AUC (source)", "AUC (target)", "pAUC", "precision (source)", "precision (target)",
               "recall (source)", "recall (target)", "F1 score (source)", "F1 score (target)"]  # fmt: skip
-    cols = [("AUC", "source"), ("AUC", "target"), ("pAUC", "source")]
+    cols = [("AUC", "source"), ("AUC", "target"), ("pAUC", BOTH)]
     cols += [(m, dom) for m in ("precision", "recall", "F1") for dom in ("source", "target")]
     rows: list[list] = []
     for machine, g in results.groupby("machine", sort=True):
         rows += [[machine], header]
         table = g.pivot_table(index="section", columns="domain", values=list(METRICS))
         table = table.reindex(columns=pd.MultiIndex.from_product([METRICS, DOMAINS]))  # a domain not tested: nan
+        table[("pAUC", BOTH)] = section_paucs(table)  # a section tested in one domain has it too
         for section, r in table.iterrows():
             rows.append([f"{section:02d}"] + [_fmt(float(r[c])) for c in cols])
         rows.append(["arithmetic mean"] + [_fmt(float(table[c].mean())) for c in cols])

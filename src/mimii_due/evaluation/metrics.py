@@ -37,6 +37,7 @@ from mimii_due.errors import MimiiDueError
 from mimii_due.progress import Progress
 
 METRICS = ("AUC", "pAUC", "precision", "recall", "F1")
+BOTH = "source, target"  # dcase2022: the one pAUC of a section, over both domains (its evaluators' label)
 PROTOCOLS = ("dcase2020", "dcase2021", "dcase2022")
 
 
@@ -63,6 +64,12 @@ def prf(labels: np.ndarray, decisions: np.ndarray) -> tuple[float, float, float]
     r = tp / max(float(np.sum(labels)), 1e-12) if labels.any() else 0.0
     f = 2 * p * r / (p + r) if p + r > 0 else 0.0
     return p, r, f
+
+
+def section_paucs(table: pd.DataFrame) -> pd.Series:
+    """The one pAUC of each section of ``dcase2022`` results pivoted to ``(metric, domain)``
+    columns: on every domain row it is the same, so whichever domain the section was tested on."""
+    return table["pAUC"].bfill(axis=1).iloc[:, 0]
 
 
 def hmean(values) -> float:

@@ -108,7 +108,8 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     parts = [
         f"<h1>mimii-due report</h1><p>{len(infos)} run(s); mimii-due {__version__}; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>",
-        "<h2>Results (Table 4 style: AUC and pAUC per machine type, section and domain)</h2>",
+        "<h2>Results (Table 4 style: AUC per machine type, section and domain; pAUC per domain, or per section "
+        "as the 2022-2025 evaluators give it)</h2>",
         _wide_html(wide),
         "<p>Official score (the year's evaluator: harmonic mean of its AUCs and pAUCs): "
         + ", ".join(f"<b>{html.escape(n)}</b> {official_text(v, 4)}" for n, v in wide.attrs["official"].items())

@@ -8,22 +8,32 @@ import pandas as pd
 from rich.table import Table
 
 from mimii_due.data.table1 import MACHINE_TITLES
-from mimii_due.evaluation.metrics import hmean, official_score
+from mimii_due.evaluation.metrics import BOTH, hmean, official_score, section_paucs
+
+
+def _one_pauc(res: pd.DataFrame) -> bool:
+    """Are ``res`` scored as 2022-2025 are, with one pAUC per section (on each of its domain rows)?"""
+    return "protocol" in res and bool((res["protocol"] == "dcase2022").any())
 
 
 def table4(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per machine/section, columns ``(detector, metric, domain)``; then per-detector
-    harmonic means over sections (per domain) and the official score in ``attrs``."""
-    frames = []
+    harmonic means over sections (per domain) and the official score in ``attrs``. Runs scored
+    as 2022-2025 are have one pAUC column, ``(detector, "pAUC", BOTH)``, as their evaluators
+    print it ("pAUC (source, target)"), not the same section pAUC under each domain."""
+    frames, means = [], {}
     for name, res in runs.items():
         p = res.set_index(["machine", "section", "domain"])[["AUC", "pAUC"]].astype(float).unstack("domain")
+        means[name] = {(m, d): hmean(res[res.domain == d][m]) for m, d in p.columns}
+        if _one_pauc(res):
+            pauc = section_paucs(p)
+            p = p.drop(columns="pAUC", level=0)
+            p[("pAUC", BOTH)] = pauc
+            means[name] = {k: v for k, v in means[name].items() if k[0] == "AUC"} | {("pAUC", BOTH): hmean(pauc)}
         p.columns = pd.MultiIndex.from_tuples([(name, m, d) for m, d in p.columns])
         frames.append(p)
     wide = pd.concat(frames, axis=1).sort_index()
-    wide.attrs["hmean"] = {
-        name: {(m, d): hmean(res[res.domain == d][m]) for m in ("AUC", "pAUC") for d in ("source", "target")}
-        for name, res in runs.items()
-    }
+    wide.attrs["hmean"] = means
     wide.attrs["official"] = {name: official_score(res) for name, res in runs.items()}
     return wide
 
