@@ -411,7 +411,13 @@ def test_dcase2020_score_files_are_evaluated_per_machine_id(tmp_path):
     y, s = [0] * 6 + [1] * 4, [x for _, x in rows]
     assert summary["protocol"] == "dcase2020" and results["AUC"].tolist() == [auc(np.array(y), np.array(s))] == [0.75]
     assert results["pAUC"].iloc[0] == pytest.approx(pauc(np.array(y), np.array(s)))
-    assert (tmp_path / "result.csv").read_text().startswith("fan\nid,domain,AUC,pAUC,precision,recall,F1 score\n00,")
+    text = (tmp_path / "result.csv").read_text()  # the 2020 evaluator's layout: a row per ID, no domain column
+    assert text.startswith("fan\nid,AUC,pAUC,precision,recall,F1 score\n00,0.750000,")
+    assert text.rstrip().endswith(f"official score,{summary['official_score']:.6f}") and ",source," not in text
+    from mimii_due.report.tables import results_markdown, table4  # and so do the tables: AUC and pAUC per ID
+
+    assert list(table4({"sys": results}).columns) == [("sys", "AUC", ""), ("sys", "pAUC", "")]
+    assert "| sys AUC | sys pAUC |" in results_markdown({"sys": results})
 
 
 def test_compare_gives_each_systems_difference_from_the_first_with_its_paired_bootstrap_sd(tiny_2023, tmp_path):

@@ -286,27 +286,29 @@ def _no_nan(value):
 
 
 def _result_rows(results: pd.DataFrame, summary: dict, protocol: str) -> list[list]:
-    first = "id" if protocol == "dcase2020" else "section"
-    header = [first, "domain", "AUC", "pAUC", "precision", "recall", "F1 score"]
+    """The 2021 evaluator's layout (a row per section and domain), or the 2020 one's (a row per
+    machine ID, no domain column: 2020 has no domains); each with precision, recall and F1 beside
+    AUC and pAUC, then the means and the official score."""
+    per_id = protocol == "dcase2020"
+    header = ["id", "AUC", "pAUC", "precision", "recall", "F1 score"] if per_id else \
+        ["section", "domain", "AUC", "pAUC", "precision", "recall", "F1 score"]  # fmt: skip
+    blank = [] if per_id else [""]  # the domain column's place in the rows without one
     rows: list[list] = []
     for machine, g in results.groupby("machine", sort=True):
         rows += [[machine], header]
         for r in g.itertuples(index=False):
-            rows.append([f"{r.section:02d}", r.domain] + [_fmt(getattr(r, m)) for m in METRICS])
+            rows.append([f"{r.section:02d}"] + ([] if per_id else [r.domain]) + [_fmt(getattr(r, m)) for m in METRICS])
         s = summary["machines"][machine]
-        rows.append(["arithmetic mean", ""] + [_fmt(s["amean"][m]) for m in METRICS])
-        rows.append(["harmonic mean", ""] + [_fmt(s["hmean"][m]) for m in METRICS])
+        rows.append(["arithmetic mean", *blank] + [_fmt(s["amean"][m]) for m in METRICS])
+        rows.append(["harmonic mean", *blank] + [_fmt(s["hmean"][m]) for m in METRICS])
         rows.append([])
     o = summary["overall"]
-    rows.append(["", ""] + header[2:])
-    rows.append(
-        ["arithmetic mean over all machine types, sections, and domains", ""] + [_fmt(o["amean"][m]) for m in METRICS]
-    )
-    rows.append(
-        ["harmonic mean over all machine types, sections, and domains", ""] + [_fmt(o["hmean"][m]) for m in METRICS]
-    )
+    over = "all machine types and IDs" if per_id else "all machine types, sections, and domains"
+    rows.append(["", *blank] + header[-5:])
+    rows.append([f"arithmetic mean over {over}", *blank] + [_fmt(o["amean"][m]) for m in METRICS])
+    rows.append([f"harmonic mean over {over}", *blank] + [_fmt(o["hmean"][m]) for m in METRICS])
     rows.append([])
-    rows.append(["official score", "", _fmt(summary["official_score"])])
+    rows.append(["official score", *blank, _fmt(summary["official_score"])])
     return rows
 
 

@@ -20,6 +20,7 @@ from mimii_due.evaluation.files import read_file_results, score_files
 from mimii_due.report import figures
 from mimii_due.report.tables import (
     alarms,
+    column_name,
     machine_scores,
     markdown_table,
     official_text,
@@ -76,10 +77,10 @@ def _img(path: Path) -> str:
 
 def _wide_html(wide: pd.DataFrame) -> str:
     df = wide.copy()
-    df.columns = [f"{n} {m} {d}" for n, m, d in df.columns]
+    df.columns = [column_name(*c) for c in df.columns]
     df.index = [f"{m} {s:02d}" for m, s in df.index]
     h = pd.DataFrame(
-        [{f"{n} {m} {d}": wide.attrs["hmean"][n][(m, d)] for n, m, d in wide.columns}], index=["harmonic mean"]
+        [{column_name(n, m, d): wide.attrs["hmean"][n][(m, d)] for n, m, d in wide.columns}], index=["harmonic mean"]
     )
     return pd.concat([df, h]).to_html(float_format=lambda v: f"{v:.3f}", na_rep="-", border=0)
 

@@ -11,25 +11,34 @@ from mimii_due.data.table1 import MACHINE_TITLES
 from mimii_due.evaluation.metrics import BOTH, hmean, official_score, section_paucs
 
 
-def _one_pauc(res: pd.DataFrame) -> bool:
-    """Are ``res`` scored as 2022-2025 are, with one pAUC per section (on each of its domain rows)?"""
-    return "protocol" in res and bool((res["protocol"] == "dcase2022").any())
+def _protocol(res: pd.DataFrame, protocol: str) -> bool:
+    """Are ``res`` scored under ``protocol``?"""
+    return "protocol" in res and bool((res["protocol"] == protocol).any())
+
+
+def column_name(name: str, metric: str, domain: str) -> str:
+    """A ``table4`` column as one line of text: "ensemble AUC source" (2020's have no domain)."""
+    return f"{name} {metric} {domain}".rstrip()
 
 
 def table4(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per machine/section, columns ``(detector, metric, domain)``; then per-detector
     harmonic means over sections (per domain) and the official score in ``attrs``. Runs scored
     as 2022-2025 are have one pAUC column, ``(detector, "pAUC", BOTH)``, as their evaluators
-    print it ("pAUC (source, target)"), not the same section pAUC under each domain."""
+    print it ("pAUC (source, target)"), not the same section pAUC under each domain; runs scored as
+    2020 is (per machine ID, no domains) have no domain in their columns' names."""
     frames, means = [], {}
     for name, res in runs.items():
         p = res.set_index(["machine", "section", "domain"])[["AUC", "pAUC"]].astype(float).unstack("domain")
         means[name] = {(m, d): hmean(res[res.domain == d][m]) for m, d in p.columns}
-        if _one_pauc(res):
+        if _protocol(res, "dcase2022"):
             pauc = section_paucs(p)
             p = p.drop(columns="pAUC", level=0)
             p[("pAUC", BOTH)] = pauc
             means[name] = {k: v for k, v in means[name].items() if k[0] == "AUC"} | {("pAUC", BOTH): hmean(pauc)}
+        if _protocol(res, "dcase2020"):  # its one "domain" is ours, not the year's
+            p.columns = pd.MultiIndex.from_tuples([(m, "") for m, _ in p.columns])
+            means[name] = {(m, ""): v for (m, _), v in means[name].items()}
         p.columns = pd.MultiIndex.from_tuples([(name, m, d) for m, d in p.columns])
         frames.append(p)
     wide = pd.concat(frames, axis=1).sort_index()
@@ -60,15 +69,16 @@ def results_table(runs: dict[str, pd.DataFrame], title: str = "AUC / pAUC (Table
     t.add_column("machine")
     t.add_column("section")
     for name, metric, domain in _cols(wide):
-        t.add_column(f"{name}\n{metric}\n{domain}", justify="right", no_wrap=True, min_width=len(domain))
+        t.add_column(f"{name}\n{metric}\n{domain}".rstrip(), justify="right", no_wrap=True, min_width=len(domain))
     for (machine, section), row in wide.iterrows():
         t.add_row(MACHINE_TITLES.get(machine, machine), f"{section:02d}", *(number(v) for v in row.to_numpy()))
     t.add_section()
+    firsts = {next(i for i, c in enumerate(_cols(wide)) if c[0] == n) for n in wide.attrs["official"]}  # each run's
     t.add_row("harmonic mean", "", *(number(wide.attrs["hmean"][n][(m, d)]) for n, m, d in _cols(wide)))
     t.add_row(
         "official score",
         "",
-        *(official_text(wide.attrs["official"][n]) if (m, d) == ("AUC", "source") else "" for n, m, d in _cols(wide)),
+        *(official_text(wide.attrs["official"][n]) if c in firsts else "" for c, (n, m, d) in enumerate(_cols(wide))),
     )
     return t
 
@@ -109,7 +119,7 @@ def alarms(results: pd.DataFrame) -> pd.DataFrame | None:
 def results_markdown(runs: dict[str, pd.DataFrame]) -> str:
     """The same table in Markdown."""
     wide = table4(runs)
-    head = ["Machine", "Section"] + [f"{n} {m} {d}" for n, m, d in _cols(wide)]
+    head = ["Machine", "Section"] + [column_name(*c) for c in _cols(wide)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (machine, section), row in wide.iterrows():
         lines.append(
