@@ -102,7 +102,9 @@ def main() -> None:
             if ensemble is not None:
                 model = ensemble.load_model(machine)
                 fe, ce = pipeline.features(clips.reset_index(drop=True), cfg=model.features, cache=base / "features")
-                emb += embedding_rows(model.members_[-1].embed(fe), ce)
+                member = next((m for m in model.members_ if m.name == "embedding"), None)  # one may be left out
+                if member is not None:
+                    emb += embedding_rows(member.embed(fe), ce)
         print(f"{base.name}: target AUC, mean over {len(pooled[decays[0]])} sections")
         print("  pooled log-mel, decay: nearest target clip / their mean / oracle mean / oracle Gaussian")
         for d in decays:

@@ -326,14 +326,14 @@ def _result_rows_2022(results: pd.DataFrame, summary: dict) -> list[list]:
         rows += [[machine], header]
         table = g.pivot_table(index="section", columns="domain", values=list(METRICS))
         table = table.reindex(columns=pd.MultiIndex.from_product([METRICS, DOMAINS]))  # a domain not tested: nan
-        table[("pAUC", BOTH)] = section_paucs(table)  # a section tested in one domain has it too
+        table[("pAUC", BOTH)] = section_paucs(g).droplevel("machine")  # a section tested in one domain has it too
         for section, r in table.iterrows():
             rows.append([f"{section:02d}"] + [_fmt(float(r[c])) for c in cols])
         rows.append(["arithmetic mean"] + [_fmt(float(table[c].mean())) for c in cols])
         rows.append(["harmonic mean"] + [_fmt(hmean(table[c])) for c in cols])
         rows.append([])
     src, tgt = results[results.domain == "source"], results[results.domain == "target"]
-    paucs = results.drop_duplicates(["machine", "section"])["pAUC"]
+    paucs = section_paucs(results)
     rows.append(["", "AUC (source)", "AUC (target)", "pAUC"])
     rows.append(["harmonic mean over all machine types and sections", _fmt(hmean(src["AUC"])),
                  _fmt(hmean(tgt["AUC"])), _fmt(hmean(paucs))])  # fmt: skip

@@ -66,10 +66,11 @@ def prf(labels: np.ndarray, decisions: np.ndarray) -> tuple[float, float, float]
     return p, r, f
 
 
-def section_paucs(table: pd.DataFrame) -> pd.Series:
-    """The one pAUC of each section of ``dcase2022`` results pivoted to ``(metric, domain)``
-    columns: on every domain row it is the same, so whichever domain the section was tested on."""
-    return table["pAUC"].bfill(axis=1).iloc[:, 0]
+def section_paucs(results: pd.DataFrame) -> pd.Series:
+    """The one pAUC of each section of ``dcase2022`` results (``evaluate``'s rows), indexed by
+    ``(machine, section)``: it is on each of the section's domain rows, so whichever domain the
+    section was tested on."""
+    return results.drop_duplicates(["machine", "section"]).set_index(["machine", "section"])["pAUC"]
 
 
 def hmean(values) -> float:
@@ -164,7 +165,7 @@ def official_score(results: pd.DataFrame) -> float:
     protocol = results["protocol"].iloc[0] if "protocol" in results and len(results) else "dcase2021"
     paucs = results["pAUC"]
     if protocol == "dcase2022":  # one pAUC per section, not one per domain row
-        paucs = results.drop_duplicates(["machine", "section"])["pAUC"]
+        paucs = section_paucs(results)
     values = np.concatenate([results["AUC"].to_numpy(np.float64), paucs.to_numpy(np.float64)])
     if not np.isfinite(values).all():  # a section without both labels (:func:`undefined` says which)
         return float("nan")
@@ -183,7 +184,7 @@ def summarize(results: pd.DataFrame) -> dict:
     def means(df):
         out = {"amean": {m: float(df[m].mean()) for m in METRICS}, "hmean": {m: hmean(df[m]) for m in METRICS}}
         if "protocol" in df and (df["protocol"] == "dcase2022").any():  # a section's pAUC is on each domain row
-            paucs = df.drop_duplicates(["machine", "section"])["pAUC"]
+            paucs = section_paucs(df)
             out["amean"]["pAUC"], out["hmean"]["pAUC"] = float(paucs.mean()), hmean(paucs)
         return out
 

@@ -32,9 +32,9 @@ def table4(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
         p = res.set_index(["machine", "section", "domain"])[["AUC", "pAUC"]].astype(float).unstack("domain")
         means[name] = {(m, d): hmean(res[res.domain == d][m]) for m, d in p.columns}
         if _protocol(res, "dcase2022"):
-            pauc = section_paucs(p)
+            pauc = section_paucs(res)
             p = p.drop(columns="pAUC", level=0)
-            p[("pAUC", BOTH)] = pauc
+            p[("pAUC", BOTH)] = pauc  # aligned on (machine, section)
             means[name] = {k: v for k, v in means[name].items() if k[0] == "AUC"} | {("pAUC", BOTH): hmean(pauc)}
         if _protocol(res, "dcase2020"):  # its one "domain" is ours, not the year's
             p.columns = pd.MultiIndex.from_tuples([(m, "") for m, _ in p.columns])
