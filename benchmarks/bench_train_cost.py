@@ -3,23 +3,28 @@ training clips and 100 + 100 test clips (generated, 10 s), trained, scored and e
 machine type (pump) is in the dataset, as in every DCASE development set: detectors with outlier
 exposure (the embedding) also train on as many of its clips.
 
-Prints wall seconds and training clips/s per detector, and the ratio to the old embedding
-detector's 239 s measured on this machine (issue 15's reference; the new default may cost at most
-twice that). AE and MobileNetV2 run with a reduced number of epochs; their full-size time adds
-the missing epochs at the mean wall time of the epochs run (the model's history records each
-epoch's seconds; said in the output).
+Prints wall seconds, training clips/s and the process's peak resident memory so far per
+detector, and the ratio to the old embedding detector's 239 s measured on this machine (issue
+15's reference; the new default may cost at most twice that). AE and MobileNetV2 run with a
+reduced number of epochs; their full-size time adds the missing epochs at the mean wall time of
+the epochs run (the model's history records each epoch's seconds; said in the output).
 
 ``--devices cpu,cuda`` trains each network detector (AE, MobileNetV2, embedding) on each device
 and prints its time against the first device's, measured in the same run (the ensemble's network
 members train where ``device="auto"`` puts them: the GPU when there is one).
 
+``--layout dcase2021``: one machine type of the MIMII DUE layout (DCASE 2021 development set)
+instead, three sections of about 1,000 source + 3 target training clips each and 100 + 100 test
+clips per section (Table 1 at scale 1), about three times the 2023 layout's training clips.
+
     python benchmarks/bench_train_cost.py [--detectors twfr_gmm,embedding,ensemble,gaussian,ae]
-        [--devices cpu,cuda] [--workers 2]
+        [--devices cpu,cuda] [--workers 2] [--layout dcase2023|dcase2021]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -41,11 +46,13 @@ def main() -> None:
     ap.add_argument("--ae-epochs", type=int, default=5)
     ap.add_argument("--devices", default="auto", help="devices the network detectors train on, e.g. cpu,cuda")
     ap.add_argument("--workers", type=int, default=2, help="processes generating the clips")
+    ap.add_argument("--layout", default="dcase2023", choices=["dcase2023", "dcase2021"])
     ap.add_argument("--out", default="/tmp/mimii_due_bench_cost")
     a = ap.parse_args()
-    out = Path(a.out)
-    data = generate(out / "data", machines=["fan", "pump"], sections=[0], scale=1.0, seed=7, min_test=50,
-                    workers=a.workers, layout="dcase2023")  # fmt: skip
+    out = Path(a.out) / a.layout if a.layout != "dcase2023" else Path(a.out)
+    sections = [0] if a.layout == "dcase2023" else [0, 1, 2]
+    data = generate(out / "data", machines=["fan", "pump"], sections=sections, scale=1.0, seed=7, min_test=50,
+                    workers=a.workers, layout=a.layout)  # fmt: skip
     everything = index(data)
     t = everything[everything.machine == "fan"]
     n_train = int((t.split == "train").sum())
@@ -80,8 +87,10 @@ def main() -> None:
         score = summary["official_score"]
         first.setdefault(det, wall)
         on = f" on {dev}, {wall / first[det]:.2f} of the first device's time" if "device" in params else ""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
         print(f"{det:10s} wall {wall:6.0f} s  train {n_train / t_train:7.1f} clips/s  ratio to the reference "
-              f"{wall / REFERENCE_S:.2f}  official score {score:.3f}{note}{on}", flush=True)  # fmt: skip
+              f"{wall / REFERENCE_S:.2f}  official score {score:.3f}  peak memory of the run so far {peak:.2f} GB"
+              f"{note}{on}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

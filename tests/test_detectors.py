@@ -644,6 +644,32 @@ def test_the_embedding_repeats_the_few_target_clips_up_to_target_repeat(easy, mo
         EmbeddingConfig(target_repeat=0)
 
 
+@pytest.mark.parametrize("spectrum", ["linear", "log"])
+def test_the_embedding_scales_its_inputs_block_by_block_as_on_whole_arrays(easy, monkeypatch, spectrum):
+    """The network's inputs (the own clips' and the other machine types' one after the other) are
+    written block by block, not made from whole-array float64 temporaries (a DCASE 2021-sized machine
+    type with outlier exposure peaked at 6.6 GB that way): every value as the whole-array
+    arithmetic gives it, across block boundaries and parts, and the same network trained."""
+    from mimii_due.detectors import embedding
+
+    ftrain, train, ftest, _ = easy
+    det = make("embedding", epochs=1, spectrum=spectrum).fit(ftrain, train)
+    whole = ftrain.spectra.astype(np.float64)
+    whole = np.log(whole + 1e-6) if spectrum == "log" else whole
+    concat = Features.concat([ftrain, ftest])
+    spec_whole = np.r_[whole, np.log(ftest.spectra.astype(np.float64) + 1e-6) if spectrum == "log"
+                       else ftest.spectra.astype(np.float64)]  # fmt: skip
+    expected_spec = ((spec_whole - det.spec_norm_[0]) / det.spec_norm_[1]).astype(np.float32)
+    expected_mel = ((concat.data - det.mel_norm_[0]) / det.mel_norm_[1]).astype(np.float32)
+    monkeypatch.setattr(embedding, "_BLOCK", 3)  # blocks that split both parts unevenly
+    spec, mel = det._inputs(ftrain, ftest)
+    assert spec.dtype == mel.dtype == torch.float32
+    np.testing.assert_array_equal(spec.numpy(), expected_spec)
+    np.testing.assert_array_equal(mel.numpy(), expected_mel)
+    small = make("embedding", epochs=1, spectrum=spectrum).fit(ftrain, train)  # trained with blocks of 3
+    np.testing.assert_array_equal(small.train_scores_, det.train_scores_)
+
+
 def test_a_gpu_that_is_not_there_is_a_clear_error_and_auto_falls_back_to_the_cpu(easy):
     import torch
 

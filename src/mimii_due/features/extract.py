@@ -92,7 +92,7 @@ class Features:
 
     def means(self) -> np.ndarray:
         """Clip-mean log-mel, shape ``(n_clips, n_mels)``."""
-        sums = np.add.reduceat(self.data.astype(np.float64), self.offsets[:-1], axis=0)
+        sums = np.add.reduceat(self.data, self.offsets[:-1], axis=0, dtype=np.float64)  # no float64 copy of all
         return (sums / self.lengths[:, None]).astype(np.float32)
 
 
