@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
+from mimii_due import pipeline
 from mimii_due.cli import app
 from mimii_due.data.index import index
 from mimii_due.data.naming import parse_name
@@ -475,3 +476,22 @@ def test_the_channel_a_recorder_put_the_machine_on_is_trained_on_and_read_by_its
     with pytest.raises(ModelError, match="started as twfr_gmm {} reading channel 1, not as twfr_gmm {} reading "
                                          "channel 2"):  # fmt: skip
         pipeline.train(tmp_path / "ch1", tmp_path / "stereo", detector="twfr_gmm", channel=2, resume=True)
+
+
+def test_train_warns_where_a_sections_domain_has_too_few_clips_for_its_false_alarm_rate(tiny_dataset, tiny_2023,
+                                                                                         tmp_path, caplog):  # fmt: skip
+    """MIMII DUE gives 3 target-domain training clips per section: at a rate of 0.10, fewer than
+    the 10 in which one normal clip above the threshold is expected, so the threshold rests on the
+    source clips and new target normal clips may raise alarms far more often; said per section.
+    The 2022-2025 layouts' 10 target clips are enough for that rate, and say nothing."""
+    counts = index(tiny_dataset).query("split == 'train' and machine == 'fan'").groupby(["section", "domain"]).size()
+    assert counts[(0, "target")] == counts[(3, "target")] == 3 and counts[(0, "source")] >= 10
+    with caplog.at_level("WARNING"):
+        pipeline.train(tmp_path / "run", tiny_dataset, detector="twfr_gmm", machines=["fan"])
+    assert ("fan: section 00's target domain (3), section 03's target domain (3): fewer training clips than the 10 "
+            "in which one normal clip above the threshold is expected") in caplog.text  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        pipeline.train(tmp_path / "run2023", tiny_2023, detector="twfr_gmm", machines=["fan"])
+    assert index(tiny_2023).query("split == 'train' and machine == 'fan' and domain == 'target'").shape[0] == 10
+    assert "domain (" not in caplog.text and "fewer training clips" not in caplog.text
