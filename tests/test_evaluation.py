@@ -231,6 +231,12 @@ def test_a_section_without_anomalies_counts_false_alarms_and_leaves_the_official
     assert summ["alarms"] == {"n_normal": len(normal), "false_alarms": int(normal["decision"].sum()),
                               "n_anomaly": int((df.label == "anomaly").sum()),
                               "detected": int(df[df.label == "anomaly"]["decision"].sum())}  # fmt: skip
+    if protocol == "dcase2020":  # no domains in 2020: one row per section, all its clips
+        assert summ["alarms_by_domain"] == {"source": summ["alarms"]}
+    for d in ("source", "target") if protocol != "dcase2020" else ():  # a new condition's alarms on their own
+        nrm, ano = df[(df.domain == d) & (df.label == "normal")], df[(df.domain == d) & (df.label == "anomaly")]
+        assert summ["alarms_by_domain"][d] == {"n_normal": len(nrm), "false_alarms": int(nrm.decision.sum()),
+                                               "n_anomaly": len(ano), "detected": int(ano.decision.sum())}  # fmt: skip
     assert summ["machines"]["fan"]["hmean"]["AUC"] == pytest.approx(hmean(fan["AUC"]))  # fan's own are defined
     flat = res.reset_index()
     assert summ["machine_scores"]["fan"] == pytest.approx(official_score(flat[flat.machine == "fan"]))

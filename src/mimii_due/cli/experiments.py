@@ -183,24 +183,32 @@ def _print_summary(who: str, summary: dict) -> None:
     """The alarms on the test clips and, for several machine types, each one's official score."""
     from mimii_due.report.tables import official_text
 
-    stdout.print(f"{who}{_alarm_line(summary['alarms'], summary.get('alarm_rates'))}", markup=False)
+    line = _alarm_line(summary["alarms"], summary.get("alarm_rates"), summary.get("alarms_by_domain"))
+    stdout.print(f"{who}{line}", markup=False)
     if len(summary["machine_scores"]) > 1:
         each = ", ".join(f"{m} {official_text(v)}" for m, v in summary["machine_scores"].items())
         stdout.print(f"{who}official score per machine type: {each}", markup=False)
 
 
-def _alarm_line(alarms: dict, rates: dict | None = None) -> str:
+def _alarm_line(alarms: dict, rates: dict | None = None, by_domain: dict | None = None) -> str:
     """How often the thresholds flagged the test clips: false alarms on the normal ones and
-    detections of the anomalous ones (what an engineer sees of a detector in use); with the rate
-    the thresholds were fitted for (one for all machine types), whether the false alarms are more
-    than chance gives at that rate (exact binomial test)."""
+    detections of the anomalous ones (what an engineer sees of a detector in use), the normal
+    ones domain by domain where the test clips have several (a new condition's clips can raise
+    far more alarms than the usual one's); with the rate the thresholds were fitted for (one for
+    all machine types), whether the false alarms are more than chance gives at that rate (exact
+    binomial test)."""
     from mimii_due.evaluation.threshold import EXCESS_P, excess_alarms_p
 
     def share(k: int, n: int, what: str) -> str:
         return f"{k} of {n} {what} ({k / n:.1%})" if n else f"no {what}"
 
-    line = (f"flagged {share(alarms['false_alarms'], alarms['n_normal'], 'normal test clips')}, "
-            f"{share(alarms['detected'], alarms['n_anomaly'], 'anomalous test clips')}")  # fmt: skip
+    k, n = alarms["false_alarms"], alarms["n_normal"]
+    normal = share(k, n, "normal test clips")
+    if by_domain and len(by_domain) > 1 and n:  # "182 of 600 normal test clips (30.3%; source 21 of 300, 7.0%; ...)"
+        each = "; ".join(f"{d} {c['false_alarms']} of {c['n_normal']}" + (f", {c['false_alarms'] / c['n_normal']:.1%}"
+                         if c["n_normal"] else "") for d, c in by_domain.items())  # fmt: skip
+        normal = f"{k} of {n} normal test clips ({k / n:.1%}; {each})"
+    line = f"flagged {normal}, {share(alarms['detected'], alarms['n_anomaly'], 'anomalous test clips')}"
     expected = set((rates or {}).values())
     if len(expected) == 1 and alarms["n_normal"] and 0 < (rate := expected.pop()) < 1:
         p = excess_alarms_p(alarms["false_alarms"], alarms["n_normal"], rate)

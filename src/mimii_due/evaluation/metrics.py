@@ -178,7 +178,10 @@ def summarize(results: pd.DataFrame) -> dict:
     Returns ``{"machines": {machine: {"amean": {...}, "hmean": {...}}}, "domains": {...},
     "overall": {...}, "official_score": float (NaN where undefined), "machine_scores": {machine:
     the official score of its rows alone}, "undefined": [why, ...],
-    "alarms": {"n_normal", "false_alarms", "n_anomaly", "detected"}, "protocol": str}``.
+    "alarms": {"n_normal", "false_alarms", "n_anomaly", "detected"}, "alarms_by_domain": {domain: the
+    same counts of its clips}, "protocol": str}``. The alarms by domain matter under domain shift:
+    a threshold that rests on the source clips can sound far more often on a new condition's
+    normal clips (``pipeline._check_domain_support``).
     """
 
     def means(df):
@@ -197,6 +200,7 @@ def summarize(results: pd.DataFrame) -> dict:
         "machine_scores": {m: official_score(g) for m, g in results.groupby("machine")},  # as papers tabulate
         "undefined": undefined(results),
         "alarms": {c: int(results[c].sum()) for c in counts if c in results},
+        "alarms_by_domain": {d: {c: int(g[c].sum()) for c in counts if c in g} for d, g in results.groupby("domain")},
         "protocol": str(results["protocol"].iloc[0]) if "protocol" in results and len(results) else "dcase2021",
     }
 

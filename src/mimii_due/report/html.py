@@ -178,7 +178,7 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
         counted = alarms(info["results"])
         if counted is not None:
             parts += ["<h3>Alarms on the test clips</h3>", counted.to_html(border=0)]
-            md += ["### Alarms on the test clips", "", *markdown_table(counted, "machine type"), ""]
+            md += ["### Alarms on the test clips", "", *markdown_table(counted, counted.index.name), ""]
         loss = figures.loss_curves(info["histories"], files / f"{tag}_loss.png")
         if loss:
             figs.append(("Training and validation loss", loss))

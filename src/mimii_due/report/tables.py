@@ -99,12 +99,14 @@ def markdown_table(table: pd.DataFrame, first: str) -> list[str]:
 
 
 def alarms(results: pd.DataFrame) -> pd.DataFrame | None:
-    """Per machine type, how many normal test clips the thresholds flagged (false alarms) and how
-    many anomalous ones (detections), as "k of n (rate)"; None for results evaluated before the
-    counts were kept."""
+    """Per machine type, and per domain where the test clips have several (a new condition's
+    normal clips can raise far more alarms than the usual one's), how many normal test clips the
+    thresholds flagged (false alarms) and how many anomalous ones (detections), as "k of n (rate)";
+    None for results evaluated before the counts were kept."""
     if "false_alarms" not in results:
         return None
-    g = results.groupby("machine")[["n_normal", "false_alarms", "n_anomaly", "detected"]].sum()
+    by = ["machine", "domain"] if results["domain"].nunique() > 1 else ["machine"]
+    g = results.groupby(by)[["n_normal", "false_alarms", "n_anomaly", "detected"]].sum()
 
     def share(k, n):
         return f"{k} of {n} ({k / n:.1%})" if n else "no clips"
@@ -112,8 +114,9 @@ def alarms(results: pd.DataFrame) -> pd.DataFrame | None:
     return pd.DataFrame(
         {"normal clips flagged (false alarms)": [share(r.false_alarms, r.n_normal) for r in g.itertuples()],
          "anomalous clips flagged (detected)": [share(r.detected, r.n_anomaly) for r in g.itertuples()]},
-        index=[MACHINE_TITLES.get(m, m) for m in g.index],
-    )  # fmt: skip
+        index=[f"{MACHINE_TITLES.get(k[0], k[0])}, {k[1]}" if len(by) > 1 else MACHINE_TITLES.get(k, k)
+               for k in g.index],
+    ).rename_axis("machine type, domain" if len(by) > 1 else "machine type")  # fmt: skip
 
 
 def results_markdown(runs: dict[str, pd.DataFrame]) -> str:
