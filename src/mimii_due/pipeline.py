@@ -202,17 +202,24 @@ def train(
         return keeper.meta()
 
 
+def _clips_to_see(det) -> tuple[float, int]:
+    """The detector's false-alarm rate and the fewest clips in which one normal clip above its
+    threshold is expected (clips x rate at least 1)."""
+    rate = 1 - det.threshold_quantile
+    return rate, math.ceil(1 / rate - 1e-9)
+
+
 def _check_threshold_support(machine: str, det) -> np.ndarray:
     """Warn where a threshold rests on fewer training clips than its false-alarm rate can be seen in
     (clips x rate below 1: not one normal clip is expected above it); returns the clips it rests on
     (``calibration_rows``)."""
     rows = calibration_rows(det.held_out_)
-    n, rate = int(rows.sum()), 1 - det.threshold_quantile
-    if n * rate < 1 - 1e-9:
+    n, (rate, need) = int(rows.sum()), _clips_to_see(det)
+    if n < need:
         log.warning("%s: the threshold for a false-alarm rate of %.3g rests on %d training clips, fewer than the %d "
                     "in which one normal clip above it is expected; the alarm rate on new normal clips may be far "
                     "from %.3g (record more normal clips, or set a higher rate with `mimii-due threshold`)",
-                    machine, rate, n, math.ceil(1 / rate - 1e-9), rate)  # fmt: skip
+                    machine, rate, n, need, rate)  # fmt: skip
     return rows
 
 
@@ -223,8 +230,7 @@ def _check_domain_support(machine: str, det, clips: pd.DataFrame) -> None:
     more often (generated data, the MIMII DUE layout's 3 target clips per section, TWFR-GMM and the
     ensemble at a rate of 0.10: 23-56 % of new target normal clips flagged, 5-14 % of the source
     domain's; tuning seeds 0 and 1 at scale 0.1 and seed 7's fan at full size)."""
-    rate = 1 - det.threshold_quantile
-    need = math.ceil(1 / rate - 1e-9)
+    rate, need = _clips_to_see(det)
     counts = clips.groupby(["section", "domain"]).size()
     few = counts[(counts < need) & (counts.index.get_level_values("section").isin(
         counts[counts >= need].index.get_level_values("section")))]  # fmt: skip

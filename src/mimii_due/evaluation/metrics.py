@@ -66,6 +66,11 @@ def prf(labels: np.ndarray, decisions: np.ndarray) -> tuple[float, float, float]
     return p, r, f
 
 
+def scored_as(results: pd.DataFrame, protocol: str) -> bool:
+    """Are ``results`` (``evaluate``'s rows) scored under ``protocol``?"""
+    return "protocol" in results and bool((results["protocol"] == protocol).any())
+
+
 def section_paucs(results: pd.DataFrame) -> pd.Series:
     """The one pAUC of each section of ``dcase2022`` results (``evaluate``'s rows), indexed by
     ``(machine, section)``: it is on each of the section's domain rows, so whichever domain the
@@ -186,7 +191,7 @@ def summarize(results: pd.DataFrame) -> dict:
 
     def means(df):
         out = {"amean": {m: float(df[m].mean()) for m in METRICS}, "hmean": {m: hmean(df[m]) for m in METRICS}}
-        if "protocol" in df and (df["protocol"] == "dcase2022").any():  # a section's pAUC is on each domain row
+        if scored_as(df, "dcase2022"):  # a section's pAUC is on each domain row
             paucs = section_paucs(df)
             out["amean"]["pAUC"], out["hmean"]["pAUC"] = float(paucs.mean()), hmean(paucs)
         return out

@@ -8,12 +8,7 @@ import pandas as pd
 from rich.table import Table
 
 from mimii_due.data.table1 import MACHINE_TITLES
-from mimii_due.evaluation.metrics import BOTH, hmean, official_score, section_paucs
-
-
-def _protocol(res: pd.DataFrame, protocol: str) -> bool:
-    """Are ``res`` scored under ``protocol``?"""
-    return "protocol" in res and bool((res["protocol"] == protocol).any())
+from mimii_due.evaluation.metrics import BOTH, hmean, official_score, scored_as, section_paucs
 
 
 def column_name(name: str, metric: str, domain: str) -> str:
@@ -24,19 +19,19 @@ def column_name(name: str, metric: str, domain: str) -> str:
 def table4(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per machine/section, columns ``(detector, metric, domain)``; then per-detector
     harmonic means over sections (per domain) and the official score in ``attrs``. Runs scored
-    as 2022-2025 are have one pAUC column, ``(detector, "pAUC", BOTH)``, as their evaluators
+    as 2022-2025 have one pAUC column, ``(detector, "pAUC", BOTH)``, as their evaluators
     print it ("pAUC (source, target)"), not the same section pAUC under each domain; runs scored as
     2020 is (per machine ID, no domains) have no domain in their columns' names."""
     frames, means = [], {}
     for name, res in runs.items():
         p = res.set_index(["machine", "section", "domain"])[["AUC", "pAUC"]].astype(float).unstack("domain")
         means[name] = {(m, d): hmean(res[res.domain == d][m]) for m, d in p.columns}
-        if _protocol(res, "dcase2022"):
+        if scored_as(res, "dcase2022"):
             pauc = section_paucs(res)
             p = p.drop(columns="pAUC", level=0)
             p[("pAUC", BOTH)] = pauc  # aligned on (machine, section)
             means[name] = {k: v for k, v in means[name].items() if k[0] == "AUC"} | {("pAUC", BOTH): hmean(pauc)}
-        if _protocol(res, "dcase2020"):  # its one "domain" is ours, not the year's
+        if scored_as(res, "dcase2020"):  # its one "domain" is ours, not the year's
             p.columns = pd.MultiIndex.from_tuples([(m, "") for m, _ in p.columns])
             means[name] = {(m, ""): v for (m, _), v in means[name].items()}
         p.columns = pd.MultiIndex.from_tuples([(name, m, d) for m, d in p.columns])
