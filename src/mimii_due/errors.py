@@ -33,6 +33,10 @@ class ConfigError(MimiiDueError):
     """A configuration value is invalid."""
 
 
+class UnknownDetectorError(ConfigError):
+    """A detector name that is neither built in nor an installed plugin's."""
+
+
 class DownloadError(MimiiDueError):
     """A download failed, or an archive did not match its checksum."""
 

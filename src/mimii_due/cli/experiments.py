@@ -73,7 +73,8 @@ def train(
     detector: str = typer.Option(
         "ensemble",
         "--detector",
-        help="Detector name: ensemble (default), twfr_gmm, embedding, ae, mobilenetv2, smahal, gaussian.",
+        help="Detector name: ensemble (default), twfr_gmm, embedding, ae, mobilenetv2, smahal, gaussian, or an "
+        "installed plugin's.",
     ),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all found)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs."),

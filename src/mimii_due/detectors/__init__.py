@@ -1,6 +1,19 @@
-"""Detectors, found by name in one explicit registry."""
+"""Detectors, found by name in one explicit registry: the built-in ones, and those other packages
+install as plugins.
+
+A plugin is a :class:`~mimii_due.detectors.base.Detector` subclass that another installed package
+names under the entry-point group ``mimii_due.detectors`` (``PLUGIN_GROUP``), with the detector's
+``name`` as the entry point's; it is then a detector like ours everywhere (``train --detector``, an
+ensemble member, ``compare_detectors.py``, ``score``, the service, a Ray cluster where the package
+is installed on its nodes), and its saved models load by that name. A plugin that cannot be used
+(it does not import, is not a detector, takes a built-in or another plugin's name) is left out
+with a warning that names it; the rest work as before.
+"""
 
 from __future__ import annotations
+
+import logging
+from importlib import metadata
 
 from mimii_due.config import THRESHOLD_QUANTILE, FeatureConfig, from_dict, setting
 from mimii_due.detectors.autoencoder import AutoEncoderDetector
@@ -11,9 +24,13 @@ from mimii_due.detectors.gaussian import GaussianDetector
 from mimii_due.detectors.mobilenetv2 import MobileNetV2Detector
 from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
 from mimii_due.detectors.twfr_gmm import TWFRGMMDetector
-from mimii_due.errors import ConfigError
+from mimii_due.errors import ConfigError, UnknownDetectorError
 
-REGISTRY: dict[str, type[Detector]] = {
+log = logging.getLogger(__name__)
+
+PLUGIN_GROUP = "mimii_due.detectors"  # the entry-point group of detectors other packages install
+
+BUILT_IN: dict[str, type[Detector]] = {
     AutoEncoderDetector.name: AutoEncoderDetector,
     GaussianDetector.name: GaussianDetector,
     MobileNetV2Detector.name: MobileNetV2Detector,
@@ -24,14 +41,60 @@ REGISTRY: dict[str, type[Detector]] = {
 }
 
 
+def plugins() -> dict[str, type[Detector]]:
+    """The detectors installed packages name under ``PLUGIN_GROUP``, by name; each one that cannot
+    be used is left out with a warning saying which and why."""
+    found: dict[str, type[Detector]] = {}
+    sources: dict[str, str] = {}
+    for ep in metadata.entry_points(group=PLUGIN_GROUP):
+        where = f"detector plugin {ep.name!r} ({ep.value}" + (f", from {ep.dist.name})" if ep.dist else ")")
+        if ep.name in BUILT_IN or ep.name in found:
+            taken = "a built-in detector's name" if ep.name in BUILT_IN else f"the name of {sources[ep.name]}"
+            log.warning("%s left out: %r is %s", where, ep.name, taken)
+            continue
+        try:
+            klass = ep.load()
+        except Exception as e:  # any error of someone else's package: it must not stop ours
+            log.warning("%s left out: it does not import (%s: %s)", where, type(e).__name__, e)
+            continue
+        why = _unusable(klass, ep.name)
+        if why:
+            log.warning("%s left out: %s", where, why)
+            continue
+        found[ep.name], sources[ep.name] = klass, where
+    return found
+
+
+def _unusable(klass, name: str) -> str:
+    """Why ``klass`` cannot be the detector ``name`` ('' if it can)."""
+    if not (isinstance(klass, type) and issubclass(klass, Detector)):
+        return f"{klass!r} is not a subclass of mimii_due.detectors.base.Detector"
+    if klass.name != name:  # saved models are found again by the class's name
+        return f"its class says name = {klass.name!r}; the entry point must have the detector's name"
+    missing = [m for m in ("_fit", "_score") if getattr(klass, m) is getattr(Detector, m)]
+    if missing:
+        return f"{klass.__name__} does not implement {' and '.join(missing)}"
+    return ""
+
+
+REGISTRY: dict[str, type[Detector]] = {**BUILT_IN, **plugins()}
+
+
+def detector_class(name: str) -> type[Detector]:
+    """The registered detector ``name`` (:class:`UnknownDetectorError` naming the choices if none)."""
+    klass = REGISTRY.get(name)
+    if klass is None:
+        raise UnknownDetectorError(f"unknown detector {name!r}: neither a built-in detector ({', '.join(BUILT_IN)}) "
+                                   "nor an installed detector plugin (install the package that provides it)")
+    return klass
+
+
 def make(
     name: str, *, features: FeatureConfig | None = None, threshold_quantile: float = THRESHOLD_QUANTILE, **params
 ) -> Detector:
     """A detector by registry name; ``params`` override fields of its config (the paper's defaults).
     Every setting is checked here, so a bad one fails before any work is done."""
-    klass = REGISTRY.get(name)
-    if klass is None:
-        raise ConfigError(f"unknown detector {name!r}; choose from {', '.join(REGISTRY)}")
+    klass = detector_class(name)
     if params and klass.config_class is None:
         raise ConfigError(f"detector {name!r} takes no settings (got {', '.join(sorted(params))})")
     config = from_dict(klass.config_class, params) if klass.config_class else None

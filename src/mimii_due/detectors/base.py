@@ -52,7 +52,7 @@ import torch
 from mimii_due import __version__, atomic
 from mimii_due.config import THRESHOLD_QUANTILE, FeatureConfig, from_dict, to_dict
 from mimii_due.data.audio import cut
-from mimii_due.errors import ConfigError, ModelError, NotFittedError
+from mimii_due.errors import ConfigError, ModelError, NotFittedError, UnknownDetectorError
 from mimii_due.evaluation.threshold import gamma_threshold
 from mimii_due.features.extract import Features
 from mimii_due.progress import Progress
@@ -297,11 +297,12 @@ class Detector:
             raise ModelError(
                 f"refusing to load state.pt: it holds more than weights ({type(e).__name__})", directory
             ) from e
-        from mimii_due.detectors import REGISTRY
+        from mimii_due.detectors import detector_class
 
-        klass = REGISTRY.get(meta.get("detector"))
-        if klass is None:
-            raise ModelError(f"unknown detector {meta.get('detector')!r}", directory)
+        try:
+            klass = detector_class(meta.get("detector"))
+        except UnknownDetectorError as e:
+            raise ModelError(f"cannot load the model: {e}", directory) from None
         p = meta["params"]
         try:
             det = klass(
@@ -317,6 +318,8 @@ class Detector:
             if meta.get("clip_frames") is not None:  # saved before 2026-12-07: no length check
                 det.clip_frames_ = int(meta["clip_frames"])
             det._set_state(state)
+        except UnknownDetectorError as e:  # an ensemble member's plugin not installed here
+            raise ModelError(f"cannot load the model: {e}", directory) from None
         except (RuntimeError, KeyError, ValueError, TypeError, ConfigError) as e:  # saved by another version
             raise ModelError(
                 f"the saved {meta['detector']} model does not fit this version of mimii-due "

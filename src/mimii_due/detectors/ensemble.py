@@ -121,15 +121,13 @@ class EnsembleConfig:
     # (unless every member does)
 
     def __post_init__(self):
-        from mimii_due.detectors import REGISTRY, make_spec, parse_spec
+        from mimii_due.detectors import detector_class, make_spec, parse_spec
 
         if not self.members or not all(isinstance(m, str) for m in self.members):
             raise ConfigError("EnsembleConfig.members must name at least one detector")
         for m in self.members:
-            name = parse_spec(m)[0]
-            if name not in REGISTRY or name == "ensemble":
-                raise ConfigError(f"unknown detector {name!r} as an ensemble member; choose from "
-                                  f"{', '.join(n for n in REGISTRY if n != 'ensemble')}")  # fmt: skip
+            if detector_class(parse_spec(m)[0]) is EnsembleDetector:
+                raise ConfigError("an ensemble cannot be a member of an ensemble")
             make_spec(m)  # its settings are checked here, before any training
         if self.weights and (len(self.weights) != len(self.members) or min(self.weights) < 0):
             raise ConfigError("EnsembleConfig.weights needs one non-negative weight per member")
@@ -159,9 +157,9 @@ class EnsembleDetector(Detector):
 
     @property
     def uses_outliers(self) -> bool:
-        from mimii_due.detectors import REGISTRY, parse_spec
+        from mimii_due.detectors import detector_class, parse_spec
 
-        return any(REGISTRY[parse_spec(m)[0]].uses_outliers for m in self.config.members)
+        return any(detector_class(parse_spec(m)[0]).uses_outliers for m in self.config.members)
 
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
              outliers=None) -> None:  # fmt: skip
@@ -298,9 +296,9 @@ class EnsembleDetector(Detector):
 def load_member(name: str, saved: dict) -> Detector:
     """One member of a saved ensemble state (``EnsembleDetector._state``'s ``members`` entries)."""
     from mimii_due.config import from_dict
-    from mimii_due.detectors import REGISTRY
+    from mimii_due.detectors import detector_class
 
-    klass = REGISTRY[name]
+    klass = detector_class(name)
     p = saved["params"]
     det = klass(
         config=from_dict(klass.config_class, p["config"]) if klass.config_class else None,
