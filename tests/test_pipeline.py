@@ -520,3 +520,26 @@ def test_evaluate_and_the_report_give_the_false_alarms_domain_by_domain(tiny_202
     fan = normal[normal.machine == "fan"]
     k, n = int(fan[fan.domain == "target"].decision.sum()), int((fan.domain == "target").sum())
     assert "| machine type, domain |" in md and f"| Fan, target | {k} of {n} ({k / n:.1%}) |" in md
+
+
+def test_a_run_records_what_made_it_and_keeps_what_made_its_earlier_models(tmp_path):
+    """run.json says which Python, platform, CPU and library versions trained the run; resumed
+    with others (another machine, a newer torch), the earlier ones are kept, each once, and the
+    report gives both."""
+    import platform
+
+    from mimii_due.report.html import environment_text
+    from mimii_due.runs import Run, environment
+
+    keeper, meta = Run(tmp_path / "run"), {"detector": "gaussian", "params": {}, "machines": ["fan"]}
+    keeper.start(meta, resume=False)
+    now = keeper.meta()["environment"]
+    assert now == environment() and now["python"] == platform.python_version()
+    assert now["packages"]["numpy"] == np.__version__ and now["cpus"] >= 1
+    assert "earlier_environments" not in keeper.meta()
+    other = now | {"python": "3.12.1", "packages": now["packages"] | {"torch": "2.99.0"}}
+    keeper.meta_file.write_text(json.dumps(keeper.meta() | {"environment": other}))  # as if trained elsewhere first
+    for _ in range(2):
+        keeper.start(meta, resume=True)
+        assert keeper.meta()["environment"] == now and keeper.meta()["earlier_environments"] == [other]
+    assert "Python 3.12.1 on" in environment_text(other) and "torch 2.99.0" in environment_text(other)

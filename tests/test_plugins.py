@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -88,7 +89,8 @@ def test_plugins_found_and_unusable_ones_named(site, monkeypatch, caplog):
     monkeypatch.syspath_prepend(str(site))
     with caplog.at_level(logging.WARNING, logger="mimii_due.detectors"):
         found = detectors.plugins()
-    assert list(found) == ["clipdist"] and found["clipdist"].__name__ == "ClipDistance"
+    assert list(found) == ["clipdist"] and found["clipdist"].detector.__name__ == "ClipDistance"
+    assert found["clipdist"].package in ("toy_asd 0.1", "toy_asd_again 0.1")  # whichever was found first
     said = "\n".join(r.getMessage() for r in caplog.records)
     assert "detector plugin 'broken' (toy_asd_missing:Nope, from toy_asd) left out: it does not import" in said
     assert "'gaussian' is a built-in detector's name" in said
@@ -106,7 +108,8 @@ def test_plugin_is_a_detector_like_ours(site, monkeypatch, easy_dataset, tmp_pat
     from mimii_due import pipeline
 
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(detectors, "REGISTRY", {**detectors.REGISTRY, **detectors.plugins()})
+    found = {name: p.detector for name, p in detectors.plugins().items()}
+    monkeypatch.setattr(detectors, "REGISTRY", {**detectors.REGISTRY, **found})
     det = detectors.make("clipdist", threshold_quantile=0.8)
     assert type(det).__name__ == "ClipDistance" and det.threshold_quantile == 0.8
     ens = detectors.make("ensemble", members=("twfr_gmm", "clipdist"))
@@ -146,6 +149,9 @@ def test_plugin_through_the_cli_in_a_real_process(site, easy_dataset, tmp_path):
     for cmd in (("test", run, easy_dataset), ("evaluate", run)):
         r = _cli(*cmd, site=site)
         assert r.returncode == 0, r.stderr
+    env = json.loads((run / "run.json").read_text())["environment"]  # what made the run, its plugin included
+    assert env["plugins"] in ({"clipdist": "toy_asd 0.1"}, {"clipdist": "toy_asd_again 0.1"})
+    assert env["python"] == platform.python_version() and env["packages"]["numpy"] == np.__version__
     result = json.loads((run / "results" / "result.json").read_text())
     assert result["protocol"] == "dcase2021" and 0.5 < result["official_score"] <= 1.0  # large anomalies here
     scores = pd.read_csv(run / "results" / "scores.csv")

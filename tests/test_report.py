@@ -11,6 +11,7 @@ import soundfile as sf
 from PIL import Image
 from typer.testing import CliRunner
 
+from mimii_due import __version__
 from mimii_due.cli import app
 
 runner = CliRunner()
@@ -38,6 +39,9 @@ def test_report_of_two_runs_side_by_side(two_runs, tiny_dataset):
     assert "ae AUC source" in page and "gaussian AUC target" in page and "Official score" in page
     assert "Warning" not in page and page.count(f"tested on {tiny_dataset}") == 2  # the same clips
     md = out.with_suffix(".md").read_text()
+    env = pd.read_json(two_runs / "ae" / "run.json", typ="series")["environment"]  # what trained each run
+    made = f"trained with mimii-due {__version__}, Python {env['python']} on {env['platform']}"
+    assert page.count(made) == 2 and md.count(made) == 2 and f"torch {env['packages']['torch']}" in md
     ae, ga = (pd.read_json(two_runs / d / "results" / "result.json", typ="series")["machine_scores"]
               for d in ("ae", "gaussian"))  # each machine type's official score, as result.json has it  # fmt: skip
     for machine in ("fan", "valve"):

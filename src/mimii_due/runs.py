@@ -4,7 +4,9 @@
 
     .mimii-due.lock             held by the one process writing the folder (train, test, evaluate)
     run.json                    detector, settings, data, machines, year, feature cache (written
-                                only after every setting was checked)
+                                only after every setting was checked), and what made it
+                                (``environment``: Python, platform, CPU, GPU, library versions,
+                                detector plugins; ``earlier_environments`` if resumed elsewhere)
     models/<machine>/           one detector artifact per machine type (see Detector.save)
     checkpoints/<machine>/      training state, saved every epoch (for --resume)
     results/                    the outputs of one `test`, published together (a folder written
@@ -46,6 +48,53 @@ def model_threshold(folder: Path) -> tuple[float, float] | None:
         return float(meta["threshold"]), 1.0 - float(meta["params"]["threshold_quantile"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "torch", "librosa", "soundfile", "pandas")  # the numbers rest on these
+
+
+def environment() -> dict:
+    """What a run is made with, for whoever compares or repeats it (kept in ``run.json``, shown in
+    the report): Python, the operating system, the CPU and the GPU torch sees, the versions of the
+    libraries its numbers rest on, and the detector plugins installed (their packages' versions)."""
+    import os
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    from mimii_due import detectors
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor()
+    try:  # Linux names the model here; platform.processor() often says only the architecture
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "packages": {name: version(name) for name in LIBRARIES},
+        "plugins": {name: p.package for name, p in detectors.PLUGINS.items()},
+    }
+
+
+def environment_text(env: dict) -> str:
+    """One line of :func:`environment`'s record, as the report gives it."""
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
+    plugins = "; detector plugins: " + ", ".join(f"{k} ({v})" for k, v in env["plugins"].items()) if env.get(
+        "plugins") else ""  # fmt: skip
+    return (f"Python {env.get('python')} on {env.get('platform')}, {env.get('cpu') or 'CPU'} ({env.get('cpus')} "
+            f"CPUs), {env.get('gpu') or 'no GPU'}; {packages}{plugins}")  # fmt: skip
 
 
 def _started(meta: dict) -> str:
@@ -113,7 +162,16 @@ class Run:
             meta = old | {"machines": sorted(set(old.get("machines", [])) | set(meta["machines"]))}
         elif self.path.exists() and any(p.name not in ("features", LOCK) for p in self.path.iterdir()) and not resume:
             raise ModelError("folder exists and is not an unfinished run; choose another --out", self.path)
-        atomic.write_text(self.meta_file, json.dumps(meta | {"version": __version__}, indent=1))
+        env = environment()
+        earlier = []  # a run resumed elsewhere: what made its earlier models
+        for e in (*meta.get("earlier_environments", []), meta.get("environment")):
+            if e and e != env and e not in earlier:
+                earlier.append(e)
+        meta = {k: v for k, v in meta.items() if k != "earlier_environments"} | {"version": __version__,
+                                                                                 "environment": env}  # fmt: skip
+        if earlier:
+            meta["earlier_environments"] = earlier
+        atomic.write_text(self.meta_file, json.dumps(meta, indent=1))
 
     @contextmanager
     def writing(self) -> Iterator[None]:

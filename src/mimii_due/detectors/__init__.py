@@ -13,6 +13,7 @@ with a warning that names it; the rest work as before.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from importlib import metadata
 
 from mimii_due.config import THRESHOLD_QUANTILE, FeatureConfig, from_dict, setting
@@ -41,10 +42,16 @@ BUILT_IN: dict[str, type[Detector]] = {
 }
 
 
-def plugins() -> dict[str, type[Detector]]:
+@dataclass(frozen=True)
+class Plugin:
+    detector: type[Detector]
+    package: str  # the installed package that provides it, with its version ("my-asd 0.3")
+
+
+def plugins() -> dict[str, Plugin]:
     """The detectors installed packages name under ``PLUGIN_GROUP``, by name; each one that cannot
     be used is left out with a warning saying which and why."""
-    found: dict[str, type[Detector]] = {}
+    found: dict[str, Plugin] = {}
     sources: dict[str, str] = {}
     for ep in metadata.entry_points(group=PLUGIN_GROUP):
         where = f"detector plugin {ep.name!r} ({ep.value}" + (f", from {ep.dist.name})" if ep.dist else ")")
@@ -61,7 +68,8 @@ def plugins() -> dict[str, type[Detector]]:
         if why:
             log.warning("%s left out: %s", where, why)
             continue
-        found[ep.name], sources[ep.name] = klass, where
+        package = f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.value
+        found[ep.name], sources[ep.name] = Plugin(klass, package), where
     return found
 
 
@@ -77,7 +85,8 @@ def _unusable(klass, name: str) -> str:
     return ""
 
 
-REGISTRY: dict[str, type[Detector]] = {**BUILT_IN, **plugins()}
+PLUGINS = plugins()
+REGISTRY: dict[str, type[Detector]] = {**BUILT_IN, **{name: p.detector for name, p in PLUGINS.items()}}
 
 
 def detector_class(name: str) -> type[Detector]:

@@ -27,7 +27,7 @@ from mimii_due.report.tables import (
     results_markdown,
     table4,
 )
-from mimii_due.runs import Run
+from mimii_due.runs import Run, environment_text
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,11 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     for k, info in enumerate(infos):
         tag = f"run{k}"
         where = f"{info['path']}, " + (f"tested on {info['tested_on']}" if info["tested_on"] else "score files")
+        if "environment" in info["meta"]:  # runs trained before 2026-12-07 did not record it
+            where += f"; trained with mimii-due {info['meta'].get('version', '?')}, " + environment_text(
+                info["meta"]["environment"])  # fmt: skip
+            where += "".join(f" (earlier models: {environment_text(e)})" for e in info["meta"].get(
+                "earlier_environments", []))  # fmt: skip
         parts.append(f"<h2>Run: {html.escape(info['name'])}</h2><p>{html.escape(where)}</p>")
         md += [f"## Run: {info['name']}", "", where, ""]
         figs = [
