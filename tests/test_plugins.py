@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 
 from mimii_due import detectors
+from mimii_due.detectors.base import Detector
 from mimii_due.errors import ModelError, UnknownDetectorError
 
 PLUGIN = '''
@@ -161,3 +163,40 @@ def test_plugin_through_the_cli_in_a_real_process(site, easy_dataset, tmp_path):
     r = _cli("score", run, scores["path"].iloc[0])  # no plugin on this process's path
     assert r.returncode != 0
     assert "unknown detector 'clipdist'" in r.stderr and "plugin" in r.stderr and "Traceback" not in r.stderr
+
+
+class _Misshapen(Detector):
+    """A detector of one's own whose scores are not one per clip."""
+
+    name = "misshapen"
+    extra = 1  # scores beyond the clips'
+    columns = None  # domain parts per clip, if it judges by domain
+
+    def _fit(self, features, clips, **kw):
+        pass
+
+    def _score(self, features, clips):
+        return np.zeros(len(clips) + self.extra)
+
+    def _domain_scores(self, features, clips):
+        return None if self.columns is None else np.zeros((len(clips), self.columns))
+
+
+@pytest.mark.parametrize(("extra", "columns", "method", "shape"), [
+    (1, None, "_train_scores", "(7,) for 6 clips, not (6,) (one value per clip)"),
+    (0, 1, "_train_domain_scores", "(6, 1) for 6 clips, not (6, 2) (2 values per clip (source, target))"),
+])  # fmt: skip
+def test_a_detector_whose_scores_are_not_one_per_clip_is_named_with_its_method(extra, columns, method, shape):
+    from mimii_due.features.extract import Features
+
+    det = type("Misshapen", (_Misshapen,), {"extra": extra, "columns": columns})()
+    rng = np.random.default_rng(0)
+    feats = Features(rng.normal(size=(60, 128)).astype(np.float32), np.arange(0, 61, 10), None)
+    clips = pd.DataFrame({"filename": [f"c{i}.wav" for i in range(6)], "section": 0, "domain": "source"})
+    with pytest.raises(ModelError, match=rf"^misshapen: {method} gave an array of shape {re.escape(shape)}$"):
+        det.fit(feats, clips)
+    det.extra, det.columns = 0, None  # fitted as it should be, it then scores with a wrong shape
+    det.fit(feats, clips)
+    det.extra = -1
+    with pytest.raises(ModelError, match=r"^misshapen: _score gave an array of shape \(5,\) for 6 clips"):
+        det.score(feats, clips)

@@ -156,11 +156,12 @@ class Detector:
         self.sections_ = sorted(int(s) for s in clips["section"].unique())
         self.clip_frames_ = int(np.median(features.lengths))
         parts = self._train_domain_scores(features, clips)  # before _train_scores, which may free what it used
-        self.train_scores_ = np.asarray(self._train_scores(features, clips), dtype=np.float64)
+        self.train_scores_ = self._shaped(self._train_scores(features, clips), "_train_scores", len(clips))
         if not np.isfinite(self.train_scores_).all():
             raise ModelError(f"{self.name}: training gave non-finite scores (diverged?); try a lower learning rate")
-        self.train_domain_scores_ = self._both(self.train_scores_) if parts is None else np.asarray(parts, np.float64)
-        self.held_out_ = np.asarray(self._held_out(clips), dtype=bool)
+        self.train_domain_scores_ = (self._both(self.train_scores_) if parts is None
+                                     else self._shaped(parts, "_train_domain_scores", len(clips), 2))  # fmt: skip
+        self.held_out_ = self._shaped(self._held_out(clips), "_held_out", len(clips)).astype(bool)
         self._fit_threshold()
         return self
 
@@ -185,7 +186,7 @@ class Detector:
         clips = self._check_scoring(features, clips)
         if len(clips) == 0:
             return np.zeros(0)
-        scores = np.asarray(self._score(features, clips), dtype=np.float64)
+        scores = self._shaped(self._score(features, clips), "_score", len(clips))
         self._check_finite(scores, clips)
         return scores
 
@@ -199,13 +200,28 @@ class Detector:
         parts = self._domain_scores(features, clips)
         if parts is None:
             return self._both(self.score(features, clips))
-        parts = np.asarray(parts, dtype=np.float64)
+        parts = self._shaped(parts, "_domain_scores", len(clips), 2)
         self._check_finite(parts.min(axis=1), clips)
         return parts
 
     @staticmethod
     def _both(scores: np.ndarray) -> np.ndarray:
         return np.column_stack([scores, scores])
+
+    def _shaped(self, values, method: str, n: int, columns: int | None = None) -> np.ndarray:
+        """``values`` as float64, checked to be one per clip (and ``columns`` per clip where given):
+        a detector of one's own (a plugin) that returns another shape is named with its method,
+        instead of failing later at an index or, worse, scoring clips with other clips' scores."""
+        try:
+            out = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"{self.name}: {method} gave no array of numbers ({e})") from None
+        want = (n,) if columns is None else (n, columns)
+        if out.shape != want:
+            per_clip = "one value per clip" if columns is None else f"{columns} values per clip (source, target)"
+            raise ModelError(f"{self.name}: {method} gave an array of shape {out.shape} for {n} clips, not {want} "
+                             f"({per_clip})")  # fmt: skip
+        return out
 
     def _check_scoring(self, features: Features, clips: pd.DataFrame) -> pd.DataFrame:
         self._check_fitted()
