@@ -240,6 +240,18 @@ def test_a_list_setting_is_given_as_on_the_command_line():
     assert make("ensemble", members="twfr_gmm", weights=6).config.weights == (6,)
 
 
+def test_a_number_in_exponent_form_is_a_number():
+    """`--set lr=1e-5`, as people write a learning rate: YAML 1.1 reads it as text, and it was
+    refused ("lr must be float, got '1e-5'"); in a list too, and text that only starts like one stays text."""
+    from mimii_due.config import setting
+
+    assert make("ae", **dict([setting("lr=1e-5")])).config.lr == 1e-5
+    assert make("ae", **dict([setting("lr=2.5E-3")])).config.lr == 0.0025
+    ens = make("ensemble", **dict(map(setting, ["members=twfr_gmm,gaussian", "weights=6,1e0"])))
+    assert ens.config.weights == (6, 1)
+    assert setting("device=1e5x") == ("device", "1e5x")
+
+
 def test_selective_mahalanobis_from_a_trained_ae_equals_training_it(tiny_dataset, tmp_path):
     from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
 

@@ -525,11 +525,10 @@ def test_evaluate_and_the_report_give_the_false_alarms_domain_by_domain(tiny_202
 def test_a_run_records_what_made_it_and_keeps_what_made_its_earlier_models(tmp_path):
     """run.json says which Python, platform, CPU and library versions trained the run; resumed
     with others (another machine, a newer torch), the earlier ones are kept, each once, and the
-    report gives both."""
+    report's line for them says which."""
     import platform
 
-    from mimii_due.report.html import environment_text
-    from mimii_due.runs import Run, environment
+    from mimii_due.runs import Run, environment, environment_text
 
     keeper, meta = Run(tmp_path / "run"), {"detector": "gaussian", "params": {}, "machines": ["fan"]}
     keeper.start(meta, resume=False)

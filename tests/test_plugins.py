@@ -160,6 +160,12 @@ def test_plugin_through_the_cli_in_a_real_process(site, easy_dataset, tmp_path):
     normal = scores[scores["label"] == "normal"]
     assert scores.loc[scores["label"] == "anomaly", "score"].mean() > normal["score"].mean()
 
+    r = _cli("detectors", site=site)  # what is there: ours, and the plugin with its package
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"clipdist \(plugin, toy_asd(_again)? 0\.1\): Distance of a clip's mean log-mel to its "
+                     r"section's mean: a plugin for the tests\.\n  settings: none", r.stdout), r.stdout
+    assert "twfr_gmm (built in): TWFR-GMM" in r.stdout and "broken" not in r.stdout
+
     r = _cli("score", run, scores["path"].iloc[0])  # no plugin on this process's path
     assert r.returncode != 0
     assert "unknown detector 'clipdist'" in r.stderr and "plugin" in r.stderr and "Traceback" not in r.stderr
@@ -200,3 +206,27 @@ def test_a_detector_whose_scores_are_not_one_per_clip_is_named_with_its_method(e
     det.extra = -1
     with pytest.raises(ModelError, match=r"^misshapen: _score gave an array of shape \(5,\) for 6 clips"):
         det.score(feats, clips)
+
+
+def test_the_detectors_command_gives_every_detector_with_defaults_that_set_takes_back():
+    """`mimii-due detectors` lists each built-in detector with its settings; each default, written
+    as it prints it, is what `--set KEY=VALUE` reads back into the same setting."""
+    from typer.testing import CliRunner
+
+    from mimii_due.cli import app
+    from mimii_due.cli.experiments import _setting_text
+    from mimii_due.config import setting
+
+    r = CliRunner().invoke(app, ["detectors"])
+    assert r.exit_code == 0, r.output
+    for name in detectors.BUILT_IN:
+        assert f"{name} (built in): " in r.output
+    rows = json.loads(CliRunner().invoke(app, ["detectors", "--json"]).output)
+    assert [row["name"] for row in rows] == list(detectors.REGISTRY)
+    ens = next(row for row in rows if row["name"] == "ensemble")
+    assert ens["settings"] == {"members": ["twfr_gmm", "embedding"], "weights": [], "min_clips": 100}
+    for row in rows:
+        written = [f"{k}={_setting_text(v)}" for k, v in row["settings"].items()]
+        assert f"settings: {' '.join(written) or 'none'}" in r.output
+        again = detectors.make(row["name"], **dict(map(setting, written)))
+        assert again.config == detectors.make(row["name"]).config, row["name"]

@@ -193,11 +193,17 @@ def setting(item: str) -> tuple[str, Any]:
     return key.strip(), _value(value, item)
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-5, 2.5E3: numbers YAML 1.1 reads as text
+
+
 def _value(text: str, item: str | None = None) -> Any:
-    """A setting's value (or one item of a comma-separated list) read as YAML."""
+    """A setting's value (or one item of a comma-separated list) read as YAML, and a number in
+    exponent form without a dot (``lr=1e-5``) as a number: YAML 1.1 reads it as text, so the
+    learning rate as people write it was refused ("lr must be float, got '1e-5'")."""
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"setting {item or text!r}: the value is not readable ({str(e).splitlines()[0]})") from None
+    return float(value) if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()) else value

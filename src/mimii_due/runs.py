@@ -91,8 +91,8 @@ def environment() -> dict:
 def environment_text(env: dict) -> str:
     """One line of :func:`environment`'s record, as the report gives it."""
     packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
-    plugins = "; detector plugins: " + ", ".join(f"{k} ({v})" for k, v in env["plugins"].items()) if env.get(
-        "plugins") else ""  # fmt: skip
+    plugins = ", ".join(f"{k} ({v})" for k, v in env.get("plugins", {}).items())
+    plugins = f"; detector plugins: {plugins}" if plugins else ""
     return (f"Python {env.get('python')} on {env.get('platform')}, {env.get('cpu') or 'CPU'} ({env.get('cpus')} "
             f"CPUs), {env.get('gpu') or 'no GPU'}; {packages}{plugins}")  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""The experiment commands: train, test, evaluate, report, plot, run."""
+"""The experiment commands: detectors, train, test, evaluate, report, plot, run."""
 
 from __future__ import annotations
 
@@ -118,6 +118,33 @@ def train(
             engine=eng,
         )
     stdout.print(f"trained {detector} for {', '.join(meta['machines'])} in {out}")
+
+
+@app.command()
+def detectors(
+    as_json: bool = typer.Option(False, "--json", help="The same as JSON, for scripts."),
+) -> None:
+    """The detectors there are: the built-in ones and those installed plugins provide (with their
+    package), what each is, and its settings with their defaults (train --set KEY=VALUE)."""
+    import json
+
+    from mimii_due.detectors import catalogue
+
+    rows = catalogue()
+    if as_json:
+        stdout.print_json(json.dumps(rows, default=list))
+        return
+    for row in rows:
+        settings = " ".join(f"{k}={_setting_text(v)}" for k, v in row["settings"].items()) or "none"
+        stdout.print(f"[bold]{escape(row['name'])}[/bold] ({escape(row['source'])}): {escape(row['about'])}\n"
+                     f"  settings: {escape(settings)}", soft_wrap=True, highlight=False)  # fmt: skip
+
+
+def _setting_text(value) -> str:
+    """A default as ``--set`` takes it: a list comma-separated, ``[]`` for an empty one."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) if value else "[]"
+    return str(value)
 
 
 @app.command()

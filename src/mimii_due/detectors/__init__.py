@@ -6,8 +6,9 @@ names under the entry-point group ``mimii_due.detectors`` (``PLUGIN_GROUP``), wi
 ``name`` as the entry point's; it is then a detector like ours everywhere (``train --detector``, an
 ensemble member, ``compare_detectors.py``, ``score``, the service, a Ray cluster where the package
 is installed on its nodes), and its saved models load by that name. A plugin that cannot be used
-(it does not import, is not a detector, takes a built-in or another plugin's name) is left out
-with a warning that names it; the rest work as before.
+(it does not import, is not a detector, lacks ``_fit`` or ``_score``, its class's ``name`` is not
+the entry point's, or it takes a built-in detector's or another plugin's name) is left out with a
+warning that names it; the rest work as before.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ BUILT_IN: dict[str, type[Detector]] = {
 
 @dataclass(frozen=True)
 class Plugin:
+    """A detector an installed package provides, and which package (``run.json`` records it)."""
+
     detector: type[Detector]
     package: str  # the installed package that provides it, with its version ("my-asd 0.3")
 
@@ -96,6 +99,26 @@ def detector_class(name: str) -> type[Detector]:
         raise UnknownDetectorError(f"unknown detector {name!r}: neither a built-in detector ({', '.join(BUILT_IN)}) "
                                    "nor an installed detector plugin (install the package that provides it)")
     return klass
+
+
+def catalogue() -> list[dict]:
+    """Every registered detector: its name, where it comes from (built in, or the plugin's
+    package), what it is (its class's docstring, else its module's, first line) and its settings
+    with their defaults (what ``--set KEY=VALUE`` and an ensemble member's ``name:KEY=VALUE`` take)."""
+    import inspect
+    import sys
+    from dataclasses import MISSING, fields, is_dataclass
+
+    rows = []
+    for name, klass in REGISTRY.items():
+        doc = klass.__dict__.get("__doc__") or inspect.getdoc(sys.modules.get(klass.__module__)) or ""
+        settings = {}
+        for f in fields(klass.config_class) if is_dataclass(klass.config_class) else ():
+            factory = None if f.default_factory is MISSING else f.default_factory
+            settings[f.name] = f.default if f.default is not MISSING else factory() if factory else None
+        rows.append({"name": name, "source": "built in" if name in BUILT_IN else f"plugin, {PLUGINS[name].package}",
+                     "about": inspect.cleandoc(doc).split("\n")[0] if doc else "", "settings": settings})  # fmt: skip
+    return rows
 
 
 def make(
