@@ -166,7 +166,8 @@ def download(
 def synth(
     out: Path = typer.Argument(..., help="Output folder (gets dev_data/, eval_data/, ground_truth/)."),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all five)."),
-    sections: str = typer.Option(None, help="Comma-separated section numbers, e.g. 0,1,2 (default: 0-5)."),
+    sections: str = typer.Option(None, help="Comma-separated section numbers, e.g. 0,1,2 "
+                                 "(default: 0-5; 0 in the dcase2023 layout)."),
     scale: float = typer.Option(1.0, help="Fraction of Table 1's clip counts (1 = about 42,000 clips)."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Same seed, same bytes, whatever the number of workers."),
     severity: float = typer.Option(1.0, help="Scales every anomaly's size (1 = the default, hard mix)."),
@@ -178,16 +179,14 @@ def synth(
     task_cpus: float = TASK_CPUS,
 ) -> None:
     """Generate a synthetic MIMII-DUE-like dataset in the real layout, with its ground truth."""
-    from mimii_due.data.table1 import MACHINES, SECTIONS
+    from mimii_due.data.table1 import MACHINES
     from mimii_due.synth.generate import generate
 
     ms = _machines(machines) or list(MACHINES)
     try:
-        ss = [int(s) for s in sections.split(",")] if sections else list(SECTIONS)
+        ss = [int(s) for s in sections.split(",")] if sections else None  # None: the layout's own
     except ValueError as e:
         raise MimiiDueError(f"--sections takes section numbers like 0,1,2, not {sections!r}") from e
-    if layout == "dcase2023" and not sections:
-        ss = [0]
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         task = bar.add_task("synth", total=None, info="")
         generate(

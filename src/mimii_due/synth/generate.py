@@ -136,10 +136,18 @@ def check_size(scale: float, min_test: int, seed: int = 0) -> None:
         raise ConfigError(f"min_test must be a positive whole number, not {min_test!r}")
 
 
+def layout_sections(layout: str, sections: Iterable[int] | None) -> list[int]:
+    """The sections to generate: those given, else the layout's own (the paper's six, or the one
+    section 00 of the 2023 layout)."""
+    if sections is None:
+        return [0] if layout == "dcase2023" else list(SECTIONS)
+    return [int(s) for s in sections]
+
+
 def plan(
     *,
     machines: Iterable[str] = MACHINES,
-    sections: Iterable[int] = SECTIONS,
+    sections: Iterable[int] | None = None,
     scale: float = 1.0,
     seed: int = 0,
     severity: float = 1.0,
@@ -159,7 +167,7 @@ def plan(
     check_size(scale, min_test, seed)
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
-    sections = list(sections)
+    sections = layout_sections(layout, sections)
     if layout == "dcase2023" and len(sections) != 1:
         raise ConfigError(f"the dcase2023 layout has one section per machine type; pick one, not {sections}")
     tasks = []
@@ -279,12 +287,12 @@ def _section_gain(a: float, snr: float) -> float:
     return OUTPUT_RMS / np.sqrt(a * (1 + 10 ** (-snr / 10)))
 
 
-def dataset_settings(*, machines: Iterable[str] = MACHINES, sections: Iterable[int] = SECTIONS, scale: float = 1.0,
+def dataset_settings(*, machines: Iterable[str] = MACHINES, sections: Iterable[int] | None = None, scale: float = 1.0,
                      seed: int = 0, severity: float = 1.0, snr_offset: float = 0.0, min_test: int = 2,
                      layout: str = "dcase2021") -> dict:  # fmt: skip
     """What ``synth_done.json`` records of a generation: the settings of :func:`generate`, the
     generator's version and its calibration of those machine types."""
-    settings = {"machines": list(machines), "sections": [int(s) for s in sections], "scale": scale, "seed": seed,
+    settings = {"machines": list(machines), "sections": layout_sections(layout, sections), "scale": scale, "seed": seed,
                 "severity": severity, "snr_offset": snr_offset, "min_test": min_test, "version": 4}  # fmt: skip
     settings["calibration"] = {m: [ANOMALY_SIZE.get(m), JITTER.get(m), TARGET_JITTER] for m in settings["machines"]}
     if layout != "dcase2021":
@@ -304,7 +312,7 @@ def generate(
     out: str | Path,
     *,
     machines: Iterable[str] = MACHINES,
-    sections: Iterable[int] = SECTIONS,
+    sections: Iterable[int] | None = None,
     scale: float = 1.0,
     seed: int = 0,
     severity: float = 1.0,
