@@ -52,3 +52,27 @@ def test_sections_default_to_the_layouts_own():
     assert {t.section for t in plan(machines=["fan"], scale=0.01)} == {0, 1, 2, 3, 4, 5}
     with pytest.raises(ConfigError, match="one section per machine type"):
         plan(machines=["fan"], sections=[0, 1], scale=0.01, layout="dcase2023")
+
+
+def test_library_misuse_is_named(tiny_2023):
+    """Two machine types' clips fitted as one model (their sections would be mixed) and scores without
+    a column were taken silently, or failed with a bare KeyError."""
+    from mimii_due.data.index import index
+    from mimii_due.detectors import make
+    from mimii_due.errors import MimiiDueError, ModelError
+    from mimii_due.evaluation import metrics
+    from mimii_due.pipeline import features
+
+    clips = index(tiny_2023)
+    train = clips[clips["split"] == "train"]
+    assert train["machine"].nunique() > 1
+    det = make("gaussian")
+    x, train = features(train, cfg=det.features)
+    names = ", ".join(sorted(train["machine"].unique()))
+    with pytest.raises(ModelError, match=f"training clips of {names}: a model learns one machine type"):
+        det.fit(x, train)
+    test = clips[clips["split"] == "test"].assign(score=0.0)
+    with pytest.raises(MimiiDueError, match="the scores lack column.s. decision: evaluate takes one row per test clip"):
+        metrics.evaluate(test, protocol="dcase2022")
+    results = metrics.evaluate(test.drop(columns="domain").assign(decision=False), protocol="dcase2020")
+    assert (results["domain"] == "source").all()  # the 2020 metric needs no domain

@@ -12,7 +12,7 @@ from mimii_due.detectors import BUILT_IN, REGISTRY, make
 from mimii_due.detectors.base import Detector, pack
 from mimii_due.detectors.embedding import EmbeddingConfig
 from mimii_due.detectors.twfr_gmm import gwrp
-from mimii_due.errors import ConfigError, ModelError, NotFittedError
+from mimii_due.errors import ConfigError, ModelError, NotFittedError, StorageError
 from mimii_due.evaluation.metrics import auc
 from mimii_due.features.extract import Features, extract
 
@@ -90,6 +90,26 @@ def test_contract(name, easy, tmp_path):
     assert loaded.scorable_frames == det.scorable_frames
     np.testing.assert_array_equal(loaded.held_out_, det.held_out_)
     np.testing.assert_allclose(loaded.score(ftest, test), scores, rtol=1e-6, atol=1e-9)
+
+
+def test_save_replaces_an_earlier_model_but_never_a_file_or_a_folder_of_other_files(easy, tmp_path):
+    """det.save(PATH) replaced whatever was at PATH: a file, or a folder of one's data with everything in it."""
+    ftrain, train, ftest, test = easy
+    det = make("gaussian").fit(ftrain, train)
+    (tmp_path / "notes.txt").write_text("mine")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "clip.wav").write_bytes(b"RIFF")
+    for where, words in ((tmp_path / "notes.txt", "is a file"), (data, r"holds other files \(clip.wav\)"),
+                         (tmp_path, r"holds other files \(data, notes.txt\) and no detector.json")):  # fmt: skip
+        with pytest.raises(StorageError, match=words):
+            det.save(where)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (data / "clip.wav").read_bytes() == b"RIFF"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]  # no temporary folder left either
+    (tmp_path / "empty").mkdir()
+    det.save(tmp_path / "empty")  # an empty folder, then an earlier model, are replaced
+    det.set_false_alarm_rate(0.01).save(tmp_path / "empty")
+    assert Detector.load(tmp_path / "empty").threshold_ == det.threshold_
 
 
 @pytest.mark.parametrize("name", ["twfr_gmm", "ensemble"])

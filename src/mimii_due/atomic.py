@@ -51,10 +51,16 @@ def write_with(path: str | Path, writer: Callable[[Path], object]) -> Path:
 
 
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, marker: str) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` (an old
-    folder there is removed only after the new one is in place), on error it is removed."""
+    folder there is removed only after the new one is in place), on error it is removed.
+
+    Only a folder this helper wrote before is replaced: an empty one, or one holding ``marker``
+    (the file every such folder gets, ``detector.json`` of a model). Anything else at ``path``, a
+    file or a folder of other files (``det.save("data")``), is refused before any work, never
+    removed."""
     path = Path(path)
+    _check_replaceable(path, marker)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -72,3 +78,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise StorageError(f"cannot write ({e.strerror or e})", path) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_replaceable(path: Path, marker: str) -> None:
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise StorageError("is a file, not a folder this writes; it is left as it is: choose a new or empty folder",
+                           path)  # fmt: skip
+    try:
+        entries = sorted(e.name for e in path.iterdir())
+    except OSError as e:
+        raise StorageError(f"cannot read the folder ({e.strerror or e})", path) from e
+    if entries and marker not in entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise StorageError(f"holds other files ({shown}) and no {marker}, so it is not a folder this writes; it is "
+                           "left as it is: choose a new or empty folder", path)  # fmt: skip

@@ -255,7 +255,7 @@ class Run:
                  "protocol": protocol, "year": year,
                  "models": {m: self._model_stamp(m) for m in sorted(scores["machine"].unique())},
                  "version": __version__}  # fmt: skip
-        with atomic.atomic_dir(self.results_dir) as tmp:
+        with atomic.atomic_dir(self.results_dir, marker="stamp.json") as tmp:
             (tmp / "scores.csv").write_text(csv_text)
             write_score_files(scores, tmp, protocol=protocol)
             (tmp / "stamp.json").write_text(json.dumps(stamp, indent=1))

@@ -148,6 +148,10 @@ class Detector:
                 raise ModelError(f"{self.name}: {what} clips must be normal (unsupervised ASD)")
         if len(clips) == 0:
             raise ModelError(f"{self.name}: no training clips")
+        if "machine" in clips and clips["machine"].nunique() > 1:  # their sections would be taken for one's
+            raise ModelError(f"{self.name}: training clips of {', '.join(sorted(map(str, clips['machine'].unique())))}"
+                             ": a model learns one machine type (fit one per machine type; other machine types' "
+                             "clips go in as outliers)")  # fmt: skip
         clips = self._check_input(features, clips, self.min_frames)
         if outliers is not None:
             outliers = (outliers[0], self._check_input(*outliers, self.min_frames))
@@ -276,7 +280,9 @@ class Detector:
         }
 
     def save(self, directory: str | Path) -> Path:
-        """Write the artifact (``detector.json`` and ``state.pt``) atomically into ``directory``."""
+        """Write the artifact (``detector.json`` and ``state.pt``) atomically into ``directory``, a new
+        or empty folder or an earlier model's (which it replaces); a file or a folder of other files
+        there is refused (:func:`~mimii_due.atomic.atomic_dir`)."""
         self._check_fitted()
         meta = {
             "detector": self.name,
@@ -289,7 +295,7 @@ class Detector:
             "clip_frames": getattr(self, "clip_frames_", None),
             "history": getattr(self, "history_", []),
         }
-        with atomic.atomic_dir(directory) as tmp:
+        with atomic.atomic_dir(directory, marker="detector.json") as tmp:
             (tmp / "detector.json").write_text(json.dumps(meta, indent=1))
             torch.save(pack(self._state()), tmp / "state.pt")
         return Path(directory)

@@ -37,6 +37,7 @@ from mimii_due.errors import MimiiDueError
 from mimii_due.progress import Progress
 
 METRICS = ("AUC", "pAUC", "precision", "recall", "F1")
+SCORE_COLUMNS = ("machine", "section", "domain", "label", "score", "decision")  # what evaluate takes, per test clip
 BOTH = "source, target"  # dcase2022: the one pAUC of a section, over both domains (its evaluators' label)
 PROTOCOLS = ("dcase2020", "dcase2021", "dcase2022")
 
@@ -109,6 +110,10 @@ def evaluate(scores: pd.DataFrame, *, protocol: str = "dcase2021", max_fpr: floa
     """
     if protocol not in PROTOCOLS:
         raise MimiiDueError(f"unknown evaluation protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns and not (c == "domain" and protocol == "dcase2020")]
+    if missing:
+        raise MimiiDueError(f"the scores lack column(s) {', '.join(missing)}: evaluate takes one row per test clip "
+                            f"with {', '.join(SCORE_COLUMNS)}")  # fmt: skip
     rows = []
     for (machine, section), sec in scores.groupby(["machine", "section"], sort=True):
         y_all = (sec["label"] == "anomaly").to_numpy().astype(int)
