@@ -76,3 +76,17 @@ def test_library_misuse_is_named(tiny_2023):
         metrics.evaluate(test, protocol="dcase2022")
     results = metrics.evaluate(test.drop(columns="domain").assign(decision=False), protocol="dcase2020")
     assert (results["domain"] == "source").all()  # the 2020 metric needs no domain
+
+
+def test_features_given_as_a_dict_of_settings():
+    """make(name, features={...}) was stored as the dict, failing later at the first clip."""
+    from mimii_due.detectors import make
+
+    det = make("twfr_gmm", features={"n_mels": 64})
+    assert det.features.n_mels == 64 and det.features.hop_length == make("twfr_gmm").features.hop_length
+    ens = make("ensemble", features={"n_mels": 64})  # the detector's own features, with that one setting changed
+    assert ens.features.n_mels == 64 and ens.features.spectrum_bins == make("ensemble").features.spectrum_bins > 0
+    with pytest.raises(ConfigError, match="unknown setting.s. for FeatureConfig: bands"):
+        make("twfr_gmm", features={"bands": 64})
+    with pytest.raises(ConfigError, match="features must be a FeatureConfig or a dict of its settings, not int"):
+        make("twfr_gmm", features=64)

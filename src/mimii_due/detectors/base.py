@@ -79,8 +79,18 @@ class Detector:
         if not 0 < threshold_quantile < 1:
             raise ConfigError(f"threshold quantile must be between 0 and 1, got {threshold_quantile!r}")
         self.config = config if config is not None else (self.config_class() if self.config_class else None)
-        self.features = features if features is not None else self.default_features()
+        self.features = self._feature_config(features)
         self.threshold_quantile = threshold_quantile
+
+    def _feature_config(self, features: FeatureConfig | dict | None) -> FeatureConfig:
+        """The features given, as a :class:`FeatureConfig` or as a dict of the settings that differ
+        from this detector's own (``features={"n_mels": 64}``); none given: its own."""
+        if features is None or isinstance(features, FeatureConfig):
+            return features if features is not None else self.default_features()
+        if isinstance(features, dict):
+            return from_dict(FeatureConfig, to_dict(self.default_features()) | features)
+        raise ConfigError(f"{self.name}: features must be a FeatureConfig or a dict of its settings, "
+                          f"not {type(features).__name__}")  # fmt: skip
 
     def default_features(self) -> FeatureConfig:
         """The features this detector reads, unless told otherwise (the official baseline's log-mel)."""
