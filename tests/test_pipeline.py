@@ -1,6 +1,7 @@
 """The commands end to end on a tiny generated dataset."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -542,3 +543,46 @@ def test_a_run_records_what_made_it_and_keeps_what_made_its_earlier_models(tmp_p
         keeper.start(meta, resume=True)
         assert keeper.meta()["environment"] == now and keeper.meta()["earlier_environments"] == [other]
     assert "Python 3.12.1 on" in environment_text(other) and "torch 2.99.0" in environment_text(other)
+
+
+def test_features_set_the_log_mel_the_models_keep_and_read_every_clip_with(tiny_2023, tmp_path):
+    """`--features n_mels=64 --features hop_length=256`: the run trains on that log-mel, its models keep
+    it, `test` and `score` read clips with it, and the run, its resumption and the report say so."""
+    from mimii_due.detectors.base import Detector
+    from mimii_due.errors import ModelError
+    from mimii_due.scoring import ModelSet, score_files
+
+    out = tmp_path / "mel64"
+    r = runner.invoke(app, ["train", str(tiny_2023), "--out", str(out), "--detector", "twfr_gmm", "--machines",
+                            "valve", "--features", "n_mels=64", "--features", "hop_length=256"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    det = Detector.load(out / "models" / "valve")
+    assert (det.features.n_mels, det.features.hop_length, det.features.n_fft) == (64, 256, 1024)
+    assert json.loads((out / "run.json").read_text())["features"] == {"n_mels": 64, "hop_length": 256}
+    scores = pipeline.test(out, tiny_2023)
+    pipeline.train(tmp_path / "paper", tiny_2023, detector="twfr_gmm", machines=["valve"])
+    paper = pipeline.test(tmp_path / "paper", tiny_2023)
+    assert list(scores.filename) == list(paper.filename)
+    assert np.abs(scores.score.to_numpy() - paper.score.to_numpy()).max() > 0.01  # another log-mel, other scores
+    clip = Path(scores.path.iloc[0])
+    [d], failed = score_files(ModelSet(out), [clip])
+    assert not failed and d.score == pytest.approx(scores.score.iloc[0], rel=1e-6)
+
+    with pytest.raises(ModelError, match=r"started as twfr_gmm \{\} with features \{'n_mels': 64, 'hop_length': "
+                                         r"256\}, not as twfr_gmm \{\}"):  # fmt: skip
+        pipeline.train(out, tiny_2023, detector="twfr_gmm", resume=True)
+    pipeline.train(out, tiny_2023, detector="twfr_gmm", resume=True,
+                   feature_params={"hop_length": 256, "n_mels": 64})  # the same settings: fan trained beside valve
+    assert Detector.load(out / "models" / "fan").features.n_mels == 64
+    pipeline.evaluate(out)
+    r = runner.invoke(app, ["report", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "; features n_mels=64, hop_length=256;" in (out / "report.md").read_text()
+
+    for setting, words in (("sample_rate=8000", "feature setting.s. sample_rate cannot be set; --features takes "
+                            "n_fft, hop_length, n_mels, power"), ("n_mels=0", "n_mels must be at least 1"),
+                           ("n_mels", "--features: a setting is KEY=VALUE")):  # fmt: skip
+        r = runner.invoke(app, ["train", str(tiny_2023), "--out", str(tmp_path / "bad"), "--detector", "twfr_gmm",
+                                "--features", setting])  # fmt: skip
+        assert r.exit_code != 0 and re.search(words, r.output), r.output
+        assert not (tmp_path / "bad").exists()

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mimii_due import __version__
-from mimii_due.config import MAX_FPR, FeatureConfig
+from mimii_due.config import MAX_FPR, FeatureConfig, feature_settings
 from mimii_due.data.audio import LONG
 from mimii_due.data.index import index
 from mimii_due.data.naming import DOMAINS
@@ -135,11 +135,14 @@ def train(
     cache: str | Path | None = None,
     year: int | None = None,
     channel: int = 0,
+    feature_params: dict | None = None,
     progress: StageProgress | None = None,
     engine: Engine | None = None,
 ) -> dict:
     """Train one detector per machine type on the training clips under ``data`` (of multichannel
     recordings, their ``channel``: the models keep it, and read it from every clip they score).
+    ``feature_params`` change the detector's log-mel (``{"n_mels": 64}``, :data:`FEATURE_SETTINGS`);
+    the models keep them too.
 
     Without ``resume`` the run folder must not exist; with it, machines already trained are
     skipped and an interrupted training continues from its last epoch. With a cluster ``engine``
@@ -147,8 +150,9 @@ def train(
     ``uses_outliers`` also trains on other machine types' clips of ``data`` (``outlier_clips``),
     whether or not they are in ``machines``.
     """
-    params = dict(params or {})
-    cfg = replace(make(detector, **params).features, channel=channel)  # checks every setting before any file is written
+    params, feature_params = dict(params or {}), feature_settings(feature_params)
+    cfg = replace(make(detector, features=feature_params or None, **params).features, channel=channel)  # every
+    # setting is checked here, before any file is written
     _check_on_error(on_error)
     keeper = Run(run)
     table = index(data, on_error=on_error, year=year)
@@ -158,7 +162,8 @@ def train(
     ms = _machines(train_table, machines, Path(data))
     cache = (Path(cache) if cache else keeper.path / "features").resolve()
     meta = {"detector": detector, "params": params, "data": str(Path(data).resolve()), "machines": ms,
-            "cache": str(cache), "year": int(table["year"].iloc[0]), "channel": channel}  # fmt: skip
+            "cache": str(cache), "year": int(table["year"].iloc[0]), "channel": channel,
+            "features": feature_params}  # fmt: skip
     with keeper.writing():
         keeper.start(meta, resume=resume)
         engine = engine or LocalEngine()
@@ -611,12 +616,13 @@ def run(
     on_error: str = "raise",
     year: int | None = None,
     channel: int = 0,
+    feature_params: dict | None = None,
     progress: StageProgress | None = None,
     engine: Engine | None = None,
 ) -> dict:
     """The whole pipeline: (generate) -> train -> test -> evaluate -> report, one run folder per
-    detector under ``out``, on this machine or a cluster ``engine`` (``channel``: as
-    :func:`train`). Returns ``{"results":
+    detector under ``out``, on this machine or a cluster ``engine`` (``channel``, ``feature_params``:
+    as :func:`train`). Returns ``{"results":
     {detector: results}, "summaries": {detector: summary}, "report": path, "seconds": s}``."""
     from mimii_due.report.html import build_report
     from mimii_due.synth.generate import dataset_settings, generate, holds
@@ -626,7 +632,7 @@ def run(
     if not detectors:
         raise ConfigError("no detector to run: name at least one (--detectors ae,ensemble)")
     for det in detectors:  # every setting checked before anything is written
-        make(det, **_params_for(det, params))
+        make(det, features=feature_settings(feature_params) or None, **_params_for(det, params))
     out = Path(out)  # made by the first step that writes there: bad settings leave nothing
     _check_run_out(out)
     if data is None:
@@ -644,7 +650,8 @@ def run(
         run_dir = out / det  # that cannot be evaluated (unlabelled, no ground truth) still leaves every model and score
         train(run_dir, data, detector=det, machines=machines, params=_params_for(det, params), resume=True,
               on_error=on_error,
-              cache=out / "features", year=year, channel=channel, progress=progress, engine=engine)  # fmt: skip
+              cache=out / "features", year=year, channel=channel, feature_params=feature_params, progress=progress,
+              engine=engine)  # fmt: skip
         test(run_dir, data, on_error=on_error, year=year, progress=progress, engine=engine)
     results, summaries = {}, {}
     for det in detectors:

@@ -98,9 +98,11 @@ def environment_text(env: dict) -> str:
 
 
 def _started(meta: dict) -> str:
-    """How a run was started, as its errors say it: ``ensemble {}``, ``ae {'epochs': 5} reading channel 1``."""
-    channel = meta.get("channel", 0)
-    return f"{meta.get('detector')} {meta.get('params')}" + (f" reading channel {channel}" if channel else "")
+    """How a run was started, as its errors say it: ``ensemble {}``, ``ae {'epochs': 5} reading channel 1``,
+    ``twfr_gmm {} with features {'n_mels': 64}``."""
+    channel, feats = meta.get("channel", 0), meta.get("features") or {}
+    return (f"{meta.get('detector')} {meta.get('params')}" + (f" with features {feats}" if feats else "")
+            + (f" reading channel {channel}" if channel else ""))  # fmt: skip
 
 
 class Run:
@@ -152,8 +154,8 @@ class Run:
         """Create the run folder with ``meta`` (or check it against the existing one on resume)."""
         if self.exists():
             old = self.meta()
-            same = (old.get("detector"), old.get("params"), old.get("channel", 0)) == (
-                meta["detector"], meta["params"], meta.get("channel", 0))  # fmt: skip
+            same = (old.get("detector"), old.get("params"), old.get("channel", 0), old.get("features") or {}) == (
+                meta["detector"], meta["params"], meta.get("channel", 0), meta.get("features") or {})  # fmt: skip
             if not resume and not (same and not any((self.path / "models").glob("*/detector.json"))):
                 raise ModelError("run folder exists; pass --resume to continue it, or choose another --out", self.path)
             if not same:  # `train --resume`, or `run` again with other settings

@@ -25,20 +25,30 @@ from mimii_due.cli import (
 from mimii_due.errors import ConfigError, MimiiDueError
 
 
+def _settings(items: list[str] | None, option: str) -> dict:
+    """``KEY=VALUE`` items of a repeatable option, read as ``--set`` reads them."""
+    from mimii_due.config import setting
+
+    out: dict = {}
+    for item in items or []:
+        try:
+            key, value = setting(item)
+        except ConfigError as e:
+            raise MimiiDueError(f"{option}: {e}") from None
+        out[key] = value
+    return out
+
+
+FEATURES = typer.Option(None, "--features", help="Log-mel settings, KEY=VALUE: n_fft, hop_length, n_mels, power "
+                        "(default the paper's 1024, 512, 128, 2.0); the models keep them.")  # fmt: skip
+
+
 def _params(epochs: int | None, batch_size: int | None, seed: int | None, extra: list[str]) -> dict:
     params: dict = {}
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
         if v is not None:
             params[k] = v
-    from mimii_due.config import setting
-
-    for item in extra or []:
-        try:
-            key, value = setting(item)
-        except ConfigError as e:
-            raise MimiiDueError(f"--set: {e}") from None
-        params[key] = value
-    return params
+    return params | _settings(extra, "--set")
 
 
 class _PipelineProgress:
@@ -90,6 +100,7 @@ def train(
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
     channel: int = CHANNEL,
+    features: list[str] = FEATURES,
     engine: str = ENGINE,
     address: str = ADDRESS,
     task_cpus: float = TASK_CPUS,
@@ -114,6 +125,7 @@ def train(
             cache=cache,
             year=year,
             channel=channel,
+            feature_params=_settings(features, "--features"),
             progress=_PipelineProgress(bar),
             engine=eng,
         )
@@ -315,6 +327,7 @@ def run(
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
     channel: int = CHANNEL,
+    features: list[str] = FEATURES,
     engine: str = ENGINE,
     address: str = ADDRESS,
     task_cpus: float = TASK_CPUS,
@@ -328,7 +341,8 @@ def run(
             out, data, detectors=_machines(detectors) or [], machines=_machines(machines),
             params=_params(epochs, batch_size, None, []), ground_truth=ground_truth,
             **({} if scale is None else {"scale": scale}),  # default: pipeline.DEFAULT_RUN
-            on_error=_on_error(skip_bad), year=year, channel=channel, progress=_PipelineProgress(bar), engine=eng,
+            on_error=_on_error(skip_bad), year=year, channel=channel, feature_params=_settings(features, "--features"),
+            progress=_PipelineProgress(bar), engine=eng,
         )  # fmt: skip
     stdout.print(results_table(done["results"]))
     for name, s in done["summaries"].items():
