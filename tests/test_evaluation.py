@@ -360,7 +360,8 @@ def test_any_systems_official_score_files_are_evaluated_as_a_run_is(tiny_dataset
     assert r.exit_code == 0 and "result.csv in " + str(run / "results") in r.output, r.output
     assert (run / "results" / "scores.csv").read_bytes() == before  # still the run's, matching its stamp
     r = runner.invoke(app, ["evaluate", str(sub), str(run), *gt])  # side by side: a submission and our run
-    assert r.exit_code == 0 and "submission: official score" in r.output and "gaussian: official score" in r.output
+    assert r.exit_code == 0 and "submission: official score" in r.output, r.output
+    assert "gaussian (run): official score" in r.output  # the run's folder beside its detector's name
     assert "not all were evaluated on the test clips of" not in r.output
     r = runner.invoke(app, ["evaluate", str(sub), str(run), *gt, "--bootstrap", "5"])  # the same scores: no difference
     assert r.exit_code == 0 and "minus submission: +0.0000 (paired bootstrap sd 0.0000)" in r.output, r.output
@@ -448,10 +449,55 @@ def test_compare_gives_each_systems_difference_from_the_first_with_its_paired_bo
         compare([noisy, tmp_path / "typo"])
     assert not (noisy / "result.json").exists()
     rows = compare([run, noisy, run / "results", noisy], bootstrap=40)
-    assert [r["name"] for r in rows] == ["gaussian", "noisy"]  # each once; the results folder is the run
+    assert [r["name"] for r in rows] == ["gaussian (run)", "noisy"]  # each once; the results folder is the run
     first, other = rows
     assert other["same_clips"] and other["versus_first"] == pytest.approx(
         other["summary"]["official_score"] - first["summary"]["official_score"])
     assert other["versus_first"] != 0 and other["versus_first_sd"] == pytest.approx(
         bootstrap_sd(other["clips"], versus=first["clips"], protocol="dcase2022", n=40))
     assert 0 < other["versus_first_sd"] < other["summary"]["bootstrap_sd"] + first["summary"]["bootstrap_sd"]
+
+
+def test_evaluate_gives_a_detectors_official_score_over_its_seeds(tiny_2023, tmp_path):
+    """Runs that differ only in their seed are summed up as papers report a method (mean, sd over the
+    runs); a run with other settings, or of another detector, stays apart."""
+    import json
+    import re
+
+    from typer.testing import CliRunner
+
+    from mimii_due.cli import app
+    from mimii_due.pipeline import compare, over_runs
+
+    runner = CliRunner()
+    for name, extra in (("seed0", ["--set", "seed=0"]), ("seed1", ["--set", "seed=1"]), ("seed2", ["--set", "seed=2"]),
+                        ("mel64", ["--features", "n_mels=64"]), ("plain", [])):  # fmt: skip
+        detector = "gaussian" if name == "plain" else "twfr_gmm"
+        for cmd in (["train", str(tiny_2023), "--out", str(tmp_path / name), "--detector", detector, *extra],
+                    ["test", str(tmp_path / name), str(tiny_2023)]):  # fmt: skip
+            r = runner.invoke(app, cmd)
+            assert r.exit_code == 0, r.output
+    runs = [str(tmp_path / n) for n in ("seed0", "mel64", "seed1", "plain", "seed2")]
+    r = runner.invoke(app, ["evaluate", *runs])
+    assert r.exit_code == 0, r.output
+    scores = [json.loads((tmp_path / n / "results" / "result.json").read_text())["official_score"]
+              for n in ("seed0", "seed1", "seed2")]  # fmt: skip
+    assert len(set(scores)) > 1  # the seeds gave other mixtures
+    line = re.search(r"twfr_gmm over 3 runs \(seed0, seed1, seed2\): official score mean (\S+), sd (\S+), from (\S+) "
+                     r"to (\S+)\n", r.output)  # fmt: skip
+    assert line, r.output
+    want = [np.mean(scores), np.std(scores, ddof=1), min(scores), max(scores)]
+    assert [float(v.rstrip(",")) for v in line.groups()] == pytest.approx(want, abs=6e-5)
+    assert r.output.count(" over ") == 1  # mel64 and the gaussian run are no one's seeds
+    assert [g["runs"] for g in over_runs(compare(runs))] == [["seed0", "seed1", "seed2"]]
+
+
+def test_run_names_say_the_folder_where_it_is_not_the_detectors_name_and_the_path_where_two_would_match():
+    from pathlib import Path
+
+    from mimii_due.runs import run_names
+
+    runs = [(Path("a/ensemble"), "ensemble"), (Path("a/seed1"), "twfr_gmm"), (Path("a/twfr_gmm"), "twfr_gmm"),
+            (Path("b/twfr_gmm"), "twfr_gmm"), (Path("x/baseline"), "")]  # fmt: skip
+    assert run_names(runs) == ["ensemble", "twfr_gmm (seed1)", "twfr_gmm (a/twfr_gmm)", "twfr_gmm (b/twfr_gmm)",
+                               "baseline"]  # fmt: skip

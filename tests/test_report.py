@@ -91,11 +91,12 @@ def test_a_report_puts_another_systems_score_files_beside_a_run(two_runs, tiny_d
 def test_a_run_named_twice_is_reported_once_and_two_runs_of_one_name_apart(two_runs, tmp_path):
     shutil.copytree(two_runs / "gaussian", tmp_path / "copy" / "gaussian")
     out = tmp_path / "r.html"
-    runs = [str(two_runs / "gaussian"), str(two_runs / "gaussian"), str(tmp_path / "copy" / "gaussian")]
-    assert runner.invoke(app, ["report", *runs, "--out", str(out)]).exit_code == 0
+    runs = [str(two_runs / "gaussian"), str(two_runs / "gaussian" / "results"), str(tmp_path / "copy" / "gaussian")]
+    assert runner.invoke(app, ["report", *runs, "--out", str(out)]).exit_code == 0  # a results folder is its run
     page = out.read_text()
     assert page.count("<h2>Run: ") == 2 and f"<b>gaussian ({tmp_path / 'copy' / 'gaussian'})</b>" in page
-    assert page.count("<b>gaussian</b>") == 1
+    assert f"<b>gaussian ({two_runs / 'gaussian'})</b>" in page  # both where they are, neither as the one
+    assert "<b>gaussian</b>" not in page
 
 
 def test_a_report_named_other_than_html_is_refused_before_its_markdown_overwrites_it(two_runs, tmp_path):

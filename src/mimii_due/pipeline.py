@@ -8,6 +8,7 @@ written. Training skips machine types whose model is already saved, so an interr
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -32,7 +33,7 @@ from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
 from mimii_due.features.extract import Features, extract, is_cached, store
 from mimii_due.progress import Progress, StageProgress, for_stage
-from mimii_due.runs import Run
+from mimii_due.runs import Run, run_names
 
 log = logging.getLogger(__name__)
 LONG_TRAINING = 60.0  # seconds: training clips longer than this (at the median) are said to want `split`
@@ -448,8 +449,9 @@ def compare(
 ) -> list[dict]:
     """Evaluate each of ``paths`` (a run, a run's results folder, or a folder of any system's
     official score files), each once, writing its results as :func:`evaluate` does. One record per
-    path: ``name``, ``written`` (where its results are), ``results``, ``summary`` and, after the
-    first, ``same_clips`` (tested on the first's clips, by name and label). With ``bootstrap``,
+    path: ``name`` (:func:`~mimii_due.runs.run_names`), ``path``, ``detector`` ("" for score files),
+    ``written`` (where its results are), ``results``, ``summary`` and, after the first,
+    ``same_clips`` (tested on the first's clips, by name and label). With ``bootstrap``,
     one on the same clips also gets ``versus_first``, its official score minus the first's, and
     ``versus_first_sd``, the paired bootstrap sd of that difference (both scored on the same
     resampled test sets, so the luck they share cancels)."""
@@ -462,14 +464,17 @@ def compare(
     for path, keeper in targets.values():
         if not keeper.exists() and score_files(path):
             results, summary, clips = _evaluate_files(path, ground_truth, protocol, max_fpr, bootstrap, progress)
-            name, written = path.resolve().name, path
+            detector, written, meta, settings = "", path, {}, {}
         else:
             results, summary, clips = _evaluate_run(keeper, ground_truth, protocol, max_fpr, bootstrap, progress)
-            name, written = keeper.meta()["detector"], keeper.results_dir
-        name = f"{name} ({path})" if any(r["name"] == name for r in rows) else name
+            meta = keeper.meta()
+            detector, written, path = meta["detector"], keeper.results_dir, keeper.path
+            settings = {k: v for k, v in (meta.get("params") or {}).items() if k != "seed"}
         keys = ["machine", "section", "filename"]
         clips = clips.sort_values(keys).reset_index(drop=True)
-        rows.append({"name": name, "written": written, "results": results, "summary": summary, "clips": clips})
+        setting = json.dumps([settings, meta.get("features") or {}, sorted(results["machine"].unique())], default=str)
+        rows.append({"path": path, "detector": detector, "written": written, "results": results, "summary": summary,
+                     "clips": clips, "setting": setting})  # fmt: skip
         if len(rows) == 1:
             continue
         first, cols = rows[0], [*keys, "domain", "label"]
@@ -480,8 +485,30 @@ def compare(
             rows[-1]["versus_first"] = summary["official_score"] - first["summary"]["official_score"]
             rows[-1]["versus_first_sd"] = bootstrap_sd(
                 clips, versus=first["clips"], protocol=summary["protocol"], n=bootstrap, max_fpr=max_fpr,
-                progress=for_stage(progress, "bootstrap", f"{name} minus {first['name']}"))  # fmt: skip
+                progress=for_stage(progress, "bootstrap", f"{Path(path).name} minus {Path(first['path']).name}"),
+            )  # fmt: skip
+    for r, name in zip(rows, run_names([(r["path"], r["detector"]) for r in rows]), strict=True):
+        r["name"] = name
     return rows
+
+
+def over_runs(rows: list[dict]) -> list[dict]:
+    """The official score of each detector over its runs among ``rows`` (:func:`compare`'s), where
+    two or more differ only in their seed or their data's (training seeds, or seeds of generated
+    data, as papers report a method): the same detector, settings but ``seed``, features and machine
+    types, each with a defined score. ``detector``, ``runs`` (their folders' names), ``mean``,
+    ``sd`` (with n - 1), ``min``, ``max``."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["detector"] and np.isfinite(r["summary"]["official_score"]):
+            groups.setdefault((r["detector"], r["setting"]), []).append(r)
+    out = []
+    for (detector, _), rs in groups.items():
+        if len(rs) > 1:
+            v = np.array([r["summary"]["official_score"] for r in rs])
+            out.append({"detector": detector, "runs": [Path(r["path"]).name for r in rs], "mean": float(v.mean()),
+                        "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max())})  # fmt: skip
+    return out
 
 
 def _evaluate_run(keeper: Run, ground_truth, protocol, max_fpr, bootstrap, progress=None) -> tuple:

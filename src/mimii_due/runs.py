@@ -97,6 +97,19 @@ def environment_text(env: dict) -> str:
             f"CPUs), {env.get('gpu') or 'no GPU'}; {packages}{plugins}")  # fmt: skip
 
 
+def run_names(runs: list[tuple[Path, str]]) -> list[str]:
+    """What tables and reports call each of ``runs``, ``(folder, detector)`` (``detector``: "" for a
+    folder of another system's score files): ``ensemble`` for a run in a folder of that name, else
+    ``twfr_gmm (seed1)`` (the folder's name beside the detector's), a score files folder by its name;
+    a name two of them would share gets each one's path instead of the folder's name."""
+    def name(folder: Path, detector: str, whole: bool) -> str:
+        shown = str(folder) if whole else folder.name
+        return shown if not detector else detector if folder.name == detector and not whole else f"{detector} ({shown})"
+
+    first = [name(Path(f), d, False) for f, d in runs]
+    return [name(Path(f), d, first.count(n) > 1) for (f, d), n in zip(runs, first, strict=True)]
+
+
 def _started(meta: dict) -> str:
     """How a run was started, as its errors say it: ``ensemble {}``, ``ae {'epochs': 5} reading channel 1``,
     ``twfr_gmm {} with features {'n_mels': 64}``."""

@@ -214,6 +214,10 @@ def evaluate(
             line += (f"; minus {rows[0]['name']}: {r['versus_first']:+.4f} (paired bootstrap sd "
                      f"{r['versus_first_sd']:.4f})")  # fmt: skip
         stdout.print(f"{line}; result.csv in {r['written']}", markup=False)
+    for g in pipeline.over_runs(rows):
+        spread = f"mean {g['mean']:.4f}, sd {g['sd']:.4f}, from {g['min']:.4f} to {g['max']:.4f}"
+        stdout.print(f"{g['detector']} over {len(g['runs'])} runs ({', '.join(g['runs'])}): official score {spread}",
+                     markup=False)  # fmt: skip
     if not all(r.get("same_clips", True) for r in rows):  # side by side, yet not on the same test clips
         console.print(f"[yellow]warning[/yellow] not all were evaluated on the test clips of {rows[0]['name']} (their "
                       "names, labels or year differ), so the table is not a comparison on the same clips")  # fmt: skip

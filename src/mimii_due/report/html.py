@@ -27,7 +27,7 @@ from mimii_due.report.tables import (
     results_markdown,
     table4,
 )
-from mimii_due.runs import Run, environment_text
+from mimii_due.runs import Run, environment_text, run_names
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,13 @@ def _run_info(run: Path) -> dict:
     if not keeper.exists() and score_files(run):  # another system's evaluated score files
         results, summary, scores = read_file_results(run)
         return {"path": run, "meta": {"score files": str(run), "protocol": summary["protocol"]}, "results": results,
-                "summary": summary, "histories": {}, "scores": scores, "name": run.resolve().name, "cache": None,
+                "summary": summary, "histories": {}, "scores": scores, "cache": None,
                 "tested_on": None}  # fmt: skip
     meta = keeper.meta()  # not a run folder: says so, and which runs it holds or is in
     results, summary = keeper.read_results()  # refuses results that do not belong to the scores
     run = keeper.path
-    name = f"{meta['detector']} ({run.name})" if run.name != meta["detector"] else meta["detector"]
     return {"path": run, "meta": meta, "results": results, "summary": summary, "histories": keeper.histories(),
-            "scores": keeper.read_scores(), "name": name, "cache": keeper.cache,
+            "scores": keeper.read_scores(), "cache": keeper.cache,
             "tested_on": keeper.stamp().get("data", "?")}  # fmt: skip
 
 
@@ -95,11 +94,12 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     if out.suffix.lower() not in (".html", ".htm"):  # the Markdown twin goes beside it, as .md
         raise ConfigError(f"the report is an HTML file: name it .html (its Markdown twin is written beside it as "
                           f".md), not '{out.name}'", out)  # fmt: skip
-    runs = list(dict.fromkeys(Path(r).resolve() for r in runs))  # each folder once
-    infos = [_run_info(r) for r in runs]  # every run checked before anything is written
-    for i, info in enumerate(infos):  # two runs of one detector in folders of one name: say where
-        if any(other["name"] == info["name"] for other in infos[:i]):
-            info["name"] = f"{info['name']} ({info['path']})"
+    infos = {}  # every run checked before anything is written; each once (a run's results folder is the run)
+    for info in (_run_info(Path(r).resolve()) for r in runs):
+        infos.setdefault(info["path"], info)
+    infos = list(infos.values())
+    for info, name in zip(infos, run_names([(i["path"], i["meta"].get("detector", "")) for i in infos]), strict=True):
+        info["name"] = name
     files = out.parent / f"{out.stem}_files"
     try:
         files.mkdir(parents=True, exist_ok=True)
