@@ -450,11 +450,11 @@ def compare(
     """Evaluate each of ``paths`` (a run, a run's results folder, or a folder of any system's
     official score files), each once, writing its results as :func:`evaluate` does. One record per
     path: ``name`` (:func:`~mimii_due.runs.run_names`), ``path``, ``detector`` ("" for score files),
-    ``written`` (where its results are), ``results``, ``summary`` and, after the first,
-    ``same_clips`` (tested on the first's clips, by name and label). With ``bootstrap``,
-    one on the same clips also gets ``versus_first``, its official score minus the first's, and
-    ``versus_first_sd``, the paired bootstrap sd of that difference (both scored on the same
-    resampled test sets, so the luck they share cancels)."""
+    ``written`` (where its results are), ``results``, ``summary``, ``setting`` (what :func:`over_runs`
+    compares) and, after the first, ``same_clips`` (tested on the first's clips, by name and label).
+    With ``bootstrap``, one on the same clips also gets ``versus_first``, its official score minus
+    the first's, and ``versus_first_sd``, the paired bootstrap sd of that difference (both scored on
+    the same resampled test sets, so the luck they share cancels)."""
     rows, targets = [], {}
     for path in map(Path, paths):  # each once: a run's results folder means the run
         if not path.is_dir():  # before any is evaluated and written
@@ -500,7 +500,8 @@ def over_runs(rows: list[dict]) -> list[dict]:
     ``sd`` (with n - 1), ``min``, ``max``."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["detector"] and np.isfinite(r["summary"]["official_score"]):
+        score = r["summary"]["official_score"]
+        if r["detector"] and score is not None and np.isfinite(score):
             groups.setdefault((r["detector"], r["setting"]), []).append(r)
     out = []
     for (detector, _), rs in groups.items():

@@ -102,12 +102,16 @@ def run_names(runs: list[tuple[Path, str]]) -> list[str]:
     folder of another system's score files): ``ensemble`` for a run in a folder of that name, else
     ``twfr_gmm (seed1)`` (the folder's name beside the detector's), a score files folder by its name;
     a name two of them would share gets each one's path instead of the folder's name."""
-    def name(folder: Path, detector: str, whole: bool) -> str:
-        shown = str(folder) if whole else folder.name
-        return shown if not detector else detector if folder.name == detector and not whole else f"{detector} ({shown})"
 
-    first = [name(Path(f), d, False) for f, d in runs]
-    return [name(Path(f), d, first.count(n) > 1) for (f, d), n in zip(runs, first, strict=True)]
+    def name(folder: Path, detector: str, where: str) -> str:
+        if not detector:
+            return where
+        if where == detector:
+            return detector
+        return f"{detector} ({where})"
+
+    first = [name(Path(f), d, Path(f).name) for f, d in runs]
+    return [name(Path(f), d, str(f)) if first.count(n) > 1 else n for (f, d), n in zip(runs, first, strict=True)]
 
 
 def _started(meta: dict) -> str:

@@ -163,9 +163,10 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     for k, info in enumerate(infos):
         tag = f"run{k}"
         where = f"{info['path']}, " + (f"tested on {info['tested_on']}" if info["tested_on"] else "score files")
-        settings = {k: v for k, v in (("settings", info["meta"].get("params")),
-                                      ("features", info["meta"].get("features"))) if v}  # fmt: skip
-        where += "".join(f"; {k} {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in settings.items())
+        for key, what in (("params", "settings"), ("features", "features")):  # trained with, where not the defaults
+            given = info["meta"].get(key) or {}
+            if given:
+                where += f"; {what} " + ", ".join(f"{a}={b}" for a, b in given.items())
         if "environment" in info["meta"]:  # runs trained before 2026-12-07 did not record it
             where += f"; trained with mimii-due {info['meta'].get('version', '?')}, " + environment_text(
                 info["meta"]["environment"])  # fmt: skip
