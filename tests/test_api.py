@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mimii_due.errors import ConfigError
@@ -76,6 +77,25 @@ def test_library_misuse_is_named(tiny_2023):
         metrics.evaluate(test, protocol="dcase2022")
     results = metrics.evaluate(test.drop(columns="domain").assign(decision=False), protocol="dcase2020")
     assert (results["domain"] == "source").all()  # the 2020 metric needs no domain
+    unscored = test.assign(score=np.where(np.arange(len(test)) == 2, np.nan, 0.5), decision=False)
+    with pytest.raises(MimiiDueError, match=f"1 of {len(test)} clips have no finite score .e.g. "
+                                            f"{unscored['filename'].iloc[2]}.: score every clip"):  # fmt: skip
+        metrics.evaluate(unscored, protocol="dcase2022")  # it was scikit-learn's "Input contains NaN"
+
+
+def test_scoring_nothing_is_said(tmp_path):
+    from mimii_due.detectors import make
+    from mimii_due.errors import MimiiDueError
+    from mimii_due.features.extract import features_of
+    from mimii_due.scoring import ModelSet, score_files
+
+    rng = np.random.default_rng(0)
+    waves = [rng.normal(0, 0.1, 16000 * 2).astype(np.float32) for _ in range(12)]
+    clips = pd.DataFrame({"machine": "pump", "section": 0, "domain": "source", "label": "normal",
+                          "filename": [f"c{i}.wav" for i in range(12)]})  # fmt: skip
+    make("gaussian").fit(features_of(waves), clips).save(tmp_path / "model")
+    with pytest.raises(MimiiDueError, match="no WAV files or folders given to score"):  # "no WAV files found in "
+        score_files(ModelSet(tmp_path / "model"), [])
 
 
 def test_features_given_as_a_dict_of_settings():

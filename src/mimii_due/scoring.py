@@ -249,6 +249,8 @@ def score_files(
     that could not be scored, ``(path, reason)``; one bad clip never stops the others. With a
     cluster ``engine`` the files are scored in shards as tasks (the files must be readable there)."""
     models.check_where(machine, section, domain)
+    if not paths:
+        raise MimiiDueError("no WAV files or folders given to score")
     gone = [str(p) for p in paths if Path(p).suffix.lower() != ".wav" and not Path(p).exists()]
     if gone:  # a mistyped folder (a missing .wav file is reported among the clips not scored)
         raise MimiiDueError(f"no such file or folder: {', '.join(gone)}")

@@ -114,6 +114,11 @@ def evaluate(scores: pd.DataFrame, *, protocol: str = "dcase2021", max_fpr: floa
     if missing:
         raise MimiiDueError(f"the scores lack column(s) {', '.join(missing)}: evaluate takes one row per test clip "
                             f"with {', '.join(SCORE_COLUMNS)}")  # fmt: skip
+    bad = ~np.isfinite(pd.to_numeric(scores["score"], errors="coerce").to_numpy(np.float64))
+    if bad.any():  # an AUC of them is no AUC (scikit-learn's "Input contains NaN" named no clip)
+        names = scores["filename"] if "filename" in scores else scores.index.astype(str)
+        raise MimiiDueError(f"{int(bad.sum())} of {len(scores)} clips have no finite score (e.g. "
+                            f"{', '.join(map(str, names[bad][:3]))}): score every clip before evaluating")  # fmt: skip
     rows = []
     for (machine, section), sec in scores.groupby(["machine", "section"], sort=True):
         y_all = (sec["label"] == "anomaly").to_numpy().astype(int)
