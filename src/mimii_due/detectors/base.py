@@ -85,8 +85,10 @@ class Detector:
     def _feature_config(self, features: FeatureConfig | dict | None) -> FeatureConfig:
         """The features given, as a :class:`FeatureConfig` or as a dict of the settings that differ
         from this detector's own (``features={"n_mels": 64}``); none given: its own."""
-        if features is None or isinstance(features, FeatureConfig):
-            return features if features is not None else self.default_features()
+        if features is None:
+            return self.default_features()
+        if isinstance(features, FeatureConfig):
+            return features
         if isinstance(features, dict):
             return from_dict(FeatureConfig, to_dict(self.default_features()) | features)
         raise ConfigError(f"{self.name}: features must be a FeatureConfig or a dict of its settings, "
