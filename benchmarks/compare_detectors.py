@@ -47,7 +47,7 @@ import numpy as np
 
 from mimii_due import pipeline
 from mimii_due.data.index import index
-from mimii_due.detectors import parse_spec, spec_folder
+from mimii_due.detectors import parse_spec, spec_folder, split_specs
 from mimii_due.detectors.smahal import SelectiveMahalanobisDetector
 from mimii_due.evaluation.metrics import bootstrap_sd, hmean
 from mimii_due.features.extract import extract
@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--against", default=None, help="detector the others are compared with, seed by seed "
                     "(default: the first of --detectors)")  # fmt: skip
     a = ap.parse_args()
-    if a.against and a.against not in a.detectors.split(","):
+    if a.against and a.against not in split_specs(a.detectors):
         ap.error(f"--against {a.against!r} is not one of --detectors {a.detectors!r}")
     out = Path(a.out)
     machines = a.machines.split(",") if a.machines else ["fan", "gearbox", "pump", "slider", "valve"]
@@ -160,14 +160,14 @@ def main() -> None:
     rows: dict[str, list[float]] = {}
     luck: dict[str, list[float]] = {}  # bootstrap sd of each run's official score
     paired_luck: dict[str, list[float]] = {}  # ... of its difference to ``against``'s on the same draws
-    against = a.against or a.detectors.split(",")[0]
+    against = a.against or split_specs(a.detectors)[0]
     lines = []
     for seed in [int(s) for s in a.seeds.split(",")]:
         base = out / f"{a.layout}_scale{a.scale}_seed{seed}"
         data = generate(base / "data", machines=machines, sections=sections, scale=a.scale, seed=seed,
                         min_test=a.min_test, workers=2, layout=a.layout)  # fmt: skip
         tables = {}
-        for det in a.detectors.split(","):
+        for det in split_specs(a.detectors):
             t0 = time.perf_counter()
             run = base / spec_folder(det)
             saved = saved_models(Run(run), machines)

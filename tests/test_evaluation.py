@@ -497,7 +497,11 @@ def test_run_names_say_the_folder_where_it_is_not_the_detectors_name_and_the_pat
 
     from mimii_due.runs import run_names
 
-    runs = [(Path("a/ensemble"), "ensemble"), (Path("a/seed1"), "twfr_gmm"), (Path("a/twfr_gmm"), "twfr_gmm"),
-            (Path("b/twfr_gmm"), "twfr_gmm"), (Path("x/baseline"), "")]  # fmt: skip
+    runs = [(Path("a/ensemble"), "ensemble", {}), (Path("a/seed1"), "twfr_gmm", {"seed": 1}),
+            (Path("a/twfr_gmm"), "twfr_gmm", {}), (Path("b/twfr_gmm"), "twfr_gmm", {"seed": 1}),
+            (Path("x/baseline"), "", {}), (Path("a/twfr_gmm_decay-auto"), "twfr_gmm", {"decay": "auto"}),
+            (Path("a/ensemble_members-twfr_gmm-ae_epochs-5"), "ensemble", {"members": ["twfr_gmm", "ae:epochs=5"]}),
+            (Path("a/twfr_gmm_reg-1e-2"), "twfr_gmm", {"reg": 0.01})]  # fmt: skip
     assert run_names(runs) == ["ensemble", "twfr_gmm (seed1)", "twfr_gmm (a/twfr_gmm)", "twfr_gmm (b/twfr_gmm)",
-                               "baseline"]  # fmt: skip
+                               "baseline", "twfr_gmm:decay=auto", "ensemble:members=[twfr_gmm,ae:epochs=5]",
+                               "twfr_gmm (twfr_gmm_reg-1e-2)"]  # fmt: skip

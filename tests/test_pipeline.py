@@ -93,6 +93,49 @@ def test_run_command_end_to_end(tiny_dataset, tmp_path):
     assert (tmp_path / "o" / "report.html").exists() and (tmp_path / "o" / "report.md").exists()
 
 
+def test_run_compares_variants_of_one_detector_given_with_their_settings(tiny_dataset, tmp_path):
+    from mimii_due.runs import Run
+
+    out = tmp_path / "o"
+    specs = "twfr_gmm,twfr_gmm:decay=auto:neighbours=0,ensemble:members=[twfr_gmm,gaussian]:weights=[1,1]"
+    r = runner.invoke(app, ["run", str(tiny_dataset), "--out", str(out), "--machines", "valve", "--detectors", specs])
+    assert r.exit_code == 0, r.output
+    folders = {"twfr_gmm": ("twfr_gmm", {}),
+               "twfr_gmm_decay-auto_neighbours-0": ("twfr_gmm", {"decay": "auto", "neighbours": 0}),
+               "ensemble_members-twfr_gmm-gaussian_weights-1-1": ("ensemble", {"members": ["twfr_gmm", "gaussian"],
+                                                                               "weights": [1, 1]})}  # fmt: skip
+    assert sorted(p.name for p in out.iterdir() if Run(p).exists()) == sorted(folders)
+    for folder, (detector, params) in folders.items():
+        meta = Run(out / folder).meta()
+        assert (meta["detector"], meta["params"]) == (detector, params)
+    model = Run(out / "twfr_gmm_decay-auto_neighbours-0").load_model("valve")
+    assert (model.config.decay, model.config.neighbours) == ("auto", 0)  # the settings reached the detector
+    assert Run(out / "ensemble_members-twfr_gmm-gaussian_weights-1-1").load_model("valve").config.members == (
+        "twfr_gmm", "gaussian")
+    scores = [Run(out / f).read_scores().sort_values("path")["score"].to_numpy() for f in folders]
+    assert not np.allclose(scores[0], scores[1])
+    for spec in ("twfr_gmm:decay=auto:neighbours=0", "ensemble:members=[twfr_gmm,gaussian]:weights=[1,1]"):
+        assert f"{spec}: official score" in r.output  # each variant by its spec, in the output and the report
+        assert spec in (out / "report.md").read_text()
+    # a variant is the same run as the detector trained with those settings by --set: the resume takes it
+    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(out / "twfr_gmm_decay-auto_neighbours-0"),
+                            "--machines", "valve", "--detector", "twfr_gmm", "--set", "decay=auto", "--set",
+                            "neighbours=0", "--resume"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--detectors", "ae:epochs=3", "--epochs", "5"], "sets epochs=3, and epochs=5 is given besides"),
+    (["--detectors", "ensemble:weights=[6 ,1],ensemble:weights=[6, 1]"], "would share a run folder"),
+    (["--detectors", "twfr_gmm:decay"], "a setting is KEY=VALUE"),
+    (["--detectors", "twfr_gmm:bogus=1"], "unknown setting(s) for TWFRConfig: bogus"),
+])  # fmt: skip
+def test_run_refuses_bad_detector_specs_before_writing(tiny_dataset, tmp_path, args, message):
+    r = runner.invoke(app, ["run", str(tiny_dataset), "--out", str(tmp_path / "o"), *args])
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_train_and_test_on_real_dcase2020_layout(real_data, tmp_path):
     """A smoke run on real machine sound: the DCASE 2020 names and layout through train and test."""
     run, data = tmp_path / "run", tmp_path / "data"

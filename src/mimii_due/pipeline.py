@@ -24,7 +24,7 @@ from mimii_due.data.audio import LONG
 from mimii_due.data.index import index
 from mimii_due.data.naming import DOMAINS
 from mimii_due.data.years import fits, protocol_for
-from mimii_due.detectors import make
+from mimii_due.detectors import make, merge_spec, spec_folder
 from mimii_due.detectors.base import calibration_rows
 from mimii_due.engines import Engine, LocalEngine
 from mimii_due.errors import AudioError, ConfigError, MimiiDueError, ModelError
@@ -143,7 +143,8 @@ def train(
     """Train one detector per machine type on the training clips under ``data`` (of multichannel
     recordings, their ``channel``: the models keep it, and read it from every clip they score).
     ``feature_params`` change the detector's log-mel (``{"n_mels": 64}``, :data:`FEATURE_SETTINGS`);
-    the models keep them too.
+    the models keep them too. ``detector`` may carry settings (``"twfr_gmm:decay=auto"``), added to ``params``;
+    ``run.json`` says the detector's name and every setting.
 
     Without ``resume`` the run folder must not exist; with it, machines already trained are
     skipped and an interrupted training continues from its last epoch. With a cluster ``engine``
@@ -151,7 +152,8 @@ def train(
     ``uses_outliers`` also trains on other machine types' clips of ``data`` (``outlier_clips``),
     whether or not they are in ``machines``.
     """
-    params, feature_params = dict(params or {}), feature_settings(feature_params)
+    detector, params = merge_spec(detector, params)
+    feature_params = feature_settings(feature_params)
     cfg = replace(make(detector, features=feature_params or None, **params).features, channel=channel)  # every
     # setting is checked here, before any file is written
     _check_on_error(on_error)
@@ -450,8 +452,9 @@ def compare(
     """Evaluate each of ``paths`` (a run, a run's results folder, or a folder of any system's
     official score files), each once, writing its results as :func:`evaluate` does. One record per
     path: ``name`` (:func:`~mimii_due.runs.run_names`), ``path``, ``detector`` ("" for score files),
-    ``written`` (where its results are), ``results``, ``summary``, ``setting`` (what :func:`over_runs`
-    compares) and, after the first, ``same_clips`` (tested on the first's clips, by name and label).
+    ``params`` (its settings), ``written`` (where its results are), ``results``, ``summary``,
+    ``setting`` (what :func:`over_runs` compares) and, after the first, ``same_clips`` (tested on the
+    first's clips, by name and label).
     With ``bootstrap``, one on the same clips also gets ``versus_first``, its official score minus
     the first's, and ``versus_first_sd``, the paired bootstrap sd of that difference (both scored on
     the same resampled test sets, so the luck they share cancels)."""
@@ -473,8 +476,8 @@ def compare(
         keys = ["machine", "section", "filename"]
         clips = clips.sort_values(keys).reset_index(drop=True)
         setting = json.dumps([settings, meta.get("features") or {}, sorted(results["machine"].unique())], default=str)
-        rows.append({"path": path, "detector": detector, "written": written, "results": results, "summary": summary,
-                     "clips": clips, "setting": setting})  # fmt: skip
+        rows.append({"path": path, "detector": detector, "params": meta.get("params") or {}, "written": written,
+                     "results": results, "summary": summary, "clips": clips, "setting": setting})  # fmt: skip
         if len(rows) == 1:
             continue
         first, cols = rows[0], [*keys, "domain", "label"]
@@ -487,7 +490,7 @@ def compare(
                 clips, versus=first["clips"], protocol=summary["protocol"], n=bootstrap, max_fpr=max_fpr,
                 progress=for_stage(progress, "bootstrap", f"{Path(path).name} minus {Path(first['path']).name}"),
             )  # fmt: skip
-    for r, name in zip(rows, run_names([(r["path"], r["detector"]) for r in rows]), strict=True):
+    for r, name in zip(rows, run_names([(r["path"], r["detector"], r["params"]) for r in rows]), strict=True):
         r["name"] = name
     return rows
 
@@ -618,14 +621,14 @@ def _check_run_out(out: Path) -> None:
                           f"{', ...' if len(foreign) > 3 else ''}); choose another --out", out)  # fmt: skip
 
 
-def _params_for(detector: str, params: dict | None) -> dict:
-    """The settings of ``params`` that ``detector`` has (``run --epochs 5`` sets the epochs of the
-    detectors that train in epochs and leaves the others alone)."""
+def _params_for(spec: str, params: dict | None) -> dict:
+    """The settings of ``params`` that the detector of ``spec`` has (``run --epochs 5`` sets the epochs
+    of the detectors that train in epochs and leaves the others alone)."""
     from dataclasses import fields
 
-    from mimii_due.detectors import REGISTRY
+    from mimii_due.detectors import REGISTRY, parse_spec
 
-    klass = REGISTRY.get(detector)
+    klass = REGISTRY.get(parse_spec(spec)[0])
     if klass is None or klass.config_class is None:
         return {}
     known = {f.name for f in fields(klass.config_class)}
@@ -650,7 +653,8 @@ def run(
 ) -> dict:
     """The whole pipeline: (generate) -> train -> test -> evaluate -> report, one run folder per
     detector under ``out``, on this machine or a cluster ``engine`` (``channel``, ``feature_params``:
-    as :func:`train`). Returns ``{"results":
+    as :func:`train`). A detector may carry settings (``"twfr_gmm:decay=auto"``: its folder is
+    ``twfr_gmm_decay-auto``), so that variants of one detector are compared. Returns ``{"results":
     {detector: results}, "summaries": {detector: summary}, "report": path, "seconds": s}``."""
     from mimii_due.report.html import build_report
     from mimii_due.synth.generate import dataset_settings, generate, holds
@@ -660,7 +664,12 @@ def run(
     if not detectors:
         raise ConfigError("no detector to run: name at least one (--detectors ae,ensemble)")
     for det in detectors:  # every setting checked before anything is written
-        make(det, features=feature_settings(feature_params) or None, **_params_for(det, params))
+        name, settings = merge_spec(det, _params_for(det, params))
+        make(name, features=feature_settings(feature_params) or None, **settings)
+    folders = {det: spec_folder(det) for det in detectors}
+    if len(set(folders.values())) < len(folders):
+        raise ConfigError(f"detectors {', '.join(detectors)}: two of them would share a run folder; name each "
+                          "variant by other settings")  # fmt: skip
     out = Path(out)  # made by the first step that writes there: bad settings leave nothing
     _check_run_out(out)
     if data is None:
@@ -674,8 +683,8 @@ def run(
         generate(data, **gen, workers=2, progress=for_stage(progress, "generate", "data"), engine=engine)
     data = Path(data)
     gt = ground_truth or (data / "ground_truth" if (data / "ground_truth").is_dir() else None)
-    for det in detectors:  # every detector trained and scored before any evaluation, so that test data
-        run_dir = out / det  # that cannot be evaluated (unlabelled, no ground truth) still leaves every model and score
+    for det in detectors:  # every detector trained and scored before any evaluation, so that test data that
+        run_dir = out / folders[det]  # cannot be evaluated (unlabelled, no ground truth) still leaves every model
         train(run_dir, data, detector=det, machines=machines, params=_params_for(det, params), resume=True,
               on_error=on_error,
               cache=out / "features", year=year, channel=channel, feature_params=feature_params, progress=progress,
@@ -684,10 +693,10 @@ def run(
     results, summaries = {}, {}
     for det in detectors:
         try:
-            results[det], summaries[det] = evaluate(out / det, ground_truth=gt)
+            results[det], summaries[det] = evaluate(out / folders[det], ground_truth=gt)
         except MimiiDueError:
             log.error("cannot evaluate %s; every detector's model and scores are kept in %s", det, out)
             raise
-    report = build_report([out / d for d in results], out / "report.html", data=data)
+    report = build_report([out / folders[d] for d in results], out / "report.html", data=data)
     return {"results": results, "summaries": summaries, "report": report, "seconds": time.perf_counter() - t0,
             "version": __version__}  # fmt: skip

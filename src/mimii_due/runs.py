@@ -97,21 +97,25 @@ def environment_text(env: dict) -> str:
             f"CPUs), {env.get('gpu') or 'no GPU'}; {packages}{plugins}")  # fmt: skip
 
 
-def run_names(runs: list[tuple[Path, str]]) -> list[str]:
-    """What tables and reports call each of ``runs``, ``(folder, detector)`` (``detector``: "" for a
-    folder of another system's score files): ``ensemble`` for a run in a folder of that name, else
-    ``twfr_gmm (seed1)`` (the folder's name beside the detector's), a score files folder by its name;
-    a name two of them would share gets each one's path instead of the folder's name."""
+def run_names(runs: list[tuple[Path, str, dict]]) -> list[str]:
+    """What tables and reports call each of ``runs``, ``(folder, detector, settings)`` (``detector``:
+    "" for a folder of another system's score files): ``ensemble`` for a run in a folder of that name,
+    ``twfr_gmm:decay=auto`` for one in the folder ``run --detectors`` gives that spec
+    (``twfr_gmm_decay-auto``), else ``twfr_gmm (seed1)`` (the folder's name beside the detector's), a
+    score files folder by its name; a name two of them would share gets each one's path instead of
+    the folder's name."""
+    from mimii_due.detectors import format_spec, spec_folder
 
-    def name(folder: Path, detector: str, where: str) -> str:
+    def name(folder: Path, detector: str, settings: dict, where: str) -> str:
+        spec = format_spec(detector, settings)
         if not detector:
             return where
-        if where == detector:
-            return detector
+        if where in (detector, spec_folder(spec)):
+            return detector if where == detector else spec
         return f"{detector} ({where})"
 
-    first = [name(Path(f), d, Path(f).name) for f, d in runs]
-    return [name(Path(f), d, str(f)) if first.count(n) > 1 else n for (f, d), n in zip(runs, first, strict=True)]
+    first = [name(Path(f), d, p, Path(f).name) for f, d, p in runs]
+    return [name(Path(f), d, p, str(f)) if first.count(n) > 1 else n for (f, d, p), n in zip(runs, first, strict=True)]
 
 
 def _started(meta: dict) -> str:

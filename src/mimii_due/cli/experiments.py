@@ -84,7 +84,7 @@ def train(
         "ensemble",
         "--detector",
         help="Detector name: ensemble (default), twfr_gmm, embedding, ae, mobilenetv2, smahal, gaussian, or an "
-        "installed plugin's.",
+        "installed plugin's; settings may follow after colons (twfr_gmm:decay=auto), as with --set.",
     ),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all found)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs."),
@@ -107,10 +107,11 @@ def train(
 ) -> None:
     """Train one detector per machine type."""
     from mimii_due import pipeline
+    from mimii_due.detectors import parse_spec
 
     params = _params(epochs, batch_size, seed, set_)
     if members is not None:
-        if detector != "ensemble":
+        if parse_spec(detector)[0] != "ensemble":
             raise MimiiDueError(f"--members is a setting of the ensemble, not of {detector!r}")
         params["members"] = _machines(members) or []
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
@@ -320,7 +321,11 @@ def plot_tsne(
 def run(
     data: Path = typer.Argument(None, help="Dataset folder; without it a small synthetic dataset is generated."),
     out: Path = typer.Option(Path("mimii_due_run"), "--out", help="Folder for data, runs and report."),
-    detectors: str = typer.Option("ae,ensemble", help="Comma-separated detectors to train and compare."),
+    detectors: str = typer.Option(
+        "ae,ensemble", help="Comma-separated detectors to train and compare, each with settings after colons where "
+        "wanted (twfr_gmm,twfr_gmm:decay=auto; a list in brackets: ensemble:members=[twfr_gmm,ae]); each gets a "
+        "folder in --out (twfr_gmm_decay-auto)."
+    ),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs (every detector)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
@@ -338,11 +343,12 @@ def run(
 ) -> None:
     """The whole pipeline: (generate) -> train -> test -> evaluate -> Table-4-style result."""
     from mimii_due import pipeline
+    from mimii_due.detectors import split_specs
     from mimii_due.report.tables import official_text, results_table
 
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         done = pipeline.run(
-            out, data, detectors=_machines(detectors) or [], machines=_machines(machines),
+            out, data, detectors=split_specs(detectors), machines=_machines(machines),
             params=_params(epochs, batch_size, None, []), ground_truth=ground_truth,
             **({} if scale is None else {"scale": scale}),  # default: pipeline.DEFAULT_RUN
             on_error=_on_error(skip_bad), year=year, channel=channel, feature_params=_settings(features, "--features"),

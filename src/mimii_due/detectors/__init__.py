@@ -14,6 +14,7 @@ warning that names it; the rest work as before.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -134,19 +135,62 @@ def make(
     return klass(config=config, threshold_quantile=threshold_quantile, **kw)
 
 
+def split_outside(text: str, sep: str) -> list[str]:
+    """``text`` split at each ``sep`` that is not inside square brackets, so that a list setting
+    keeps its items: ``"ae,ensemble:members=[twfr_gmm,ae]"`` at ``,`` gives two parts."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        depth += (c == "[") - (c == "]")
+        if c == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def split_specs(text: str | None) -> list[str]:
+    """Comma-separated detector specs (``run --detectors``), each once, in the order given."""
+    return list(dict.fromkeys(s.strip() for s in split_outside(text or "", ",") if s.strip()))
+
+
 def parse_spec(spec: str) -> tuple[str, dict]:
     """A detector with settings, ``"name:KEY=VALUE:KEY=VALUE"`` (``"embedding:networks=5"``, an
-    ensemble member or a benchmark row), as its registry name and settings."""
-    name, *items = spec.split(":")
+    ensemble member, ``train --detector``, a ``run --detectors`` or benchmark row), as its registry
+    name and settings; a list setting in brackets may hold specs (``ensemble:members=[twfr_gmm,ae:epochs=5]``)."""
+    name, *items = split_outside(spec, ":")
     try:
         return name.strip(), dict(setting(item) for item in items)
     except ConfigError as e:
         raise ConfigError(f"detector {spec!r}: {e}") from None
 
 
+def merge_spec(spec: str, params: dict | None = None) -> tuple[str, dict]:
+    """The registry name of ``spec`` and its settings with ``params`` (``--set``, ``--epochs``)
+    added; a setting that both give, with two values, is refused rather than one silently winning."""
+    name, own = parse_spec(spec)
+    for key, value in (params or {}).items():
+        if key in own and own[key] != value:
+            raise ConfigError(f"detector {spec!r} sets {key}={own[key]!r}, and {key}={value!r} is given besides: "
+                              "give it once")  # fmt: skip
+    return name, own | dict(params or {})
+
+
+def format_spec(name: str, params: dict | None = None) -> str:
+    """The spec of a detector with ``params`` (a run's ``run.json``): :func:`parse_spec`'s inverse,
+    ``("twfr_gmm", {"decay": "auto"})`` -> ``"twfr_gmm:decay=auto"``."""
+
+    def text(v) -> str:
+        if isinstance(v, (list, tuple)):
+            return "[" + ",".join(map(text, v)) + "]"
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    return ":".join([name, *(f"{k}={text(v)}" for k, v in (params or {}).items())])
+
+
 def spec_folder(spec: str) -> str:
-    """A folder name for a detector spec: ``"twfr_gmm:decay=auto"`` -> ``"twfr_gmm_decay-auto"``."""
-    return spec.replace(":", "_").replace("=", "-")
+    """A folder name for a detector spec: ``"twfr_gmm:decay=auto"`` -> ``"twfr_gmm_decay-auto"``
+    (a list setting's brackets dropped, its commas and spaces ``-``: ``"ensemble:members=[twfr_gmm,ae]"`` ->
+    ``"ensemble_members-twfr_gmm-ae"``)."""
+    return re.sub(r"[, ]", "-", re.sub(r"[\[\]]", "", spec.replace(":", "_").replace("=", "-")))
 
 
 def make_spec(spec: str, **kw) -> Detector:

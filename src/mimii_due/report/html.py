@@ -98,7 +98,8 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     for info in (_run_info(Path(r).resolve()) for r in runs):
         infos.setdefault(info["path"], info)
     infos = list(infos.values())
-    for info, name in zip(infos, run_names([(i["path"], i["meta"].get("detector", "")) for i in infos]), strict=True):
+    names = run_names([(i["path"], i["meta"].get("detector", ""), i["meta"].get("params") or {}) for i in infos])
+    for info, name in zip(infos, names, strict=True):
         info["name"] = name
     files = out.parent / f"{out.stem}_files"
     try:
