@@ -136,6 +136,65 @@ def test_run_refuses_bad_detector_specs_before_writing(tiny_dataset, tmp_path, a
     assert not (tmp_path / "o").exists()
 
 
+def test_a_config_file_or_a_runs_run_json_trains_as_it_says_and_the_command_line_wins(tiny_dataset, tmp_path):
+    from mimii_due.runs import Run
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["--machines", "valve", "--features", "n_mels=64"]
+    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(a), "--detector", "twfr_gmm:decay=auto", *args])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(b), "--config", str(a / "run.json"),
+                            "--machines", "valve"])  # fmt: skip  # train as that run was trained
+    assert r.exit_code == 0, r.output
+    assert "data, environment, machines" in r.output and "not used" in r.output  # the record of a's data is not b's
+    meta_a, meta_b = Run(a).meta(), Run(b).meta()
+    for key, want in (("detector", "twfr_gmm"), ("params", {"decay": "auto"}), ("features", {"n_mels": 64})):
+        assert meta_a[key] == meta_b[key] == want
+    for run in (a, b):
+        assert runner.invoke(app, ["test", str(run), str(tiny_dataset)]).exit_code == 0
+    assert np.array_equal(Run(a).read_scores()["score"], Run(b).read_scores()["score"])
+
+    config = tmp_path / "exp.yaml"  # a hand-written one for `run`, with options over it
+    config.write_text("detectors: [gaussian, 'twfr_gmm:decay=auto']\nparams: {reg: 1e-3}\nfeatures: {n_mels: 64}\n")
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["run", str(tiny_dataset), "--out", str(out), "--config", str(config), "--machines", "valve",
+                            "--features", "n_mels=32"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir() if Run(p).exists()) == ["gaussian", "twfr_gmm_decay-auto"]
+    meta = Run(out / "twfr_gmm_decay-auto").meta()
+    assert (meta["params"], meta["features"]) == ({"decay": "auto", "reg": 1e-3}, {"n_mels": 32})
+    assert Run(out / "gaussian").meta()["params"] == {}  # a setting goes to the detectors that have it, as --set
+    again = ["run", str(tiny_dataset), "--out", str(out), "--config", str(config), "--machines", "valve", "--detectors",
+             "gaussian"]  # fmt: skip  # --detectors over the file's
+    r = runner.invoke(app, again)  # the file's features, not those the run was made with
+    assert r.exit_code == 1 and "features {'n_mels': 32}, not as gaussian {} with features {'n_mels': 64}" in r.output
+    r = runner.invoke(app, [*again, "--features", "n_mels=32"])
+    assert r.exit_code == 0 and "gaussian: official score" in r.output, r.output
+    assert "twfr_gmm:decay=auto: official score" not in r.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("detector: gaussian\nmachines: [fan]\nepochs: 3\n", "unknown key(s) epochs: a config file says detector, "
+     "detectors, params, features"),
+    ("detector: gaussian\ndetectors: [ae]\n", "it has both detector and detectors"),
+    ("- gaussian\n", "a config file is a mapping"),
+    ("detector: [1, 2]\n", "detector(s) must be names"),
+    ("detector: gaussian\nparams: [1]\n", "params must be a mapping"),
+    ("detector: gaussian\nfeatures: {sample_rate: 8000}\n", "feature setting(s) sample_rate cannot be set"),
+    ("detector: gaussian\nparams: {bogus: 1}\n", "unknown setting(s) for GaussianConfig: bogus"),
+    ("detectors: gaussian,twfr_gmm\n", "names 2 detectors (gaussian, twfr_gmm); train trains one"),
+    ("detector: {a: [\n", "not a readable YAML or JSON file"),
+])  # fmt: skip
+def test_a_bad_config_file_is_refused_by_name_before_anything_is_written(tiny_dataset, tmp_path, text, message):
+    config = tmp_path / "exp.yaml"
+    config.write_text(text)
+    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--config", str(config)])
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert str(config) in r.output and not (tmp_path / "run").exists()
+    r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--config", str(tmp_path)])
+    assert r.exit_code == 1 and "cannot read the config file" in r.output, r.output
+
+
 def test_train_and_test_on_real_dcase2020_layout(real_data, tmp_path):
     """A smoke run on real machine sound: the DCASE 2020 names and layout through train and test."""
     run, data = tmp_path / "run", tmp_path / "data"

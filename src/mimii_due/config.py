@@ -13,6 +13,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mimii_due.errors import ConfigError
@@ -223,3 +224,53 @@ def _value(text: str, item: str | None = None) -> Any:
     except yaml.YAMLError as e:
         raise ConfigError(f"setting {item or text!r}: the value is not readable ({str(e).splitlines()[0]})") from None
     return float(value) if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()) else value
+
+
+CONFIG_KEYS = ("detector", "detectors", "params", "features")  # how a detector is made: a --config file
+RECORD_KEYS = ("data", "machines", "cache", "year", "channel", "version", "environment")  # what else run.json says
+
+
+def read_config(path: str | Path) -> dict:
+    """A config file of how to make a detector, for ``train`` and ``run --config``: YAML (or a run's
+    ``run.json``, since JSON is YAML) with ``detector`` (one spec, ``twfr_gmm:decay=auto``) or
+    ``detectors`` (a list, or one comma-separated string), ``params`` (the detector's settings, as
+    ``--set`` gives them) and ``features`` (its log-mel's, as ``--features``). A run's record of its
+    data and machine (:data:`RECORD_KEYS`) is passed over: the command line says what data to use.
+
+    Returns ``{"detectors": [...], "params": {...}, "features": {...}, "passed_over": [...]}``;
+    anything else in the file is refused by name, before any work."""
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file ({e.strerror or e})", path) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"not a readable YAML or JSON file ({str(e).splitlines()[0]})", path) from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"a config file is a mapping of {', '.join(CONFIG_KEYS)}, not {type(doc).__name__}", path)
+    other = sorted(set(map(str, doc)) - set(CONFIG_KEYS) - set(RECORD_KEYS))
+    if other:
+        raise ConfigError(f"unknown key(s) {', '.join(other)}: a config file says {', '.join(CONFIG_KEYS)}", path)
+    if "detector" in doc and "detectors" in doc:
+        raise ConfigError("it has both detector and detectors: give one", path)
+    names = doc.get("detectors", [doc["detector"]] if "detector" in doc else [])
+    if isinstance(names, str):
+        from mimii_due.detectors import split_specs  # the detectors import this module
+
+        names = split_specs(names)
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(f"detector(s) must be names (twfr_gmm, twfr_gmm:decay=auto), got {names!r}", path)
+    out = {"detectors": [n.strip() for n in names], "passed_over": sorted(set(map(str, doc)) & set(RECORD_KEYS))}
+    for key in ("params", "features"):
+        value = doc.get(key) or {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key} must be a mapping of settings (n_mels: 64), got {value!r}", path)
+        out[key] = {k: float(v) if isinstance(v, str) and _EXPONENT.fullmatch(v.strip()) else v
+                    for k, v in value.items()}  # fmt: skip
+    try:
+        feature_settings(out["features"])
+    except ConfigError as e:
+        raise ConfigError(str(e), path) from None
+    return out

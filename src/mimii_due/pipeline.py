@@ -635,6 +635,16 @@ def _params_for(spec: str, params: dict | None) -> dict:
     return {k: v for k, v in (params or {}).items() if k in known}
 
 
+def check_detectors(detectors: list[str], params: dict | None, feature_params: dict | None, *,
+                    each: bool = True) -> None:  # fmt: skip
+    """Raise :class:`ConfigError` where one of ``detectors`` (specs) cannot be made with ``params``
+    and ``feature_params``: each detector with the settings of ``params`` it has, as :func:`run` gives
+    them (``each=False``: all of them, as :func:`train`)."""
+    for det in detectors:
+        name, settings = merge_spec(det, _params_for(det, params) if each else params)
+        make(name, features=feature_settings(feature_params) or None, **settings)
+
+
 def run(
     out: str | Path,
     data: str | Path | None = None,
@@ -663,9 +673,7 @@ def run(
     detectors = list(dict.fromkeys(detectors))  # each once, in the order given
     if not detectors:
         raise ConfigError("no detector to run: name at least one (--detectors ae,ensemble)")
-    for det in detectors:  # every setting checked before anything is written
-        name, settings = merge_spec(det, _params_for(det, params))
-        make(name, features=feature_settings(feature_params) or None, **settings)
+    check_detectors(detectors, params, feature_params)  # every setting checked before anything is written
     folders = {det: spec_folder(det) for det in detectors}
     if len(set(folders.values())) < len(folders):
         raise ConfigError(f"detectors {', '.join(detectors)}: two of them would share a run folder; name each "

@@ -43,6 +43,39 @@ FEATURES = typer.Option(None, "--features", help="Log-mel settings, KEY=VALUE: n
                         "(default the paper's 1024, 512, 128, 2.0); the models keep them.")  # fmt: skip
 
 
+CONFIG = typer.Option(None, "--config", help="A config file of how to make the detector: YAML with detector (or "
+                      "detectors), params and features; or a run's run.json, to train as it was trained. Options "
+                      "given on the command line win.")  # fmt: skip
+
+
+def _with_config(config: Path | None, detectors: list[str], params: dict, features: dict, *, default: list[str],
+                 each: bool) -> tuple:  # fmt: skip
+    """The detectors (else ``default``), settings and features of a ``--config`` file, with those of
+    the command line over them, checked as ``run`` (``each``: each detector the settings it has) or
+    ``train`` (one detector, every setting) takes them: ``(detectors, params, features)``."""
+    from mimii_due.errors import ConfigError
+    from mimii_due.pipeline import check_detectors
+
+    if config is not None:
+        from mimii_due.config import read_config
+
+        c = read_config(config)
+        if c["passed_over"]:
+            console.print(f"{escape(str(config))}: {', '.join(c['passed_over'])} not used (the command line says the "
+                          "data: DATA, --machines, --year, --channel)", highlight=False, soft_wrap=True)  # fmt: skip
+        detectors, params, features = detectors or c["detectors"], c["params"] | params, c["features"] | features
+    detectors = detectors or default
+    if not each and len(detectors) > 1:
+        raise MimiiDueError(f"{config} names {len(detectors)} detectors ({', '.join(detectors)}); train trains one: "
+                            "pick it with --detector")  # fmt: skip
+    if config is not None:  # a bad setting of the file named with the file
+        try:
+            check_detectors(detectors, params, features, each=each)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (the settings of this file with the command line's)", config) from None
+    return detectors, params, features
+
+
 def _params(epochs: int | None, batch_size: int | None, seed: int | None, extra: list[str]) -> dict:
     params: dict = {}
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
@@ -81,7 +114,7 @@ def train(
     data: Path = typer.Argument(..., help="Dataset folder (training clips are read from */train/)."),
     out: Path = typer.Option(..., "--out", help="Run folder to create."),
     detector: str = typer.Option(
-        "ensemble",
+        None,
         "--detector",
         help="Detector name: ensemble (default), twfr_gmm, embedding, ae, mobilenetv2, smahal, gaussian, or an "
         "installed plugin's; settings may follow after colons (twfr_gmm:decay=auto), as with --set.",
@@ -101,19 +134,23 @@ def train(
     year: int = YEAR,
     channel: int = CHANNEL,
     features: list[str] = FEATURES,
+    config: Path = CONFIG,
     engine: str = ENGINE,
     address: str = ADDRESS,
     task_cpus: float = TASK_CPUS,
 ) -> None:
     """Train one detector per machine type."""
     from mimii_due import pipeline
-    from mimii_due.detectors import parse_spec
+    from mimii_due.detectors import format_spec, parse_spec, split_specs
 
-    params = _params(epochs, batch_size, seed, set_)
+    named, params, feature_params = _with_config(config, [detector] if detector else [],
+                                                 _params(epochs, batch_size, seed, set_),
+                                                 _settings(features, "--features"), default=["ensemble"], each=False)
+    detector = named[0]
     if members is not None:
         if parse_spec(detector)[0] != "ensemble":
             raise MimiiDueError(f"--members is a setting of the ensemble, not of {detector!r}")
-        params["members"] = _machines(members) or []
+        params["members"] = split_specs(members)
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         meta = pipeline.train(
             out,
@@ -126,11 +163,11 @@ def train(
             cache=cache,
             year=year,
             channel=channel,
-            feature_params=_settings(features, "--features"),
+            feature_params=feature_params,
             progress=_PipelineProgress(bar),
             engine=eng,
         )
-    stdout.print(f"trained {detector} for {', '.join(meta['machines'])} in {out}")
+    stdout.print(f"trained {format_spec(meta['detector'], meta['params'])} for {', '.join(meta['machines'])} in {out}")
 
 
 @app.command()
@@ -322,9 +359,9 @@ def run(
     data: Path = typer.Argument(None, help="Dataset folder; without it a small synthetic dataset is generated."),
     out: Path = typer.Option(Path("mimii_due_run"), "--out", help="Folder for data, runs and report."),
     detectors: str = typer.Option(
-        "ae,ensemble", help="Comma-separated detectors to train and compare, each with settings after colons where "
-        "wanted (twfr_gmm,twfr_gmm:decay=auto; a list in brackets: ensemble:members=[twfr_gmm,ae]); each gets a "
-        "folder in --out (twfr_gmm_decay-auto)."
+        None, help="Comma-separated detectors to train and compare (default ae,ensemble), each with settings after "
+        "colons where wanted (twfr_gmm,twfr_gmm:decay=auto; a list in brackets: ensemble:members=[twfr_gmm,ae]); "
+        "each gets a folder in --out (twfr_gmm_decay-auto)."
     ),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs (every detector)."),
@@ -337,6 +374,7 @@ def run(
     year: int = YEAR,
     channel: int = CHANNEL,
     features: list[str] = FEATURES,
+    config: Path = CONFIG,
     engine: str = ENGINE,
     address: str = ADDRESS,
     task_cpus: float = TASK_CPUS,
@@ -346,12 +384,16 @@ def run(
     from mimii_due.detectors import split_specs
     from mimii_due.report.tables import official_text, results_table
 
+    named, params, feature_params = _with_config(config, split_specs(detectors), _params(epochs, batch_size, None, []),
+                                                 _settings(features, "--features"),
+                                                 default=list(pipeline.DEFAULT_RUN["detectors"]), each=True)
+
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         done = pipeline.run(
-            out, data, detectors=split_specs(detectors), machines=_machines(machines),
-            params=_params(epochs, batch_size, None, []), ground_truth=ground_truth,
+            out, data, detectors=named, machines=_machines(machines),
+            params=params, ground_truth=ground_truth,
             **({} if scale is None else {"scale": scale}),  # default: pipeline.DEFAULT_RUN
-            on_error=_on_error(skip_bad), year=year, channel=channel, feature_params=_settings(features, "--features"),
+            on_error=_on_error(skip_bad), year=year, channel=channel, feature_params=feature_params,
             progress=_PipelineProgress(bar), engine=eng,
         )  # fmt: skip
     stdout.print(results_table(done["results"]))
