@@ -124,6 +124,21 @@ def test_run_compares_variants_of_one_detector_given_with_their_settings(tiny_da
     assert r.exit_code == 0, r.output
 
 
+def test_run_of_a_detector_at_several_seeds_sums_them_up_as_papers_report_a_method(tiny_2023, tmp_path):
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["run", str(tiny_2023), "--out", str(out), "--machines", "fan", "--detectors",
+                            "embedding:seed=0:epochs=1,gaussian,embedding:seed=1:epochs=1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = [float(x) for x in re.findall(r"embedding:seed=\d:epochs=1: official score (\S+) ", r.output)]
+    assert len(got) == 2 and got[0] != got[1]  # two trainings, two scores
+    line = re.search(r"embedding over 2 runs \(embedding_seed-0_epochs-1, embedding_seed-1_epochs-1\): official "
+                     r"score mean (\S+), sd (\S+), from (\S+) to (\S+)\n", r.output)  # fmt: skip
+    assert line, r.output
+    want = [np.mean(got), np.std(got, ddof=1), min(got), max(got)]
+    assert [float(v.rstrip(",")) for v in line.groups()] == pytest.approx(want, abs=2e-3)  # printed to 3 digits above
+    assert r.output.count(" over ") == 1  # gaussian is no one's seed
+
+
 @pytest.mark.parametrize("args, message", [
     (["--detectors", "ae:epochs=3", "--epochs", "5"], "sets epochs=3, and epochs=5 is given besides"),
     (["--detectors", "ensemble:weights=[6 ,1],ensemble:weights=[6, 1]"], "would share a run folder"),
@@ -193,6 +208,59 @@ def test_a_bad_config_file_is_refused_by_name_before_anything_is_written(tiny_da
     assert str(config) in r.output and not (tmp_path / "run").exists()
     r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--config", str(tmp_path)])
     assert r.exit_code == 1 and "cannot read the config file" in r.output, r.output
+
+
+def test_retrain_trains_a_served_run_again_on_the_clips_collected_since_keeping_its_rate(tiny_2023, tmp_path):
+    import os
+    import time
+
+    from mimii_due.runs import Run
+    from mimii_due.scoring import ModelSet, score_files
+
+    rec, run = tmp_path / "recordings", tmp_path / "run"
+    for machine in ("fan", "valve"):  # one's own recordings of the usual condition
+        (rec / machine / "train").mkdir(parents=True)
+        for i, f in enumerate(sorted((tiny_2023 / "dev_data" / machine / "train").glob("*source_train*"))):
+            shutil.copy(f, rec / machine / "train" / f"clip_{i}.wav")
+    r = runner.invoke(app, ["train", str(rec), "--out", str(run), "--detector", "twfr_gmm:decay=auto"])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["threshold", str(run), "--rate", "0.05"]).exit_code == 0
+    served = ModelSet(run)  # a running service's models
+    new_normal = sorted((tiny_2023 / "dev_data" / "fan" / "test").glob("*target_test_normal*"))
+    before = np.array([d.score for d in score_files(served, new_normal, machine="fan")[0]])
+    (rec / "fan" / "train" / "target").mkdir()  # a new condition's clips, collected and checked
+    for i, f in enumerate(sorted((tiny_2023 / "dev_data" / "fan" / "train").glob("*target_train*"))):
+        shutil.copy(f, rec / "fan" / "train" / "target" / f"new_{i}.wav")
+    valve_model = (run / "models" / "valve" / "detector.json").read_bytes()
+
+    r = runner.invoke(app, ["train", str(rec), "--out", str(run), "--retrain", "--machines", "fan"])
+    assert r.exit_code == 0 and "trained twfr_gmm:decay=auto again for" in r.output, r.output
+    meta = Run(run).meta()
+    assert (meta["detector"], meta["params"], "retraining_since" in meta) == ("twfr_gmm", {"decay": "auto"}, False)
+    fan = Run(run).load_model("fan")
+    assert fan.threshold_quantile == pytest.approx(0.95)  # the rate `threshold` set is kept
+    assert (run / "models" / "valve" / "detector.json").read_bytes() == valve_model  # --machines fan only
+    assert served.refresh() == ["fan"]  # the service takes the new model from its next clip
+    after = np.array([d.score for d in score_files(served, new_normal, machine="fan")[0]])
+    assert np.median(after) < np.median(before)  # the new condition's normal clips now fit a domain it learned
+    with pytest.raises(Exception, match="changed after the test|no test results"):
+        Run(run).read_scores()
+
+    # an interrupted retraining goes on with the machine types not yet trained again
+    since = time.time()
+    Run(run).update({"retraining_since": since})
+    for machine, when in (("fan", since + 5), ("valve", since - 100)):  # fan trained again before it stopped
+        os.utime(run / "models" / machine / "detector.json", (when, when))
+    r = runner.invoke(app, ["train", str(rec), "--out", str(run), "--retrain"])
+    assert r.exit_code == 0, r.output
+    assert Run(run).model_time("fan") == since + 5 and Run(run).model_time("valve") > since  # valve alone trained
+    assert "retraining_since" not in Run(run).meta()
+    assert Run(run).load_model("valve").threshold_quantile == pytest.approx(0.95)
+
+    r = runner.invoke(app, ["train", str(rec), "--out", str(run), "--retrain", "--set", "decay=0.9"])
+    assert r.exit_code == 1 and "this run was started as twfr_gmm {'decay': 'auto'}" in r.output, r.output
+    r = runner.invoke(app, ["train", str(rec), "--out", str(tmp_path / "none"), "--retrain"])
+    assert r.exit_code == 1 and "no run here to train again" in r.output, r.output
 
 
 def test_train_and_test_on_real_dcase2020_layout(real_data, tmp_path):

@@ -132,6 +132,7 @@ def train(
     machines: list[str] | None = None,
     params: dict | None = None,
     resume: bool = False,
+    retrain: bool = False,
     on_error: str = "raise",
     cache: str | Path | None = None,
     year: int | None = None,
@@ -151,7 +152,18 @@ def train(
     the features are made in shards and the machine types train as parallel tasks. A detector that
     ``uses_outliers`` also trains on other machine types' clips of ``data`` (``outlier_clips``),
     whether or not they are in ``machines``.
+
+    With ``retrain`` an existing run's machine types (or ``machines``) are trained again on the
+    training clips ``data`` holds now (a new condition's, after ``collect``), with the run's detector,
+    settings, features and channel (others are refused) and each model's false-alarm rate
+    (``threshold``). Each model is replaced whole once trained, so a ``serve`` or ``watch`` of the run
+    scores with it from its next clip, and the run's test results are seen to be stale. Run again
+    with ``retrain`` after an interruption, it trains only the machine types not yet trained again.
     """
+    if retrain and resume:
+        raise ConfigError("retrain goes on where an interrupted retraining stopped by itself: give it without resume")
+    if retrain and not Run(run).exists():
+        raise ModelError("no run here to train again: train it first (without --retrain)", run)
     detector, params = merge_spec(detector, params)
     feature_params = feature_settings(feature_params)
     cfg = replace(make(detector, features=feature_params or None, **params).features, channel=channel)  # every
@@ -162,17 +174,29 @@ def train(
     train_table = table[table["split"] == "train"]
     if train_table.empty:
         raise ModelError("no training clips (expected <machine>/train/*.wav)", data)
-    ms = _machines(train_table, machines, Path(data))
+    ms = _machines(train_table, machines or (Run(run).meta()["machines"] if retrain else None), Path(data))
     cache = (Path(cache) if cache else keeper.path / "features").resolve()
     meta = {"detector": detector, "params": params, "data": str(Path(data).resolve()), "machines": ms,
             "cache": str(cache), "year": int(table["year"].iloc[0]), "channel": channel,
             "features": feature_params}  # fmt: skip
     with keeper.writing():
-        keeper.start(meta, resume=resume)
+        keeper.start(meta, resume=resume or retrain)
+        since, rates = None, {}
+        if retrain:  # a model older than the retraining's start is one to train again
+            since, rates = keeper.meta().get("retraining_since") or time.time(), keeper.alarm_rates()
+            keeper.update({"retraining_since": since, "data": meta["data"]})
         engine = engine or LocalEngine()
         jobs = []
+
+        def save(machine: str, det, clips: pd.DataFrame) -> None:
+            if machine in rates and not math.isclose(rates[machine], 1 - det.threshold_quantile):
+                det.set_false_alarm_rate(rates[machine])  # the rate `threshold` set, kept
+            keeper.save_model(machine, det)
+            _check_threshold_support(machine, det)
+            _check_domain_support(machine, det, clips)
+
         for machine in ms:
-            if keeper.has_model(machine):
+            if keeper.has_model(machine) and not (since and keeper.model_time(machine) < since):
                 log.info("%s: already trained", machine)
                 continue
             det = make(detector, features=cfg, **params)
@@ -195,18 +219,15 @@ def train(
                 outliers = outliers if len(outliers[1]) else None  # every one skipped as unreadable
             job = (machine, detector, params, cfg, feats, clips, str(keeper.checkpoint_dir(machine)), outliers)
             if engine.name == "local":  # one machine type after the other, with epoch progress
-                trained = _fit_job(job, for_stage(progress, "train", machine))
-                keeper.save_model(machine, trained)
-                _check_threshold_support(machine, trained)
-                _check_domain_support(machine, trained, clips)
+                save(machine, _fit_job(job, for_stage(progress, "train", machine)), clips)
             else:
                 jobs.append(job)
         if jobs:  # one training task per machine type on the cluster; the driver saves the models
             done = engine.map(_fit_job, jobs, progress=for_stage(progress, "train", "all machine types"))
             for job, det in zip(jobs, done, strict=True):
-                keeper.save_model(job[0], det)
-                _check_threshold_support(job[0], det)
-                _check_domain_support(job[0], det, job[5])
+                save(job[0], det, job[5])
+        if retrain:
+            keeper.update({"retraining_since": None})
         return keeper.meta()
 
 
@@ -665,7 +686,9 @@ def run(
     detector under ``out``, on this machine or a cluster ``engine`` (``channel``, ``feature_params``:
     as :func:`train`). A detector may carry settings (``"twfr_gmm:decay=auto"``: its folder is
     ``twfr_gmm_decay-auto``), so that variants of one detector are compared. Returns ``{"results":
-    {detector: results}, "summaries": {detector: summary}, "report": path, "seconds": s}``."""
+    {detector: results}, "summaries": {detector: summary}, "over_runs": [...], "report": path,
+    "seconds": s}``; ``over_runs`` sums up the detectors that differ only in their seed
+    (``twfr_gmm:seed=0,twfr_gmm:seed=1``, :func:`over_runs`)."""
     from mimii_due.report.html import build_report
     from mimii_due.synth.generate import dataset_settings, generate, holds
 
@@ -698,13 +721,12 @@ def run(
               cache=out / "features", year=year, channel=channel, feature_params=feature_params, progress=progress,
               engine=engine)  # fmt: skip
         test(run_dir, data, on_error=on_error, year=year, progress=progress, engine=engine)
-    results, summaries = {}, {}
-    for det in detectors:
-        try:
-            results[det], summaries[det] = evaluate(out / folders[det], ground_truth=gt)
-        except MimiiDueError:
-            log.error("cannot evaluate %s; every detector's model and scores are kept in %s", det, out)
-            raise
-    report = build_report([out / folders[d] for d in results], out / "report.html", data=data)
-    return {"results": results, "summaries": summaries, "report": report, "seconds": time.perf_counter() - t0,
-            "version": __version__}  # fmt: skip
+    try:
+        rows = compare([out / folders[d] for d in detectors], ground_truth=gt)
+    except MimiiDueError:
+        log.error("cannot evaluate; every detector's model and scores are kept in %s", out)
+        raise
+    report = build_report([out / folders[d] for d in detectors], out / "report.html", data=data)
+    return {"results": {d: r["results"] for d, r in zip(detectors, rows, strict=True)},
+            "summaries": {d: r["summary"] for d, r in zip(detectors, rows, strict=True)}, "over_runs": over_runs(rows),
+            "report": report, "seconds": time.perf_counter() - t0, "version": __version__}  # fmt: skip

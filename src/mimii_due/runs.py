@@ -196,6 +196,11 @@ class Run:
             meta["earlier_environments"] = earlier
         atomic.write_text(self.meta_file, json.dumps(meta, indent=1))
 
+    def update(self, changes: dict) -> None:
+        """Change ``run.json``'s entries (a value of None removes its entry), atomically."""
+        meta = {k: v for k, v in (self.meta() | changes).items() if v is not None}
+        atomic.write_text(self.meta_file, json.dumps(meta, indent=1))
+
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the folder for one writer. A second ``train``, ``test`` or ``evaluate`` of the same
@@ -230,6 +235,10 @@ class Run:
 
     def has_model(self, machine: str) -> bool:
         return (self.model_dir(machine) / "detector.json").exists()
+
+    def model_time(self, machine: str) -> float:
+        """When the model of ``machine`` was saved (its ``detector.json``'s modification time)."""
+        return (self.model_dir(machine) / "detector.json").stat().st_mtime
 
     def save_model(self, machine: str, detector: Detector) -> None:
         detector.save(self.model_dir(machine))

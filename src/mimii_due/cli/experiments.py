@@ -129,6 +129,9 @@ def train(
         "after a colon where wanted (embedding:networks=5); --detector ensemble only."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    retrain: bool = typer.Option(False, "--retrain", help="Train the run in --out again on the clips DATA holds now "
+                                 "(after `collect`), as it was trained; a `serve` or `watch` of it takes each new "
+                                 "model from its next clip."),  # fmt: skip
     cache: Path = typer.Option(None, help="Feature cache folder (default: RUN/features)."),
     skip_bad: bool = SKIP_BAD,
     year: int = YEAR,
@@ -142,11 +145,15 @@ def train(
     """Train one detector per machine type."""
     from mimii_due import pipeline
     from mimii_due.detectors import format_spec, parse_spec, split_specs
+    from mimii_due.runs import Run
 
+    # --retrain: trained again as it was; what else is given must agree with that
+    was = Run(out).meta() if retrain and Run(out).exists() else {}
     named, params, feature_params = _with_config(config, [detector] if detector else [],
-                                                 _params(epochs, batch_size, seed, set_),
-                                                 _settings(features, "--features"), default=["ensemble"], each=False)
-    detector = named[0]
+                                                 (was.get("params") or {}) | _params(epochs, batch_size, seed, set_),
+                                                 (was.get("features") or {}) | _settings(features, "--features"),
+                                                 default=[was.get("detector", "ensemble")], each=False)  # fmt: skip
+    detector, channel = named[0], channel or was.get("channel", 0)
     if members is not None:
         if parse_spec(detector)[0] != "ensemble":
             raise MimiiDueError(f"--members is a setting of the ensemble, not of {detector!r}")
@@ -159,6 +166,7 @@ def train(
             machines=_machines(machines),
             params=params,
             resume=resume,
+            retrain=retrain,
             on_error=_on_error(skip_bad),
             cache=cache,
             year=year,
@@ -167,7 +175,12 @@ def train(
             progress=_PipelineProgress(bar),
             engine=eng,
         )
-    stdout.print(f"trained {format_spec(meta['detector'], meta['params'])} for {', '.join(meta['machines'])} in {out}")
+    again = " again" if retrain else ""
+    stdout.print(f"trained {format_spec(meta['detector'], meta['params'])}{again} for {', '.join(meta['machines'])} "
+                 f"in {out}")  # fmt: skip
+    if retrain:
+        stdout.print("a running `serve` or `watch` of it scores with the new models from its next clip; its test "
+                     "results were the earlier models': `mimii-due test` it again", markup=False)  # fmt: skip
 
 
 @app.command()
@@ -252,13 +265,18 @@ def evaluate(
             line += (f"; minus {rows[0]['name']}: {r['versus_first']:+.4f} (paired bootstrap sd "
                      f"{r['versus_first_sd']:.4f})")  # fmt: skip
         stdout.print(f"{line}; result.csv in {r['written']}", markup=False)
-    for g in pipeline.over_runs(rows):
-        spread = f"mean {g['mean']:.4f}, sd {g['sd']:.4f}, from {g['min']:.4f} to {g['max']:.4f}"
-        stdout.print(f"{g['detector']} over {len(g['runs'])} runs ({', '.join(g['runs'])}): official score {spread}",
-                     markup=False)  # fmt: skip
+    _print_over_runs(pipeline.over_runs(rows))
     if not all(r.get("same_clips", True) for r in rows):  # side by side, yet not on the same test clips
         console.print(f"[yellow]warning[/yellow] not all were evaluated on the test clips of {rows[0]['name']} (their "
                       "names, labels or year differ), so the table is not a comparison on the same clips")  # fmt: skip
+
+
+def _print_over_runs(groups: list[dict]) -> None:
+    """A detector's official score over its runs of several seeds (:func:`~mimii_due.pipeline.over_runs`)."""
+    for g in groups:
+        spread = f"mean {g['mean']:.4f}, sd {g['sd']:.4f}, from {g['min']:.4f} to {g['max']:.4f}"
+        stdout.print(f"{g['detector']} over {len(g['runs'])} runs ({', '.join(g['runs'])}): official score {spread}",
+                     markup=False)  # fmt: skip
 
 
 def _print_summary(who: str, summary: dict) -> None:
@@ -387,6 +405,8 @@ def run(
     named, params, feature_params = _with_config(config, split_specs(detectors), _params(epochs, batch_size, None, []),
                                                  _settings(features, "--features"),
                                                  default=list(pipeline.DEFAULT_RUN["detectors"]), each=True)
+    if detectors is not None and not split_specs(detectors):  # --detectors "": none, which run refuses
+        named = []
 
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         done = pipeline.run(
@@ -400,6 +420,7 @@ def run(
     for name, s in done["summaries"].items():
         _print_summary(f"{name}: ", s)
         stdout.print(f"{name}: official score {official_text(s['official_score'])} ({s['protocol']})", markup=False)
+    _print_over_runs(done["over_runs"])
     stdout.print(f"runs in {out}; wall time {done['seconds']:.0f} s")
     stdout.print(f"report: {done['report']} (open it in a browser)")
 
