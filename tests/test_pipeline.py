@@ -257,10 +257,46 @@ def test_retrain_trains_a_served_run_again_on_the_clips_collected_since_keeping_
     assert "retraining_since" not in Run(run).meta()
     assert Run(run).load_model("valve").threshold_quantile == pytest.approx(0.95)
 
+    Run(run).update({"retraining_since": time.time()})  # `info` says what a stopped retraining left
+    r = runner.invoke(app, ["info", str(run)])
+    assert r.exit_code == 0 and "stopped before its end" in r.output and "--retrain` again goes on" in r.output
+
     r = runner.invoke(app, ["train", str(rec), "--out", str(run), "--retrain", "--set", "decay=0.9"])
     assert r.exit_code == 1 and "this run was started as twfr_gmm {'decay': 'auto'}" in r.output, r.output
     r = runner.invoke(app, ["train", str(rec), "--out", str(tmp_path / "none"), "--retrain"])
     assert r.exit_code == 1 and "no run here to train again" in r.output, r.output
+
+
+def test_info_of_a_run_says_what_it_holds_its_thresholds_and_whether_its_results_are_its_models(tiny_2023, tmp_path):
+    from mimii_due.runs import Run, model_threshold
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(tiny_2023, data)
+    for args in (["train", str(data), "--out", str(run), "--detector", "gaussian", "--features", "n_mels=64"],
+                 ["test", str(run), str(data)], ["evaluate", str(run)], ["threshold", str(run), "--rate", "0.2",
+                 "--machines", "fan"]):  # fmt: skip
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    official = json.loads((run / "results" / "result.json").read_text())["official_score"]
+    for where in (run, run / "results"):
+        r = runner.invoke(app, ["info", str(where)])
+        assert r.exit_code == 0, r.output
+        assert f"run folder {run}: gaussian, features n_mels=64; trained with mimii-due" in r.output
+        for machine, rate in (("fan", "0.2"), ("valve", "0.1")):
+            threshold, _ = model_threshold(run / "models" / machine)
+            row = next(line for line in r.output.splitlines() if f" {machine} " in line)
+            cells = [c.strip() for c in row.strip("│ ").split("│")]
+            assert cells[:5] == [machine, "00", str(len(Run(run).load_model(machine).train_scores_)),
+                                 f"{threshold:.6g}", rate]  # fmt: skip
+        assert "scored by these models" in r.output and f"official score {official:.3f} (dcase2022)" in r.output
+    r = runner.invoke(app, ["info", str(run / "models" / "valve")])
+    assert r.exit_code == 0 and "model folder" in r.output and " valve " in r.output, r.output
+    next((data / "dev_data" / "valve" / "train").glob("*.wav")).unlink()  # valve trained again on other clips
+    r = runner.invoke(app, ["train", str(data), "--out", str(run), "--retrain", "--machines", "valve"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["info", str(run)])
+    assert "test results: the models of valve changed after the test; run `mimii-due test` again" in r.output, r.output
+    assert "evaluation" not in r.output
 
 
 def test_train_and_test_on_real_dcase2020_layout(real_data, tmp_path):

@@ -40,14 +40,25 @@ from mimii_due.evaluation.metrics import results_frame
 LOCK = ".mimii-due.lock"
 
 
-def model_threshold(folder: Path) -> tuple[float, float] | None:
-    """A saved model's threshold and the false-alarm rate it was fitted for, from its
-    ``detector.json`` (the model not loaded); None where it cannot be read."""
+def model_record(folder: Path) -> dict | None:
+    """What a saved model's ``detector.json`` says (the model not loaded): its ``detector``,
+    ``sections``, the training ``clips`` it was fitted on, its ``threshold``, the false-alarm ``rate``
+    that was fitted for and when it was ``saved`` (seconds since the epoch); None where it cannot be read."""
+    f = Path(folder) / "detector.json"
     try:
-        meta = json.loads((Path(folder) / "detector.json").read_text())
-        return float(meta["threshold"]), 1.0 - float(meta["params"]["threshold_quantile"])
+        meta = json.loads(f.read_text())
+        return {"detector": str(meta["detector"]), "sections": [int(s) for s in meta["sections"]],
+                "clips": len(meta["train_scores"]), "threshold": float(meta["threshold"]),
+                "rate": 1.0 - float(meta["params"]["threshold_quantile"]), "saved": f.stat().st_mtime}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def model_threshold(folder: Path) -> tuple[float, float] | None:
+    """A saved model's threshold and the false-alarm rate it was fitted for (:func:`model_record`);
+    None where it cannot be read."""
+    record = model_record(folder)
+    return None if record is None else (record["threshold"], record["rate"])
 
 
 LIBRARIES = ("numpy", "scipy", "scikit-learn", "torch", "librosa", "soundfile", "pandas")  # the numbers rest on these
@@ -195,6 +206,28 @@ class Run:
         if earlier:
             meta["earlier_environments"] = earlier
         atomic.write_text(self.meta_file, json.dumps(meta, indent=1))
+
+    def describe(self) -> dict:
+        """What the run holds, from its records alone (``info RUN``): ``run.json``'s ``detector``,
+        ``params``, ``features``, ``channel``, ``data``, ``year`` and ``version``; ``models``, each
+        machine type's :func:`model_record` (None where it has none, or none that reads);
+        ``retraining_since`` where a ``--retrain`` stopped before its end; ``tested``: the clips its
+        test results hold, or ``error``, why there are none that its models made; ``evaluated``: the
+        official score and protocol of those, or ``error``."""
+        meta = self.meta()
+        out = {k: meta.get(k) for k in ("detector", "params", "features", "channel", "data", "year", "version",
+                                        "retraining_since")}  # fmt: skip
+        out["models"] = {m: model_record(self.model_dir(m)) for m in meta["machines"]}
+        try:
+            out["tested"] = {"clips": len(self.read_scores()), "data": self.stamp()["data"]}
+        except ModelError as e:
+            out["tested"] = {"error": str(e).removeprefix(f"{e.path}: ")}
+        try:
+            summary = self.read_results()[1]
+            out["evaluated"] = {"official_score": summary.get("official_score"), "protocol": summary.get("protocol")}
+        except ModelError as e:
+            out["evaluated"] = {"error": str(e).removeprefix(f"{e.path}: ")}
+        return out
 
     def update(self, changes: dict) -> None:
         """Change ``run.json``'s entries (a value of None removes its entry), atomically."""

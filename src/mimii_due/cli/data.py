@@ -42,10 +42,16 @@ def info(
     channel: int = CHANNEL,
 ) -> None:
     """Count the clips found, say which DCASE year they are, and compare them with its counts
-    (2021: the paper's Table 1); with --audio, check the recordings themselves."""
+    (2021: the paper's Table 1); with --audio, check the recordings themselves. Of a run folder (or
+    a model folder): what it holds, its models, thresholds, test results and evaluation."""
     from mimii_due.data.index import index
     from mimii_due.data.table1 import compare
     from mimii_due.data.years import name_of
+    from mimii_due.runs import Run
+
+    if (path / "detector.json").exists() or Run.of(path).exists():
+        _describe_run(path)
+        return
 
     named = year is not None
     table = index(path, on_error="skip" if skip_bad else "raise", year=year)
@@ -90,6 +96,59 @@ def info(
     found = _audio_problems(table, channel) if audio else 0
     if strict and (n_diff or found):
         raise typer.Exit(2)
+
+
+def _describe_run(path: Path) -> None:
+    """``info`` of a run folder, a run's results folder or a model folder."""
+    import time
+
+    from mimii_due.detectors import format_spec
+    from mimii_due.runs import Run, model_record
+
+    def when(t: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+    if (path / "detector.json").exists():  # a model folder
+        about, models = {}, {path.name: model_record(path)}
+        if models[path.name] is None:
+            raise MimiiDueError("a model folder whose detector.json does not read", path)
+        stdout.print(f"model folder {path}: {models[path.name]['detector']}", markup=False)
+    else:
+        keeper = Run.of(path)
+        about = keeper.describe()
+        models = about["models"]
+        feats = ", ".join(f"{k}={v}" for k, v in (about["features"] or {}).items())
+        stdout.print(f"run folder {keeper.path}: {format_spec(about['detector'], about['params'])}"
+                     + (f", features {feats}" if feats else "") + (f", channel {about['channel']}" if about["channel"]
+                     else "") + f"; trained with mimii-due {about['version']} on {about['data']}",
+                     markup=False, soft_wrap=True)  # fmt: skip
+    t = Table()
+    for col in ("machine", "sections", "training clips", "threshold", "false-alarm rate", "model saved (UTC)"):
+        t.add_column(col)
+    for machine, m in models.items():
+        if m is None:
+            t.add_row(escape(machine), "no model that reads", "", "", "", "")
+        else:
+            t.add_row(escape(machine), ", ".join(f"{s:02d}" for s in m["sections"]), str(m["clips"]),
+                      f"{m['threshold']:.6g}", f"{m['rate']:.4g}", when(m["saved"]))  # fmt: skip
+    stdout.print(t)
+    if not about:
+        return
+    if about.get("retraining_since"):
+        console.print(f"[yellow]a retraining started at {when(about['retraining_since'])} UTC stopped before its "
+                      "end[/]: `mimii-due train DATA --out RUN --retrain` again goes on with it",
+                      highlight=False)  # fmt: skip
+    tested, evaluated = about["tested"], about["evaluated"]
+    if "error" in tested:
+        stdout.print(f"test results: {tested['error']}", markup=False, soft_wrap=True)
+        return
+    from mimii_due.report.tables import official_text
+
+    stdout.print(f"test results: {tested['clips']} clips of {tested['data']}, scored by these models", markup=False,
+                 soft_wrap=True)  # fmt: skip
+    score = evaluated.get("official_score")
+    stdout.print("evaluation: " + (evaluated["error"] if "error" in evaluated else
+                                   f"official score {official_text(score)} ({evaluated['protocol']})"), markup=False)
 
 
 def _audio_problems(table, channel: int) -> int:
