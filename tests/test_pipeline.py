@@ -291,6 +291,9 @@ def test_info_of_a_run_says_what_it_holds_its_thresholds_and_whether_its_results
         assert "scored by these models" in r.output and f"official score {official:.3f} (dcase2022)" in r.output
     r = runner.invoke(app, ["info", str(run / "models" / "valve")])
     assert r.exit_code == 0 and "model folder" in r.output and " valve " in r.output, r.output
+    r = runner.invoke(app, ["info", str(tmp_path)])  # a folder of runs (`run --out`): a line each
+    assert r.exit_code == 0 and f"1 run (`mimii-due info RUN` says more of one):\n  gaussian (run): fan, valve; " \
+        f"official score {official:.3f} (dcase2022)" in r.output, r.output
     next((data / "dev_data" / "valve" / "train").glob("*.wav")).unlink()  # valve trained again on other clips
     r = runner.invoke(app, ["train", str(data), "--out", str(run), "--retrain", "--machines", "valve"])
     assert r.exit_code == 0, r.output

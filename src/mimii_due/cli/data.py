@@ -52,6 +52,10 @@ def info(
     if (path / "detector.json").exists() or Run.of(path).exists():
         _describe_run(path)
         return
+    held = sorted(p.parent for p in path.glob("*/run.json")) if path.is_dir() else []
+    if held:  # a `run --out` folder: its runs, a line each
+        _describe_runs(held)
+        return
 
     named = year is not None
     table = index(path, on_error="skip" if skip_bad else "raise", year=year)
@@ -96,6 +100,21 @@ def info(
     found = _audio_problems(table, channel) if audio else 0
     if strict and (n_diff or found):
         raise typer.Exit(2)
+
+
+def _describe_runs(folders: list[Path]) -> None:
+    """``info`` of a folder of runs (``run --out``): each run's detector, machine types and official score."""
+    from mimii_due.report.tables import official_text
+    from mimii_due.runs import Run, run_names
+
+    about = [Run(f).describe() for f in folders]
+    names = run_names([(f, a["detector"], a["params"] or {}) for f, a in zip(folders, about, strict=True)])
+    n = len(folders)
+    stdout.print(f"{n} run{'s' if n > 1 else ''} (`mimii-due info RUN` says more of one):", markup=False)
+    for a, name in zip(about, names, strict=True):
+        e = a["evaluated"] if "error" not in a["tested"] else a["tested"]
+        state = e["error"] if "error" in e else f"official score {official_text(e['official_score'])} ({e['protocol']})"
+        stdout.print(f"  {name}: {', '.join(a['models'])}; {state}", markup=False, soft_wrap=True)
 
 
 def _describe_run(path: Path) -> None:
