@@ -181,6 +181,22 @@ def test_a_watcher_that_could_never_score_or_would_stop_at_once_is_refused(run, 
             w.run(max_seconds=seconds)
 
 
+def test_score_with_a_format_and_no_out_writes_that_table_alone_to_standard_output(run, clips, tmp_path):
+    r = runner.invoke(cli, ["score", str(run), *clips.path[:3], "--out", str(tmp_path / "s.json")])
+    assert r.exit_code == 0, r.output
+    written = json.loads((tmp_path / "s.json").read_text())
+    r = runner.invoke(cli, ["score", str(run), *clips.path[:3], "--format", "json"])  # for a script: | jq
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == written  # nothing else on stdout; the flagged count goes to stderr
+    assert "flagged as anomalous" in r.stderr
+    r = runner.invoke(cli, ["score", str(run), *clips.path[:3], "--out", "-"])  # csv, the default
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(io.StringIO(r.stdout))
+    assert list(table["filename"]) == [w["filename"] for w in written]
+    assert np.allclose(table["score"], [w["score"] for w in written])
+    assert not (Path("-").exists())
+
+
 def test_score_writes_json_when_out_says_json(run, clips, tmp_path):
     r = runner.invoke(cli, ["score", str(run), *clips.path[:2], "--out", str(tmp_path / "s.json")])
     assert r.exit_code == 0, r.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -87,8 +88,9 @@ def score(
     machine: str = typer.Option(None, help=MACHINE_HELP),
     section: int = typer.Option(None, help="Section of the clips (default: from the names or the model)."),
     domain: str = typer.Option(None, help="source or target, where known."),
-    out: Path = typer.Option(None, "--out", help="Write the table to this file."),
-    fmt: str = typer.Option(None, "--format", help="csv or json (default: from --out's suffix, else csv)."),
+    out: Path = typer.Option(None, "--out", help="Write the table to this file (- : to standard output, alone)."),
+    fmt: str = typer.Option(None, "--format", help="csv or json (default: from --out's suffix, else csv); without "
+                            "--out, the table in that format is all that goes to standard output (for a script)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Report clips that cannot be scored and exit 0 "
                                   "(default: the rest are scored and written, then exit 1)."),
     engine: str = ENGINE,
@@ -98,12 +100,12 @@ def score(
     """Score new recordings: a table of file, score, threshold and decision. A clip that cannot be
     scored (corrupt, silent, too short) never stops the others; it is reported, and fails the
     command unless --skip-bad."""
-    import json
-
     from mimii_due import atomic
     from mimii_due.evaluation.threshold import EXCESS_P, excess_alarms_p
-    from mimii_due.scoring import DECISION_COLUMNS, ModelSet, score_files
+    from mimii_due.scoring import ModelSet, score_files
 
+    piped = (out is None and fmt is not None) or str(out) == "-"  # the table alone on stdout; the rest on stderr
+    out = None if piped else out
     fmt = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "csv")
     if fmt not in ("csv", "json"):
         raise MimiiDueError(f"--format must be csv or json, not {fmt!r}")
@@ -118,17 +120,22 @@ def score(
 
         decisions, failed = score_files(models, paths, machine=machine, section=section, domain=domain, progress=tick,
                                         engine=eng)  # fmt: skip
-    t = Table(title=f"{len(decisions)} clip(s) scored with {model}")
-    for col in ("file", "machine", "section", "score", "threshold", "decision"):
-        t.add_column(col)
-    for d in decisions:
-        t.add_row(d.filename, d.machine, f"{d.section:02d}", f"{d.score:.6g}", f"{d.threshold:.6g}",
-                  "[red]anomaly[/red]" if d.decision else "normal")  # fmt: skip
-    stdout.print(t)
+    said = console if piped else stdout
+    if piped:
+        sys.stdout.write(_decision_table(decisions, fmt))
+        sys.stdout.flush()
+    else:
+        t = Table(title=f"{len(decisions)} clip(s) scored with {model}")
+        for col in ("file", "machine", "section", "score", "threshold", "decision"):
+            t.add_column(col)
+        for d in decisions:
+            t.add_row(d.filename, d.machine, f"{d.section:02d}", f"{d.score:.6g}", f"{d.threshold:.6g}",
+                      "[red]anomaly[/red]" if d.decision else "normal")  # fmt: skip
+        stdout.print(t)
     if decisions:  # on a batch of new normal recordings: how often the alarm sounds, against what it should
         rates = sorted({round(1 - models.models[d.machine].threshold_quantile, 6) for d in decisions})
         flagged = sum(d.decision for d in decisions)
-        stdout.print(f"{flagged} of {len(decisions)} flagged as anomalous ({flagged / len(decisions):.1%}); on normal "
+        said.print(f"{flagged} of {len(decisions)} flagged as anomalous ({flagged / len(decisions):.1%}); on normal "
                      f"clips the thresholds expect about {' / '.join(f'{r:.1%}' for r in rates)} (`mimii-due "
                      "threshold` sets it)", markup=False)  # fmt: skip
         if len(rates) == 1 and 0 < rates[0] < 1:  # one rate to test against
@@ -137,21 +144,29 @@ def score(
                        "the training clips, or the threshold does not carry over to new clips (a new operating "
                        "condition of a sound machine? put a few of its clips into <machine>/train/target/ and train "
                        "again)" if p < EXCESS_P else "within what chance gives")  # fmt: skip
-            stdout.print(f"if these clips are normal, that many alarms or more come by chance with p = {p:.2g} "
+            said.print(f"if these clips are normal, that many alarms or more come by chance with p = {p:.2g} "
                          f"(binomial test): {verdict}", markup=False)  # fmt: skip
     for _, msg in failed:
         console.print(f"[yellow]not scored[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
     if out is not None:
-        rows = [d.as_dict() for d in decisions]
-        if fmt == "json":
-            atomic.write_text(out, json.dumps(rows, indent=1))
-        else:
-            import pandas as pd
-
-            atomic.write_text(out, pd.DataFrame(rows, columns=list(DECISION_COLUMNS)).to_csv(index=False))
+        atomic.write_text(out, _decision_table(decisions, fmt))
         stdout.print(f"wrote {out}")
     if failed and (not decisions or not skip_bad):
         raise typer.Exit(1)
+
+
+def _decision_table(decisions: list, fmt: str) -> str:
+    """The decisions as ``score --out`` writes them: a CSV table or a JSON list, with every column."""
+    import json
+
+    import pandas as pd
+
+    from mimii_due.scoring import DECISION_COLUMNS
+
+    rows = [d.as_dict() for d in decisions]
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    return pd.DataFrame(rows, columns=list(DECISION_COLUMNS)).to_csv(index=False)
 
 
 ON_ANOMALY_HELP = ("Run this command for each anomaly: the decision as JSON on its stdin, MIMII_DUE_FILE, _MACHINE, "
