@@ -467,7 +467,8 @@ def test_evaluate_gives_a_detectors_official_score_over_its_seeds(tiny_2023, tmp
     from typer.testing import CliRunner
 
     from mimii_due.cli import app
-    from mimii_due.pipeline import compare, over_runs
+    from mimii_due.pipeline import compare
+    from mimii_due.runs import over_runs
 
     runner = CliRunner()
     for name, extra in (("seed0", ["--set", "seed=0"]), ("seed1", ["--set", "seed=1"]), ("seed2", ["--set", "seed=2"]),
@@ -490,6 +491,10 @@ def test_evaluate_gives_a_detectors_official_score_over_its_seeds(tiny_2023, tmp
     assert [float(v.rstrip(",")) for v in line.groups()] == pytest.approx(want, abs=6e-5)
     assert r.output.count(" over ") == 1  # mel64 and the gaussian run are no one's seeds
     assert [g["runs"] for g in over_runs(compare(runs))] == [["seed0", "seed1", "seed2"]]
+    r = runner.invoke(app, ["report", *runs, "--out", str(tmp_path / "rep.html")])  # the report says the same line
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep.md").read_text()
+    assert line.group(0).strip() in md and md.count(" over ") == 1
 
 
 def test_run_names_say_the_folder_where_it_is_not_the_detectors_name_and_the_path_where_two_would_match():

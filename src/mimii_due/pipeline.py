@@ -8,7 +8,6 @@ written. Training skips machine types whose model is already saved, so an interr
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -33,7 +32,7 @@ from mimii_due.evaluation.metrics import PROTOCOLS, bootstrap_sd, summarize
 from mimii_due.evaluation.metrics import evaluate as compute_metrics
 from mimii_due.features.extract import Features, extract, is_cached, store
 from mimii_due.progress import Progress, StageProgress, for_stage
-from mimii_due.runs import Run, run_names
+from mimii_due.runs import Run, over_runs, run_names, run_setting
 
 log = logging.getLogger(__name__)
 LONG_TRAINING = 60.0  # seconds: training clips longer than this (at the median) are said to want `split`
@@ -474,7 +473,7 @@ def compare(
     official score files), each once, writing its results as :func:`evaluate` does. One record per
     path: ``name`` (:func:`~mimii_due.runs.run_names`), ``path``, ``detector`` ("" for score files),
     ``params`` (its settings), ``written`` (where its results are), ``results``, ``summary``,
-    ``setting`` (what :func:`over_runs` compares) and, after the first, ``same_clips`` (tested on the
+    ``setting`` (what :func:`~mimii_due.runs.over_runs` compares) and, after the first, ``same_clips`` (tested on the
     first's clips, by name and label).
     With ``bootstrap``, one on the same clips also gets ``versus_first``, its official score minus
     the first's, and ``versus_first_sd``, the paired bootstrap sd of that difference (both scored on
@@ -488,15 +487,14 @@ def compare(
     for path, keeper in targets.values():
         if not keeper.exists() and score_files(path):
             results, summary, clips = _evaluate_files(path, ground_truth, protocol, max_fpr, bootstrap, progress)
-            detector, written, meta, settings = "", path, {}, {}
+            detector, written, meta = "", path, {}
         else:
             results, summary, clips = _evaluate_run(keeper, ground_truth, protocol, max_fpr, bootstrap, progress)
             meta = keeper.meta()
             detector, written, path = meta["detector"], keeper.results_dir, keeper.path
-            settings = {k: v for k, v in (meta.get("params") or {}).items() if k != "seed"}
         keys = ["machine", "section", "filename"]
         clips = clips.sort_values(keys).reset_index(drop=True)
-        setting = json.dumps([settings, meta.get("features") or {}, sorted(results["machine"].unique())], default=str)
+        setting = run_setting(meta, results["machine"].unique())
         rows.append({"path": path, "detector": detector, "params": meta.get("params") or {}, "written": written,
                      "results": results, "summary": summary, "clips": clips, "setting": setting})  # fmt: skip
         if len(rows) == 1:
@@ -514,26 +512,6 @@ def compare(
     for r, name in zip(rows, run_names([(r["path"], r["detector"], r["params"]) for r in rows]), strict=True):
         r["name"] = name
     return rows
-
-
-def over_runs(rows: list[dict]) -> list[dict]:
-    """The official score of each detector over its runs among ``rows`` (:func:`compare`'s), where
-    two or more differ only in their seed or their data's (training seeds, or seeds of generated
-    data, as papers report a method): the same detector, settings but ``seed``, features and machine
-    types, each with a defined score. ``detector``, ``runs`` (their folders' names), ``mean``,
-    ``sd`` (with n - 1), ``min``, ``max``."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        score = r["summary"]["official_score"]
-        if r["detector"] and score is not None and np.isfinite(score):
-            groups.setdefault((r["detector"], r["setting"]), []).append(r)
-    out = []
-    for (detector, _), rs in groups.items():
-        if len(rs) > 1:
-            v = np.array([r["summary"]["official_score"] for r in rs])
-            out.append({"detector": detector, "runs": [Path(r["path"]).name for r in rs], "mean": float(v.mean()),
-                        "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max())})  # fmt: skip
-    return out
 
 
 def _evaluate_run(keeper: Run, ground_truth, protocol, max_fpr, bootstrap, progress=None) -> tuple:
@@ -688,7 +666,7 @@ def run(
     ``twfr_gmm_decay-auto``), so that variants of one detector are compared. Returns ``{"results":
     {detector: results}, "summaries": {detector: summary}, "over_runs": [...], "report": path,
     "seconds": s}``; ``over_runs`` sums up the detectors that differ only in their seed
-    (``twfr_gmm:seed=0,twfr_gmm:seed=1``, :func:`over_runs`)."""
+    (``twfr_gmm:seed=0,twfr_gmm:seed=1``, :func:`~mimii_due.runs.over_runs`)."""
     from mimii_due.report.html import build_report
     from mimii_due.synth.generate import dataset_settings, generate, holds
 

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
@@ -127,6 +128,34 @@ def run_names(runs: list[tuple[Path, str, dict]]) -> list[str]:
 
     first = [name(Path(f), d, p, Path(f).name) for f, d, p in runs]
     return [name(Path(f), d, p, str(f)) if first.count(n) > 1 else n for (f, d, p), n in zip(runs, first, strict=True)]
+
+
+def run_setting(meta: dict, machines) -> str:
+    """What makes runs of one detector the same method but for their seed (:func:`over_runs`): its
+    settings but ``seed``, its features and the machine types evaluated, as one comparable text."""
+    settings = {k: v for k, v in (meta.get("params") or {}).items() if k != "seed"}
+    return json.dumps([settings, meta.get("features") or {}, sorted(machines)], default=str)
+
+
+def over_runs(rows: list[dict]) -> list[dict]:
+    """The official score of each detector over its runs among ``rows`` (``pipeline.compare``'s, or
+    any with ``detector``, ``setting`` (:func:`run_setting`), ``summary`` and ``path``), where
+    two or more differ only in their seed or their data's (training seeds, or seeds of generated
+    data, as papers report a method): the same detector, settings but ``seed``, features and machine
+    types, each with a defined score. ``detector``, ``runs`` (their folders' names), ``mean``,
+    ``sd`` (with n - 1), ``min``, ``max``."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        score = r["summary"]["official_score"]
+        if r["detector"] and score is not None and np.isfinite(score):
+            groups.setdefault((r["detector"], r["setting"]), []).append(r)
+    out = []
+    for (detector, _), rs in groups.items():
+        if len(rs) > 1:
+            v = np.array([r["summary"]["official_score"] for r in rs])
+            out.append({"detector": detector, "runs": [Path(r["path"]).name for r in rs], "mean": float(v.mean()),
+                        "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max())})  # fmt: skip
+    return out
 
 
 def _started(meta: dict) -> str:

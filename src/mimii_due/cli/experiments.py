@@ -250,6 +250,7 @@ def evaluate(
     of official score files (a submission, a baseline's output), it evaluates those."""
     from mimii_due import pipeline
     from mimii_due.report.tables import official_text, results_table
+    from mimii_due.runs import over_runs
 
     with progress_bar(transient=True) as bar:  # the bootstrap's draws take a while on a whole development set
         rows = pipeline.compare(runs, ground_truth=ground_truth, protocol=protocol, bootstrap=bootstrap,
@@ -265,14 +266,14 @@ def evaluate(
             line += (f"; minus {rows[0]['name']}: {r['versus_first']:+.4f} (paired bootstrap sd "
                      f"{r['versus_first_sd']:.4f})")  # fmt: skip
         stdout.print(f"{line}; result.csv in {r['written']}", markup=False)
-    _print_over_runs(pipeline.over_runs(rows))
+    _print_over_runs(over_runs(rows))
     if not all(r.get("same_clips", True) for r in rows):  # side by side, yet not on the same test clips
         console.print(f"[yellow]warning[/yellow] not all were evaluated on the test clips of {rows[0]['name']} (their "
                       "names, labels or year differ), so the table is not a comparison on the same clips")  # fmt: skip
 
 
 def _print_over_runs(groups: list[dict]) -> None:
-    """A detector's official score over its runs of several seeds (:func:`~mimii_due.pipeline.over_runs`)."""
+    """A detector's official score over its runs of several seeds (:func:`~mimii_due.runs.over_runs`)."""
     for g in groups:
         spread = f"mean {g['mean']:.4f}, sd {g['sd']:.4f}, from {g['min']:.4f} to {g['max']:.4f}"
         stdout.print(f"{g['detector']} over {len(g['runs'])} runs ({', '.join(g['runs'])}): official score {spread}",
