@@ -158,10 +158,12 @@ def test_a_config_file_or_a_runs_run_json_trains_as_it_says_and_the_command_line
     args = ["--machines", "valve", "--features", "n_mels=64"]
     r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(a), "--detector", "twfr_gmm:decay=auto", *args])
     assert r.exit_code == 0, r.output
+    meta = json.loads((a / "run.json").read_text())  # as a run resumed on another machine records it
+    (a / "run.json").write_text(json.dumps(meta | {"earlier_environments": [meta["environment"]]}))
     r = runner.invoke(app, ["train", str(tiny_dataset), "--out", str(b), "--config", str(a / "run.json"),
                             "--machines", "valve"])  # fmt: skip  # train as that run was trained
     assert r.exit_code == 0, r.output
-    assert "data, environment, machines" in r.output and "not used" in r.output  # the record of a's data is not b's
+    assert "data, earlier_environments, environment, machines" in r.output and "not used" in r.output  # a's data
     meta_a, meta_b = Run(a).meta(), Run(b).meta()
     for key, want in (("detector", "twfr_gmm"), ("params", {"decay": "auto"}), ("features", {"n_mels": 64})):
         assert meta_a[key] == meta_b[key] == want

@@ -227,7 +227,8 @@ def _value(text: str, item: str | None = None) -> Any:
 
 
 CONFIG_KEYS = ("detector", "detectors", "params", "features")  # how a detector is made: a --config file
-RECORD_KEYS = ("data", "machines", "cache", "year", "channel", "version", "environment")  # what else run.json says
+RECORD_KEYS = ("data", "machines", "cache", "year", "channel", "version", "environment", "earlier_environments",
+               "retraining_since")  # what else run.json says: of the data, the machine, the run's progress
 
 
 def read_config(path: str | Path) -> dict:

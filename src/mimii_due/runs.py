@@ -6,7 +6,8 @@
     run.json                    detector, settings, data, machines, year, feature cache (written
                                 only after every setting was checked), and what made it
                                 (``environment``: Python, platform, CPU, GPU, library versions,
-                                detector plugins; ``earlier_environments`` if resumed elsewhere)
+                                detector plugins; ``earlier_environments`` if resumed elsewhere;
+                                ``retraining_since`` while a ``train --retrain`` has not finished)
     models/<machine>/           one detector artifact per machine type (see Detector.save)
     checkpoints/<machine>/      training state, saved every epoch (for --resume)
     results/                    the outputs of one `test`, published together (a folder written
