@@ -221,7 +221,8 @@ def status(
         stdout.print(f"no clips in that time from: {', '.join(silent)}: a recorder, its network or the machine "
                      "may have stopped", markup=False)  # fmt: skip
     if earlier:
-        stdout.print("decided with an earlier threshold, so left out of the binomial test against today's rate: "
+        stdout.print("decided with an earlier threshold (set by `threshold`, or of a model before `train --retrain`), "
+                     "so left out of the binomial test against today's rate: "
                      + ", ".join(earlier), markup=False)  # fmt: skip
     if excess:
         stdout.print(f"more alarms than the thresholds' rate explains (p < {EXCESS_P}): {', '.join(excess)}: the "
