@@ -119,16 +119,16 @@ def run_names(runs: list[tuple[Path, str, dict]]) -> list[str]:
     the folder's name."""
     from mimii_due.detectors import format_spec, spec_folder
 
-    def name(folder: Path, detector: str, settings: dict, where: str) -> str:
-        spec = format_spec(detector, settings)
+    def name(detector: str, settings: dict, where: str) -> str:
         if not detector:
             return where
-        if where in (detector, spec_folder(spec)):
-            return detector if where == detector else spec
-        return f"{detector} ({where})"
+        if where == detector:
+            return detector
+        spec = format_spec(detector, settings)
+        return spec if where == spec_folder(spec) else f"{detector} ({where})"
 
-    first = [name(Path(f), d, p, Path(f).name) for f, d, p in runs]
-    return [name(Path(f), d, p, str(f)) if first.count(n) > 1 else n for (f, d, p), n in zip(runs, first, strict=True)]
+    first = [name(d, p, Path(f).name) for f, d, p in runs]
+    return [name(d, p, str(f)) if first.count(n) > 1 else n for (f, d, p), n in zip(runs, first, strict=True)]
 
 
 def run_setting(meta: dict, machines) -> str:

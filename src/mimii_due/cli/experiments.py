@@ -116,8 +116,9 @@ def train(
     detector: str = typer.Option(
         None,
         "--detector",
-        help="Detector name: ensemble (default), twfr_gmm, embedding, ae, mobilenetv2, smahal, gaussian, or an "
-        "installed plugin's; settings may follow after colons (twfr_gmm:decay=auto), as with --set.",
+        help="Detector name: ensemble (default; with --retrain the run's), twfr_gmm, embedding, ae, mobilenetv2, "
+        "smahal, gaussian, or an installed plugin's; settings may follow after colons (twfr_gmm:decay=auto), as with "
+        "--set.",
     ),
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all found)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs."),
@@ -403,10 +404,11 @@ def run(
     from mimii_due.detectors import split_specs
     from mimii_due.report.tables import official_text, results_table
 
-    named, params, feature_params = _with_config(config, split_specs(detectors), _params(epochs, batch_size, None, []),
+    given = split_specs(detectors)
+    named, params, feature_params = _with_config(config, given, _params(epochs, batch_size, None, []),
                                                  _settings(features, "--features"),
                                                  default=list(pipeline.DEFAULT_RUN["detectors"]), each=True)
-    if detectors is not None and not split_specs(detectors):  # --detectors "": none, which run refuses
+    if detectors is not None and not given:  # --detectors "": none, which run refuses
         named = []
 
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:

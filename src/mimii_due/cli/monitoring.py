@@ -136,8 +136,8 @@ def score(
         rates = sorted({round(1 - models.models[d.machine].threshold_quantile, 6) for d in decisions})
         flagged = sum(d.decision for d in decisions)
         said.print(f"{flagged} of {len(decisions)} flagged as anomalous ({flagged / len(decisions):.1%}); on normal "
-                     f"clips the thresholds expect about {' / '.join(f'{r:.1%}' for r in rates)} (`mimii-due "
-                     "threshold` sets it)", markup=False)  # fmt: skip
+                   f"clips the thresholds expect about {' / '.join(f'{r:.1%}' for r in rates)} (`mimii-due "
+                   "threshold` sets it)", markup=False)  # fmt: skip
         if len(rates) == 1 and 0 < rates[0] < 1:  # one rate to test against
             p = excess_alarms_p(flagged, len(decisions), rates[0])
             verdict = ("more than the rate explains: the machine, its sound or the recording may have changed since "
@@ -145,7 +145,7 @@ def score(
                        "condition of a sound machine? put a few of its clips into <machine>/train/target/ and train "
                        "again)" if p < EXCESS_P else "within what chance gives")  # fmt: skip
             said.print(f"if these clips are normal, that many alarms or more come by chance with p = {p:.2g} "
-                         f"(binomial test): {verdict}", markup=False)  # fmt: skip
+                       f"(binomial test): {verdict}", markup=False)  # fmt: skip
     for _, msg in failed:
         console.print(f"[yellow]not scored[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
     if out is not None:
