@@ -139,6 +139,30 @@ def test_run_of_a_detector_at_several_seeds_sums_them_up_as_papers_report_a_meth
     assert r.output.count(" over ") == 1  # gaussian is no one's seed
 
 
+def test_run_with_seeds_trains_each_detector_that_takes_one_once_per_seed_the_ensembles_members_too(tiny_2023,
+                                                                                                     tmp_path):
+    from mimii_due.runs import Run
+
+    out = tmp_path / "o"
+    ens = "ensemble:members=[twfr_gmm,embedding:epochs=1]:min_clips=0"  # the embedding counts at this size too
+    r = runner.invoke(app, ["run", str(tiny_2023), "--out", str(out), "--machines", "fan", "--detectors",
+                            f"gaussian,{ens}", "--seeds", "0,1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    folders = sorted(p.name for p in out.iterdir() if Run(p).exists())
+    assert folders == ["ensemble_members-twfr_gmm-embedding_epochs-1_min_clips-0_seed-0",
+                       "ensemble_members-twfr_gmm-embedding_epochs-1_min_clips-0_seed-1", "gaussian"]  # fmt: skip
+    for seed in (0, 1):  # the ensemble's seed reached the member that takes one
+        ensemble = Run(out / folders[seed]).load_model("fan")
+        assert ensemble.config.seed == seed and ensemble.members_[1].config.seed == seed
+    scores = [Run(out / f).read_scores().sort_values("path")["score"].to_numpy() for f in folders[:2]]
+    assert not np.allclose(*scores)  # two trainings
+    assert "ensemble over 2 runs" in r.output and r.output.count(" over ") == 1  # gaussian takes no seed: once
+    for bad, message in ((["--seeds", "0,x"], "--seeds takes whole numbers"),
+                         (["--detectors", "twfr_gmm:seed=3", "--seeds", "0,1"], "gives its own seed")):  # fmt: skip
+        r = runner.invoke(app, ["run", str(tiny_2023), "--out", str(tmp_path / "o2"), *bad])
+        assert r.exit_code == 1 and message in r.output and not (tmp_path / "o2").exists(), r.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["--detectors", "ae:epochs=3", "--epochs", "5"], "sets epochs=3, and epochs=5 is given besides"),
     (["--detectors", "ensemble:weights=[6 ,1],ensemble:weights=[6, 1]"], "would share a run folder"),

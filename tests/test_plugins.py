@@ -224,7 +224,7 @@ def test_the_detectors_command_gives_every_detector_with_defaults_that_set_takes
     rows = json.loads(CliRunner().invoke(app, ["detectors", "--json"]).output)
     assert [row["name"] for row in rows] == list(detectors.REGISTRY)
     ens = next(row for row in rows if row["name"] == "ensemble")
-    assert ens["settings"] == {"members": ["twfr_gmm", "embedding"], "weights": [], "min_clips": 100}
+    assert ens["settings"] == {"members": ["twfr_gmm", "embedding"], "weights": [], "min_clips": 100, "seed": None}
     for row in rows:
         written = [f"{k}={_setting_text(v)}" for k, v in row["settings"].items()]
         assert f"settings: {' '.join(written) or 'none'}" in r.output

@@ -634,6 +634,25 @@ def _params_for(spec: str, params: dict | None) -> dict:
     return {k: v for k, v in (params or {}).items() if k in known}
 
 
+def _with_seeds(detectors: list[str], seeds: list[int] | None) -> list[str]:
+    """Each of ``detectors`` that takes a seed once per seed, the others once."""
+    from mimii_due.detectors import parse_spec
+
+    if not seeds:
+        return list(detectors)
+    if min(seeds) < 0:
+        raise ConfigError(f"seeds are whole numbers from 0, not {min(seeds)}")
+    out = []
+    for det in detectors:
+        if "seed" in parse_spec(det)[1]:
+            raise ConfigError(f"detector {det!r} gives its own seed; seeds gives each detector its seeds")
+        takes = bool(_params_for(det, {"seed": 0}))
+        if not takes:
+            log.info("%s takes no seed: it is run once", det)
+        out += [f"{det}:seed={s}" for s in seeds] if takes else [det]
+    return out
+
+
 def check_detectors(detectors: list[str], params: dict | None, feature_params: dict | None, *,
                     each: bool = True) -> None:  # fmt: skip
     """Raise :class:`ConfigError` where one of ``detectors`` (specs) cannot be made with ``params``
@@ -649,6 +668,7 @@ def run(
     data: str | Path | None = None,
     *,
     detectors: list[str] = tuple(DEFAULT_RUN["detectors"]),
+    seeds: list[int] | None = None,
     machines: list[str] | None = None,
     params: dict | None = None,
     scale: float = DEFAULT_RUN["scale"],
@@ -663,7 +683,9 @@ def run(
     """The whole pipeline: (generate) -> train -> test -> evaluate -> report, one run folder per
     detector under ``out``, on this machine or a cluster ``engine`` (``channel``, ``feature_params``:
     as :func:`train`). A detector may carry settings (``"twfr_gmm:decay=auto"``: its folder is
-    ``twfr_gmm_decay-auto``), so that variants of one detector are compared. Returns ``{"results":
+    ``twfr_gmm_decay-auto``), so that variants of one detector are compared; with ``seeds`` each
+    detector that takes a seed is run once per seed (``ensemble:seed=0``, ...; the others once).
+    Returns ``{"results":
     {detector: results}, "summaries": {detector: summary}, "over_runs": [...], "report": path,
     "seconds": s}``; ``over_runs`` sums up the detectors that differ only in their seed
     (``twfr_gmm:seed=0,twfr_gmm:seed=1``, :func:`~mimii_due.runs.over_runs`)."""
@@ -671,7 +693,7 @@ def run(
     from mimii_due.synth.generate import dataset_settings, generate, holds
 
     t0 = time.perf_counter()
-    detectors = list(dict.fromkeys(detectors))  # each once, in the order given
+    detectors = list(dict.fromkeys(_with_seeds(detectors, seeds)))  # each once, in the order given
     if not detectors:
         raise ConfigError("no detector to run: name at least one (--detectors ae,ensemble)")
     check_detectors(detectors, params, feature_params)  # every setting checked before anything is written

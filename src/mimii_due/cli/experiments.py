@@ -208,7 +208,7 @@ def _setting_text(value) -> str:
     """A default as ``--set`` takes it: a list comma-separated, ``[]`` for an empty one."""
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value)) if value else "[]"
-    return str(value)
+    return "null" if value is None else str(value)
 
 
 @app.command()
@@ -271,6 +271,14 @@ def evaluate(
     if not all(r.get("same_clips", True) for r in rows):  # side by side, yet not on the same test clips
         console.print(f"[yellow]warning[/yellow] not all were evaluated on the test clips of {rows[0]['name']} (their "
                       "names, labels or year differ), so the table is not a comparison on the same clips")  # fmt: skip
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2``."""
+    try:
+        return [int(s) for s in _machines(text)] if text else None
+    except ValueError:
+        raise MimiiDueError(f"--seeds takes whole numbers such as 0,1,2, not {text!r}") from None
 
 
 def _print_over_runs(groups: list[dict]) -> None:
@@ -386,6 +394,9 @@ def run(
     machines: str = typer.Option(None, help="Comma-separated machine types (default: all)."),
     epochs: int = typer.Option(None, help="Override the paper's number of epochs (every detector)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the paper's batch size."),
+    seeds: str = typer.Option(None, help="Comma-separated training seeds: each detector that takes a seed trained "
+                              "once per seed (ensemble:seed=0, ...), its official score's mean and sd over them "
+                              "printed, as papers report a method."),  # fmt: skip
     scale: float = typer.Option(
         None, help="Size of the generated dataset (no DATA; default: the main job's, 99 + 10 training clips)."
     ),
@@ -413,7 +424,7 @@ def run(
 
     with _engine(engine, address, task_cpus) as eng, progress_bar() as bar:
         done = pipeline.run(
-            out, data, detectors=named, machines=_machines(machines),
+            out, data, detectors=named, seeds=_seeds(seeds), machines=_machines(machines),
             params=params, ground_truth=ground_truth,
             **({} if scale is None else {"scale": scale}),  # default: pipeline.DEFAULT_RUN
             on_error=_on_error(skip_bad), year=year, channel=channel, feature_params=feature_params,

@@ -119,6 +119,8 @@ class EnsembleConfig:
     weights: tuple[float, ...] = ()  # one per member; empty: DEFAULT_WEIGHTS, 1 for members not in it
     min_clips: int = 100  # members that train a network count only in sections with this many training clips
     # (unless every member does)
+    seed: int | None = None  # the training seed of every member that takes one (a member's own seed= wins);
+    # None: each member's own default (`run --seeds` sets it)
 
     def __post_init__(self):
         from mimii_due.detectors import detector_class, make_spec, parse_spec
@@ -132,6 +134,8 @@ class EnsembleConfig:
         if self.weights and (len(self.weights) != len(self.members) or min(self.weights) < 0):
             raise ConfigError("EnsembleConfig.weights needs one non-negative weight per member")
         check(self, min_clips=(0, None))
+        if self.seed is not None and self.seed < 0:
+            raise ConfigError(f"EnsembleConfig.seed must be at least 0, got {self.seed}")
 
 
 class EnsembleDetector(Detector):
@@ -161,11 +165,25 @@ class EnsembleDetector(Detector):
 
         return any(detector_class(parse_spec(m)[0]).uses_outliers for m in self.config.members)
 
+    def _seeded(self, spec: str) -> str:
+        """A member's spec with the ensemble's ``seed``, where the member takes a seed and its spec
+        gives none of its own."""
+        from dataclasses import fields
+
+        from mimii_due.detectors import detector_class, parse_spec
+
+        name, own = parse_spec(spec)
+        klass = detector_class(name)
+        takes = klass.config_class is not None and "seed" in {f.name for f in fields(klass.config_class)}
+        if self.config.seed is None or not takes or "seed" in own:
+            return spec
+        return f"{spec}:seed={self.config.seed}"
+
     def _fit(self, features: Features, clips: pd.DataFrame, *, checkpoint=None, progress=None,
              outliers=None) -> None:  # fmt: skip
         from mimii_due.detectors import make_spec, spec_folder
 
-        made = [make_spec(spec, features=self.features, threshold_quantile=self.threshold_quantile)
+        made = [make_spec(self._seeded(spec), features=self.features, threshold_quantile=self.threshold_quantile)
                 for spec in self.config.members]  # fmt: skip
         used = self._worth_training(made, clips, None if outliers is None else outliers[1])
         members = []
