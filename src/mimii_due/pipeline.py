@@ -623,20 +623,15 @@ def _check_run_out(out: Path) -> None:
 def _params_for(spec: str, params: dict | None) -> dict:
     """The settings of ``params`` that the detector of ``spec`` has (``run --epochs 5`` sets the epochs
     of the detectors that train in epochs and leaves the others alone)."""
-    from dataclasses import fields
+    from mimii_due.detectors import parse_spec, setting_names
 
-    from mimii_due.detectors import REGISTRY, parse_spec
-
-    klass = REGISTRY.get(parse_spec(spec)[0])
-    if klass is None or klass.config_class is None:
-        return {}
-    known = {f.name for f in fields(klass.config_class)}
+    known = setting_names(parse_spec(spec)[0])
     return {k: v for k, v in (params or {}).items() if k in known}
 
 
 def _with_seeds(detectors: list[str], seeds: list[int] | None) -> list[str]:
     """Each of ``detectors`` that takes a seed once per seed, the others once."""
-    from mimii_due.detectors import parse_spec
+    from mimii_due.detectors import parse_spec, setting_names
 
     if not seeds:
         return list(detectors)
@@ -646,7 +641,7 @@ def _with_seeds(detectors: list[str], seeds: list[int] | None) -> list[str]:
     for det in detectors:
         if "seed" in parse_spec(det)[1]:
             raise ConfigError(f"detector {det!r} gives its own seed; seeds gives each detector its seeds")
-        takes = bool(_params_for(det, {"seed": 0}))
+        takes = "seed" in setting_names(parse_spec(det)[0])
         if not takes:
             log.info("%s takes no seed: it is run once", det)
         out += [f"{det}:seed={s}" for s in seeds] if takes else [det]

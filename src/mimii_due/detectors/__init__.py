@@ -102,6 +102,15 @@ def detector_class(name: str) -> type[Detector]:
     return klass
 
 
+def setting_names(name: str) -> set[str]:
+    """The settings the registered detector ``name`` takes (its config's fields): none for one without
+    settings, or for a name that is not registered (:func:`make` names that error)."""
+    from dataclasses import fields, is_dataclass
+
+    klass = REGISTRY.get(name)
+    return {f.name for f in fields(klass.config_class)} if klass and is_dataclass(klass.config_class) else set()
+
+
 def catalogue() -> list[dict]:
     """Every registered detector: its name, where it comes from (built in, or the plugin's
     package), what it is (its class's docstring, else its module's, first line) and its settings

@@ -168,14 +168,10 @@ class EnsembleDetector(Detector):
     def _seeded(self, spec: str) -> str:
         """A member's spec with the ensemble's ``seed``, where the member takes a seed and its spec
         gives none of its own."""
-        from dataclasses import fields
-
-        from mimii_due.detectors import detector_class, parse_spec
+        from mimii_due.detectors import parse_spec, setting_names
 
         name, own = parse_spec(spec)
-        klass = detector_class(name)
-        takes = klass.config_class is not None and "seed" in {f.name for f in fields(klass.config_class)}
-        if self.config.seed is None or not takes or "seed" in own:
+        if self.config.seed is None or "seed" not in setting_names(name) or "seed" in own:
             return spec
         return f"{spec}:seed={self.config.seed}"
 
