@@ -639,9 +639,10 @@ def _with_seeds(detectors: list[str], seeds: list[int] | None) -> list[str]:
         raise ConfigError(f"seeds are whole numbers from 0, not {min(seeds)}")
     out = []
     for det in detectors:
-        if "seed" in parse_spec(det)[1]:
+        name, own = parse_spec(det)
+        if "seed" in own:
             raise ConfigError(f"detector {det!r} gives its own seed; seeds gives each detector its seeds")
-        takes = "seed" in setting_names(parse_spec(det)[0])
+        takes = "seed" in setting_names(name)
         if not takes:
             log.info("%s takes no seed: it is run once", det)
         out += [f"{det}:seed={s}" for s in seeds] if takes else [det]

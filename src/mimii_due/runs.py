@@ -131,6 +131,13 @@ def run_names(runs: list[tuple[Path, str, dict]]) -> list[str]:
     return [name(d, p, str(f)) if first.count(n) > 1 else n for (f, d, p), n in zip(runs, first, strict=True)]
 
 
+def over_runs_text(group: dict) -> str:
+    """One of :func:`over_runs`'s groups as ``evaluate``, ``run`` and the report say it."""
+    g = group
+    return (f"{g['detector']} over {len(g['runs'])} runs ({', '.join(g['runs'])}): official score mean "
+            f"{g['mean']:.4f}, sd {g['sd']:.4f}, from {g['min']:.4f} to {g['max']:.4f}")  # fmt: skip
+
+
 def run_setting(meta: dict, machines) -> str:
     """What makes runs of one detector the same method but for their seed (:func:`over_runs`): its
     settings but ``seed``, its features and the machine types evaluated, as one comparable text."""

@@ -283,10 +283,10 @@ def _seeds(text: str | None) -> list[int] | None:
 
 def _print_over_runs(groups: list[dict]) -> None:
     """A detector's official score over its runs of several seeds (:func:`~mimii_due.runs.over_runs`)."""
+    from mimii_due.runs import over_runs_text
+
     for g in groups:
-        spread = f"mean {g['mean']:.4f}, sd {g['sd']:.4f}, from {g['min']:.4f} to {g['max']:.4f}"
-        stdout.print(f"{g['detector']} over {len(g['runs'])} runs ({', '.join(g['runs'])}): official score {spread}",
-                     markup=False)  # fmt: skip
+        stdout.print(over_runs_text(g), markup=False)
 
 
 def _print_summary(who: str, summary: dict) -> None:

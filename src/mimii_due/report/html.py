@@ -27,7 +27,7 @@ from mimii_due.report.tables import (
     results_markdown,
     table4,
 )
-from mimii_due.runs import Run, environment_text, over_runs, run_names, run_setting
+from mimii_due.runs import Run, environment_text, over_runs, over_runs_text, run_names, run_setting
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,7 @@ def build_report(runs: list[str | Path], out: str | Path, *, data: str | Path | 
     md = ["# mimii-due report", "", results_markdown({i["name"]: i["results"] for i in infos}), ""]
     seeds = over_runs([{"detector": i["meta"].get("detector", ""), "summary": i["summary"], "path": i["path"],
                         "setting": run_setting(i["meta"], i["results"]["machine"].unique())} for i in infos])
-    for g in seeds:  # one detector at several seeds (or data seeds), as papers report a method
-        line = (f"{g['detector']} over {len(g['runs'])} runs ({', '.join(g['runs'])}): official score mean "
-                f"{g['mean']:.4f}, sd {g['sd']:.4f}, from {g['min']:.4f} to {g['max']:.4f}")  # fmt: skip
+    for line in map(over_runs_text, seeds):  # one detector at several seeds (or data seeds), as papers report it
         parts.append(f"<p>{html.escape(line)}</p>")
         md += [line, ""]
     per_machine = machine_scores({i["name"]: i["results"] for i in infos})
